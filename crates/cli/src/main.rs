@@ -1,0 +1,2 @@
+//! kfleet
+fn main() {}
