@@ -1,1 +1,73 @@
-//! kinesis-fleet
+//! Consume Amazon Kinesis Data Streams with fleets of workers.
+//!
+//! Leases in DynamoDB (in the Java KCL's table format) assign shards to
+//! workers; shard readers deaggregate KPL records; your code implements one
+//! [`RecordProcessor`] and the framework handles checkpoints, failover and
+//! resharding.
+//!
+//! ```no_run
+//! use kinesis_fleet::prelude::*;
+//!
+//! struct Printer;
+//!
+//! #[async_trait]
+//! impl RecordProcessor for Printer {
+//!     async fn process_records(&mut self, batch: &RecordBatch, cp: &mut Checkpointer) -> Result<(), BoxError> {
+//!         for record in &batch.records {
+//!             println!("{} {}", record.partition_key, record.data.len());
+//!         }
+//!         cp.checkpoint().await?;
+//!         Ok(())
+//!     }
+//!
+//!     async fn shard_ended(&mut self, cp: &mut Checkpointer) -> Result<(), BoxError> {
+//!         cp.checkpoint().await?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # async fn run(sdk_config: &aws_types::SdkConfig) -> Result<(), kinesis_fleet::Error> {
+//! let worker = Worker::builder()
+//!     .stream("orders")
+//!     .application("orders-etl")
+//!     .initial_position(InitialPosition::TrimHorizon)
+//!     .processor_factory(|_shard: &ShardId| Printer)
+//!     .build(sdk_config)?;
+//! let shutdown = worker.shutdown_handle();
+//! tokio::spawn(async move {
+//!     let _ = tokio::signal::ctrl_c().await;
+//!     shutdown.shutdown();
+//! });
+//! worker.run().await
+//! # }
+//! ```
+
+mod checkpointer;
+mod config;
+mod consumer;
+mod error;
+mod expiry;
+mod processor;
+mod shard_sync;
+mod stats;
+mod worker;
+
+pub use checkpointer::{CheckpointError, Checkpointer};
+pub use config::{InitialPosition, ProcessorErrorPolicy, WorkerConfig};
+pub use error::{Error, Result};
+pub use kinesis_fleet_kpl as kpl;
+pub use kinesis_fleet_leases::{ExtendedSequenceNumber, SequenceNumber};
+pub use kinesis_fleet_retrieval::{PollingConfig, Record};
+pub use processor::{BoxError, Initialize, RecordBatch, RecordProcessor, ShardId};
+pub use stats::{Counter, ShardProgress, StatsSnapshot, WorkerStats};
+pub use worker::{ShutdownHandle, Worker, WorkerBuilder};
+
+/// Everything a processor and its `main` need.
+pub mod prelude {
+    pub use crate::{
+        BoxError, CheckpointError, Checkpointer, ExtendedSequenceNumber, Initialize,
+        InitialPosition, ProcessorErrorPolicy, Record, RecordBatch, RecordProcessor, ShardId,
+        Worker,
+    };
+    pub use async_trait::async_trait;
+}

@@ -1,0 +1,80 @@
+//! The 128-bit hash key Kinesis routes a record by.
+
+use md5::{Digest, Md5};
+
+use crate::{Error, Result};
+
+/// The 128-bit hash key Kinesis routes a record by.
+///
+/// With an explicit hash key, that key parsed as a decimal integer in
+/// `0..=2^128-1`; otherwise MD5 of the partition key's UTF-8 bytes read as a
+/// big-endian `u128` (what Kinesis, the KPL and the KCL compute).
+///
+/// The explicit hash key must be ASCII digits only. Leading zeros are accepted
+/// (the KCL parses with `BigInteger`, which accepts them) even though the
+/// PutRecords API itself only accepts the canonical form; signs and
+/// whitespace are rejected.
+///
+/// ```
+/// # use kinesis_fleet_kpl::effective_hash_key;
+/// assert_eq!(effective_hash_key("ignored", Some("42")).unwrap(), 42);
+/// assert_eq!(effective_hash_key("", None).unwrap(), 0xd41d8cd98f00b204e9800998ecf8427e);
+/// assert!(effective_hash_key("pk", Some("-1")).is_err());
+/// ```
+pub fn effective_hash_key(partition_key: &str, explicit_hash_key: Option<&str>) -> Result<u128> {
+    match explicit_hash_key {
+        Some(ehk) => parse_explicit_hash_key(ehk),
+        None => Ok(u128::from_be_bytes(
+            Md5::digest(partition_key.as_bytes()).into(),
+        )),
+    }
+}
+
+/// Parses a decimal explicit hash key; see [`effective_hash_key`].
+pub(crate) fn parse_explicit_hash_key(value: &str) -> Result<u128> {
+    let invalid = || Error::InvalidExplicitHashKey {
+        value: value.to_owned(),
+    };
+    // `u128::from_str` alone would also accept a leading '+'.
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    value.parse::<u128>().map_err(|_| invalid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_key_hash_is_big_endian_md5() {
+        // MD5("a") = 0cc175b9c0f1b6a831c399e269772661
+        assert_eq!(
+            effective_hash_key("a", None).unwrap(),
+            0x0cc175b9c0f1b6a831c399e269772661
+        );
+    }
+
+    #[test]
+    fn explicit_hash_key_overrides_partition_key() {
+        assert_eq!(effective_hash_key("a", Some("0")).unwrap(), 0);
+        assert_eq!(effective_hash_key("a", Some("007")).unwrap(), 7);
+        let max = u128::MAX.to_string();
+        assert_eq!(effective_hash_key("a", Some(&max)).unwrap(), u128::MAX);
+    }
+
+    #[test]
+    fn invalid_explicit_hash_keys_are_rejected() {
+        // 2^128 is one past the largest hash key.
+        let too_big = "340282366920938463463374607431768211456";
+        for bad in ["", "+1", "-1", " 1", "1 ", "0x10", "1e3", "١", too_big] {
+            assert_eq!(
+                effective_hash_key("a", Some(bad)),
+                Err(Error::InvalidExplicitHashKey {
+                    value: bad.to_owned()
+                }),
+                "{bad:?}"
+            );
+        }
+    }
+}

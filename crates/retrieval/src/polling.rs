@@ -1,0 +1,698 @@
+//! The polling reader: one prefetch task per shard calling GetRecords,
+//! with a queue bounded by user records and by bytes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::primitives::DateTime;
+use aws_sdk_kinesis::types::ShardIteratorType;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
+
+use crate::error::{Error, Failure, Result, classify};
+use crate::reader::{
+    FetchedBatch, ReadEvent, ShardReader, StartingPosition, child_shards_from_sdk,
+};
+use crate::record::{RawRecord, RecordPipeline};
+use crate::retry::{EndpointProbe, RetryPolicy, with_retry};
+
+/// Kinesis allows 5 GetRecords calls per second per shard: at least this
+/// long between the starts of two calls. A service limit, not a setting.
+pub const MIN_TIME_BETWEEN_GET_RECORDS: Duration = Duration::from_millis(200);
+
+/// After this many `ExpiredIteratorException`s in a row, each on a fresh
+/// iterator, something is wrong (e.g. the clock) and the reader gives up.
+const MAX_CONSECUTIVE_EXPIRIES: u32 = 3;
+
+/// Polling reader settings. Build with `PollingConfig::default()` and the
+/// setters; [`PollingConfig::validate`] (called by [`PollingReader::spawn`])
+/// checks every field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PollingConfig {
+    /// `Limit` of each GetRecords call. Default 10 000, the service maximum
+    /// and KCL's default. Allowed 1..=10 000.
+    pub max_records: i32,
+    /// Wait between reads once caught up (`MillisBehindLatest == 0` and the
+    /// last batch was not full). Default 1.5 s, KCL 2.x/3.x's
+    /// `idleTimeBetweenReadsInMillis` (KCL 1.x used 1 s). Reads never start
+    /// less than 200 ms apart, whatever this is. Allowed 0..=60 s.
+    pub idle_time_between_reads: Duration,
+    /// Prefetch budget in user records (after deaggregation): when the
+    /// queue holds this many, fetching waits. Default 30 000, KCL's
+    /// `maxRecordsCount`. A batch larger than the whole budget is admitted
+    /// alone once the queue is empty. Every batch, even an empty one,
+    /// counts as at least one record, so idle polls cannot pile up.
+    /// Allowed 1..=10 000 000.
+    pub max_prefetch_records: usize,
+    /// Prefetch budget in fetched payload bytes. Default 8 MiB, KCL's
+    /// `maxByteSize`. One GetRecords response can carry up to 10 MiB; such
+    /// a batch is admitted alone once the queue is empty. Allowed
+    /// 1..=4 GiB - 1.
+    pub max_prefetch_bytes: usize,
+    /// First delay after a throttled or failed call (before jitter).
+    /// Default 200 ms, one GetRecords slot; KCL instead sleeps its idle
+    /// time. Allowed 1 ms..=60 s.
+    pub retry_initial_delay: Duration,
+    /// Cap on any delay between retries, jitter included. Default 10 s (our
+    /// choice: long enough to ride out a throttling burst). Allowed
+    /// `retry_initial_delay`..=5 min.
+    pub retry_max_delay: Duration,
+    /// A call fails for good at this many consecutive retryable failures
+    /// (throttling, 5xx, unreachable); the reader then returns the error.
+    /// Default 10 (about 20–40 s of backoff; KCL retries forever and only
+    /// logs after 5 throttles). Allowed 1..=1 000.
+    pub max_consecutive_failures: u32,
+}
+
+impl Default for PollingConfig {
+    fn default() -> Self {
+        PollingConfig {
+            max_records: 10_000,
+            idle_time_between_reads: Duration::from_millis(1500),
+            max_prefetch_records: 30_000,
+            max_prefetch_bytes: 8 * 1024 * 1024,
+            retry_initial_delay: Duration::from_millis(200),
+            retry_max_delay: Duration::from_secs(10),
+            max_consecutive_failures: 10,
+        }
+    }
+}
+
+impl PollingConfig {
+    /// Sets [`PollingConfig::max_records`].
+    pub fn max_records(mut self, v: i32) -> Self {
+        self.max_records = v;
+        self
+    }
+    /// Sets [`PollingConfig::idle_time_between_reads`].
+    pub fn idle_time_between_reads(mut self, v: Duration) -> Self {
+        self.idle_time_between_reads = v;
+        self
+    }
+    /// Sets [`PollingConfig::max_prefetch_records`].
+    pub fn max_prefetch_records(mut self, v: usize) -> Self {
+        self.max_prefetch_records = v;
+        self
+    }
+    /// Sets [`PollingConfig::max_prefetch_bytes`].
+    pub fn max_prefetch_bytes(mut self, v: usize) -> Self {
+        self.max_prefetch_bytes = v;
+        self
+    }
+    /// Sets [`PollingConfig::retry_initial_delay`].
+    pub fn retry_initial_delay(mut self, v: Duration) -> Self {
+        self.retry_initial_delay = v;
+        self
+    }
+    /// Sets [`PollingConfig::retry_max_delay`].
+    pub fn retry_max_delay(mut self, v: Duration) -> Self {
+        self.retry_max_delay = v;
+        self
+    }
+    /// Sets [`PollingConfig::max_consecutive_failures`].
+    pub fn max_consecutive_failures(mut self, v: u32) -> Self {
+        self.max_consecutive_failures = v;
+        self
+    }
+
+    /// Checks every field; the error names the field and its allowed range.
+    pub fn validate(&self) -> Result<()> {
+        fn check<T: PartialOrd + std::fmt::Debug>(
+            field: &'static str,
+            v: T,
+            lo: T,
+            hi: T,
+            range: &str,
+        ) -> Result<()> {
+            if v < lo || v > hi {
+                return Err(Error::invalid_config(
+                    field,
+                    format!("{v:?} is outside {range}"),
+                ));
+            }
+            Ok(())
+        }
+        check("max_records", self.max_records, 1, 10_000, "1..=10000")?;
+        check(
+            "idle_time_between_reads",
+            self.idle_time_between_reads,
+            Duration::ZERO,
+            Duration::from_secs(60),
+            "0s..=60s",
+        )?;
+        check(
+            "max_prefetch_records",
+            self.max_prefetch_records,
+            1,
+            10_000_000,
+            "1..=10000000",
+        )?;
+        check(
+            "max_prefetch_bytes",
+            self.max_prefetch_bytes,
+            1,
+            u32::MAX as usize,
+            "1..=4294967295",
+        )?;
+        check(
+            "retry_initial_delay",
+            self.retry_initial_delay,
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+            "1ms..=60s",
+        )?;
+        check(
+            "retry_max_delay",
+            self.retry_max_delay,
+            self.retry_initial_delay,
+            Duration::from_secs(300),
+            "retry_initial_delay..=300s",
+        )?;
+        check(
+            "max_consecutive_failures",
+            self.max_consecutive_failures,
+            1,
+            1000,
+            "1..=1000",
+        )?;
+        Ok(())
+    }
+
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            min_delay: self.retry_initial_delay,
+            max_delay: self.retry_max_delay,
+            max_attempts: self.max_consecutive_failures,
+        }
+    }
+}
+
+/// How much the prefetch queue holds right now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PrefetchUsage {
+    /// Batches waiting to be taken.
+    pub batches: usize,
+    /// User records in those batches.
+    pub records: usize,
+    /// Fetched payload bytes of those batches.
+    pub bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct Usage {
+    batches: AtomicUsize,
+    records: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+impl Usage {
+    fn add(&self, records: usize, bytes: usize) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.records.fetch_add(records, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+    fn sub(&self, records: usize, bytes: usize) {
+        self.batches.fetch_sub(1, Ordering::Relaxed);
+        self.records.fetch_sub(records, Ordering::Relaxed);
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+/// One queued item: an event plus the budget it holds until taken.
+struct Queued {
+    event: Result<ReadEvent>,
+    _permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Reading,
+    Ended,
+    Failed,
+}
+
+/// Reads one shard with GetRecords. A prefetch task, owned by the reader
+/// and aborted when it is dropped, fetches ahead into a queue bounded by
+/// [`PollingConfig::max_prefetch_records`] and
+/// [`PollingConfig::max_prefetch_bytes`].
+#[derive(Debug)]
+pub struct PollingReader {
+    shard_id: String,
+    rx: mpsc::UnboundedReceiver<Queued>,
+    usage: Arc<Usage>,
+    state: State,
+    _task: AbortOnDropHandle<()>,
+}
+
+impl std::fmt::Debug for Queued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queued")
+            .field("event", &self.event)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PollingReader {
+    /// Validates `config` and spawns the prefetch task for `shard_id`.
+    ///
+    /// `hash_key_range`, when `Some((start, end))`, drops deaggregated KPL
+    /// sub-records whose effective hash key lies outside the range (after a
+    /// reshard; counted in [`crate::BatchStats::filtered_out_of_range`]);
+    /// plain records are never dropped. Pass the shard's own range.
+    ///
+    /// Errors only for an invalid config; service errors (including
+    /// [`Error::StreamNotFound`]) arrive from
+    /// [`ShardReader::next_event`].
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime, like `tokio::spawn`.
+    pub fn spawn(
+        client: Client,
+        stream_name: impl Into<String>,
+        shard_id: impl Into<String>,
+        start: StartingPosition,
+        hash_key_range: Option<(u128, u128)>,
+        config: PollingConfig,
+    ) -> Result<PollingReader> {
+        config.validate()?;
+        let stream = stream_name.into();
+        let shard_id = shard_id.into();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let usage = Arc::new(Usage::default());
+        let fetcher = Fetcher {
+            pipeline: RecordPipeline::new(shard_id.clone(), &start, hash_key_range),
+            records_budget: Arc::new(Semaphore::new(config.max_prefetch_records)),
+            bytes_budget: Arc::new(Semaphore::new(config.max_prefetch_bytes)),
+            retry: config.retry_policy(),
+            client,
+            stream: stream.clone(),
+            shard_id: shard_id.clone(),
+            start,
+            config,
+            probe: EndpointProbe::default(),
+            tx,
+            usage: usage.clone(),
+            last_sequence: None,
+        };
+        let span = tracing::info_span!("polling_reader", stream = %stream, shard = %shard_id);
+        let task = tokio::spawn(fetcher.run().instrument(span));
+        Ok(PollingReader {
+            shard_id,
+            rx,
+            usage,
+            state: State::Reading,
+            _task: AbortOnDropHandle::new(task),
+        })
+    }
+
+    /// The shard this reader reads.
+    pub fn shard_id(&self) -> &str {
+        &self.shard_id
+    }
+
+    /// What the prefetch queue holds right now.
+    pub fn prefetch_usage(&self) -> PrefetchUsage {
+        PrefetchUsage {
+            batches: self.usage.batches.load(Ordering::Relaxed),
+            records: self.usage.records.load(Ordering::Relaxed),
+            bytes: self.usage.bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ShardReader for PollingReader {
+    /// Takes the next event from the prefetch queue, waiting for one.
+    ///
+    /// Cancel-safe: the queue is only popped when the future completes.
+    async fn next_event(&mut self) -> Result<Option<ReadEvent>> {
+        match self.state {
+            State::Reading => {}
+            State::Ended => return Ok(None),
+            State::Failed => {
+                return Err(Error::ReaderStopped {
+                    shard_id: self.shard_id.clone(),
+                });
+            }
+        }
+        let Some(item) = self.rx.recv().await else {
+            // The task ended without a final event: it panicked.
+            self.state = State::Failed;
+            return Err(Error::ReaderStopped {
+                shard_id: self.shard_id.clone(),
+            });
+        };
+        // Dropping `item` (below) releases its budget to the fetch loop.
+        match item.event {
+            Ok(ReadEvent::Batch(batch)) => {
+                self.usage.sub(batch.records.len(), batch.stats.bytes);
+                Ok(Some(ReadEvent::Batch(batch)))
+            }
+            Ok(end @ ReadEvent::ShardEnd { .. }) => {
+                self.state = State::Ended;
+                Ok(Some(end))
+            }
+            Err(e) => {
+                self.state = State::Failed;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Sends one request with the endpoint probe attached and classifies errors.
+macro_rules! send {
+    ($req:expr, $probe:expr, $op:literal) => {{
+        let probe: &EndpointProbe = $probe;
+        let recorder = probe.clone();
+        $req.customize()
+            .mutate_request(move |r| recorder.record(r.uri()))
+            .send()
+            .await
+            .map_err(|e| classify(e, $op, || probe.name()))
+    }};
+}
+
+/// The prefetch task's state.
+struct Fetcher {
+    client: Client,
+    stream: String,
+    shard_id: String,
+    start: StartingPosition,
+    config: PollingConfig,
+    retry: RetryPolicy,
+    pipeline: RecordPipeline,
+    probe: EndpointProbe,
+    tx: mpsc::UnboundedSender<Queued>,
+    records_budget: Arc<Semaphore>,
+    bytes_budget: Arc<Semaphore>,
+    usage: Arc<Usage>,
+    /// The last Kinesis record queued: a new iterator starts after it.
+    last_sequence: Option<String>,
+}
+
+impl Fetcher {
+    async fn run(mut self) {
+        if let Err(e) = self.fetch_loop().await {
+            tracing::warn!(error = %e, "shard reader stopped");
+            let _ = self.tx.send(Queued {
+                event: Err(e),
+                _permits: None,
+            });
+        }
+    }
+
+    async fn fetch_loop(&mut self) -> Result<()> {
+        let mut iterator = self.shard_iterator().await?;
+        // Earliest start of the next GetRecords call, retries included: the
+        // 5 calls/s limit applies to them too.
+        let pace = std::sync::Mutex::new(Instant::now());
+        let mut expiries = 0;
+        loop {
+            let out = with_retry(&self.retry, &self.shard_id, || async {
+                let at = *pace.lock().expect("pace lock");
+                tokio::time::sleep_until(at).await;
+                *pace.lock().expect("pace lock") = Instant::now() + MIN_TIME_BETWEEN_GET_RECORDS;
+                send!(
+                    self.client
+                        .get_records()
+                        .shard_iterator(&iterator)
+                        .limit(self.config.max_records),
+                    &self.probe,
+                    "GetRecords"
+                )
+            })
+            .await;
+            let out = match out {
+                Ok(out) => out,
+                Err(Failure::ExpiredIterator) if expiries < MAX_CONSECUTIVE_EXPIRIES => {
+                    expiries += 1;
+                    tracing::debug!(after = ?self.last_sequence, "iterator expired; getting a new one");
+                    iterator = self.shard_iterator().await?;
+                    continue;
+                }
+                Err(f) => return Err(self.failure_to_error(f, "GetRecords").await),
+            };
+            expiries = 0;
+            let fetched_at = Instant::now();
+
+            let last_in_batch = out.records.last().map(|r| r.sequence_number.clone());
+            let raw: Vec<RawRecord> = out.records.into_iter().map(RawRecord::from).collect();
+            let (records, stats) = self.pipeline.process(raw);
+            let behind = out.millis_behind_latest.is_some_and(|m| m > 0)
+                || stats.kinesis_records >= self.config.max_records as usize;
+            let shard_end = out.next_shard_iterator.is_none();
+            let batch = FetchedBatch {
+                records,
+                millis_behind_latest: out.millis_behind_latest,
+                stats,
+            };
+            if !shard_end || stats.kinesis_records > 0 {
+                if !self.enqueue(batch).await {
+                    return Ok(()); // the reader is gone
+                }
+                if last_in_batch.is_some() {
+                    self.last_sequence = last_in_batch;
+                }
+            }
+            let Some(next) = out.next_shard_iterator else {
+                let child_shards =
+                    child_shards_from_sdk("GetRecords", out.child_shards.unwrap_or_default())?;
+                tracing::info!(children = child_shards.len(), "shard end");
+                let _ = self.tx.send(Queued {
+                    event: Ok(ReadEvent::ShardEnd { child_shards }),
+                    _permits: None,
+                });
+                return Ok(());
+            };
+            iterator = next;
+            if !behind {
+                let mut at = pace.lock().expect("pace lock");
+                *at = (*at).max(fetched_at + self.config.idle_time_between_reads);
+            }
+        }
+    }
+
+    /// Waits for budget (backpressure), then queues the batch. `false` if
+    /// the reader has been dropped.
+    async fn enqueue(&self, batch: FetchedBatch) -> bool {
+        let records = batch
+            .records
+            .len()
+            .clamp(1, self.config.max_prefetch_records);
+        let bytes = batch.stats.bytes.min(self.config.max_prefetch_bytes);
+        // Budgets fit u32: validate() bounds both.
+        let Ok(rp) = self
+            .records_budget
+            .clone()
+            .acquire_many_owned(records as u32)
+            .await
+        else {
+            return false;
+        };
+        let Ok(bp) = self
+            .bytes_budget
+            .clone()
+            .acquire_many_owned(bytes as u32)
+            .await
+        else {
+            return false;
+        };
+        self.usage.add(batch.records.len(), batch.stats.bytes);
+        let (n, b) = (batch.records.len(), batch.stats.bytes);
+        let sent = self.tx.send(Queued {
+            event: Ok(ReadEvent::Batch(batch)),
+            _permits: Some((rp, bp)),
+        });
+        if sent.is_err() {
+            self.usage.sub(n, b);
+            return false;
+        }
+        true
+    }
+
+    /// A new iterator: after the last queued record, else at the start.
+    async fn shard_iterator(&self) -> Result<String> {
+        let out = with_retry(&self.retry, &self.shard_id, || {
+            let req = self
+                .client
+                .get_shard_iterator()
+                .stream_name(&self.stream)
+                .shard_id(&self.shard_id);
+            let req = match (&self.last_sequence, &self.start) {
+                (Some(seq), _) => req
+                    .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                    .starting_sequence_number(seq),
+                (None, StartingPosition::TrimHorizon) => {
+                    req.shard_iterator_type(ShardIteratorType::TrimHorizon)
+                }
+                (None, StartingPosition::Latest) => {
+                    req.shard_iterator_type(ShardIteratorType::Latest)
+                }
+                (None, StartingPosition::AtTimestamp(t)) => req
+                    .shard_iterator_type(ShardIteratorType::AtTimestamp)
+                    .timestamp(DateTime::from(*t)),
+                (
+                    None,
+                    StartingPosition::AfterCheckpoint {
+                        sequence_number, ..
+                    },
+                ) => req
+                    .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+                    .starting_sequence_number(sequence_number),
+            };
+            async move { send!(req, &self.probe, "GetShardIterator") }
+        })
+        .await;
+        match out {
+            Ok(out) => out.shard_iterator.ok_or_else(|| Error::MalformedResponse {
+                operation: "GetShardIterator",
+                message: "no ShardIterator".into(),
+            }),
+            Err(f) => Err(self.failure_to_error(f, "GetShardIterator").await),
+        }
+    }
+
+    /// Turns a non-retried failure into the error the user sees.
+    async fn failure_to_error(&self, f: Failure, operation: &'static str) -> Error {
+        match f {
+            Failure::Error(e) => e,
+            Failure::NotFound => self.not_found().await,
+            other => Error::Service {
+                operation,
+                source: format!("unexpected failure: {other:?}").into(),
+            },
+        }
+    }
+
+    /// ResourceNotFound on an iterator or read: is the stream or the shard gone?
+    async fn not_found(&self) -> Error {
+        let described = send!(
+            self.client
+                .describe_stream_summary()
+                .stream_name(&self.stream),
+            &self.probe,
+            "DescribeStreamSummary"
+        );
+        match described {
+            Err(Failure::NotFound) => Error::StreamNotFound {
+                stream: self.stream.clone(),
+            },
+            _ => Error::ShardNotFound {
+                stream: self.stream.clone(),
+                shard_id: self.shard_id.clone(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        PollingConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn validation_names_the_field_and_range() {
+        let cases = [
+            (
+                PollingConfig::default().max_records(0),
+                "max_records",
+                "1..=10000",
+            ),
+            (
+                PollingConfig::default().max_records(10_001),
+                "max_records",
+                "1..=10000",
+            ),
+            (
+                PollingConfig::default().idle_time_between_reads(Duration::from_secs(61)),
+                "idle_time_between_reads",
+                "0s..=60s",
+            ),
+            (
+                PollingConfig::default().max_prefetch_records(0),
+                "max_prefetch_records",
+                "1..=",
+            ),
+            (
+                PollingConfig::default().max_prefetch_bytes(0),
+                "max_prefetch_bytes",
+                "1..=",
+            ),
+            (
+                PollingConfig::default().retry_initial_delay(Duration::ZERO),
+                "retry_initial_delay",
+                "1ms..=60s",
+            ),
+            (
+                PollingConfig::default()
+                    .retry_initial_delay(Duration::from_secs(5))
+                    .retry_max_delay(Duration::from_secs(1)),
+                "retry_max_delay",
+                "retry_initial_delay..=300s",
+            ),
+            (
+                PollingConfig::default().max_consecutive_failures(0),
+                "max_consecutive_failures",
+                "1..=1000",
+            ),
+        ];
+        for (config, field, range) in cases {
+            match config.validate() {
+                Err(e @ Error::InvalidConfig { field: f, .. }) => {
+                    assert_eq!(f, field);
+                    let msg = e.to_string();
+                    assert!(msg.contains(field) && msg.contains(range), "{msg}");
+                }
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn spawn_rejects_invalid_config() {
+        let client = Client::from_conf(
+            aws_sdk_kinesis::Config::builder()
+                .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+                .build(),
+        );
+        let err = PollingReader::spawn(
+            client,
+            "s",
+            "shardId-000000000000",
+            StartingPosition::TrimHorizon,
+            None,
+            PollingConfig::default().max_records(0),
+        )
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            Error::InvalidConfig {
+                field: "max_records",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn futures_and_readers_are_send() {
+        fn is_send<T: Send>(_: &T) {}
+        fn reader_is_send<T: Send + Sync>() {}
+        reader_is_send::<PollingReader>();
+        let client = Client::from_conf(
+            aws_sdk_kinesis::Config::builder()
+                .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+                .build(),
+        );
+        is_send(&crate::list_shards(&client, "s"));
+    }
+}

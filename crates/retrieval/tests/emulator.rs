@@ -1,0 +1,595 @@
+//! End-to-end tests of shard discovery and the polling reader against the
+//! local Kinesis emulator.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use kinesis_fleet_kpl::{Aggregator, NewRecord};
+use kinesis_fleet_retrieval::{
+    BatchStats, ChildShard, Error, PollingConfig, PollingReader, ReadEvent, Record, ShardReader,
+    StartingPosition, compare_sequence_numbers, list_shards,
+};
+use kinesis_fleet_testkit::LocalAws;
+use kinesis_fleet_testkit::producer::Producer;
+use tokio::time::{Instant, timeout};
+
+const SHARD0: &str = "shardId-000000000000";
+
+/// Fast settings for tests: short idle time, quick retries.
+fn fast() -> PollingConfig {
+    PollingConfig::default()
+        .idle_time_between_reads(Duration::from_millis(50))
+        .retry_initial_delay(Duration::from_millis(10))
+        .retry_max_delay(Duration::from_millis(100))
+        .max_consecutive_failures(3)
+}
+
+fn plain(prefix: &str, n: usize) -> Vec<NewRecord> {
+    (0..n)
+        .map(|i| NewRecord::new(format!("pk-{prefix}-{i}"), format!("{prefix}-{i}")))
+        .collect()
+}
+
+fn data(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.data).into_owned())
+        .collect()
+}
+
+/// What a reader produced until `want` user records arrived (or shard end).
+#[derive(Debug, Default)]
+struct Collected {
+    records: Vec<Record>,
+    stats: BatchStats,
+    batches: usize,
+    shard_end: Option<Vec<ChildShard>>,
+}
+
+impl Collected {
+    fn add(&mut self, event: ReadEvent) {
+        match event {
+            ReadEvent::Batch(b) => {
+                self.batches += 1;
+                self.records.extend(b.records);
+                let s = &mut self.stats;
+                s.kinesis_records += b.stats.kinesis_records;
+                s.bytes += b.stats.bytes;
+                s.corrupt_aggregates += b.stats.corrupt_aggregates;
+                s.filtered_out_of_range += b.stats.filtered_out_of_range;
+                s.skipped_before_start += b.stats.skipped_before_start;
+            }
+            ReadEvent::ShardEnd { child_shards } => self.shard_end = Some(child_shards),
+        }
+    }
+}
+
+/// Reads until `want` records (or shard end, with `until_end`), within 20 s.
+async fn collect(reader: &mut PollingReader, want: usize, until_end: bool) -> Collected {
+    let mut c = Collected::default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (c.records.len() < want || until_end) && c.shard_end.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match timeout(left, reader.next_event()).await {
+            Ok(Ok(Some(ev))) => c.add(ev),
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => panic!("reader failed: {e:?}; so far {:?}", data(&c.records)),
+            Err(_) => panic!(
+                "timed out waiting for {want} records (end: {until_end}); saw {} in {} batches: {:?}",
+                c.records.len(),
+                c.batches,
+                data(&c.records)
+            ),
+        }
+    }
+    c
+}
+
+/// Asserts (sequence, sub-sequence) strictly increases.
+fn assert_in_order(records: &[Record]) {
+    for w in records.windows(2) {
+        let ord = compare_sequence_numbers(&w[0].sequence_number, &w[1].sequence_number)
+            .then(w[0].sub_sequence_number.cmp(&w[1].sub_sequence_number));
+        assert!(ord.is_lt(), "out of order: {:?} then {:?}", w[0], w[1]);
+    }
+}
+
+/// A KPL aggregate whose MD5 digest (the last 16 bytes) has a flipped byte.
+fn corrupt_aggregate() -> Bytes {
+    let mut agg = Aggregator::new();
+    for r in plain("bad", 3) {
+        assert!(agg.add(r).unwrap().is_none());
+    }
+    let mut bytes = agg.flush().unwrap().data.to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x5a;
+    Bytes::from(bytes)
+}
+
+async fn stream_with_shards(aws: &LocalAws, shards: u32) -> String {
+    let name = aws.unique_name("retrieval");
+    aws.create_stream(&name, shards).await.unwrap();
+    name
+}
+
+#[tokio::test]
+async fn list_shards_covers_the_hash_key_space() {
+    let aws = LocalAws::start().await.unwrap();
+    let stream = stream_with_shards(&aws, 4).await;
+    let mut shards = list_shards(&aws.kinesis_client(), &stream).await.unwrap();
+    assert_eq!(shards.len(), 4, "{shards:#?}");
+    shards.sort_by_key(|s| s.starting_hash_key);
+    assert_eq!(shards[0].starting_hash_key, 0);
+    assert_eq!(shards[3].ending_hash_key, u128::MAX);
+    for w in shards.windows(2) {
+        assert_eq!(
+            w[0].ending_hash_key + 1,
+            w[1].starting_hash_key,
+            "{shards:#?}"
+        );
+    }
+    for s in &shards {
+        assert!(!s.is_closed() && s.parent_ids().count() == 0, "{s:?}");
+        assert!(s.contains_hash_key(s.starting_hash_key));
+    }
+}
+
+#[tokio::test]
+async fn reads_plain_aggregated_and_corrupt_records_exactly_once_in_order() {
+    let aws = LocalAws::start().await.unwrap();
+    let stream = stream_with_shards(&aws, 1).await;
+    let producer = Producer::new(aws.kinesis_client(), &stream);
+    producer.put(plain("a", 5)).await.unwrap();
+    producer.put_aggregated(plain("agg", 10)).await.unwrap();
+    let corrupt = corrupt_aggregate();
+    producer
+        .put(vec![NewRecord::new("pk-corrupt", corrupt.clone())])
+        .await
+        .unwrap();
+    producer.put(plain("b", 3)).await.unwrap();
+
+    // Small GetRecords pages so the reader loops over several batches.
+    let mut reader = PollingReader::spawn(
+        aws.kinesis_client(),
+        &stream,
+        SHARD0,
+        StartingPosition::TrimHorizon,
+        None,
+        fast().max_records(4),
+    )
+    .unwrap();
+    let c = collect(&mut reader, 19, false).await;
+    let mut expected: Vec<String> = Vec::new();
+    expected.extend((0..5).map(|i| format!("a-{i}")));
+    expected.extend((0..10).map(|i| format!("agg-{i}")));
+    expected.push(String::from_utf8_lossy(&corrupt).into_owned());
+    expected.extend((0..3).map(|i| format!("b-{i}")));
+    assert_eq!(data(&c.records), expected);
+    assert_in_order(&c.records);
+    assert_eq!(c.stats.corrupt_aggregates, 1);
+    assert!(
+        c.batches >= 3,
+        "max_records 4 over 10 Kinesis records: {} batches",
+        c.batches
+    );
+
+    let agg = &c.records[5..15];
+    assert!(
+        agg.iter()
+            .all(|r| r.aggregated && r.sequence_number == agg[0].sequence_number)
+    );
+    assert_eq!(
+        agg.iter()
+            .map(|r| r.sub_sequence_number)
+            .collect::<Vec<_>>(),
+        (0..10).collect::<Vec<_>>()
+    );
+    assert_eq!(agg[3].partition_key, "pk-agg-3");
+    let raw = &c.records[15];
+    assert!(!raw.aggregated && raw.sub_sequence_number == 0 && raw.partition_key == "pk-corrupt");
+    assert!(c.records.iter().all(|r| r.approximate_arrival.is_some()));
+
+    // Nothing more (no duplicates): only empty batches follow.
+    let extra = timeout(Duration::from_millis(500), async {
+        loop {
+            match reader.next_event().await {
+                Ok(Some(ReadEvent::Batch(b))) if b.records.is_empty() => continue,
+                other => return other,
+            }
+        }
+    })
+    .await;
+    assert!(
+        extra.is_err(),
+        "unexpected event after all records: {extra:?}"
+    );
+}
+
+#[tokio::test]
+async fn after_checkpoint_resumes_inside_an_aggregate() {
+    let aws = LocalAws::start().await.unwrap();
+    let stream = stream_with_shards(&aws, 1).await;
+    let producer = Producer::new(aws.kinesis_client(), &stream);
+    producer.put(plain("x", 1)).await.unwrap();
+    producer.put_aggregated(plain("agg", 5)).await.unwrap();
+    producer.put(plain("y", 1)).await.unwrap();
+
+    let mut first = PollingReader::spawn(
+        aws.kinesis_client(),
+        &stream,
+        SHARD0,
+        StartingPosition::TrimHorizon,
+        None,
+        fast(),
+    )
+    .unwrap();
+    let all = collect(&mut first, 7, false).await.records;
+    let checkpoint = all[3].clone(); // agg-2
+    assert_eq!(checkpoint.data, Bytes::from("agg-2"));
+
+    let mut resumed = PollingReader::spawn(
+        aws.kinesis_client(),
+        &stream,
+        SHARD0,
+        StartingPosition::AfterCheckpoint {
+            sequence_number: checkpoint.sequence_number.clone(),
+            sub_sequence_number: checkpoint.sub_sequence_number,
+        },
+        None,
+        fast(),
+    )
+    .unwrap();
+    let c = collect(&mut resumed, 3, false).await;
+    assert_eq!(data(&c.records), ["agg-3", "agg-4", "y-0"]);
+    assert_eq!(c.stats.skipped_before_start, 3, "agg-0..=agg-2");
+
+    // A checkpoint at a plain record skips it whole.
+    let mut after_x = PollingReader::spawn(
+        aws.kinesis_client(),
+        &stream,
+        SHARD0,
+        StartingPosition::AfterCheckpoint {
+            sequence_number: all[0].sequence_number.clone(),
+            sub_sequence_number: 0,
+        },
+        None,
+        fast(),
+    )
+    .unwrap();
+    let c = collect(&mut after_x, 6, false).await;
+    assert_eq!(
+        data(&c.records),
+        ["agg-0", "agg-1", "agg-2", "agg-3", "agg-4", "y-0"]
+    );
+}
+
+#[tokio::test]
+async fn latest_sees_only_records_put_after_the_iterator() {
+    let aws = LocalAws::start().await.unwrap();
+    let stream = stream_with_shards(&aws, 1).await;
+    let producer = Producer::new(aws.kinesis_client(), &stream);
+    producer.put(plain("old", 3)).await.unwrap();
+
+    let mut reader = PollingReader::spawn(
+        aws.kinesis_client(),
+        &stream,
+        SHARD0,
+        StartingPosition::Latest,
+        None,
+        fast(),
+    )
+    .unwrap();
+    // The first (empty) batch proves the iterator exists.
+    match timeout(Duration::from_secs(10), reader.next_event()).await {
+        Ok(Ok(Some(ReadEvent::Batch(b)))) => assert!(b.records.is_empty(), "{b:?}"),
+        other => panic!("{other:?}"),
+    }
+    producer.put(plain("new", 2)).await.unwrap();
+    let c = collect(&mut reader, 2, false).await;
+    assert_eq!(data(&c.records), ["new-0", "new-1"]);
+}
+
+#[tokio::test]
+async fn hash_range_filter_drops_out_of_range_sub_records() {
+    let aws = LocalAws::start().await.unwrap();
+    let stream = stream_with_shards(&aws, 1).await;
+    let mid = 1u128 << 127;
+    // One aggregate spanning both halves of the key space, as a producer
+    // might have written before a split.
+    let mut agg = Aggregator::new();
+    for (i, key) in [1, mid + 1, 2, mid + 2].iter().enumerate() {
+        let r = NewRecord::new(format!("pk-{i}"), format!("r-{i}"))
+            .with_explicit_hash_key(key.to_string());
+        assert!(agg.add(r).unwrap().is_none());
+    }
+    let agg = agg.flush().unwrap();
+    let producer = Producer::new(aws.kinesis_client(), &stream);
+    producer
+        .put(vec![NewRecord::new("pk-agg", agg.data)])
+        .await
+        .unwrap();
+    producer
+        .put(vec![NewRecord::new("pk-plain", "plain")])
+        .await
+        .unwrap();
+
+    let mut reader = PollingReader::spawn(
+        aws.kinesis_client(),
+        &stream,
+        SHARD0,
+        StartingPosition::TrimHorizon,
+        Some((0, mid - 1)),
+        fast(),
+    )
+    .unwrap();
+    let c = collect(&mut reader, 3, false).await;
+    assert_eq!(data(&c.records), ["r-0", "r-2", "plain"]);
+    assert_eq!(c.stats.filtered_out_of_range, 2);
+}
+
+#[tokio::test]
+async fn prefetch_stays_within_budget_when_nobody_consumes() {
+    let aws = LocalAws::start().await.unwrap();
+    let stream = stream_with_shards(&aws, 1).await;
+    let producer = Producer::new(aws.kinesis_client(), &stream);
+    let records: Vec<NewRecord> = (0..120)
+        .map(|i| NewRecord::new(format!("pk-{i}"), format!("{i:0>50}")))
+        .collect();
+    producer.put(records).await.unwrap();
+
+    // By records: 25 user records, pages of 10.
+    let mut reader = PollingReader::spawn(
+        aws.kinesis_client(),
+        &stream,
+        SHARD0,
+        StartingPosition::TrimHorizon,
+        None,
+        fast().max_records(10).max_prefetch_records(25),
+    )
+    .unwrap();
+    let mut peak = Default::default();
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < deadline {
+        let u = reader.prefetch_usage();
+        assert!(u.records <= 25, "queue exceeded its record budget: {u:?}");
+        peak = u;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        peak.records >= 20,
+        "the reader should have prefetched up to the budget: {peak:?}"
+    );
+    let c = collect(&mut reader, 120, false).await;
+    let expected: Vec<String> = (0..120).map(|i| format!("{i:0>50}")).collect();
+    assert_eq!(data(&c.records), expected);
+
+    // By bytes: 50-byte records, 500 bytes per page, 1200-byte budget.
+    let mut reader = PollingReader::spawn(
+        aws.kinesis_client(),
+        &stream,
+        SHARD0,
+        StartingPosition::TrimHorizon,
+        None,
+        fast().max_records(10).max_prefetch_bytes(1200),
+    )
+    .unwrap();
+    let mut peak = Default::default();
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < deadline {
+        let u = reader.prefetch_usage();
+        assert!(u.bytes <= 1200, "queue exceeded its byte budget: {u:?}");
+        peak = u;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(peak.bytes, 1000, "two pages fit, the third waits: {peak:?}");
+    let c = collect(&mut reader, 120, false).await;
+    assert_eq!(c.records.len(), 120);
+}
+
+#[tokio::test]
+async fn missing_stream_is_stream_not_found() {
+    let aws = LocalAws::start().await.unwrap();
+    let missing = aws.unique_name("missing");
+    match list_shards(&aws.kinesis_client(), &missing).await {
+        Err(Error::StreamNotFound { stream }) => assert_eq!(stream, missing),
+        other => panic!("{other:?}"),
+    }
+    let mut reader = PollingReader::spawn(
+        aws.kinesis_client(),
+        &missing,
+        SHARD0,
+        StartingPosition::TrimHorizon,
+        None,
+        fast(),
+    )
+    .unwrap();
+    match timeout(Duration::from_secs(10), reader.next_event()).await {
+        Ok(Err(Error::StreamNotFound { stream })) => assert_eq!(stream, missing),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        reader.next_event().await,
+        Err(Error::ReaderStopped { .. })
+    ));
+}
+
+#[tokio::test]
+async fn missing_shard_is_shard_not_found() {
+    let aws = LocalAws::start().await.unwrap();
+    let stream = stream_with_shards(&aws, 1).await;
+    let mut reader = PollingReader::spawn(
+        aws.kinesis_client(),
+        &stream,
+        "shardId-000000000007",
+        StartingPosition::TrimHorizon,
+        None,
+        fast(),
+    )
+    .unwrap();
+    match timeout(Duration::from_secs(10), reader.next_event()).await {
+        Ok(Err(Error::ShardNotFound { shard_id, .. })) => {
+            assert_eq!(shard_id, "shardId-000000000007")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn unreachable_endpoint_is_named_in_bounded_time() {
+    use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region, retry::RetryConfig};
+    // A port that was just free: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let client = aws_sdk_kinesis::Client::from_conf(
+        aws_sdk_kinesis::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("AKID", "secret", None, None, "test"))
+            .endpoint_url(&endpoint)
+            .retry_config(RetryConfig::standard().with_max_attempts(1))
+            .build(),
+    );
+
+    let started = Instant::now();
+    let err = timeout(Duration::from_secs(20), list_shards(&client, "s"))
+        .await
+        .unwrap()
+        .unwrap_err();
+    match &err {
+        Error::Unreachable {
+            endpoint: e,
+            operation,
+            ..
+        } => {
+            assert_eq!(e, &endpoint);
+            assert_eq!(*operation, "ListShards");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains(&endpoint), "{err}");
+    assert!(err.is_retryable());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let started = Instant::now();
+    let mut reader = PollingReader::spawn(
+        client,
+        "s",
+        SHARD0,
+        StartingPosition::TrimHorizon,
+        None,
+        fast(),
+    )
+    .unwrap();
+    match timeout(Duration::from_secs(10), reader.next_event()).await {
+        Ok(Err(Error::Unreachable {
+            endpoint: e,
+            operation,
+            ..
+        })) => {
+            assert_eq!(e, endpoint);
+            assert_eq!(operation, "GetShardIterator");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn reader_of_a_split_parent_reaches_shard_end_after_its_last_record() {
+    let aws = LocalAws::start().await.unwrap();
+    let stream = stream_with_shards(&aws, 1).await;
+    let client = aws.kinesis_client();
+    let producer = Producer::new(client.clone(), &stream);
+    producer.put(plain("before", 4)).await.unwrap();
+
+    let mut reader = PollingReader::spawn(
+        client.clone(),
+        &stream,
+        SHARD0,
+        StartingPosition::TrimHorizon,
+        None,
+        fast(),
+    )
+    .unwrap();
+    let first = collect(&mut reader, 4, false).await;
+    assert_eq!(
+        data(&first.records),
+        ["before-0", "before-1", "before-2", "before-3"]
+    );
+
+    let mid = 1u128 << 127;
+    client
+        .split_shard()
+        .stream_name(&stream)
+        .shard_to_split(SHARD0)
+        .new_starting_hash_key(mid.to_string())
+        .send()
+        .await
+        .unwrap();
+    // Wait for the split to take effect: three shards, the parent closed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let shards = loop {
+        let shards = list_shards(&client, &stream).await.unwrap();
+        if shards.len() == 3 && shards.iter().any(|s| s.shard_id == SHARD0 && s.is_closed()) {
+            break shards;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "split did not complete: {shards:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let children: Vec<_> = shards.iter().filter(|s| s.shard_id != SHARD0).collect();
+    for child in &children {
+        assert_eq!(
+            child.parent_ids().collect::<Vec<_>>(),
+            [SHARD0],
+            "{child:?}"
+        );
+    }
+    assert_eq!(
+        children
+            .iter()
+            .map(|c| c.ending_hash_key - c.starting_hash_key)
+            .sum::<u128>(),
+        u128::MAX - 1
+    );
+
+    let rest = collect(&mut reader, 0, true).await;
+    assert!(rest.records.is_empty(), "{:?}", data(&rest.records));
+    let reported = rest.shard_end.expect("shard end");
+    // The service may omit ChildShards (the embedded emulator does); when
+    // present they must match ListShards.
+    for c in &reported {
+        assert_eq!(c.parent_shards, [SHARD0]);
+        assert!(children.iter().any(|s| s.shard_id == c.shard_id
+            && s.hash_key_range() == (c.starting_hash_key, c.ending_hash_key)));
+    }
+    assert!(matches!(reader.next_event().await, Ok(None)));
+
+    // A fresh reader of the closed parent: its records, then shard end.
+    let mut fresh = PollingReader::spawn(
+        client,
+        &stream,
+        SHARD0,
+        StartingPosition::TrimHorizon,
+        None,
+        fast(),
+    )
+    .unwrap();
+    let all = collect(&mut fresh, 4, true).await;
+    assert_eq!(data(&all.records), data(&first.records));
+    assert!(all.shard_end.is_some());
+}

@@ -1,0 +1,204 @@
+//! The embedded backend: ferrokinesis and dynoxide, each on its own OS thread
+//! with a one-worker Tokio runtime, so a large GetRecords never stalls the
+//! test's timers.
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::sync::oneshot;
+
+use crate::{Error, Result};
+
+/// How long `Drop` waits for an emulator thread before leaving it behind.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// Request body limit for ferrokinesis. Its binary sets 7 MiB; without a
+/// limit axum allows 2 MiB, which rejects a full 5 MiB PutRecords (base64 in
+/// JSON makes it ~6.7 MiB).
+const KINESIS_MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// StoreOptions for tests: fast stream state changes, room for ~200 shards
+/// per stream and several such streams.
+fn kinesis_options() -> ferrokinesis::store::StoreOptions {
+    ferrokinesis::store::StoreOptions {
+        create_stream_ms: 20,
+        delete_stream_ms: 20,
+        update_stream_ms: 20,
+        shard_limit: 10_000,
+        ..Default::default()
+    }
+}
+
+/// One emulator running on its own thread; stopped and joined on drop.
+pub(crate) struct EmulatorThread {
+    emulator: &'static str,
+    shutdown: Option<oneshot::Sender<()>>,
+    // In a Mutex only so LocalAws is Sync; used by Drop alone.
+    stopped: Mutex<mpsc::Receiver<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EmulatorThread {
+    /// Binds a free loopback port and serves `serve(listener, shutdown)` on a
+    /// new thread. Returns once the listener is bound and the server runs.
+    async fn spawn<F, Fut>(emulator: &'static str, serve: F) -> Result<(Self, SocketAddr)>
+    where
+        F: FnOnce(tokio::net::TcpListener, oneshot::Receiver<()>) -> Result<Fut, String>
+            + Send
+            + 'static,
+        Fut: Future<Output = ()>,
+    {
+        let start_err = |message: String| Error::EmbeddedStart { emulator, message };
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .map_err(|e| start_err(format!("binding 127.0.0.1:0: {e}")))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| start_err(format!("making the listener non-blocking: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| start_err(format!("reading the bound address: {e}")))?;
+
+        let (shutdown_tx, shutdown_rx) = oneshot::channel();
+        let (started_tx, started_rx) = oneshot::channel::<Result<(), String>>();
+        let (stopped_tx, stopped_rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("testkit-{}", emulator.to_lowercase()))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = started_tx.send(Err(format!("building its Tokio runtime: {e}")));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = started_tx.send(Err(format!("registering the listener: {e}")));
+                            return;
+                        }
+                    };
+                    match serve(listener, shutdown_rx) {
+                        Ok(server) => {
+                            let _ = started_tx.send(Ok(()));
+                            server.await;
+                        }
+                        Err(e) => {
+                            let _ = started_tx.send(Err(e));
+                        }
+                    }
+                });
+                // Drops the connection tasks; blocking tasks get a bounded wait.
+                runtime.shutdown_timeout(Duration::from_secs(1));
+                let _ = stopped_tx.send(());
+            })
+            .map_err(|e| start_err(format!("spawning its thread: {e}")))?;
+
+        let this = EmulatorThread {
+            emulator,
+            shutdown: Some(shutdown_tx),
+            stopped: Mutex::new(stopped_rx),
+            thread: Some(thread),
+        };
+        match started_rx.await {
+            Ok(Ok(())) => Ok((this, addr)),
+            Ok(Err(message)) => Err(start_err(message)),
+            Err(_) => Err(start_err("its thread ended during startup".into())),
+        }
+    }
+}
+
+impl Drop for EmulatorThread {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let stopped = match self.stopped.get_mut() {
+            Ok(rx) => rx,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match stopped.recv_timeout(STOP_WAIT) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                if let Some(thread) = self.thread.take() {
+                    let _ = thread.join();
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                tracing::warn!(
+                    emulator = self.emulator,
+                    "embedded emulator thread did not stop within {STOP_WAIT:?}; leaving it behind"
+                );
+            }
+        }
+    }
+}
+
+/// Starts ferrokinesis, serving HTTP/1.1 and h2c (enhanced fan-out uses HTTP/2).
+pub(crate) async fn start_kinesis() -> Result<(EmulatorThread, SocketAddr)> {
+    EmulatorThread::spawn("Kinesis", |listener, shutdown| {
+        // create_app spawns background tasks, so it runs inside the runtime.
+        let (app, _store) = ferrokinesis::create_app(kinesis_options());
+        let app = app.layer(axum::extract::DefaultBodyLimit::max(KINESIS_MAX_BODY));
+        Ok(async move {
+            let mut shutdown = std::pin::pin!(shutdown);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = &mut shutdown => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => {
+                            let _ = stream.set_nodelay(true);
+                            let service = TowerToHyperService::new(app.clone());
+                            tokio::spawn(async move {
+                                let builder = auto::Builder::new(TokioExecutor::new());
+                                if let Err(e) = builder
+                                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                    .await
+                                {
+                                    tracing::debug!("ferrokinesis connection ended: {e}");
+                                }
+                            });
+                        }
+                        Err(e) => {
+                            // E.g. out of file descriptors: back off instead of spinning.
+                            tracing::warn!("ferrokinesis accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    },
+                }
+            }
+        })
+    })
+    .await
+}
+
+/// Starts dynoxide with an in-memory database.
+pub(crate) async fn start_dynamodb() -> Result<(EmulatorThread, SocketAddr)> {
+    EmulatorThread::spawn("DynamoDB", |listener, shutdown| {
+        let db = dynoxide::Database::memory()
+            .map_err(|e| format!("opening the in-memory database: {e}"))?;
+        Ok(async move {
+            // serve_with_shutdown drains connections gracefully, which a held
+            // keep-alive or long request can stretch; stop hard instead.
+            let server =
+                dynoxide::server::serve_with_shutdown(listener, db, std::future::pending());
+            tokio::select! {
+                result = server => if let Err(e) = result {
+                    tracing::warn!("dynoxide stopped: {e}");
+                },
+                _ = shutdown => {}
+            }
+        })
+    })
+    .await
+}

@@ -1,0 +1,222 @@
+//! The testkit's error type.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Result with the testkit's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while starting emulators or talking to them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `KINESIS_FLEET_BACKEND` holds a value that names no backend.
+    #[error(
+        "KINESIS_FLEET_BACKEND={value:?} is not a backend: unset it or set \"embedded\" (the default) or \"npm\""
+    )]
+    InvalidBackend {
+        /// The value found in the environment.
+        value: String,
+    },
+    /// An embedded emulator could not be started.
+    #[error("could not start the embedded {emulator} emulator: {message}")]
+    EmbeddedStart {
+        /// `"Kinesis"` or `"DynamoDB"`.
+        emulator: &'static str,
+        /// What failed.
+        message: String,
+    },
+    /// The npm backend needs Node.js and it is not usable.
+    #[error(
+        "the npm backend needs Node.js 20+ as `node` on PATH ({problem}); install Node.js, then run `npm ci --prefix testenv` in the workspace root"
+    )]
+    NodeMissing {
+        /// What went wrong when running `node --version`.
+        problem: String,
+    },
+    /// The npm packages of the npm backend are not installed.
+    #[error(
+        "the npm backend is not installed: {path} is missing; run `npm ci --prefix testenv` in the workspace root (needs Node.js 20+), or point KINESIS_FLEET_TESTENV at an installed testenv directory"
+    )]
+    TestenvMissing {
+        /// The file or directory that was expected.
+        path: PathBuf,
+    },
+    /// An emulator process exited before it answered.
+    #[error("the {emulator} emulator exited before it was ready ({status}); its output:\n{output}")]
+    EmulatorExited {
+        /// Which emulator.
+        emulator: &'static str,
+        /// Exit status as reported by the OS.
+        status: String,
+        /// Captured stdout and stderr.
+        output: String,
+    },
+    /// An emulator did not answer a real request in time.
+    #[error(
+        "the {emulator} emulator at {endpoint} was not ready after {waited:?} (last error: {last_error}); its output:\n{output}"
+    )]
+    NotReady {
+        /// Which emulator.
+        emulator: &'static str,
+        /// Where it should listen.
+        endpoint: String,
+        /// How long we waited.
+        waited: Duration,
+        /// The last error of the readiness probe.
+        last_error: String,
+        /// Captured stdout and stderr (empty for embedded emulators).
+        output: String,
+    },
+    /// An I/O operation of the fixture failed.
+    #[error("I/O error while {action}: {source}")]
+    Io {
+        /// What the fixture was doing.
+        action: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A Kinesis call failed.
+    #[error("Kinesis {operation} failed: {message}")]
+    Kinesis {
+        /// The API operation.
+        operation: &'static str,
+        /// The SDK error with its full context.
+        message: String,
+        /// Whether retrying the call may succeed (throttling, timeouts, 5xx).
+        retryable: bool,
+    },
+    /// A condition polled with a deadline did not hold in time.
+    #[error("timed out after {waited:?} waiting for {what}; last seen: {last_seen}")]
+    Timeout {
+        /// What we waited for.
+        what: String,
+        /// How long we waited.
+        waited: Duration,
+        /// The last observed state.
+        last_seen: String,
+    },
+    /// A record exceeds the 1 MiB PutRecords limit (data plus partition key).
+    #[error(
+        "record {index} is {size} bytes (data + partition key); Kinesis accepts at most 1 MiB per record: split it"
+    )]
+    RecordTooLarge {
+        /// Index in the input vector.
+        index: usize,
+        /// Size in bytes.
+        size: usize,
+    },
+    /// A record has an empty or too long (> 256 chars) partition key.
+    #[error("record {index} has a partition key of {len} characters; Kinesis needs 1 to 256")]
+    InvalidPartitionKey {
+        /// Index in the input vector.
+        index: usize,
+        /// Length in characters.
+        len: usize,
+    },
+    /// Some entries were still failing after the bounded retries.
+    #[error(
+        "PutRecords: {failed} entries still failed after {attempts} attempts (last error: {last_error}); the stream is throttled or the emulator is overloaded: put fewer records or slow down"
+    )]
+    PutRecordsExhausted {
+        /// Entries not written.
+        failed: usize,
+        /// Attempts made.
+        attempts: usize,
+        /// Error code and message of the last failed entry.
+        last_error: String,
+    },
+    /// KPL aggregation rejected a record (bad keys, or too large alone).
+    #[error("KPL aggregation rejected record {index}: {source}")]
+    Aggregation {
+        /// Index in the input vector.
+        index: usize,
+        /// The aggregator's error.
+        #[source]
+        source: kinesis_fleet_kpl::Error,
+    },
+    /// A shard listed by ListShards has no parsable hash key range.
+    #[error(
+        "ListShards returned shard {shard_id} of stream {stream} without a valid hash key range"
+    )]
+    BadShard {
+        /// The stream.
+        stream: String,
+        /// The shard.
+        shard_id: String,
+    },
+    /// No open shard's hash key range holds a record's effective hash key.
+    #[error(
+        "no open shard of stream {stream} holds hash key {hash_key}; is the stream being resharded?"
+    )]
+    NoShardForHashKey {
+        /// The stream.
+        stream: String,
+        /// The effective hash key.
+        hash_key: u128,
+    },
+}
+
+impl Error {
+    /// Whether retrying the failed operation may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Kinesis { retryable, .. } => *retryable,
+            Error::PutRecordsExhausted { .. } | Error::NotReady { .. } | Error::Timeout { .. } => {
+                true
+            }
+            Error::InvalidBackend { .. }
+            | Error::EmbeddedStart { .. }
+            | Error::NodeMissing { .. }
+            | Error::TestenvMissing { .. }
+            | Error::EmulatorExited { .. }
+            | Error::Io { .. }
+            | Error::RecordTooLarge { .. }
+            | Error::InvalidPartitionKey { .. }
+            | Error::Aggregation { .. }
+            | Error::BadShard { .. }
+            | Error::NoShardForHashKey { .. } => false,
+        }
+    }
+
+    pub(crate) fn kinesis<E>(
+        operation: &'static str,
+        err: aws_sdk_kinesis::error::SdkError<E, aws_sdk_kinesis::config::http::HttpResponse>,
+    ) -> Self
+    where
+        E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        use aws_sdk_kinesis::error::SdkError;
+        let retryable = match &err {
+            SdkError::TimeoutError(_)
+            | SdkError::DispatchFailure(_)
+            | SdkError::ResponseError(_) => true,
+            SdkError::ServiceError(e) => {
+                e.raw().status().is_server_error()
+                    || matches!(
+                        e.err().code(),
+                        Some(
+                            "ProvisionedThroughputExceededException"
+                                | "LimitExceededException"
+                                | "ThrottlingException"
+                                | "KMSThrottlingException"
+                        )
+                    )
+            }
+            _ => false,
+        };
+        Error::Kinesis {
+            operation,
+            message: aws_sdk_kinesis::error::DisplayErrorContext(&err).to_string(),
+            retryable,
+        }
+    }
+
+    pub(crate) fn io(action: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            action: action.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Worker configuration: every setting with its default, validated in one place.
+
+use std::time::{Duration, SystemTime};
+
+use kinesis_fleet_retrieval::PollingConfig;
+
+use crate::error::{Error, Result};
+
+/// Where a worker starts reading shards that have no checkpoint yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum InitialPosition {
+    /// Only records written after the lease is first taken (KCL's default).
+    #[default]
+    Latest,
+    /// The oldest record still in the stream.
+    TrimHorizon,
+    /// The first record at or after this time.
+    AtTimestamp(SystemTime),
+}
+
+/// What the worker does when a processor callback returns an error.
+///
+/// Every outcome is logged and counted (`processor_errors`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProcessorErrorPolicy {
+    /// Call again with the same batch after a capped, jittered exponential
+    /// backoff, for as long as it takes. Nothing is skipped.
+    Retry {
+        /// Delay before the first retry.
+        initial_backoff: Duration,
+        /// Longest delay between retries.
+        max_backoff: Duration,
+    },
+    /// Log the error and go on with the next batch (what the Java KCL does).
+    /// The failed batch is not redelivered.
+    Skip,
+    /// Stop the shard: call `shutdown_requested`, release its lease and leave
+    /// it for another worker. This worker does not take it again until it restarts.
+    StopShard,
+}
+
+impl Default for ProcessorErrorPolicy {
+    /// Retry from 100 ms up to 30 s between attempts. The Java KCL skips the
+    /// batch instead; we never drop records unless asked to.
+    fn default() -> Self {
+        ProcessorErrorPolicy::Retry {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Worker settings. Build them with [`WorkerBuilder`](crate::WorkerBuilder).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct WorkerConfig {
+    /// Stream to consume. Required.
+    pub stream_name: String,
+    /// Application name: names the lease table and identifies the fleet. Required.
+    pub application_name: String,
+    /// Lease table name. Default: the application name (as in the KCL).
+    pub lease_table_name: Option<String>,
+    /// This worker's id. Default: host name plus a random suffix, unique per start.
+    pub worker_id: Option<String>,
+    /// Where shards without a checkpoint start. Default: [`InitialPosition::Latest`] (KCL's default).
+    pub initial_position: InitialPosition,
+    /// A lease whose counter has not changed for this long is expired and may
+    /// be taken. Default: 10 s (KCL's `failoverTimeMillis`).
+    pub failover_time: Duration,
+    /// How often the worker scans the lease table for leases to take.
+    /// Default: `failover_time / 2`.
+    pub lease_scan_interval: Option<Duration>,
+    /// How often shards are listed to create leases for new shards; a shard
+    /// reaching its end also triggers a sync. Default: 60 s (KCL's `shardSyncIntervalMillis`).
+    pub shard_sync_interval: Duration,
+    /// Most leases this worker holds at once. Default: unlimited (as in the KCL).
+    pub max_leases_per_worker: usize,
+    /// GetRecords settings: batch size, idle time, prefetch bounds.
+    pub polling: PollingConfig,
+    /// What to do when a processor callback fails. Default: retry with backoff.
+    pub processor_error_policy: ProcessorErrorPolicy,
+    /// How long a graceful shutdown waits for processors to finish their
+    /// batch and checkpoint before their tasks are aborted. Default: 30 s.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            stream_name: String::new(),
+            application_name: String::new(),
+            lease_table_name: None,
+            worker_id: None,
+            initial_position: InitialPosition::default(),
+            failover_time: Duration::from_secs(10),
+            lease_scan_interval: None,
+            shard_sync_interval: Duration::from_secs(60),
+            max_leases_per_worker: usize::MAX,
+            polling: PollingConfig::default(),
+            processor_error_policy: ProcessorErrorPolicy::default(),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// Checks every field; the error names the field and what is allowed.
+    pub fn validate(&self) -> Result<()> {
+        check_name("stream", &self.stream_name, 1, 128)?;
+        // The application name names DynamoDB tables (`<app>` and, for fleets,
+        // `<app>-coordinator`), so it follows table-name rules with room for the suffix.
+        check_name("application", &self.application_name, 3, 243)?;
+        if let Some(table) = &self.lease_table_name {
+            check_name("lease_table_name", table, 3, 255)?;
+        }
+        if let Some(id) = &self.worker_id {
+            if id.is_empty() || id.len() > 256 {
+                return Err(Error::invalid("worker_id", "must be 1 to 256 characters"));
+            }
+        }
+        if self.failover_time < Duration::from_secs(1) {
+            return Err(Error::invalid("failover_time", "must be at least 1 s"));
+        }
+        if self.lease_scan_interval.is_some_and(|d| d.is_zero()) {
+            return Err(Error::invalid("lease_scan_interval", "must be positive"));
+        }
+        if self.shard_sync_interval < Duration::from_secs(1) {
+            return Err(Error::invalid("shard_sync_interval", "must be at least 1 s"));
+        }
+        if self.max_leases_per_worker == 0 {
+            return Err(Error::invalid("max_leases_per_worker", "must be at least 1"));
+        }
+        if let ProcessorErrorPolicy::Retry {
+            initial_backoff,
+            max_backoff,
+        } = self.processor_error_policy
+        {
+            if initial_backoff.is_zero() || max_backoff < initial_backoff {
+                return Err(Error::invalid(
+                    "processor_error_policy",
+                    "retry backoff must satisfy 0 < initial_backoff <= max_backoff",
+                ));
+            }
+        }
+        match self.polling.validate() {
+            Err(kinesis_fleet_retrieval::Error::InvalidConfig { field, message }) => {
+                Err(Error::InvalidConfig { field, message })
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// The lease table's name.
+    pub fn lease_table(&self) -> &str {
+        self.lease_table_name
+            .as_deref()
+            .unwrap_or(&self.application_name)
+    }
+
+    /// The effective lease scan interval.
+    pub fn lease_scan_interval(&self) -> Duration {
+        self.lease_scan_interval.unwrap_or(self.failover_time / 2)
+    }
+}
+
+/// Kinesis stream names and DynamoDB table names share one alphabet.
+fn check_name(field: &'static str, value: &str, min: usize, max: usize) -> Result<()> {
+    if value.len() < min || value.len() > max {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "must be {min} to {max} characters, got {} ({value:?})",
+                value.len()
+            ),
+        ));
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        return Err(Error::invalid(
+            field,
+            format!("may contain only A-Z, a-z, 0-9, '_', '-' and '.', found {bad:?} in {value:?}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> WorkerConfig {
+        WorkerConfig {
+            stream_name: "orders".into(),
+            application_name: "orders-etl".into(),
+            ..WorkerConfig::default()
+        }
+    }
+
+    fn field_of(config: &WorkerConfig) -> &'static str {
+        match config.validate() {
+            Err(Error::InvalidConfig { field, .. }) => field,
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid_once_names_are_set() {
+        valid().validate().unwrap();
+        assert_eq!(valid().lease_table(), "orders-etl");
+        assert_eq!(valid().lease_scan_interval(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn names_are_checked() {
+        let mut c = valid();
+        c.stream_name = String::new();
+        assert_eq!(field_of(&c), "stream");
+        c = valid();
+        c.stream_name = "has space".into();
+        assert_eq!(field_of(&c), "stream");
+        c = valid();
+        c.application_name = "ab".into();
+        assert_eq!(field_of(&c), "application");
+        c = valid();
+        c.application_name = "a/b/c".into();
+        assert_eq!(field_of(&c), "application");
+        c = valid();
+        c.lease_table_name = Some("x".repeat(256));
+        assert_eq!(field_of(&c), "lease_table_name");
+    }
+
+    #[test]
+    fn intervals_and_limits_are_checked() {
+        let mut c = valid();
+        c.failover_time = Duration::from_millis(10);
+        assert_eq!(field_of(&c), "failover_time");
+        c = valid();
+        c.max_leases_per_worker = 0;
+        assert_eq!(field_of(&c), "max_leases_per_worker");
+        c = valid();
+        c.processor_error_policy = ProcessorErrorPolicy::Retry {
+            initial_backoff: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(1),
+        };
+        assert_eq!(field_of(&c), "processor_error_policy");
+    }
+}

@@ -1,0 +1,345 @@
+//! One shard's lifecycle: initialize, deliver batches, then shard end,
+//! shutdown or lease loss. Runs as one task per held lease.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use kinesis_fleet_leases::{ExtendedSequenceNumber, Lease, LeaseStore, SequenceNumber};
+use kinesis_fleet_retrieval::{
+    ChildShard, PollingReader, ReadEvent, ShardReader, StartingPosition,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpointer::Checkpointer;
+use crate::config::{InitialPosition, ProcessorErrorPolicy, WorkerConfig};
+use crate::error::Error;
+use crate::processor::{Initialize, RecordBatch, RecordProcessor, ShardId};
+use crate::stats::{Counter, WorkerStats};
+
+/// What every shard consumer of one worker shares.
+pub(crate) struct ShardContext {
+    pub(crate) config: Arc<WorkerConfig>,
+    pub(crate) kinesis: aws_sdk_kinesis::Client,
+    pub(crate) store: Arc<dyn LeaseStore>,
+    pub(crate) worker_id: Arc<str>,
+    pub(crate) stats: Arc<WorkerStats>,
+}
+
+/// How a shard consumer ended.
+#[derive(Debug)]
+pub(crate) enum ShardOutcome {
+    /// Read to the end; `SHARD_END` is checkpointed.
+    Ended { child_shards: Vec<ChildShard> },
+    /// Another worker owns the lease now.
+    LeaseLost,
+    /// Stopped because the worker shuts down; the lease is released.
+    ShutDown,
+    /// Stopped by [`ProcessorErrorPolicy::StopShard`]; the lease is released.
+    Stopped,
+    /// Reading the shard failed; the lease is released.
+    Failed(Error),
+}
+
+/// Signals a running consumer can receive.
+#[derive(Clone, Default)]
+pub(crate) struct ConsumerSignals {
+    /// Finish the in-flight batch, call `shutdown_requested`, release the lease.
+    pub(crate) shutdown: CancellationToken,
+    /// The lease is owned by someone else: stop at once and call `lease_lost`.
+    pub(crate) lease_lost: CancellationToken,
+}
+
+/// The processor callbacks the error policy applies to.
+enum Call<'a> {
+    Initialize(&'a Initialize),
+    Process(&'a RecordBatch),
+    ShardEnded,
+}
+
+/// The result of one callback under the error policy.
+enum Step {
+    Done,
+    Skipped,
+    Stop(ShardOutcome),
+}
+
+struct ShardConsumer {
+    ctx: Arc<ShardContext>,
+    shard_id: ShardId,
+    processor: Box<dyn RecordProcessor>,
+    checkpointer: Checkpointer,
+    signals: ConsumerSignals,
+}
+
+/// Consumes the shard of `lease` (already taken by this worker) until it ends,
+/// the worker shuts down or the lease is lost.
+pub(crate) async fn consume_shard(
+    ctx: Arc<ShardContext>,
+    lease: Lease,
+    processor: Box<dyn RecordProcessor>,
+    signals: ConsumerSignals,
+) -> ShardOutcome {
+    let shard_id = ShardId::new(lease.shard_id());
+    let checkpointer = Checkpointer::new(
+        shard_id.clone(),
+        ctx.worker_id.clone(),
+        ctx.store.clone(),
+        lease,
+        ctx.stats.clone(),
+    );
+    ctx.stats.update_shard(&shard_id, |p| p.active = true);
+    let mut consumer = ShardConsumer {
+        ctx: ctx.clone(),
+        shard_id: shard_id.clone(),
+        processor,
+        checkpointer,
+        signals,
+    };
+    let outcome = consumer.run().await;
+    let outcome = consumer.finish(outcome).await;
+    ctx.stats.update_shard(&shard_id, |p| p.active = false);
+    outcome
+}
+
+impl ShardConsumer {
+    async fn run(&mut self) -> ShardOutcome {
+        let lease = self.checkpointer.lease().clone();
+        if lease.checkpoint.is_shard_end() {
+            return ShardOutcome::Ended {
+                child_shards: Vec::new(),
+            };
+        }
+        let init = Initialize {
+            shard_id: self.shard_id.clone(),
+            checkpoint: lease.checkpoint.clone(),
+            pending_checkpoint: lease.pending_checkpoint.clone(),
+            pending_checkpoint_state: lease.pending_checkpoint_state.clone(),
+        };
+        if let Step::Stop(outcome) = self.call(Call::Initialize(&init)).await {
+            return outcome;
+        }
+        let start = self.starting_position(&lease.checkpoint);
+        tracing::info!(shard = %self.shard_id, checkpoint = %lease.checkpoint, "consuming shard");
+        let mut reader = match PollingReader::spawn(
+            self.ctx.kinesis.clone(),
+            self.ctx.config.stream_name.clone(),
+            self.shard_id.as_str(),
+            start,
+            lease.hash_key_range.map(|r| (r.start, r.end)),
+            self.ctx.config.polling.clone(),
+        ) {
+            Ok(reader) => reader,
+            Err(e) => return ShardOutcome::Failed(e.into()),
+        };
+        loop {
+            let event = tokio::select! {
+                biased;
+                _ = self.signals.lease_lost.cancelled() => return ShardOutcome::LeaseLost,
+                _ = self.signals.shutdown.cancelled() => return ShardOutcome::ShutDown,
+                event = reader.next_event() => event,
+            };
+            match event {
+                Ok(Some(ReadEvent::Batch(fetched))) => {
+                    let stats = self.ctx.stats.clone();
+                    stats.add(Counter::CorruptAggregates, fetched.stats.corrupt_aggregates as u64);
+                    stats.add(Counter::RecordsOutOfRange, fetched.stats.filtered_out_of_range as u64);
+                    stats.update_shard(&self.shard_id, |p| {
+                        p.millis_behind_latest = fetched.millis_behind_latest
+                    });
+                    let Some(last) = fetched.records.last() else {
+                        continue;
+                    };
+                    let position = match ExtendedSequenceNumber::parse(
+                        &last.sequence_number,
+                        last.sub_sequence_number,
+                    ) {
+                        Ok(p) => p,
+                        Err(e) => return ShardOutcome::Failed(e.into()),
+                    };
+                    self.checkpointer.set_last_delivered(position);
+                    let batch = RecordBatch {
+                        shard_id: self.shard_id.clone(),
+                        records: fetched.records,
+                        millis_behind_latest: fetched.millis_behind_latest,
+                    };
+                    let count = batch.records.len() as u64;
+                    match self.call(Call::Process(&batch)).await {
+                        Step::Done => {}
+                        Step::Skipped => self.ctx.stats.add(Counter::BatchesSkipped, 1),
+                        Step::Stop(outcome) => return outcome,
+                    }
+                    stats.add(Counter::RecordsDelivered, count);
+                    stats.add(Counter::BatchesDelivered, 1);
+                    stats.update_shard(&self.shard_id, |p| p.records_delivered += count);
+                }
+                Ok(Some(ReadEvent::ShardEnd { child_shards })) => {
+                    tracing::info!(shard = %self.shard_id, children = child_shards.len(), "shard ended");
+                    self.checkpointer.set_shard_end_reached();
+                    return match self.call(Call::ShardEnded).await {
+                        Step::Done | Step::Skipped => ShardOutcome::Ended { child_shards },
+                        Step::Stop(outcome) => outcome,
+                    };
+                }
+                Ok(None) => return ShardOutcome::Ended { child_shards: Vec::new() },
+                Err(e) => return ShardOutcome::Failed(e.into()),
+            }
+        }
+    }
+
+    /// Where the reader starts for a lease's checkpoint.
+    fn starting_position(&self, checkpoint: &ExtendedSequenceNumber) -> StartingPosition {
+        match &checkpoint.sequence_number {
+            SequenceNumber::TrimHorizon | SequenceNumber::ShardEnd => StartingPosition::TrimHorizon,
+            SequenceNumber::Latest => StartingPosition::Latest,
+            SequenceNumber::AtTimestamp => match self.ctx.config.initial_position {
+                InitialPosition::AtTimestamp(t) => StartingPosition::AtTimestamp(t),
+                // A table written by a fleet configured with a timestamp we do
+                // not know: reading from the oldest record loses nothing.
+                _ => {
+                    tracing::warn!(shard = %self.shard_id, "lease says AT_TIMESTAMP but no initial timestamp is configured; starting at TRIM_HORIZON");
+                    StartingPosition::TrimHorizon
+                }
+            },
+            SequenceNumber::Number(n) => StartingPosition::AfterCheckpoint {
+                sequence_number: n.clone(),
+                sub_sequence_number: checkpoint.sub_sequence_number,
+            },
+        }
+    }
+
+    /// Calls the processor under the configured error policy.
+    async fn call(&mut self, call: Call<'_>) -> Step {
+        let policy = self.ctx.config.processor_error_policy;
+        let mut delays = retry_delays(policy);
+        loop {
+            let result = match &call {
+                Call::Initialize(init) => self.processor.initialize(init).await,
+                Call::Process(batch) => {
+                    self.processor
+                        .process_records(batch, &mut self.checkpointer)
+                        .await
+                }
+                Call::ShardEnded => self.processor.shard_ended(&mut self.checkpointer).await,
+            };
+            if self.checkpointer.is_lease_lost() {
+                return Step::Stop(ShardOutcome::LeaseLost);
+            }
+            let what = call.name();
+            match result {
+                Ok(()) if !matches!(call, Call::ShardEnded) => return Step::Done,
+                Ok(()) if self.checkpointer.last_checkpoint().is_shard_end() => return Step::Done,
+                Ok(()) => {
+                    // Children wait for the parent's SHARD_END: never skip this.
+                    self.ctx.stats.add(Counter::ProcessorErrors, 1);
+                    tracing::error!(
+                        shard = %self.shard_id,
+                        "shard_ended returned without checkpointing SHARD_END; child shards cannot start until it does; calling it again"
+                    );
+                }
+                Err(error) => {
+                    self.ctx.stats.add(Counter::ProcessorErrors, 1);
+                    tracing::error!(shard = %self.shard_id, callback = what, error = %ErrorChain(&*error), ?policy, "processor failed");
+                    match policy {
+                        ProcessorErrorPolicy::Skip if !matches!(call, Call::ShardEnded) => {
+                            return Step::Skipped;
+                        }
+                        ProcessorErrorPolicy::StopShard => return Step::Stop(ShardOutcome::Stopped),
+                        _ => {}
+                    }
+                }
+            }
+            let delay = delays.next().unwrap_or(Duration::from_secs(30));
+            tokio::select! {
+                _ = self.signals.lease_lost.cancelled() => return Step::Stop(ShardOutcome::LeaseLost),
+                _ = self.signals.shutdown.cancelled() => return Step::Stop(ShardOutcome::ShutDown),
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// The last callback for each outcome, then the lease: released unless
+    /// the shard ended or the lease is someone else's.
+    async fn finish(&mut self, outcome: ShardOutcome) -> ShardOutcome {
+        match &outcome {
+            ShardOutcome::Ended { .. } => return outcome,
+            ShardOutcome::LeaseLost => {
+                self.checkpointer.mark_lease_lost();
+                self.ctx.stats.add(Counter::LeasesLost, 1);
+                tracing::warn!(shard = %self.shard_id, "lease lost");
+                self.processor.lease_lost().await;
+                return outcome;
+            }
+            ShardOutcome::Failed(e) => {
+                tracing::error!(shard = %self.shard_id, error = %ErrorChain(e), "shard consumer failed; releasing the lease");
+            }
+            ShardOutcome::ShutDown | ShardOutcome::Stopped => {}
+        }
+        if let Err(error) = self
+            .processor
+            .shutdown_requested(&mut self.checkpointer)
+            .await
+        {
+            self.ctx.stats.add(Counter::ProcessorErrors, 1);
+            tracing::error!(shard = %self.shard_id, error = %ErrorChain(&*error), "shutdown_requested failed");
+        }
+        if self.checkpointer.is_lease_lost() {
+            self.processor.lease_lost().await;
+            return ShardOutcome::LeaseLost;
+        }
+        match self.ctx.store.release_lease(self.checkpointer.lease()).await {
+            Ok(_) => tracing::info!(shard = %self.shard_id, checkpoint = %self.checkpointer.last_checkpoint(), "released lease"),
+            Err(e) => tracing::warn!(shard = %self.shard_id, error = %ErrorChain(&e), "could not release lease; it expires after failover_time"),
+        }
+        outcome
+    }
+}
+
+impl Call<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Call::Initialize(_) => "initialize",
+            Call::Process(_) => "process_records",
+            Call::ShardEnded => "shard_ended",
+        }
+    }
+}
+
+/// Backoff between retries of a failing callback; `shard_ended` retries with
+/// the default schedule even when the policy is not `Retry`.
+fn retry_delays(policy: ProcessorErrorPolicy) -> impl Iterator<Item = Duration> {
+    let (min, max) = match policy {
+        ProcessorErrorPolicy::Retry {
+            initial_backoff,
+            max_backoff,
+        } => (initial_backoff, max_backoff),
+        _ => match ProcessorErrorPolicy::default() {
+            ProcessorErrorPolicy::Retry {
+                initial_backoff,
+                max_backoff,
+            } => (initial_backoff, max_backoff),
+            _ => (Duration::from_millis(100), Duration::from_secs(30)),
+        },
+    };
+    ExponentialBuilder::default()
+        .with_min_delay(min)
+        .with_max_delay(max)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Displays an error with its chain of sources.
+pub(crate) struct ErrorChain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}

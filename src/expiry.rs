@@ -1,0 +1,62 @@
+//! Expiry judged by observation: a counter that has not changed for
+//! `failover_time` on this process's monotonic clock is expired. Clocks of
+//! different machines are never compared.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Remembers when each key's counter was first seen at its current value.
+#[derive(Debug, Default)]
+pub(crate) struct ExpiryTracker {
+    seen: HashMap<String, (u64, Instant)>,
+}
+
+impl ExpiryTracker {
+    /// Records the counters observed at `now`; forgets keys not observed.
+    pub(crate) fn observe<'a>(
+        &mut self,
+        counters: impl IntoIterator<Item = (&'a str, u64)>,
+        now: Instant,
+    ) {
+        let mut next = HashMap::new();
+        for (key, counter) in counters {
+            let since = match self.seen.get(key) {
+                Some((seen, since)) if *seen == counter => *since,
+                _ => now,
+            };
+            next.insert(key.to_owned(), (counter, since));
+        }
+        self.seen = next;
+    }
+
+    /// Whether `key`'s counter has stood still for at least `failover_time`.
+    /// A key never observed is not expired: it has not been watched long enough.
+    pub(crate) fn is_expired(&self, key: &str, now: Instant, failover_time: Duration) -> bool {
+        self.seen
+            .get(key)
+            .is_some_and(|(_, since)| now.duration_since(*since) >= failover_time)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_counter_that_stands_still_expires_and_one_that_moves_does_not() {
+        let t0 = Instant::now();
+        let ft = Duration::from_secs(10);
+        let mut tracker = ExpiryTracker::default();
+        tracker.observe([("a", 1), ("b", 1)], t0);
+        assert!(!tracker.is_expired("a", t0 + Duration::from_secs(9), ft));
+        tracker.observe([("a", 1), ("b", 2)], t0 + Duration::from_secs(9));
+        assert!(tracker.is_expired("a", t0 + ft, ft));
+        assert!(!tracker.is_expired("b", t0 + ft, ft));
+        assert!(tracker.is_expired("b", t0 + Duration::from_secs(19), ft));
+        assert!(!tracker.is_expired("never-seen", t0 + ft, ft));
+        tracker.observe([("b", 2)], t0 + ft);
+        assert!(!tracker.is_expired("a", t0 + ft, ft), "forgotten when no longer observed");
+    }
+}
