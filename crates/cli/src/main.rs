@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| "warn,dynoxide=error,ferrokinesis=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();

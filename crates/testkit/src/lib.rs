@@ -104,8 +104,8 @@ enum Servers {
         _dynamodb: embedded::EmulatorThread,
     },
     Npm {
-        _kinesis: npm::NodeProcess,
-        _dynamodb: npm::NodeProcess,
+        kinesis: Box<npm::NodeProcess>,
+        dynamodb: Box<npm::NodeProcess>,
     },
 }
 
@@ -118,7 +118,7 @@ pub struct LocalAws {
     kinesis_endpoint: String,
     dynamodb_endpoint: String,
     startup: Duration,
-    _servers: Servers,
+    servers: Servers,
 }
 
 impl std::fmt::Debug for LocalAws {
@@ -161,8 +161,8 @@ impl LocalAws {
                     tokio::try_join!(testenv.start_kinesis(), testenv.start_dynamodb())?;
                 let (k, d) = (kinesis.1, dynamodb.1);
                 let servers = Servers::Npm {
-                    _kinesis: kinesis.0,
-                    _dynamodb: dynamodb.0,
+                    kinesis: Box::new(kinesis.0),
+                    dynamodb: Box::new(dynamodb.0),
                 };
                 (servers, k, d)
             }
@@ -172,14 +172,11 @@ impl LocalAws {
             kinesis_endpoint: format!("http://{kinesis}"),
             dynamodb_endpoint: format!("http://{dynamodb}"),
             startup: Duration::ZERO,
-            _servers: servers,
+            servers,
         };
         // Ready means a real call succeeds, not just that a port is open.
-        let (output_k, output_d) = match &aws._servers {
-            Servers::Npm {
-                _kinesis,
-                _dynamodb,
-            } => (Some(_kinesis), Some(_dynamodb)),
+        let (output_k, output_d) = match &aws.servers {
+            Servers::Npm { kinesis, dynamodb } => (Some(&**kinesis), Some(&**dynamodb)),
             Servers::Embedded { .. } => (None, None),
         };
         tokio::try_join!(

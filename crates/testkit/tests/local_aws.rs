@@ -163,7 +163,7 @@ async fn two_instances_at_once() {
         .send()
         .await
         .expect("ListStreams");
-    assert_eq!(in_b.stream_names(), [stream.clone()]);
+    assert_eq!(in_b.stream_names(), std::slice::from_ref(&stream));
     drop(a);
     // b keeps working after a is gone.
     b.kinesis_client()

@@ -1,0 +1,145 @@
+//! Scenario shared by the in-memory and the DynamoDB store tests: both must
+//! behave identically.
+
+use kinesis_fleet_leases::{Error, ExtendedSequenceNumber, Lease, LeaseStore, Result};
+
+pub(crate) fn cp(seq: &str, sub: u64) -> ExtendedSequenceNumber {
+    ExtendedSequenceNumber::parse(seq, sub).unwrap()
+}
+
+#[track_caller]
+pub(crate) fn assert_lost(result: Result<Lease>, what: &str) {
+    match result {
+        Err(Error::LeaseLost { .. }) => {}
+        other => panic!("{what}: expected LeaseLost, got {other:?}"),
+    }
+}
+
+/// Take -> checkpoint -> prepare -> checkpoint, fencing, handoff, release, delete.
+pub(crate) async fn lease_lifecycle(store: &dyn LeaseStore) {
+    let fresh = Lease::new("shardId-000000000001", ExtendedSequenceNumber::TRIM_HORIZON)
+        .with_parents(["shardId-000000000000"])
+        .with_hash_key_range(0, u128::MAX / 2);
+    assert!(store.create_lease_if_absent(&fresh).await.unwrap());
+    assert!(!store.create_lease_if_absent(&fresh).await.unwrap());
+    assert_eq!(
+        store.get_lease(&fresh.lease_key).await.unwrap(),
+        Some(fresh.clone())
+    );
+    assert_eq!(store.get_lease("shardId-999").await.unwrap(), None);
+
+    // Take, then checkpoint mid-aggregate.
+    let held = store.take_lease(&fresh, "w1").await.unwrap();
+    assert_eq!(held.lease_owner.as_deref(), Some("w1"));
+    assert_eq!(held.lease_counter, 1);
+    assert_eq!(held.owner_switches_since_checkpoint, 0);
+    let c1 = cp(
+        "49590338271490256608559692538361571095921575989136588898",
+        2,
+    );
+    let after_cp = store.update_checkpoint(&held, "w1", &c1).await.unwrap();
+    assert_eq!(
+        (after_cp.checkpoint.clone(), after_cp.lease_counter),
+        (c1.clone(), 2)
+    );
+
+    // Two-phase: prepare with state, then commit (pending attributes removed).
+    let c2 = cp(
+        "49590338271490256608559692538361571095921575989136588999",
+        0,
+    );
+    let prepared = store
+        .prepare_checkpoint(&after_cp, "w1", &c2, Some(b"\x01\x02state"))
+        .await
+        .unwrap();
+    assert_eq!(prepared.pending_checkpoint.as_ref(), Some(&c2));
+    assert_eq!(
+        prepared.pending_checkpoint_state.as_deref(),
+        Some(&b"\x01\x02state"[..])
+    );
+    assert_eq!(
+        prepared.checkpoint, c1,
+        "prepare does not move the checkpoint"
+    );
+    let committed = store.update_checkpoint(&prepared, "w1", &c2).await.unwrap();
+    assert_eq!(committed.checkpoint, c2);
+    assert_eq!(committed.pending_checkpoint, None);
+    assert_eq!(committed.pending_checkpoint_state, None);
+    let no_state = store
+        .prepare_checkpoint(&committed, "w1", &c2, None)
+        .await
+        .unwrap();
+    assert_eq!(no_state.pending_checkpoint_state, None);
+
+    // Fencing: a stale counter or a non-owner loses.
+    assert_lost(
+        store.update_checkpoint(&held, "w1", &c2).await,
+        "stale counter",
+    );
+    assert_lost(
+        store.update_checkpoint(&no_state, "w2", &c2).await,
+        "non-owner",
+    );
+    assert_lost(store.renew_lease(&held).await, "stale renew");
+    assert_lost(store.take_lease(&held, "w2").await, "stale take");
+    let renewed = store.renew_lease(&no_state).await.unwrap();
+    assert_eq!(renewed.lease_counter, no_state.lease_counter + 1);
+
+    // A steal counts an owner switch; a checkpoint resets it.
+    let stolen = store.take_lease(&renewed, "w2").await.unwrap();
+    assert_eq!(stolen.owner_switches_since_checkpoint, 1);
+    assert_lost(
+        store.update_checkpoint(&stolen, "w1", &c2).await,
+        "previous owner",
+    );
+    let c3 = cp(
+        "49590338271490256608559692538361571095921575989136589000",
+        0,
+    );
+    let reset = store.update_checkpoint(&stolen, "w2", &c3).await.unwrap();
+    assert_eq!(reset.owner_switches_since_checkpoint, 0);
+
+    // Graceful handoff w2 -> w3: only w2 may checkpoint until it completes.
+    let handing = store.initiate_handoff(&reset, "w3").await.unwrap();
+    assert_eq!(handing.lease_owner.as_deref(), Some("w3"));
+    assert_eq!(handing.checkpoint_owner.as_deref(), Some("w2"));
+    assert_lost(
+        store.update_checkpoint(&handing, "w3", &c3).await,
+        "new owner during handoff",
+    );
+    let c4 = cp(
+        "49590338271490256608559692538361571095921575989136589001",
+        0,
+    );
+    let final_cp = store.update_checkpoint(&handing, "w2", &c4).await.unwrap();
+    assert_eq!(
+        final_cp.checkpoint_owner.as_deref(),
+        Some("w2"),
+        "checkpoint keeps the handoff"
+    );
+    assert_lost(
+        store.complete_handoff(&final_cp, "w3").await,
+        "wrong previous owner",
+    );
+    let handed = store.complete_handoff(&final_cp, "w2").await.unwrap();
+    assert_eq!(handed.checkpoint_owner, None);
+    assert_eq!(handed.lease_owner.as_deref(), Some("w3"));
+    assert_lost(
+        store.update_checkpoint(&handed, "w2", &c4).await,
+        "old owner after handoff",
+    );
+    let w3_cp = store.update_checkpoint(&handed, "w3", &c4).await.unwrap();
+
+    // Release, then delete conditionally (deleting twice is fine).
+    let released = store.release_lease(&w3_cp).await.unwrap();
+    assert_eq!(released.lease_owner, None);
+    assert_eq!(released.checkpoint, c4);
+    assert!(matches!(
+        store.delete_lease(&w3_cp).await,
+        Err(Error::LeaseLost { .. })
+    ));
+    store.delete_lease(&released).await.unwrap();
+    store.delete_lease(&released).await.unwrap();
+    assert_eq!(store.get_lease(&fresh.lease_key).await.unwrap(), None);
+    assert_lost(store.take_lease(&released, "w1").await, "deleted lease");
+}
