@@ -164,6 +164,8 @@ pub struct DynamoLeaseStore {
     table: String,
     config: DynamoStoreConfig,
     endpoint: Arc<OnceLock<String>>,
+    /// Set once the owner index was seen ACTIVE (it never goes back).
+    index_active: Arc<AtomicBool>,
 }
 
 impl DynamoLeaseStore {
@@ -182,6 +184,7 @@ impl DynamoLeaseStore {
             table: table_name.into(),
             config: DynamoStoreConfig::default(),
             endpoint,
+            index_active: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -458,13 +461,31 @@ impl DynamoLeaseStore {
         }
     }
 
-    /// Adds the owner index to a table created without it (KCL 2.x tables), as KCL 3.x does.
-    async fn create_owner_index(&self) -> Result<()> {
+    /// Adds the owner index to a table created without it (KCL 2.x tables),
+    /// as KCL 3.x does: on-demand for an on-demand table, else with the
+    /// table's own provisioned capacity.
+    async fn create_owner_index(&self, table: &TableDescription) -> Result<()> {
+        let on_demand = table
+            .billing_mode_summary()
+            .and_then(|b| b.billing_mode())
+            .is_some_and(|m| *m == BillingMode::PayPerRequest);
+        let throughput = table.provisioned_throughput().and_then(|p| {
+            match (p.read_capacity_units(), p.write_capacity_units()) {
+                (Some(read), Some(write)) if !on_demand && read > 0 && write > 0 => Some(
+                    ProvisionedThroughput::builder()
+                        .read_capacity_units(read)
+                        .write_capacity_units(write)
+                        .build()
+                        .expect("both capacities are set"),
+                ),
+                _ => None,
+            }
+        });
         let create = CreateGlobalSecondaryIndexAction::builder()
             .index_name(schema::LEASE_OWNER_INDEX)
             .set_key_schema(Some(Self::owner_index_key_schema()))
             .projection(Self::keys_only())
-            .set_provisioned_throughput(self.throughput())
+            .set_provisioned_throughput(throughput)
             .build()
             .expect("index name, key schema and projection are set");
         let result = self
@@ -547,47 +568,45 @@ impl DynamoLeaseStore {
 
 #[async_trait::async_trait]
 impl LeaseStore for DynamoLeaseStore {
-    /// Creates the table if missing, adds the owner index if a (KCL 2.x)
-    /// table lacks it, and polls until both are ACTIVE or
+    /// Creates the table (with the owner index) if missing and polls until
+    /// both are ACTIVE, or until
     /// [`table_ready_timeout`](DynamoStoreConfig::table_ready_timeout) passes
     /// ([`Error::TableNotReady`]).
+    ///
+    /// An existing table without the index (KCL 2.x) gets it requested, as
+    /// KCL 3.x does, but this returns once the table is ACTIVE: backfilling
+    /// an index on a large table can take long, and until it is ACTIVE
+    /// [`list_lease_keys_owned_by`](LeaseStore::list_lease_keys_owned_by)
+    /// falls back to a scan.
     ///
     /// Cancel-safe: CreateTable/UpdateTable are single requests; running
     /// this again finishes the job.
     async fn ensure_table(&self) -> Result<()> {
         let started = tokio::time::Instant::now();
         let deadline = started + self.config.table_ready_timeout;
-        let mut index_requested = false;
+        let mut created = false;
         let mut poll = Duration::from_millis(100);
         loop {
             let state = match self.describe().await? {
                 None => {
                     self.create_table().await?;
-                    index_requested = true;
+                    created = true;
                     "creating the table".to_owned()
                 }
                 Some(table) => {
                     let table_status = table.table_status.clone();
-                    let index = table
-                        .global_secondary_indexes()
-                        .iter()
-                        .find(|i| i.index_name() == Some(schema::LEASE_OWNER_INDEX));
                     let table_active = matches!(table_status, Some(TableStatus::Active) | None);
-                    match index {
-                        // Emulators may omit the index status; treat that as ACTIVE.
-                        Some(i)
-                            if table_active
-                                && matches!(i.index_status, Some(IndexStatus::Active) | None) =>
-                        {
+                    match owner_index_state(&table) {
+                        IndexState::Active if table_active => {
+                            self.index_active.store(true, Ordering::Relaxed);
                             return Ok(());
                         }
-                        Some(i) => format!("table {table_status:?}, index {:?}", i.index_status),
-                        None if table_active && !index_requested => {
-                            self.create_owner_index().await?;
-                            index_requested = true;
-                            "adding the owner index".to_owned()
+                        IndexState::Missing if table_active && !created => {
+                            self.create_owner_index(&table).await?;
+                            return Ok(());
                         }
-                        None => format!("table {table_status:?}, index not listed yet"),
+                        IndexState::Building if table_active && !created => return Ok(()),
+                        index => format!("table {table_status:?}, owner index {index:?}"),
                     }
                 }
             };
@@ -679,8 +698,31 @@ impl LeaseStore for DynamoLeaseStore {
 
     /// Query pages on the owner index (read-only: cancel-safe). The index is
     /// eventually consistent: a just-taken lease may be missing for a moment.
+    /// While the index is missing or still building (a KCL 2.x table being
+    /// upgraded), this scans the table instead, as KCL 3.x does.
     async fn list_lease_keys_owned_by(&self, owner: &str) -> Result<Vec<String>> {
         check_non_empty("owner", owner)?;
+        if !self.index_active.load(Ordering::Relaxed) {
+            let state = match self.describe().await? {
+                Some(table) => owner_index_state(&table),
+                None => {
+                    return Err(Error::TableNotFound {
+                        table: self.table.clone(),
+                    });
+                }
+            };
+            if state == IndexState::Active {
+                self.index_active.store(true, Ordering::Relaxed);
+            } else {
+                tracing::debug!(table = %self.table, ?state, "owner index not usable, scanning");
+                let leases = self.list_leases().await?;
+                return Ok(leases
+                    .into_iter()
+                    .filter(|l| l.lease_owner.as_deref() == Some(owner))
+                    .map(|l| l.lease_key)
+                    .collect());
+            }
+        }
         let mut keys = Vec::new();
         for item in self.paginate(Some(owner)).await? {
             match item.get(schema::LEASE_KEY) {
@@ -866,6 +908,27 @@ impl LeaseStore for DynamoLeaseStore {
             }),
             Err(e) => Err(e.into_error()),
         }
+    }
+}
+
+/// State of the `LeaseOwnerToLeaseKeyIndex` in a table description.
+#[derive(Debug, PartialEq, Eq)]
+enum IndexState {
+    Missing,
+    Building,
+    Active,
+}
+
+fn owner_index_state(table: &TableDescription) -> IndexState {
+    match table
+        .global_secondary_indexes()
+        .iter()
+        .find(|i| i.index_name() == Some(schema::LEASE_OWNER_INDEX))
+    {
+        None => IndexState::Missing,
+        // Emulators may omit the status; treat that as ACTIVE.
+        Some(i) if matches!(i.index_status, Some(IndexStatus::Active) | None) => IndexState::Active,
+        Some(_) => IndexState::Building,
     }
 }
 

@@ -22,3 +22,22 @@ pub use lease::{HashKeyRange, Lease};
 pub use memory::MemoryLeaseStore;
 pub use sequence::{ExtendedSequenceNumber, MAX_SEQUENCE_NUMBER_DIGITS, SequenceNumber};
 pub use store::LeaseStore;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stores are shared across tasks as `Arc<dyn LeaseStore>`; their futures must be `Send`.
+    #[test]
+    fn stores_and_their_futures_are_send() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>(_: &T) {}
+        send_sync::<DynamoLeaseStore>();
+        send_sync::<MemoryLeaseStore>();
+        send_sync::<Error>();
+        let store: std::sync::Arc<dyn LeaseStore> = std::sync::Arc::new(MemoryLeaseStore::new());
+        let lease = Lease::new("k", ExtendedSequenceNumber::LATEST);
+        send(&store.take_lease(&lease, "w"));
+        send(&store.list_leases());
+    }
+}

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ProjectionType,
-    ScalarAttributeType,
+    ProvisionedThroughput, ScalarAttributeType, TableStatus,
 };
 use common::{assert_lost, cp};
 use kinesis_fleet_leases::schema::{self, Item};
@@ -158,6 +158,21 @@ async fn scans_and_queries_paginate_and_skip_non_lease_items() {
         ]);
         put_raw(&aws, store.table_name(), item).await;
     }
+    // The emulator honours `Limit`, so the store really followed several pages.
+    let first_page = aws
+        .dynamodb_client()
+        .scan()
+        .table_name(store.table_name())
+        .limit(3)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first_page.items().len(), 3);
+    assert!(
+        first_page
+            .last_evaluated_key()
+            .is_some_and(|k| !k.is_empty())
+    );
     assert_eq!(
         store.list_leases().await.unwrap(),
         expected,
@@ -306,7 +321,7 @@ async fn resumes_a_kcl_written_lease() {
 }
 
 #[tokio::test]
-async fn adds_the_owner_index_to_a_kcl2_table() {
+async fn owner_queries_work_on_a_kcl2_table_without_the_index() {
     let aws = local_aws().await;
     let table = aws.unique_name("kcl2");
     // KCL 2.x creates the table with the hash key only.
@@ -327,10 +342,36 @@ async fn adds_the_owner_index_to_a_kcl2_table() {
                 .build()
                 .unwrap(),
         )
-        .billing_mode(BillingMode::PayPerRequest)
+        // Provisioned: the npm emulator cannot add an on-demand index to a table.
+        .billing_mode(BillingMode::Provisioned)
+        .provisioned_throughput(
+            ProvisionedThroughput::builder()
+                .read_capacity_units(7)
+                .write_capacity_units(3)
+                .build()
+                .unwrap(),
+        )
         .send()
         .await
         .unwrap();
+    // Some emulators keep a new table CREATING for a while, like DynamoDB.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = aws
+            .dynamodb_client()
+            .describe_table()
+            .table_name(&table)
+            .send()
+            .await
+            .unwrap()
+            .table
+            .and_then(|t| t.table_status);
+        if status == Some(TableStatus::Active) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "table still {status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     put_raw(&aws, &table, kcl_item("shardId-000000000005")).await;
     let store = DynamoLeaseStore::new(aws.dynamodb_client(), table.clone())
         .with_config(DynamoStoreConfig::default().table_ready_timeout(Duration::from_secs(30)))

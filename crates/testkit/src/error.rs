@@ -120,7 +120,7 @@ pub enum Error {
         "PutRecords: {failed} entries still failed after {attempts} attempts (last error: {last_error}); the stream is throttled or the emulator is overloaded: put fewer records or slow down"
     )]
     PutRecordsExhausted {
-        /// Entries not written.
+        /// Entries left to send or resend (some may have been written once).
         failed: usize,
         /// Attempts made.
         attempts: usize,

@@ -192,3 +192,114 @@ async fn drop_stops_the_emulators() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn many_shards_fit() {
+    let aws = LocalAws::start().await.expect("start LocalAws");
+    let stream = aws.unique_name("wide");
+    aws.create_stream(&stream, 200)
+        .await
+        .expect("200-shard stream");
+    // kinesis-mock pages ListShards by 100 even without MaxResults.
+    let client = aws.kinesis_client();
+    let mut count = 0;
+    let mut token: Option<String> = None;
+    loop {
+        let request = match &token {
+            Some(t) => client.list_shards().next_token(t),
+            None => client.list_shards().stream_name(&stream),
+        };
+        let page = request.send().await.expect("ListShards");
+        count += page.shards().len();
+        token = page.next_token;
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(count, 200);
+}
+
+#[tokio::test]
+async fn subscribe_to_shard_delivers_records() {
+    use aws_sdk_kinesis::types::{ConsumerStatus, StartingPosition, SubscribeToShardEventStream};
+
+    let aws = LocalAws::start().await.expect("start LocalAws");
+    let client = aws.kinesis_client();
+    let stream = aws.unique_name("efo");
+    aws.create_stream(&stream, 1).await.expect("create stream");
+    client
+        .put_record()
+        .stream_name(&stream)
+        .partition_key("k")
+        .data(Blob::new("hello"))
+        .send()
+        .await
+        .expect("PutRecord");
+    let arn = client
+        .describe_stream_summary()
+        .stream_name(&stream)
+        .send()
+        .await
+        .expect("DescribeStreamSummary")
+        .stream_description_summary
+        .expect("summary")
+        .stream_arn;
+    let consumer = client
+        .register_stream_consumer()
+        .stream_arn(&arn)
+        .consumer_name("efo-test")
+        .send()
+        .await
+        .expect("RegisterStreamConsumer")
+        .consumer
+        .expect("consumer");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = client
+            .describe_stream_consumer()
+            .consumer_arn(consumer.consumer_arn())
+            .send()
+            .await
+            .expect("DescribeStreamConsumer")
+            .consumer_description
+            .map(|d| d.consumer_status);
+        if status == Some(ConsumerStatus::Active) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "consumer not ACTIVE: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut events = client
+        .subscribe_to_shard()
+        .consumer_arn(consumer.consumer_arn())
+        .shard_id("shardId-000000000000")
+        .starting_position(
+            StartingPosition::builder()
+                .r#type(ShardIteratorType::TrimHorizon)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("SubscribeToShard")
+        .event_stream;
+    let got = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match events.recv().await.expect("event stream") {
+                Some(SubscribeToShardEventStream::SubscribeToShardEvent(e)) => {
+                    if let Some(r) = e.records().first() {
+                        return r.data().as_ref().to_vec();
+                    }
+                }
+                Some(_) => {}
+                None => panic!("stream ended without records"),
+            }
+        }
+    })
+    .await
+    .expect("a record within 20 s");
+    assert_eq!(got, b"hello");
+}
