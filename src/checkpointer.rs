@@ -172,11 +172,14 @@ impl Checkpointer {
         &mut self,
         state: Option<Bytes>,
     ) -> Result<ExtendedSequenceNumber, CheckpointError> {
-        let position = self.last_delivered.clone().ok_or_else(|| CheckpointError::InvalidSequence {
-            shard_id: self.shard_id.clone(),
-            requested: self.lease.checkpoint.clone(),
-            reason: "no record has been delivered yet",
-        })?;
+        let position =
+            self.last_delivered
+                .clone()
+                .ok_or_else(|| CheckpointError::InvalidSequence {
+                    shard_id: self.shard_id.clone(),
+                    requested: self.lease.checkpoint.clone(),
+                    reason: "no record has been delivered yet",
+                })?;
         self.prepare_checkpoint_at(position.clone(), state).await?;
         Ok(position)
     }
@@ -278,7 +281,10 @@ impl Checkpointer {
         self.apply(result)
     }
 
-    fn apply(&mut self, result: kinesis_fleet_leases::Result<Lease>) -> Result<(), CheckpointError> {
+    fn apply(
+        &mut self,
+        result: kinesis_fleet_leases::Result<Lease>,
+    ) -> Result<(), CheckpointError> {
         match result {
             Ok(lease) => {
                 self.lease = lease;

@@ -115,10 +115,10 @@ impl WorkerConfig {
         if let Some(table) = &self.lease_table_name {
             check_name("lease_table_name", table, 3, 255)?;
         }
-        if let Some(id) = &self.worker_id {
-            if id.is_empty() || id.len() > 256 {
-                return Err(Error::invalid("worker_id", "must be 1 to 256 characters"));
-            }
+        if let Some(id) = &self.worker_id
+            && (id.is_empty() || id.len() > 256)
+        {
+            return Err(Error::invalid("worker_id", "must be 1 to 256 characters"));
         }
         if self.failover_time < Duration::from_secs(1) {
             return Err(Error::invalid("failover_time", "must be at least 1 s"));
@@ -127,22 +127,27 @@ impl WorkerConfig {
             return Err(Error::invalid("lease_scan_interval", "must be positive"));
         }
         if self.shard_sync_interval < Duration::from_secs(1) {
-            return Err(Error::invalid("shard_sync_interval", "must be at least 1 s"));
+            return Err(Error::invalid(
+                "shard_sync_interval",
+                "must be at least 1 s",
+            ));
         }
         if self.max_leases_per_worker == 0 {
-            return Err(Error::invalid("max_leases_per_worker", "must be at least 1"));
+            return Err(Error::invalid(
+                "max_leases_per_worker",
+                "must be at least 1",
+            ));
         }
         if let ProcessorErrorPolicy::Retry {
             initial_backoff,
             max_backoff,
         } = self.processor_error_policy
+            && (initial_backoff.is_zero() || max_backoff < initial_backoff)
         {
-            if initial_backoff.is_zero() || max_backoff < initial_backoff {
-                return Err(Error::invalid(
-                    "processor_error_policy",
-                    "retry backoff must satisfy 0 < initial_backoff <= max_backoff",
-                ));
-            }
+            return Err(Error::invalid(
+                "processor_error_policy",
+                "retry backoff must satisfy 0 < initial_backoff <= max_backoff",
+            ));
         }
         match self.polling.validate() {
             Err(kinesis_fleet_retrieval::Error::InvalidConfig { field, message }) => {

@@ -142,8 +142,14 @@ impl ShardConsumer {
             match event {
                 Ok(Some(ReadEvent::Batch(fetched))) => {
                     let stats = self.ctx.stats.clone();
-                    stats.add(Counter::CorruptAggregates, fetched.stats.corrupt_aggregates as u64);
-                    stats.add(Counter::RecordsOutOfRange, fetched.stats.filtered_out_of_range as u64);
+                    stats.add(
+                        Counter::CorruptAggregates,
+                        fetched.stats.corrupt_aggregates as u64,
+                    );
+                    stats.add(
+                        Counter::RecordsOutOfRange,
+                        fetched.stats.filtered_out_of_range as u64,
+                    );
                     stats.update_shard(&self.shard_id, |p| {
                         p.millis_behind_latest = fetched.millis_behind_latest
                     });
@@ -181,7 +187,11 @@ impl ShardConsumer {
                         Step::Stop(outcome) => outcome,
                     };
                 }
-                Ok(None) => return ShardOutcome::Ended { child_shards: Vec::new() },
+                Ok(None) => {
+                    return ShardOutcome::Ended {
+                        child_shards: Vec::new(),
+                    };
+                }
                 Err(e) => return ShardOutcome::Failed(e.into()),
             }
         }
@@ -244,7 +254,9 @@ impl ShardConsumer {
                         ProcessorErrorPolicy::Skip if !matches!(call, Call::ShardEnded) => {
                             return Step::Skipped;
                         }
-                        ProcessorErrorPolicy::StopShard => return Step::Stop(ShardOutcome::Stopped),
+                        ProcessorErrorPolicy::StopShard => {
+                            return Step::Stop(ShardOutcome::Stopped);
+                        }
                         _ => {}
                     }
                 }
@@ -287,9 +299,18 @@ impl ShardConsumer {
             self.processor.lease_lost().await;
             return ShardOutcome::LeaseLost;
         }
-        match self.ctx.store.release_lease(self.checkpointer.lease()).await {
-            Ok(_) => tracing::info!(shard = %self.shard_id, checkpoint = %self.checkpointer.last_checkpoint(), "released lease"),
-            Err(e) => tracing::warn!(shard = %self.shard_id, error = %ErrorChain(&e), "could not release lease; it expires after failover_time"),
+        match self
+            .ctx
+            .store
+            .release_lease(self.checkpointer.lease())
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(shard = %self.shard_id, checkpoint = %self.checkpointer.last_checkpoint(), "released lease")
+            }
+            Err(e) => {
+                tracing::warn!(shard = %self.shard_id, error = %ErrorChain(&e), "could not release lease; it expires after failover_time")
+            }
         }
         outcome
     }

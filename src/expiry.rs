@@ -57,6 +57,9 @@ mod tests {
         assert!(tracker.is_expired("b", t0 + Duration::from_secs(19), ft));
         assert!(!tracker.is_expired("never-seen", t0 + ft, ft));
         tracker.observe([("b", 2)], t0 + ft);
-        assert!(!tracker.is_expired("a", t0 + ft, ft), "forgotten when no longer observed");
+        assert!(
+            !tracker.is_expired("a", t0 + ft, ft),
+            "forgotten when no longer observed"
+        );
     }
 }

@@ -65,9 +65,8 @@ pub use worker::{ShutdownHandle, Worker, WorkerBuilder};
 /// Everything a processor and its `main` need.
 pub mod prelude {
     pub use crate::{
-        BoxError, CheckpointError, Checkpointer, ExtendedSequenceNumber, Initialize,
-        InitialPosition, ProcessorErrorPolicy, Record, RecordBatch, RecordProcessor, ShardId,
-        Worker,
+        BoxError, CheckpointError, Checkpointer, ExtendedSequenceNumber, InitialPosition,
+        Initialize, ProcessorErrorPolicy, Record, RecordBatch, RecordProcessor, ShardId, Worker,
     };
     pub use async_trait::async_trait;
 }

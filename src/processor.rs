@@ -99,7 +99,10 @@ pub trait RecordProcessor: Send + 'static {
 
     /// The worker is shutting down or moving this lease: flush and checkpoint
     /// now if you want no record of this shard delivered twice.
-    async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) -> Result<(), BoxError> {
+    async fn shutdown_requested(
+        &mut self,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), BoxError> {
         let _ = checkpointer;
         Ok(())
     }

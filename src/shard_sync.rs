@@ -38,8 +38,12 @@ pub(crate) fn plan_new_leases(
 ) -> Vec<Lease> {
     let in_stream: BTreeSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
     let mut leased: BTreeSet<String> = leases.iter().map(|l| l.shard_id().to_owned()).collect();
-    let parents_in_stream =
-        |s: &ShardInfo| -> Vec<String> { s.parent_ids().filter(|p| in_stream.contains(p)).map(str::to_owned).collect() };
+    let parents_in_stream = |s: &ShardInfo| -> Vec<String> {
+        s.parent_ids()
+            .filter(|p| in_stream.contains(p))
+            .map(str::to_owned)
+            .collect()
+    };
 
     let seeds: BTreeSet<&str> = shards
         .iter()
@@ -136,7 +140,11 @@ mod tests {
         }
     }
 
-    fn planned(shards: &[ShardInfo], leases: &[Lease], initial: InitialPosition) -> Vec<(String, ExtendedSequenceNumber)> {
+    fn planned(
+        shards: &[ShardInfo],
+        leases: &[Lease],
+        initial: InitialPosition,
+    ) -> Vec<(String, ExtendedSequenceNumber)> {
         plan_new_leases(shards, leases, initial)
             .into_iter()
             .map(|l| (l.lease_key, l.checkpoint))
@@ -177,7 +185,11 @@ mod tests {
         let latest = ExtendedSequenceNumber::LATEST;
         assert_eq!(
             p,
-            vec![("b".into(), latest.clone()), ("c".into(), latest.clone()), ("d".into(), latest)]
+            vec![
+                ("b".into(), latest.clone()),
+                ("c".into(), latest.clone()),
+                ("d".into(), latest)
+            ]
         );
         // A later sync leaves the closed parent alone.
         let leases: Vec<Lease> = plan_new_leases(&resharded(), &[], InitialPosition::Latest);
@@ -187,7 +199,11 @@ mod tests {
     #[test]
     fn children_of_leased_shards_start_at_trim_horizon_even_under_latest() {
         let leases = vec![Lease::new("d", ExtendedSequenceNumber::LATEST)];
-        let mut shards = vec![shard("d", &[], true), shard("e", &["d"], false), shard("f", &["d", "x"], false)];
+        let mut shards = vec![
+            shard("d", &[], true),
+            shard("e", &["d"], false),
+            shard("f", &["d", "x"], false),
+        ];
         shards.push(shard("x", &[], true));
         let p = planned(&shards, &leases, InitialPosition::Latest);
         assert_eq!(
@@ -209,7 +225,13 @@ mod tests {
         let running = Lease::new("a", ExtendedSequenceNumber::TRIM_HORIZON);
         let finished = Lease::new("a", ExtendedSequenceNumber::SHARD_END);
         assert!(parents_finished(&lease, &BTreeMap::new()));
-        assert!(!parents_finished(&lease, &BTreeMap::from([("a", &running)])));
-        assert!(parents_finished(&lease, &BTreeMap::from([("a", &finished)])));
+        assert!(!parents_finished(
+            &lease,
+            &BTreeMap::from([("a", &running)])
+        ));
+        assert!(parents_finished(
+            &lease,
+            &BTreeMap::from([("a", &finished)])
+        ));
     }
 }

@@ -17,7 +17,9 @@ use crate::config::{InitialPosition, ProcessorErrorPolicy, WorkerConfig};
 use crate::consumer::{ConsumerSignals, ErrorChain, ShardContext, ShardOutcome, consume_shard};
 use crate::error::{Error, Result};
 use crate::expiry::ExpiryTracker;
-use crate::processor::{BoxError, FnProcessor, ProcessorFactory, RecordBatch, RecordProcessor, ShardId};
+use crate::processor::{
+    BoxError, FnProcessor, ProcessorFactory, RecordBatch, RecordProcessor, ShardId,
+};
 use crate::shard_sync::{parents_finished, sync_leases};
 use crate::stats::{Counter, WorkerStats};
 
@@ -324,10 +326,8 @@ impl Worker {
                     if !sync_now { continue; }
                 }
             }
-            if sync_now {
-                if let Err(e) = self.sync_shards().await {
-                    tracing::warn!(error = %ErrorChain(&e), "shard sync failed; retrying at the next interval");
-                }
+            if sync_now && let Err(e) = self.sync_shards().await {
+                tracing::warn!(error = %ErrorChain(&e), "shard sync failed; retrying at the next interval");
             }
             if let Err(e) = scheduler.take_leases().await {
                 tracing::warn!(error = %ErrorChain(&e), "lease scan failed; retrying at the next interval");
@@ -365,8 +365,12 @@ impl Scheduler<'_> {
         let me = &*ctx.worker_id;
         let leases = ctx.store.list_leases().await?;
         let now = Instant::now();
-        self.expiry
-            .observe(leases.iter().map(|l| (l.lease_key.as_str(), l.lease_counter)), now);
+        self.expiry.observe(
+            leases
+                .iter()
+                .map(|l| (l.lease_key.as_str(), l.lease_counter)),
+            now,
+        );
         let by_shard: BTreeMap<&str, &Lease> = leases.iter().map(|l| (l.shard_id(), l)).collect();
         let owners: HashMap<&str, Option<&str>> = leases
             .iter()
@@ -378,7 +382,11 @@ impl Scheduler<'_> {
                 running.signals.lease_lost.cancel();
             }
         }
-        let held: HashSet<&str> = self.running.values().map(|r| r.lease_key.as_str()).collect();
+        let held: HashSet<&str> = self
+            .running
+            .values()
+            .map(|r| r.lease_key.as_str())
+            .collect();
         let mut to_take = Vec::new();
         for lease in &leases {
             if held.len() + to_take.len() >= ctx.config.max_leases_per_worker {
@@ -387,7 +395,9 @@ impl Scheduler<'_> {
             let available = match lease.lease_owner.as_deref() {
                 None => true,
                 Some(owner) if owner == me => true,
-                Some(_) => self.expiry.is_expired(&lease.lease_key, now, ctx.config.failover_time),
+                Some(_) => self
+                    .expiry
+                    .is_expired(&lease.lease_key, now, ctx.config.failover_time),
             };
             if available
                 && !held.contains(lease.lease_key.as_str())
@@ -422,14 +432,21 @@ impl Scheduler<'_> {
         };
         let processor = (self.worker.factory)(&ShardId::new(lease.shard_id()));
         let lease_key = lease.lease_key.clone();
-        let handle = self
-            .consumers
-            .spawn(consume_shard(ctx.clone(), lease, processor, signals.clone()));
-        self.running.insert(handle.id(), Running { lease_key, signals });
+        let handle = self.consumers.spawn(consume_shard(
+            ctx.clone(),
+            lease,
+            processor,
+            signals.clone(),
+        ));
+        self.running
+            .insert(handle.id(), Running { lease_key, signals });
     }
 
     /// Records how a consumer ended; true when a shard sync should follow.
-    fn reap(&mut self, joined: std::result::Result<(TaskId, ShardOutcome), tokio::task::JoinError>) -> bool {
+    fn reap(
+        &mut self,
+        joined: std::result::Result<(TaskId, ShardOutcome), tokio::task::JoinError>,
+    ) -> bool {
         let (id, outcome) = match joined {
             Ok((id, outcome)) => (id, Ok(outcome)),
             Err(e) => (e.id(), Err(e)),

@@ -25,10 +25,12 @@ async fn delivers_every_record_once_in_key_order() {
     let journal = Journal::default();
     let j = journal.clone();
     let worker = build(
-        worker_builder(&stream, &aws.unique_name("app")).processor_factory(move |_: &ShardId| Recorder {
-            worker: 0,
-            journal: j.clone(),
-            mode: CheckpointMode::EveryBatch,
+        worker_builder(&stream, &aws.unique_name("app")).processor_factory(move |_: &ShardId| {
+            Recorder {
+                worker: 0,
+                journal: j.clone(),
+                mode: CheckpointMode::EveryBatch,
+            }
         }),
         &aws,
     );
@@ -46,14 +48,28 @@ async fn delivers_every_record_once_in_key_order() {
     stop(handle, join).await;
 
     let verdict = journal.verify(KEYS, ROUNDS);
-    assert_eq!(verdict, Verdict::default(), "lost/duplicates/order violations");
+    assert_eq!(
+        verdict,
+        Verdict::default(),
+        "lost/duplicates/order violations"
+    );
     assert_eq!(journal.len(), produced);
     let snap = stats.snapshot();
     assert_eq!(snap.get(Counter::RecordsDelivered), produced as u64);
-    assert_eq!(snap.get(Counter::LeasesTaken), 4, "no restarts: each shard taken once");
+    assert_eq!(
+        snap.get(Counter::LeasesTaken),
+        4,
+        "no restarts: each shard taken once"
+    );
     assert_eq!(snap.get(Counter::CorruptAggregates), 0);
     assert_eq!(journal.initializes().len(), 4);
-    assert!(journal.deliveries().iter().any(|d| d.sub_sequence_number > 0), "aggregates were deaggregated");
+    assert!(
+        journal
+            .deliveries()
+            .iter()
+            .any(|d| d.sub_sequence_number > 0),
+        "aggregates were deaggregated"
+    );
 }
 
 /// A worker stopped after checkpointing part of the stream; the next one
@@ -68,7 +84,10 @@ async fn a_new_worker_resumes_after_the_checkpoint() {
         .put_aggregated((0..300).map(|i| user_record(0, i)).collect())
         .await
         .unwrap();
-    producer.put((300..400).map(|i| user_record(0, i)).collect()).await.unwrap();
+    producer
+        .put((300..400).map(|i| user_record(0, i)).collect())
+        .await
+        .unwrap();
 
     // Worker 1 checkpoints at the 150th sub-record of the first batch, then stops.
     struct CheckpointMidAggregate {
@@ -77,11 +96,23 @@ async fn a_new_worker_resumes_after_the_checkpoint() {
     }
     #[async_trait]
     impl RecordProcessor for CheckpointMidAggregate {
-        async fn process_records(&mut self, batch: &RecordBatch, cp: &mut Checkpointer) -> Result<(), BoxError> {
-            let mut r = Recorder { worker: 1, journal: self.journal.clone(), mode: CheckpointMode::Never };
+        async fn process_records(
+            &mut self,
+            batch: &RecordBatch,
+            cp: &mut Checkpointer,
+        ) -> Result<(), BoxError> {
+            let mut r = Recorder {
+                worker: 1,
+                journal: self.journal.clone(),
+                mode: CheckpointMode::Never,
+            };
             r.process_records(batch, cp).await?;
             if !self.done {
-                let at = batch.records.iter().find(|r| parse(&r.data).unwrap().1 == 149).expect("record 149 in the first batch");
+                let at = batch
+                    .records
+                    .iter()
+                    .find(|r| parse(&r.data).unwrap().1 == 149)
+                    .expect("record 149 in the first batch");
                 cp.checkpoint_record(at).await?;
                 self.done = true;
             }
@@ -95,14 +126,22 @@ async fn a_new_worker_resumes_after_the_checkpoint() {
     let first = Journal::default();
     let j = first.clone();
     let worker = build(
-        worker_builder(&stream, &app).processor_factory(move |_: &ShardId| CheckpointMidAggregate {
-            journal: j.clone(),
-            done: false,
+        worker_builder(&stream, &app).processor_factory(move |_: &ShardId| {
+            CheckpointMidAggregate {
+                journal: j.clone(),
+                done: false,
+            }
         }),
         &aws,
     );
     let (handle, join) = spawn_worker(worker);
-    wait_until("400 deliveries", Duration::from_secs(60), || first.len() >= 400, || first.len().to_string()).await;
+    wait_until(
+        "400 deliveries",
+        Duration::from_secs(60),
+        || first.len() >= 400,
+        || first.len().to_string(),
+    )
+    .await;
     stop(handle, join).await;
 
     // Worker 2 (new worker id) resumes at record 150.
@@ -117,15 +156,28 @@ async fn a_new_worker_resumes_after_the_checkpoint() {
         &aws,
     );
     let (handle, join) = spawn_worker(worker);
-    wait_until("250 redeliveries", Duration::from_secs(60), || second.len() >= 250, || second.len().to_string()).await;
+    wait_until(
+        "250 redeliveries",
+        Duration::from_secs(60),
+        || second.len() >= 250,
+        || second.len().to_string(),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop(handle, join).await;
 
     let counters = second.by_key().remove("key-0").unwrap();
-    assert_eq!(counters, (150..400).collect::<Vec<_>>(), "resumed right after the checkpoint, nothing before it");
+    assert_eq!(
+        counters,
+        (150..400).collect::<Vec<_>>(),
+        "resumed right after the checkpoint, nothing before it"
+    );
     let init = &second.initializes()[0];
     assert_eq!(init.checkpoint.sub_sequence_number, 149);
-    assert!(matches!(init.checkpoint.sequence_number, SequenceNumber::Number(_)));
+    assert!(matches!(
+        init.checkpoint.sequence_number,
+        SequenceNumber::Number(_)
+    ));
 }
 
 /// State bytes stored with a prepared checkpoint come back in `initialize`.
@@ -140,8 +192,14 @@ async fn prepared_checkpoint_state_comes_back_after_a_restart() {
     }
     #[async_trait]
     impl RecordProcessor for Preparer {
-        async fn process_records(&mut self, _: &RecordBatch, cp: &mut Checkpointer) -> Result<(), BoxError> {
-            let at = cp.prepare_checkpoint(Some(Bytes::from_static(b"offset=42"))).await?;
+        async fn process_records(
+            &mut self,
+            _: &RecordBatch,
+            cp: &mut Checkpointer,
+        ) -> Result<(), BoxError> {
+            let at = cp
+                .prepare_checkpoint(Some(Bytes::from_static(b"offset=42")))
+                .await?;
             *self.prepared.lock().unwrap() = Some(at);
             Ok(())
         }
@@ -153,11 +211,19 @@ async fn prepared_checkpoint_state_comes_back_after_a_restart() {
     let prepared = Arc::new(Mutex::new(None));
     let p = prepared.clone();
     let worker = build(
-        worker_builder(&stream, &app).processor_factory(move |_: &ShardId| Preparer { prepared: p.clone() }),
+        worker_builder(&stream, &app).processor_factory(move |_: &ShardId| Preparer {
+            prepared: p.clone(),
+        }),
         &aws,
     );
     let (handle, join) = spawn_worker(worker);
-    wait_until("a prepared checkpoint", Duration::from_secs(60), || prepared.lock().unwrap().is_some(), || "none".into()).await;
+    wait_until(
+        "a prepared checkpoint",
+        Duration::from_secs(60),
+        || prepared.lock().unwrap().is_some(),
+        || "none".into(),
+    )
+    .await;
     stop(handle, join).await;
     let prepared_at = prepared.lock().unwrap().clone().unwrap();
 
@@ -172,12 +238,25 @@ async fn prepared_checkpoint_state_comes_back_after_a_restart() {
         &aws,
     );
     let (handle, join) = spawn_worker(worker);
-    wait_until("initialize", Duration::from_secs(60), || !journal.initializes().is_empty(), || "none".into()).await;
+    wait_until(
+        "initialize",
+        Duration::from_secs(60),
+        || !journal.initializes().is_empty(),
+        || "none".into(),
+    )
+    .await;
     stop(handle, join).await;
     let init = &journal.initializes()[0];
     assert_eq!(init.pending_checkpoint.as_ref(), Some(&prepared_at));
-    assert_eq!(init.pending_checkpoint_state.as_deref(), Some(&b"offset=42"[..]));
-    assert_eq!(init.checkpoint, ExtendedSequenceNumber::TRIM_HORIZON, "a prepared checkpoint is not a checkpoint");
+    assert_eq!(
+        init.pending_checkpoint_state.as_deref(),
+        Some(&b"offset=42"[..])
+    );
+    assert_eq!(
+        init.checkpoint,
+        ExtendedSequenceNumber::TRIM_HORIZON,
+        "a prepared checkpoint is not a checkpoint"
+    );
 }
 
 /// Corrupted aggregates (bad MD5, truncated protobuf) are delivered as one raw
@@ -216,20 +295,35 @@ async fn corrupted_aggregates_are_delivered_raw_and_counted() {
     let journal = Journal::default();
     let j = journal.clone();
     let worker = build(
-        worker_builder(&stream, &aws.unique_name("app")).processor_factory(move |_: &ShardId| Recorder {
-            worker: 0,
-            journal: j.clone(),
-            mode: CheckpointMode::EveryBatch,
+        worker_builder(&stream, &aws.unique_name("app")).processor_factory(move |_: &ShardId| {
+            Recorder {
+                worker: 0,
+                journal: j.clone(),
+                mode: CheckpointMode::EveryBatch,
+            }
         }),
         &aws,
     );
     let stats = worker.stats();
     let (handle, join) = spawn_worker(worker);
-    wait_until("3 deliveries", Duration::from_secs(60), || journal.len() >= 3, || format!("{:?}", journal.deliveries())).await;
+    wait_until(
+        "3 deliveries",
+        Duration::from_secs(60),
+        || journal.len() >= 3,
+        || format!("{:?}", journal.deliveries()),
+    )
+    .await;
     stop(handle, join).await;
 
     let data: Vec<Bytes> = journal.deliveries().into_iter().map(|d| d.data).collect();
-    assert_eq!(data, vec![Bytes::from(bad_md5), Bytes::from(truncated), Bytes::from_static(b"key-0:5")]);
+    assert_eq!(
+        data,
+        vec![
+            Bytes::from(bad_md5),
+            Bytes::from(truncated),
+            Bytes::from_static(b"key-0:5")
+        ]
+    );
     assert_eq!(stats.snapshot().get(Counter::CorruptAggregates), 2);
 }
 
@@ -258,7 +352,13 @@ async fn processor_fn_checkpoints_each_batch() {
         &aws,
     );
     let (handle, join) = spawn_worker(worker);
-    wait_until("all records", Duration::from_secs(60), || *seen.lock().unwrap() >= produced, || format!("{}", seen.lock().unwrap())).await;
+    wait_until(
+        "all records",
+        Duration::from_secs(60),
+        || *seen.lock().unwrap() >= produced,
+        || format!("{}", seen.lock().unwrap()),
+    )
+    .await;
     stop(handle, join).await;
     assert_eq!(*seen.lock().unwrap(), produced);
 
@@ -273,11 +373,21 @@ async fn processor_fn_checkpoints_each_batch() {
         &aws,
     );
     let (handle, join) = spawn_worker(worker);
-    wait_until("both shards initialized", Duration::from_secs(60), || journal.initializes().len() >= 2, || "".into()).await;
+    wait_until(
+        "both shards initialized",
+        Duration::from_secs(60),
+        || journal.initializes().len() >= 2,
+        || "".into(),
+    )
+    .await;
     // Give the readers time to fetch anything that was not checkpointed.
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop(handle, join).await;
-    assert_eq!(journal.len(), 0, "everything was checkpointed by processor_fn");
+    assert_eq!(
+        journal.len(),
+        0,
+        "everything was checkpointed by processor_fn"
+    );
 }
 
 /// The default error policy retries the same batch until it succeeds; Skip
@@ -293,14 +403,22 @@ async fn processor_errors_are_retried_or_skipped_per_policy() {
     }
     #[async_trait]
     impl RecordProcessor for Flaky {
-        async fn process_records(&mut self, batch: &RecordBatch, cp: &mut Checkpointer) -> Result<(), BoxError> {
+        async fn process_records(
+            &mut self,
+            batch: &RecordBatch,
+            cp: &mut Checkpointer,
+        ) -> Result<(), BoxError> {
             if self.failures_left > 0 {
                 self.failures_left -= 1;
                 return Err("downstream unavailable".into());
             }
-            Recorder { worker: 0, journal: self.journal.clone(), mode: CheckpointMode::EveryBatch }
-                .process_records(batch, cp)
-                .await
+            Recorder {
+                worker: 0,
+                journal: self.journal.clone(),
+                mode: CheckpointMode::EveryBatch,
+            }
+            .process_records(batch, cp)
+            .await
         }
         async fn shard_ended(&mut self, cp: &mut Checkpointer) -> Result<(), BoxError> {
             cp.checkpoint().await?;
@@ -310,7 +428,14 @@ async fn processor_errors_are_retried_or_skipped_per_policy() {
 
     // (policy, failures, records delivered afterwards)
     for (policy, failures, delivered) in [
-        (ProcessorErrorPolicy::Retry { initial_backoff: Duration::from_millis(10), max_backoff: Duration::from_millis(50) }, 3, 20),
+        (
+            ProcessorErrorPolicy::Retry {
+                initial_backoff: Duration::from_millis(10),
+                max_backoff: Duration::from_millis(50),
+            },
+            3,
+            20,
+        ),
         (ProcessorErrorPolicy::Skip, 1, 0),
     ] {
         let journal = Journal::default();
@@ -318,16 +443,33 @@ async fn processor_errors_are_retried_or_skipped_per_policy() {
         let worker = build(
             worker_builder(&stream, &aws.unique_name("app"))
                 .processor_error_policy(policy)
-                .processor_factory(move |_: &ShardId| Flaky { failures_left: failures, journal: j.clone() }),
+                .processor_factory(move |_: &ShardId| Flaky {
+                    failures_left: failures,
+                    journal: j.clone(),
+                }),
             &aws,
         );
         let stats = worker.stats();
         let (handle, join) = spawn_worker(worker);
-        wait_until("the failures", Duration::from_secs(30), || stats.get(Counter::ProcessorErrors) >= failures as u64, || format!("{:?}", stats.snapshot())).await;
+        wait_until(
+            "the failures",
+            Duration::from_secs(30),
+            || stats.get(Counter::ProcessorErrors) >= failures as u64,
+            || format!("{:?}", stats.snapshot()),
+        )
+        .await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         stop(handle, join).await;
-        assert_eq!(journal.len(), delivered, "{policy:?}: retried until it succeeded, or skipped");
-        assert_eq!(stats.get(Counter::ProcessorErrors), failures as u64, "{policy:?}");
+        assert_eq!(
+            journal.len(),
+            delivered,
+            "{policy:?}: retried until it succeeded, or skipped"
+        );
+        assert_eq!(
+            stats.get(Counter::ProcessorErrors),
+            failures as u64,
+            "{policy:?}"
+        );
         let skipped = if delivered == 0 { 1 } else { 0 };
         assert_eq!(stats.get(Counter::BatchesSkipped), skipped, "{policy:?}");
     }

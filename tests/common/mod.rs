@@ -19,7 +19,9 @@ pub async fn local_stream(shards: u32) -> (LocalAws, String) {
     init_tracing();
     let aws = LocalAws::start().await.expect("start local AWS emulators");
     let stream = aws.unique_name("stream");
-    aws.create_stream(&stream, shards).await.expect("create stream");
+    aws.create_stream(&stream, shards)
+        .await
+        .expect("create stream");
     (aws, stream)
 }
 
@@ -55,7 +57,10 @@ pub fn build(builder: WorkerBuilder, aws: &LocalAws) -> Worker {
 
 /// A user record of the test workload: `key` and its per-key counter.
 pub fn user_record(key: usize, counter: usize) -> NewRecord {
-    NewRecord::new(format!("key-{key}"), Bytes::from(format!("key-{key}:{counter}")))
+    NewRecord::new(
+        format!("key-{key}"),
+        Bytes::from(format!("key-{key}:{counter}")),
+    )
 }
 
 /// Parses a record written by [`user_record`] into (key, counter).
@@ -179,7 +184,11 @@ impl RecordProcessor for Recorder {
         Ok(())
     }
 
-    async fn process_records(&mut self, batch: &RecordBatch, cp: &mut Checkpointer) -> Result<(), BoxError> {
+    async fn process_records(
+        &mut self,
+        batch: &RecordBatch,
+        cp: &mut Checkpointer,
+    ) -> Result<(), BoxError> {
         {
             let mut deliveries = self.journal.deliveries.lock().unwrap();
             for r in &batch.records {
@@ -222,7 +231,10 @@ pub async fn wait_until(
     let deadline = tokio::time::Instant::now() + timeout;
     while !condition() {
         if tokio::time::Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}; saw: {}", describe());
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; saw: {}",
+                describe()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -231,7 +243,10 @@ pub async fn wait_until(
 /// Runs a worker on a task; returns its shutdown handle and join handle.
 pub fn spawn_worker(
     worker: Worker,
-) -> (ShutdownHandle, tokio::task::JoinHandle<kinesis_fleet::Result<()>>) {
+) -> (
+    ShutdownHandle,
+    tokio::task::JoinHandle<kinesis_fleet::Result<()>>,
+) {
     let handle = worker.shutdown_handle();
     (handle, tokio::spawn(worker.run()))
 }
@@ -239,7 +254,10 @@ pub fn spawn_worker(
 pub use kinesis_fleet::ShutdownHandle;
 
 /// Stops a worker gracefully and waits (bounded) for `run` to return Ok.
-pub async fn stop(handle: ShutdownHandle, join: tokio::task::JoinHandle<kinesis_fleet::Result<()>>) {
+pub async fn stop(
+    handle: ShutdownHandle,
+    join: tokio::task::JoinHandle<kinesis_fleet::Result<()>>,
+) {
     handle.shutdown();
     tokio::time::timeout(Duration::from_secs(30), join)
         .await

@@ -50,7 +50,10 @@ fn test(backends: &[&str]) -> Result<(), String> {
 
 fn cargo(root: &Path, backend: &str, args: &[&str]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    eprintln!("xtask: KINESIS_FLEET_BACKEND={backend} cargo {}", args.join(" "));
+    eprintln!(
+        "xtask: KINESIS_FLEET_BACKEND={backend} cargo {}",
+        args.join(" ")
+    );
     let status = Command::new(&cargo)
         .args(args)
         .current_dir(root)
@@ -60,7 +63,9 @@ fn cargo(root: &Path, backend: &str, args: &[&str]) -> Result<(), String> {
     if status.success() {
         Ok(())
     } else {
-        Err(format!("tests failed with the {backend} backend ({status})"))
+        Err(format!(
+            "tests failed with the {backend} backend ({status})"
+        ))
     }
 }
 

@@ -58,10 +58,10 @@ impl Tally {
             self.duplicates += 1;
             return;
         }
-        if let Some(last) = self.last_counter.insert(key, counter) {
-            if counter < last {
-                self.order_violations += 1;
-            }
+        if let Some(last) = self.last_counter.insert(key, counter)
+            && counter < last
+        {
+            self.order_violations += 1;
         }
     }
 }
@@ -78,7 +78,11 @@ struct DemoProcessor {
 
 #[async_trait]
 impl RecordProcessor for DemoProcessor {
-    async fn process_records(&mut self, batch: &RecordBatch, cp: &mut Checkpointer) -> Result<(), BoxError> {
+    async fn process_records(
+        &mut self,
+        batch: &RecordBatch,
+        cp: &mut Checkpointer,
+    ) -> Result<(), BoxError> {
         {
             let mut tally = self.tally.lock().map_err(|_| "tally lock poisoned")?;
             for record in &batch.records {
@@ -166,7 +170,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     worker_task.await.context("worker task")??;
     producer_task.await.context("producer task")??;
 
-    let tally = tally.lock().map_err(|_| anyhow::anyhow!("tally lock poisoned"))?;
+    let tally = tally
+        .lock()
+        .map_err(|_| anyhow::anyhow!("tally lock poisoned"))?;
     let lost = args.records.saturating_sub(delivered);
     if tally.order_violations > 0 || tally.foreign > 0 {
         eprintln!(
@@ -174,7 +180,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             tally.order_violations, tally.foreign
         );
     }
-    eprintln!("kfleet demo: finished in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "kfleet demo: finished in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     println!(
         "demo: produced={} delivered={delivered} lost={lost} duplicates={}",
         args.records, tally.duplicates
@@ -214,9 +223,14 @@ async fn watch(args: &Args, tally: &Mutex<Tally>, stats: &WorkerStats) -> u64 {
                 .shards
                 .iter()
                 .map(|(shard, p)| {
-                    let short = shard.as_str().trim_start_matches("shardId-").trim_start_matches('0');
+                    let short = shard
+                        .as_str()
+                        .trim_start_matches("shardId-")
+                        .trim_start_matches('0');
                     match p.millis_behind_latest {
-                        Some(ms) => format!("{}:{ms}ms", if short.is_empty() { "0" } else { short }),
+                        Some(ms) => {
+                            format!("{}:{ms}ms", if short.is_empty() { "0" } else { short })
+                        }
                         None => format!("{}:-", if short.is_empty() { "0" } else { short }),
                     }
                 })
@@ -235,7 +249,10 @@ async fn watch(args: &Args, tally: &Mutex<Tally>, stats: &WorkerStats) -> u64 {
         if done {
             // Anything delivered twice would arrive shortly after.
             tokio::time::sleep(Duration::from_millis(500)).await;
-            return tally.lock().map(|t| t.seen.len() as u64).unwrap_or(delivered);
+            return tally
+                .lock()
+                .map(|t| t.seen.len() as u64)
+                .unwrap_or(delivered);
         }
         if last_change.elapsed() >= stall {
             if live {
@@ -254,7 +271,9 @@ mod tests {
     #[test]
     fn tally_counts_duplicates_order_and_foreign_records() {
         let mut t = Tally::default();
-        for data in ["key-1:0", "key-1:1", "key-1:1", "key-2:5", "key-2:3", "garbage"] {
+        for data in [
+            "key-1:0", "key-1:1", "key-1:1", "key-2:5", "key-2:3", "garbage",
+        ] {
             t.record(data.as_bytes());
         }
         assert_eq!(t.seen.len(), 4);

@@ -19,7 +19,11 @@ fn demo_prints_the_summary_with_nothing_lost() {
         summary, "demo: produced=20000 delivered=20000 lost=0 duplicates=0",
         "stderr: {stderr}"
     );
-    assert!(output.status.success(), "exit status {:?}; stderr: {stderr}", output.status);
+    assert!(
+        output.status.success(),
+        "exit status {:?}; stderr: {stderr}",
+        output.status
+    );
 }
 
 #[test]
