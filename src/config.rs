@@ -2,9 +2,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use kinesis_fleet_retrieval::PollingConfig;
-
 use crate::error::{Error, Result};
+use crate::reader::Retrieval;
 
 /// Where a worker starts reading shards that have no checkpoint yet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -77,8 +76,8 @@ pub struct WorkerConfig {
     pub shard_sync_interval: Duration,
     /// Most leases this worker holds at once. Default: unlimited (as in the KCL).
     pub max_leases_per_worker: usize,
-    /// GetRecords settings: batch size, idle time, prefetch bounds.
-    pub polling: PollingConfig,
+    /// How records are fetched. Default: polling with [`PollingConfig`](kinesis_fleet_retrieval::PollingConfig)'s defaults.
+    pub retrieval: Retrieval,
     /// What to do when a processor callback fails. Default: retry with backoff.
     pub processor_error_policy: ProcessorErrorPolicy,
     /// How long a graceful shutdown waits for processors to finish their
@@ -98,7 +97,7 @@ impl Default for WorkerConfig {
             lease_scan_interval: None,
             shard_sync_interval: Duration::from_secs(60),
             max_leases_per_worker: usize::MAX,
-            polling: PollingConfig::default(),
+            retrieval: Retrieval::default(),
             processor_error_policy: ProcessorErrorPolicy::default(),
             shutdown_timeout: Duration::from_secs(30),
         }
@@ -149,7 +148,10 @@ impl WorkerConfig {
                 "retry backoff must satisfy 0 < initial_backoff <= max_backoff",
             ));
         }
-        match self.polling.validate() {
+        let checked = match &self.retrieval {
+            Retrieval::Polling(polling) => polling.validate(),
+        };
+        match checked {
             Err(kinesis_fleet_retrieval::Error::InvalidConfig { field, message }) => {
                 Err(Error::InvalidConfig { field, message })
             }

@@ -6,21 +6,20 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use kinesis_fleet_leases::{ExtendedSequenceNumber, Lease, LeaseStore, SequenceNumber};
-use kinesis_fleet_retrieval::{
-    ChildShard, PollingReader, ReadEvent, ShardReader, StartingPosition,
-};
+use kinesis_fleet_retrieval::{ChildShard, ReadEvent, StartingPosition};
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpointer::Checkpointer;
 use crate::config::{InitialPosition, ProcessorErrorPolicy, WorkerConfig};
 use crate::error::Error;
 use crate::processor::{Initialize, RecordBatch, RecordProcessor, ShardId};
+use crate::reader::ReaderFactory;
 use crate::stats::{Counter, WorkerStats};
 
 /// What every shard consumer of one worker shares.
 pub(crate) struct ShardContext {
     pub(crate) config: Arc<WorkerConfig>,
-    pub(crate) kinesis: aws_sdk_kinesis::Client,
+    pub(crate) readers: ReaderFactory,
     pub(crate) store: Arc<dyn LeaseStore>,
     pub(crate) worker_id: Arc<str>,
     pub(crate) stats: Arc<WorkerStats>,
@@ -121,16 +120,13 @@ impl ShardConsumer {
         }
         let start = self.starting_position(&lease.checkpoint);
         tracing::info!(shard = %self.shard_id, checkpoint = %lease.checkpoint, "consuming shard");
-        let mut reader = match PollingReader::spawn(
-            self.ctx.kinesis.clone(),
-            self.ctx.config.stream_name.clone(),
+        let mut reader = match self.ctx.readers.open(
             self.shard_id.as_str(),
             start,
             lease.hash_key_range.map(|r| (r.start, r.end)),
-            self.ctx.config.polling.clone(),
         ) {
             Ok(reader) => reader,
-            Err(e) => return ShardOutcome::Failed(e.into()),
+            Err(e) => return ShardOutcome::Failed(e),
         };
         loop {
             let event = tokio::select! {

@@ -48,6 +48,7 @@ mod consumer;
 mod error;
 mod expiry;
 mod processor;
+mod reader;
 mod shard_sync;
 mod stats;
 mod worker;
@@ -59,6 +60,7 @@ pub use kinesis_fleet_kpl as kpl;
 pub use kinesis_fleet_leases::{ExtendedSequenceNumber, SequenceNumber};
 pub use kinesis_fleet_retrieval::{PollingConfig, Record};
 pub use processor::{BoxError, Initialize, RecordBatch, RecordProcessor, ShardId};
+pub use reader::Retrieval;
 pub use stats::{Counter, ShardProgress, StatsSnapshot, WorkerStats};
 pub use worker::{ShutdownHandle, Worker, WorkerBuilder};
 

@@ -20,6 +20,7 @@ use crate::expiry::ExpiryTracker;
 use crate::processor::{
     BoxError, FnProcessor, ProcessorFactory, RecordBatch, RecordProcessor, ShardId,
 };
+use crate::reader::{ReaderFactory, Retrieval};
 use crate::shard_sync::{parents_finished, sync_leases};
 use crate::stats::{Counter, WorkerStats};
 
@@ -30,6 +31,7 @@ use crate::stats::{Counter, WorkerStats};
 /// coordination (heartbeats, a leader, balanced assignment) comes next.
 pub struct Worker {
     ctx: Arc<ShardContext>,
+    kinesis: aws_sdk_kinesis::Client,
     factory: ProcessorFactory,
     shutdown: CancellationToken,
 }
@@ -131,15 +133,21 @@ impl WorkerBuilder {
         self
     }
 
-    /// GetRecords settings.
-    pub fn polling(mut self, polling: PollingConfig) -> Self {
-        self.config.polling = polling;
+    /// How records are fetched (default: polling).
+    pub fn retrieval(mut self, retrieval: Retrieval) -> Self {
+        self.config.retrieval = retrieval;
         self
     }
 
-    /// Records per GetRecords call, 1 to 10 000 (default 10 000).
+    /// Polling with these GetRecords settings.
+    pub fn polling(self, polling: PollingConfig) -> Self {
+        self.retrieval(Retrieval::Polling(polling))
+    }
+
+    /// Records per GetRecords call, 1 to 10 000 (default 10 000); selects polling.
     pub fn max_records(mut self, n: i32) -> Self {
-        self.config.polling.max_records = n;
+        let Retrieval::Polling(polling) = &mut self.config.retrieval;
+        polling.max_records = n;
         self
     }
 
@@ -219,12 +227,17 @@ impl WorkerBuilder {
         let store = DynamoLeaseStore::new(dynamodb, self.config.lease_table());
         Ok(Worker {
             ctx: Arc::new(ShardContext {
+                readers: ReaderFactory::new(
+                    kinesis.clone(),
+                    self.config.stream_name.clone(),
+                    self.config.retrieval.clone(),
+                ),
                 config: Arc::new(self.config),
-                kinesis,
                 store: Arc::new(store),
                 worker_id,
                 stats: Arc::default(),
             }),
+            kinesis,
             factory,
             shutdown: CancellationToken::new(),
         })
@@ -301,6 +314,7 @@ impl Worker {
         let config = &self.ctx.config;
         tracing::info!(worker = %self.ctx.worker_id, stream = %config.stream_name, application = %config.application_name, "worker starting");
         self.sync_shards().await?;
+        self.ctx.readers.prepare().await?;
         let mut scheduler = Scheduler {
             worker: &self,
             consumers: JoinSet::new(),
@@ -341,7 +355,7 @@ impl Worker {
     /// Lists the shards and creates missing leases.
     async fn sync_shards(&self) -> Result<()> {
         let config = &self.ctx.config;
-        let shards = list_shards(&self.ctx.kinesis, &config.stream_name)
+        let shards = list_shards(&self.kinesis, &config.stream_name)
             .await
             .map_err(|e| match e {
                 kinesis_fleet_retrieval::Error::StreamNotFound { stream } => {
