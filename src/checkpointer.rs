@@ -7,6 +7,9 @@ use kinesis_fleet_leases::{ExtendedSequenceNumber, Lease, LeaseStore, SequenceNu
 use kinesis_fleet_retrieval::Record;
 
 use crate::processor::ShardId;
+
+/// Writes tried when concurrent lease updates (a handoff starting) move the counter.
+const MAX_ATTEMPTS: usize = 3;
 use crate::stats::{Counter, WorkerStats};
 
 /// Why a checkpoint was not written.
@@ -191,11 +194,16 @@ impl Checkpointer {
         state: Option<Bytes>,
     ) -> Result<(), CheckpointError> {
         self.check(&position)?;
-        let result = self
-            .store
-            .prepare_checkpoint(&self.lease, &self.owner, &position, state.as_deref())
-            .await;
-        self.apply(result)
+        for _ in 0..MAX_ATTEMPTS {
+            let result = self
+                .store
+                .prepare_checkpoint(&self.lease, &self.owner, &position, state.as_deref())
+                .await;
+            if !self.counter_moved(&result).await {
+                return self.apply(result);
+            }
+        }
+        self.lost_now()
     }
 
     pub(crate) fn lease(&self) -> &Lease {
@@ -274,11 +282,43 @@ impl Checkpointer {
                 shard_id: self.shard_id.clone(),
             });
         }
-        let result = self
-            .store
-            .update_checkpoint(&self.lease, &self.owner, &position)
-            .await;
-        self.apply(result)
+        for _ in 0..MAX_ATTEMPTS {
+            let result = self
+                .store
+                .update_checkpoint(&self.lease, &self.owner, &position)
+                .await;
+            if !self.counter_moved(&result).await {
+                return self.apply(result);
+            }
+        }
+        self.lost_now()
+    }
+
+    /// After a failed condition: true (and the fresh lease adopted) when this
+    /// worker may still checkpoint — the counter moved because the leader
+    /// started a handoff, which keeps us as `checkpointOwner` until we finish.
+    async fn counter_moved(&mut self, result: &kinesis_fleet_leases::Result<Lease>) -> bool {
+        if !matches!(result, Err(kinesis_fleet_leases::Error::LeaseLost { .. })) {
+            return false;
+        }
+        let me = Some(&*self.owner);
+        match self.store.get_lease(&self.lease.lease_key).await {
+            Ok(Some(fresh))
+                if fresh.checkpoint_owner.as_deref() == me
+                    || (fresh.lease_owner.as_deref() == me && fresh.checkpoint_owner.is_none()) =>
+            {
+                self.lease = fresh;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn lost_now(&mut self) -> Result<(), CheckpointError> {
+        self.lost = true;
+        Err(CheckpointError::LeaseLost {
+            shard_id: self.shard_id.clone(),
+        })
     }
 
     fn apply(
@@ -294,12 +334,7 @@ impl Checkpointer {
                     .update_shard(&self.shard_id, |p| p.checkpoint = Some(checkpoint));
                 Ok(())
             }
-            Err(kinesis_fleet_leases::Error::LeaseLost { .. }) => {
-                self.lost = true;
-                Err(CheckpointError::LeaseLost {
-                    shard_id: self.shard_id.clone(),
-                })
-            }
+            Err(kinesis_fleet_leases::Error::LeaseLost { .. }) => self.lost_now(),
             Err(kinesis_fleet_leases::Error::Throttled { .. }) => Err(CheckpointError::Throttled {
                 shard_id: self.shard_id.clone(),
             }),

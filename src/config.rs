@@ -35,8 +35,9 @@ pub enum ProcessorErrorPolicy {
     /// Log the error and go on with the next batch (what the Java KCL does).
     /// The failed batch is not redelivered.
     Skip,
-    /// Stop the shard: call `shutdown_requested`, release its lease and leave
-    /// it for another worker. This worker does not take it again until it restarts.
+    /// Stop the shard: call `shutdown_requested` and release its lease. The
+    /// leader reassigns it (possibly to this worker) and a new processor
+    /// resumes from the last checkpoint.
     StopShard,
 }
 
@@ -65,12 +66,19 @@ pub struct WorkerConfig {
     pub worker_id: Option<String>,
     /// Where shards without a checkpoint start. Default: [`InitialPosition::Latest`] (KCL's default).
     pub initial_position: InitialPosition,
-    /// A lease whose counter has not changed for this long is expired and may
-    /// be taken. Default: 10 s (KCL's `failoverTimeMillis`).
+    /// A worker (or a lease of a worker outside the fleet) whose counter has
+    /// not changed for this long is dead, and its leases are reassigned.
+    /// Default: 10 s (KCL's `failoverTimeMillis`).
     pub failover_time: Duration,
-    /// How often the worker scans the lease table for leases to take.
-    /// Default: `failover_time / 2`.
-    pub lease_scan_interval: Option<Duration>,
+    /// Between heartbeats. A worker that completes none for
+    /// `failover_time × 2/3` fences itself (stops delivering). Default:
+    /// `failover_time / 6`, so it gets several tries first.
+    pub heartbeat_interval: Option<Duration>,
+    /// Between the leader's assignment rounds; a worker joining or leaving
+    /// triggers one at once. Default: `failover_time / 2`.
+    pub assignment_interval: Option<Duration>,
+    /// A graceful handoff not completed within this is forced. Default: `failover_time`.
+    pub handoff_timeout: Option<Duration>,
     /// How often shards are listed to create leases for new shards; a shard
     /// reaching its end also triggers a sync. Default: 60 s (KCL's `shardSyncIntervalMillis`).
     pub shard_sync_interval: Duration,
@@ -94,7 +102,9 @@ impl Default for WorkerConfig {
             worker_id: None,
             initial_position: InitialPosition::default(),
             failover_time: Duration::from_secs(10),
-            lease_scan_interval: None,
+            heartbeat_interval: None,
+            assignment_interval: None,
+            handoff_timeout: None,
             shard_sync_interval: Duration::from_secs(60),
             max_leases_per_worker: usize::MAX,
             retrieval: Retrieval::default(),
@@ -122,8 +132,19 @@ impl WorkerConfig {
         if self.failover_time < Duration::from_secs(1) {
             return Err(Error::invalid("failover_time", "must be at least 1 s"));
         }
-        if self.lease_scan_interval.is_some_and(|d| d.is_zero()) {
-            return Err(Error::invalid("lease_scan_interval", "must be positive"));
+        if self.heartbeat_interval().is_zero()
+            || self.heartbeat_interval() >= self.failover_time * 2 / 3
+        {
+            return Err(Error::invalid(
+                "heartbeat_interval",
+                "must be positive and below failover_time × 2/3 (the self-fencing deadline)",
+            ));
+        }
+        if self.assignment_interval().is_zero() {
+            return Err(Error::invalid("assignment_interval", "must be positive"));
+        }
+        if self.handoff_timeout().is_zero() {
+            return Err(Error::invalid("handoff_timeout", "must be positive"));
         }
         if self.shard_sync_interval < Duration::from_secs(1) {
             return Err(Error::invalid(
@@ -150,6 +171,7 @@ impl WorkerConfig {
         }
         let checked = match &self.retrieval {
             Retrieval::Polling(polling) => polling.validate(),
+            Retrieval::FanOut(fan_out) => fan_out.validate(),
         };
         match checked {
             Err(kinesis_fleet_retrieval::Error::InvalidConfig { field, message }) => {
@@ -166,9 +188,19 @@ impl WorkerConfig {
             .unwrap_or(&self.application_name)
     }
 
-    /// The effective lease scan interval.
-    pub fn lease_scan_interval(&self) -> Duration {
-        self.lease_scan_interval.unwrap_or(self.failover_time / 2)
+    /// The effective heartbeat interval.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat_interval.unwrap_or(self.failover_time / 6)
+    }
+
+    /// The effective assignment interval.
+    pub fn assignment_interval(&self) -> Duration {
+        self.assignment_interval.unwrap_or(self.failover_time / 2)
+    }
+
+    /// The effective handoff timeout.
+    pub fn handoff_timeout(&self) -> Duration {
+        self.handoff_timeout.unwrap_or(self.failover_time)
     }
 }
 
@@ -218,7 +250,9 @@ mod tests {
     fn defaults_are_valid_once_names_are_set() {
         valid().validate().unwrap();
         assert_eq!(valid().lease_table(), "orders-etl");
-        assert_eq!(valid().lease_scan_interval(), Duration::from_secs(5));
+        assert_eq!(valid().heartbeat_interval(), Duration::from_secs(10) / 6);
+        assert_eq!(valid().assignment_interval(), Duration::from_secs(5));
+        assert_eq!(valid().handoff_timeout(), Duration::from_secs(10));
     }
 
     #[test]
@@ -245,6 +279,9 @@ mod tests {
         let mut c = valid();
         c.failover_time = Duration::from_millis(10);
         assert_eq!(field_of(&c), "failover_time");
+        c = valid();
+        c.heartbeat_interval = Some(Duration::from_secs(7));
+        assert_eq!(field_of(&c), "heartbeat_interval");
         c = valid();
         c.max_leases_per_worker = 0;
         assert_eq!(field_of(&c), "max_leases_per_worker");

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use kinesis_fleet_leases::{ExtendedSequenceNumber, Lease, LeaseStore, SequenceNumber};
+use kinesis_fleet_leases::{
+    ExtendedSequenceNumber, Lease, LeaseStore, SequenceNumber, complete_handoff,
+};
 use kinesis_fleet_retrieval::{ChildShard, ReadEvent, StartingPosition};
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +36,8 @@ pub(crate) enum ShardOutcome {
     LeaseLost,
     /// Stopped because the worker shuts down; the lease is released.
     ShutDown,
+    /// Handed off gracefully to the worker the leader chose.
+    HandedOff,
     /// Stopped by [`ProcessorErrorPolicy::StopShard`]; the lease is released.
     Stopped,
     /// Reading the shard failed; the lease is released.
@@ -47,6 +51,9 @@ pub(crate) struct ConsumerSignals {
     pub(crate) shutdown: CancellationToken,
     /// The lease is owned by someone else: stop at once and call `lease_lost`.
     pub(crate) lease_lost: CancellationToken,
+    /// The leader moves the lease: finish the batch, call
+    /// `shutdown_requested`, then let the new owner start.
+    pub(crate) handoff: CancellationToken,
 }
 
 /// The processor callbacks the error policy applies to.
@@ -133,6 +140,7 @@ impl ShardConsumer {
                 biased;
                 _ = self.signals.lease_lost.cancelled() => return ShardOutcome::LeaseLost,
                 _ = self.signals.shutdown.cancelled() => return ShardOutcome::ShutDown,
+                _ = self.signals.handoff.cancelled() => return ShardOutcome::HandedOff,
                 event = reader.next_event() => event,
             };
             match event {
@@ -261,6 +269,7 @@ impl ShardConsumer {
             tokio::select! {
                 _ = self.signals.lease_lost.cancelled() => return Step::Stop(ShardOutcome::LeaseLost),
                 _ = self.signals.shutdown.cancelled() => return Step::Stop(ShardOutcome::ShutDown),
+                _ = self.signals.handoff.cancelled() => return Step::Stop(ShardOutcome::HandedOff),
                 _ = tokio::time::sleep(delay) => {}
             }
         }
@@ -281,7 +290,7 @@ impl ShardConsumer {
             ShardOutcome::Failed(e) => {
                 tracing::error!(shard = %self.shard_id, error = %ErrorChain(e), "shard consumer failed; releasing the lease");
             }
-            ShardOutcome::ShutDown | ShardOutcome::Stopped => {}
+            ShardOutcome::ShutDown | ShardOutcome::Stopped | ShardOutcome::HandedOff => {}
         }
         if let Err(error) = self
             .processor
@@ -294,6 +303,18 @@ impl ShardConsumer {
         if self.checkpointer.is_lease_lost() {
             self.processor.lease_lost().await;
             return ShardOutcome::LeaseLost;
+        }
+        if let ShardOutcome::HandedOff = outcome {
+            let lease = self.checkpointer.lease();
+            match complete_handoff(self.ctx.store.as_ref(), lease, &self.ctx.worker_id).await {
+                Ok(()) => {
+                    tracing::info!(shard = %self.shard_id, checkpoint = %lease.checkpoint, "handed off")
+                }
+                Err(e) => {
+                    tracing::warn!(shard = %self.shard_id, error = %ErrorChain(&e), "could not complete the handoff; the leader forces it after handoff_timeout")
+                }
+            }
+            return outcome;
         }
         match self
             .ctx

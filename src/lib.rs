@@ -46,7 +46,6 @@ mod checkpointer;
 mod config;
 mod consumer;
 mod error;
-mod expiry;
 mod processor;
 mod reader;
 mod shard_sync;

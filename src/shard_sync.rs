@@ -114,16 +114,6 @@ pub(crate) async fn sync_leases(
     Ok(created)
 }
 
-/// Whether every parent lease of `lease` has reached `SHARD_END` (a parent
-/// with no lease never blocks: it was never consumed, or is cleaned up).
-pub(crate) fn parents_finished(lease: &Lease, by_shard: &BTreeMap<&str, &Lease>) -> bool {
-    lease.parent_shard_ids.iter().all(|p| {
-        by_shard
-            .get(p.as_str())
-            .is_none_or(|parent| parent.checkpoint.is_shard_end())
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,25 +203,5 @@ mod tests {
                 ("f".into(), ExtendedSequenceNumber::TRIM_HORIZON)
             ]
         );
-    }
-
-    #[test]
-    fn parents_gone_from_the_stream_do_not_block() {
-        let lease = {
-            let mut l = Lease::new("b", ExtendedSequenceNumber::TRIM_HORIZON);
-            l.parent_shard_ids = vec!["a".into()];
-            l
-        };
-        let running = Lease::new("a", ExtendedSequenceNumber::TRIM_HORIZON);
-        let finished = Lease::new("a", ExtendedSequenceNumber::SHARD_END);
-        assert!(parents_finished(&lease, &BTreeMap::new()));
-        assert!(!parents_finished(
-            &lease,
-            &BTreeMap::from([("a", &running)])
-        ));
-        assert!(parents_finished(
-            &lease,
-            &BTreeMap::from([("a", &finished)])
-        ));
     }
 }

@@ -1,13 +1,16 @@
 //! The worker: syncs shards into leases, takes leases, runs one consumer per
 //! lease, and shuts down gracefully.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_types::SdkConfig;
-use kinesis_fleet_leases::{DynamoLeaseStore, Lease};
+use kinesis_fleet_leases::{
+    Coordinator, CoordinatorConfig, CoordinatorStore, DynamoCoordinatorStore, DynamoLeaseStore,
+    Lease, TickPlan,
+};
 use kinesis_fleet_retrieval::{PollingConfig, list_shards};
 use tokio::task::{Id as TaskId, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -16,22 +19,23 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{InitialPosition, ProcessorErrorPolicy, WorkerConfig};
 use crate::consumer::{ConsumerSignals, ErrorChain, ShardContext, ShardOutcome, consume_shard};
 use crate::error::{Error, Result};
-use crate::expiry::ExpiryTracker;
 use crate::processor::{
     BoxError, FnProcessor, ProcessorFactory, RecordBatch, RecordProcessor, ShardId,
 };
 use crate::reader::{ReaderFactory, Retrieval};
-use crate::shard_sync::{parents_finished, sync_leases};
+use crate::shard_sync::sync_leases;
 use crate::stats::{Counter, WorkerStats};
 
 /// Consumes a stream: takes shard leases from the lease table and runs a
 /// [`RecordProcessor`] for each.
 ///
-/// In this release a worker takes every lease that is free or expired; fleet
-/// coordination (heartbeats, a leader, balanced assignment) comes next.
+/// Any number of workers with the same application name form a fleet: the
+/// leader balances the leases over them, moves live leases by graceful
+/// handoff, and reassigns the leases of a worker that stopped heartbeating.
 pub struct Worker {
     ctx: Arc<ShardContext>,
     kinesis: aws_sdk_kinesis::Client,
+    registry: Arc<dyn CoordinatorStore>,
     factory: ProcessorFactory,
     shutdown: CancellationToken,
 }
@@ -115,9 +119,21 @@ impl WorkerBuilder {
         self
     }
 
-    /// See [`WorkerConfig::lease_scan_interval`].
-    pub fn lease_scan_interval(mut self, d: Duration) -> Self {
-        self.config.lease_scan_interval = Some(d);
+    /// See [`WorkerConfig::heartbeat_interval`].
+    pub fn heartbeat_interval(mut self, d: Duration) -> Self {
+        self.config.heartbeat_interval = Some(d);
+        self
+    }
+
+    /// See [`WorkerConfig::assignment_interval`].
+    pub fn assignment_interval(mut self, d: Duration) -> Self {
+        self.config.assignment_interval = Some(d);
+        self
+    }
+
+    /// See [`WorkerConfig::handoff_timeout`].
+    pub fn handoff_timeout(mut self, d: Duration) -> Self {
+        self.config.handoff_timeout = Some(d);
         self
     }
 
@@ -146,8 +162,10 @@ impl WorkerBuilder {
 
     /// Records per GetRecords call, 1 to 10 000 (default 10 000); selects polling.
     pub fn max_records(mut self, n: i32) -> Self {
-        let Retrieval::Polling(polling) = &mut self.config.retrieval;
-        polling.max_records = n;
+        match &mut self.config.retrieval {
+            Retrieval::Polling(polling) => polling.max_records = n,
+            other => *other = Retrieval::Polling(PollingConfig::default().max_records(n)),
+        }
         self
     }
 
@@ -224,7 +242,11 @@ impl WorkerBuilder {
             .clone()
             .unwrap_or_else(default_worker_id)
             .into();
-        let store = DynamoLeaseStore::new(dynamodb, self.config.lease_table());
+        let store = DynamoLeaseStore::new(dynamodb.clone(), self.config.lease_table());
+        let registry = DynamoCoordinatorStore::new(
+            dynamodb,
+            format!("{}-coordinator", self.config.application_name),
+        );
         Ok(Worker {
             ctx: Arc::new(ShardContext {
                 readers: ReaderFactory::new(
@@ -238,6 +260,7 @@ impl WorkerBuilder {
                 stats: Arc::default(),
             }),
             kinesis,
+            registry: Arc::new(registry),
             factory,
             shutdown: CancellationToken::new(),
         })
@@ -261,14 +284,11 @@ struct Running {
     signals: ConsumerSignals,
 }
 
-/// The worker loop's state.
+/// The shard consumers of one worker.
 struct Scheduler<'a> {
     worker: &'a Worker,
     consumers: JoinSet<ShardOutcome>,
     running: HashMap<TaskId, Running>,
-    expiry: ExpiryTracker,
-    /// Shards stopped by the `StopShard` policy: not taken again by this worker.
-    stopped: HashSet<String>,
 }
 
 impl Worker {
@@ -302,40 +322,57 @@ impl Worker {
 
     /// Runs until shutdown is requested or a fatal error occurs.
     ///
-    /// Fails fast when the stream does not exist or the lease table cannot be
-    /// created; after start-up, errors of one shard or one scan are logged,
-    /// counted and retried, and never end the worker.
+    /// Joins the fleet of workers with the same application name: heartbeats
+    /// in the coordinator table, takes part in leader election, and consumes
+    /// the leases the leader assigns. Fails fast when the stream does not
+    /// exist or a table cannot be created; after start-up, errors of one shard
+    /// or one heartbeat are logged, counted and retried, and never end the worker.
+    ///
+    /// A graceful shutdown marks the worker draining, lets every processor
+    /// finish its batch and checkpoint in `shutdown_requested`, releases the
+    /// leases, and marks the worker stopped so the leader reassigns them at
+    /// once: nothing is replayed and nobody waits for failover.
     ///
     /// Cancellation: dropping this future aborts every shard task at its next
     /// await point; no lease or checkpoint write is left half done (each is a
-    /// single conditional write), but leases are not released and expire
+    /// single conditional write), but leases are not released and move only
     /// after `failover_time`. Prefer [`ShutdownHandle::shutdown`].
     pub async fn run(self) -> Result<()> {
         let config = &self.ctx.config;
         tracing::info!(worker = %self.ctx.worker_id, stream = %config.stream_name, application = %config.application_name, "worker starting");
         self.sync_shards().await?;
         self.ctx.readers.prepare().await?;
+        let mut coordination =
+            CoordinatorConfig::new(self.ctx.worker_id.to_string(), config.failover_time);
+        coordination.heartbeat_interval = config.heartbeat_interval();
+        coordination.assignment_interval = config.assignment_interval();
+        coordination.handoff_timeout = config.handoff_timeout();
+        coordination.max_leases_per_worker = config.max_leases_per_worker;
+        let mut coordinator =
+            Coordinator::new(coordination, self.ctx.store.clone(), self.registry.clone());
+        coordinator.start().await?;
         let mut scheduler = Scheduler {
             worker: &self,
             consumers: JoinSet::new(),
             running: HashMap::new(),
-            expiry: ExpiryTracker::default(),
-            stopped: HashSet::new(),
         };
-        let mut scan = tokio::time::interval(config.lease_scan_interval());
-        scan.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut heartbeat = tokio::time::interval(config.heartbeat_interval());
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut sync = tokio::time::interval_at(
             Instant::now() + config.shard_sync_interval,
             config.shard_sync_interval,
         );
         sync.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut leader_known = false;
         loop {
             let mut sync_now = false;
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
-                _ = scan.tick() => {}
-                _ = sync.tick() => sync_now = true,
+                _ = heartbeat.tick() => {}
+                // The leader syncs; anyone does while no leader is known.
+                _ = sync.tick() => sync_now = coordinator.is_leader() || !leader_known,
                 Some(joined) = scheduler.consumers.join_next_with_id() => {
+                    // A shard end makes its children ready: sync now.
                     sync_now = scheduler.reap(joined);
                     if !sync_now { continue; }
                 }
@@ -343,11 +380,17 @@ impl Worker {
             if sync_now && let Err(e) = self.sync_shards().await {
                 tracing::warn!(error = %ErrorChain(&e), "shard sync failed; retrying at the next interval");
             }
-            if let Err(e) = scheduler.take_leases().await {
-                tracing::warn!(error = %ErrorChain(&e), "lease scan failed; retrying at the next interval");
-            }
+            let plan = coordinator.tick(&scheduler.running_keys()).await;
+            leader_known = plan.leader_known;
+            scheduler.apply(plan);
+        }
+        if let Err(e) = coordinator.drain().await {
+            tracing::warn!(error = %ErrorChain(&e), "could not mark the worker draining");
         }
         scheduler.shut_down().await;
+        if let Err(e) = coordinator.stop().await {
+            tracing::warn!(error = %ErrorChain(&e), "could not mark the worker stopped; its leases move after failover_time");
+        }
         tracing::info!(worker = %self.ctx.worker_id, "worker stopped");
         Ok(())
     }
@@ -372,77 +415,44 @@ impl Worker {
 }
 
 impl Scheduler<'_> {
-    /// Takes every lease that is free, ours, or expired, and whose parents
-    /// have finished; notices leases that another worker took from us.
-    async fn take_leases(&mut self) -> Result<()> {
-        let ctx = &self.worker.ctx;
-        let me = &*ctx.worker_id;
-        let leases = ctx.store.list_leases().await?;
-        let now = Instant::now();
-        self.expiry.observe(
-            leases
-                .iter()
-                .map(|l| (l.lease_key.as_str(), l.lease_counter)),
-            now,
-        );
-        let by_shard: BTreeMap<&str, &Lease> = leases.iter().map(|l| (l.shard_id(), l)).collect();
-        let owners: HashMap<&str, Option<&str>> = leases
-            .iter()
-            .map(|l| (l.lease_key.as_str(), l.lease_owner.as_deref()))
-            .collect();
-        for running in self.running.values() {
-            let owner = owners.get(running.lease_key.as_str()).copied().flatten();
-            if owner != Some(me) {
-                running.signals.lease_lost.cancel();
-            }
-        }
-        let held: HashSet<&str> = self
-            .running
+    fn running_keys(&self) -> BTreeSet<String> {
+        self.running.values().map(|r| r.lease_key.clone()).collect()
+    }
+
+    fn signals_of(&self, lease_key: &str) -> Option<&ConsumerSignals> {
+        self.running
             .values()
-            .map(|r| r.lease_key.as_str())
-            .collect();
-        let mut to_take = Vec::new();
-        for lease in &leases {
-            if held.len() + to_take.len() >= ctx.config.max_leases_per_worker {
-                break;
-            }
-            let available = match lease.lease_owner.as_deref() {
-                None => true,
-                Some(owner) if owner == me => true,
-                Some(_) => self
-                    .expiry
-                    .is_expired(&lease.lease_key, now, ctx.config.failover_time),
-            };
-            if available
-                && !held.contains(lease.lease_key.as_str())
-                && !self.stopped.contains(&lease.lease_key)
-                && !lease.checkpoint.is_shard_end()
-                && parents_finished(lease, &by_shard)
-            {
-                to_take.push(lease.clone());
+            .find(|r| r.lease_key == lease_key)
+            .map(|r| &r.signals)
+    }
+
+    /// Starts, stops and hands off consumers as the coordinator says.
+    fn apply(&mut self, plan: TickPlan) {
+        for key in &plan.lost {
+            if let Some(signals) = self.signals_of(key) {
+                signals.lease_lost.cancel();
             }
         }
-        for lease in to_take {
-            match ctx.store.take_lease(&lease, me).await {
-                Ok(taken) => self.spawn(taken),
-                Err(kinesis_fleet_leases::Error::LeaseLost { .. }) => {
-                    tracing::debug!(lease = %lease.lease_key, "another worker took the lease first");
-                }
-                Err(e) => {
-                    tracing::warn!(lease = %lease.lease_key, error = %ErrorChain(&e), "could not take lease");
-                }
+        for key in &plan.hand_off {
+            if let Some(signals) = self.signals_of(key) {
+                signals.handoff.cancel();
             }
         }
-        Ok(())
+        let running = self.running_keys();
+        for lease in plan.start {
+            if !running.contains(&lease.lease_key) {
+                self.spawn(lease);
+            }
+        }
     }
 
     fn spawn(&mut self, lease: Lease) {
         let ctx = &self.worker.ctx;
         ctx.stats.add(Counter::LeasesTaken, 1);
-        tracing::info!(lease = %lease.lease_key, checkpoint = %lease.checkpoint, "took lease");
+        tracing::info!(lease = %lease.lease_key, checkpoint = %lease.checkpoint, "starting shard");
         let signals = ConsumerSignals {
             shutdown: self.worker.shutdown.child_token(),
-            lease_lost: CancellationToken::new(),
+            ..ConsumerSignals::default()
         };
         let processor = (self.worker.factory)(&ShardId::new(lease.shard_id()));
         let lease_key = lease.lease_key.clone();
@@ -472,20 +482,16 @@ impl Scheduler<'_> {
         match outcome {
             Ok(ShardOutcome::Ended { child_shards }) => {
                 tracing::info!(%lease, children = child_shards.len(), "shard finished");
-                return true;
+                true
             }
-            Ok(ShardOutcome::Stopped) => {
-                tracing::warn!(%lease, "shard stopped by the processor error policy; this worker will not take it again");
-                self.stopped.insert(lease);
-            }
-            Ok(ShardOutcome::LeaseLost | ShardOutcome::ShutDown | ShardOutcome::Failed(_)) => {}
+            Ok(_) => false,
             Err(e) if e.is_panic() => {
                 self.worker.ctx.stats.add(Counter::ProcessorErrors, 1);
-                tracing::error!(%lease, "shard task panicked; the lease will be taken again at the next scan");
+                tracing::error!(%lease, "shard task panicked; the lease restarts at the next heartbeat");
+                false
             }
-            Err(_) => {}
+            Err(_) => false,
         }
-        false
     }
 
     /// Stops every consumer gracefully, then aborts what is left after the timeout.
@@ -504,7 +510,7 @@ impl Scheduler<'_> {
             tracing::warn!(
                 remaining = self.consumers.len(),
                 ?timeout,
-                "processors did not finish within shutdown_timeout; aborting them (their leases expire after failover_time)"
+                "processors did not finish within shutdown_timeout; aborting them (their leases move after failover_time)"
             );
             self.consumers.shutdown().await;
         }

@@ -44,7 +44,7 @@ pub fn worker_builder(stream: &str, application: &str) -> WorkerBuilder {
         .application(application)
         .initial_position(InitialPosition::TrimHorizon)
         .failover_time(Duration::from_secs(3))
-        .lease_scan_interval(Duration::from_millis(300))
+        .heartbeat_interval(Duration::from_millis(250))
         .shutdown_timeout(Duration::from_secs(10))
         .polling(polling)
 }

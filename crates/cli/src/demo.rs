@@ -153,7 +153,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .application(aws.unique_name("demo-app"))
         .initial_position(InitialPosition::TrimHorizon)
         .polling(polling)
-        .lease_scan_interval(Duration::from_millis(500))
+        .heartbeat_interval(Duration::from_millis(500))
         .processor_factory(move |_: &ShardId| DemoProcessor { tally: t.clone() })
         .build_with_clients(aws.kinesis_client(), aws.dynamodb_client())?;
     let stats = worker.stats();

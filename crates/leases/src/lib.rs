@@ -6,17 +6,33 @@
 //!   [`DynamoLeaseStore`] (a DynamoDB table a KCL 2.x/3.x application can
 //!   share, see [`schema`]) and [`MemoryLeaseStore`] (tests, simulations).
 //!
+//! - [`Coordinator`]: the fleet protocol — worker heartbeats and one leader
+//!   in the [`CoordinatorStore`] table, balanced assignment
+//!   ([`plan_assignment`]), graceful handoff and self-fencing.
+//!
 //! This crate never talks to Kinesis.
 
+mod assignment;
+mod coordinator;
+pub mod coordinator_store;
 mod dynamo;
 mod error;
+mod expiry;
 mod lease;
 mod memory;
 pub mod schema;
 mod sequence;
 mod store;
 
-pub use dynamo::{DynamoLeaseStore, DynamoStoreConfig, TableCapacity};
+pub use assignment::{Candidate, Holder, Move, plan_assignment};
+pub use coordinator::{
+    AssignmentReport, Coordinator, CoordinatorConfig, TickPlan, complete_handoff,
+};
+pub use coordinator_store::{
+    CoordinatorStore, CoordinatorView, LeaderRecord, MemoryCoordinatorStore, WorkerRecord,
+    WorkerState,
+};
+pub use dynamo::{DynamoCoordinatorStore, DynamoLeaseStore, DynamoStoreConfig, TableCapacity};
 pub use error::{BoxError, Error, Result};
 pub use lease::{HashKeyRange, Lease};
 pub use memory::MemoryLeaseStore;

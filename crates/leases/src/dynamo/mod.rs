@@ -25,6 +25,9 @@ use crate::schema::{self, Item, n, s};
 use crate::sequence::ExtendedSequenceNumber;
 use crate::store::{LeaseStore, check_non_empty, handoff_source};
 
+mod coordinator;
+pub use coordinator::DynamoCoordinatorStore;
+
 /// How the lease table is billed when this store creates it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]

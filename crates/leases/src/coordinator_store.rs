@@ -1,0 +1,249 @@
+//! The coordinator table `<application>-coordinator`: one heartbeat item per
+//! worker and one leader item. Expiry is judged by watching the counters
+//! change, never by comparing the `*_at_ms` wall-clock fields, which are for
+//! operators only.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use crate::error::{Error, Result};
+
+/// Hash key attribute of the coordinator table.
+pub const KEY: &str = "key";
+/// Key prefix of worker items: `worker#<workerId>`.
+pub const WORKER_KEY_PREFIX: &str = "worker#";
+/// Key of the leader item.
+pub const LEADER_KEY: &str = "leader";
+
+/// A worker's lifecycle as its heartbeat item tells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WorkerState {
+    /// Consuming; may be assigned leases.
+    Running,
+    /// Shutting down: releasing its leases; assign it nothing.
+    Draining,
+    /// Gone after a graceful shutdown: its leases may be reassigned at once.
+    Stopped,
+}
+
+impl WorkerState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Running => "RUNNING",
+            WorkerState::Draining => "DRAINING",
+            WorkerState::Stopped => "STOPPED",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "RUNNING" => Some(WorkerState::Running),
+            "DRAINING" => Some(WorkerState::Draining),
+            "STOPPED" => Some(WorkerState::Stopped),
+            _ => None,
+        }
+    }
+}
+
+/// A worker's heartbeat item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerRecord {
+    /// The worker id, as written to `leaseOwner`.
+    pub worker_id: String,
+    /// Bumped by every heartbeat; observers judge liveness by its changes.
+    pub heartbeat_counter: u64,
+    /// Wall-clock time of the last heartbeat (epoch ms), for operators.
+    pub heartbeat_at_ms: u64,
+    /// Wall-clock time the worker started (epoch ms), for operators.
+    pub started_at_ms: u64,
+    /// Lifecycle state.
+    pub state: WorkerState,
+}
+
+/// The leader item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderRecord {
+    /// The leading worker.
+    pub leader_id: String,
+    /// Bumped by every leader heartbeat; the fencing token of leadership.
+    pub leader_counter: u64,
+    /// Wall-clock time of the last leader heartbeat (epoch ms), for operators.
+    pub heartbeat_at_ms: u64,
+}
+
+/// Everything in the coordinator table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CoordinatorView {
+    /// Worker items, by worker id.
+    pub workers: BTreeMap<String, WorkerRecord>,
+    /// The leader item, if any.
+    pub leader: Option<LeaderRecord>,
+}
+
+/// Storage of worker heartbeats and the leader item.
+///
+/// Leadership writes are conditional on the caller's view (leader id and
+/// counter); a failed condition is [`Error::LeaseLost`] with key `leader`.
+/// Each method is one request (or one paginated scan), so dropping a future
+/// never leaves an item half written.
+#[async_trait::async_trait]
+pub trait CoordinatorStore: Send + Sync + 'static {
+    /// Creates the table (hash key `key` S) if missing and waits until ACTIVE.
+    async fn ensure_table(&self) -> Result<()>;
+    /// Writes this worker's heartbeat item (only its worker writes it).
+    async fn put_worker(&self, worker: &WorkerRecord) -> Result<()>;
+    /// Deletes a worker item (absent is fine).
+    async fn delete_worker(&self, worker_id: &str) -> Result<()>;
+    /// Reads every worker item and the leader item (strongly consistent).
+    async fn read(&self) -> Result<CoordinatorView>;
+    /// Becomes leader: when `expected` is `None` the leader item must be
+    /// absent, else it must still be `expected` (an expired leader).
+    async fn claim_leader(
+        &self,
+        me: &str,
+        expected: Option<&LeaderRecord>,
+        now_ms: u64,
+    ) -> Result<LeaderRecord>;
+    /// Leader heartbeat: condition leader id and counter as in `current`; bumps the counter.
+    async fn renew_leader(&self, current: &LeaderRecord, now_ms: u64) -> Result<LeaderRecord>;
+    /// Gives leadership up (deletes the item if it is still `current`).
+    async fn resign_leader(&self, current: &LeaderRecord) -> Result<()>;
+}
+
+pub(crate) fn leader_lost() -> Error {
+    Error::LeaseLost {
+        lease_key: LEADER_KEY.to_owned(),
+    }
+}
+
+/// An in-memory coordinator table with the DynamoDB store's conditions.
+#[derive(Debug, Default)]
+pub struct MemoryCoordinatorStore {
+    view: Mutex<CoordinatorView>,
+}
+
+impl MemoryCoordinatorStore {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, CoordinatorView> {
+        // Every mutation is a single assignment: a poisoned lock holds a whole view.
+        self.view.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait::async_trait]
+impl CoordinatorStore for MemoryCoordinatorStore {
+    async fn ensure_table(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn put_worker(&self, worker: &WorkerRecord) -> Result<()> {
+        self.lock()
+            .workers
+            .insert(worker.worker_id.clone(), worker.clone());
+        Ok(())
+    }
+
+    async fn delete_worker(&self, worker_id: &str) -> Result<()> {
+        self.lock().workers.remove(worker_id);
+        Ok(())
+    }
+
+    async fn read(&self) -> Result<CoordinatorView> {
+        Ok(self.lock().clone())
+    }
+
+    async fn claim_leader(
+        &self,
+        me: &str,
+        expected: Option<&LeaderRecord>,
+        now_ms: u64,
+    ) -> Result<LeaderRecord> {
+        let mut view = self.lock();
+        if view.leader.as_ref() != expected {
+            return Err(leader_lost());
+        }
+        let leader = LeaderRecord {
+            leader_id: me.to_owned(),
+            leader_counter: expected.map_or(1, |e| e.leader_counter + 1),
+            heartbeat_at_ms: now_ms,
+        };
+        view.leader = Some(leader.clone());
+        Ok(leader)
+    }
+
+    async fn renew_leader(&self, current: &LeaderRecord, now_ms: u64) -> Result<LeaderRecord> {
+        let mut view = self.lock();
+        match &view.leader {
+            Some(l)
+                if l.leader_id == current.leader_id
+                    && l.leader_counter == current.leader_counter => {}
+            _ => return Err(leader_lost()),
+        }
+        let leader = LeaderRecord {
+            leader_id: current.leader_id.clone(),
+            leader_counter: current.leader_counter + 1,
+            heartbeat_at_ms: now_ms,
+        };
+        view.leader = Some(leader.clone());
+        Ok(leader)
+    }
+
+    async fn resign_leader(&self, current: &LeaderRecord) -> Result<()> {
+        let mut view = self.lock();
+        if view.leader.as_ref().is_some_and(|l| {
+            l.leader_id == current.leader_id && l.leader_counter == current.leader_counter
+        }) {
+            view.leader = None;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn leadership_is_conditional_on_the_observed_item() {
+        let store = MemoryCoordinatorStore::new();
+        let a = store.claim_leader("a", None, 1).await.unwrap();
+        assert!(store.claim_leader("b", None, 1).await.is_err(), "taken");
+        let a2 = store.renew_leader(&a, 2).await.unwrap();
+        assert_eq!(a2.leader_counter, 2);
+        assert!(store.renew_leader(&a, 3).await.is_err(), "stale view");
+        assert!(
+            store.claim_leader("b", Some(&a), 3).await.is_err(),
+            "stale expiry"
+        );
+        let b = store.claim_leader("b", Some(&a2), 3).await.unwrap();
+        assert_eq!((b.leader_id.as_str(), b.leader_counter), ("b", 3));
+        assert!(store.renew_leader(&a2, 4).await.is_err(), "deposed");
+        store.resign_leader(&a2).await.unwrap();
+        assert_eq!(
+            store.read().await.unwrap().leader,
+            Some(b.clone()),
+            "resign of a stale view is a no-op"
+        );
+        store.resign_leader(&b).await.unwrap();
+        assert_eq!(store.read().await.unwrap().leader, None);
+    }
+
+    #[test]
+    fn worker_states_round_trip() {
+        for state in [
+            WorkerState::Running,
+            WorkerState::Draining,
+            WorkerState::Stopped,
+        ] {
+            assert_eq!(WorkerState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(WorkerState::parse("zombie"), None);
+    }
+}
