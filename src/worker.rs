@@ -162,10 +162,8 @@ impl WorkerBuilder {
 
     /// Records per GetRecords call, 1 to 10 000 (default 10 000); selects polling.
     pub fn max_records(mut self, n: i32) -> Self {
-        match &mut self.config.retrieval {
-            Retrieval::Polling(polling) => polling.max_records = n,
-            other => *other = Retrieval::Polling(PollingConfig::default().max_records(n)),
-        }
+        let Retrieval::Polling(polling) = &mut self.config.retrieval;
+        polling.max_records = n;
         self
     }
 
@@ -267,6 +265,10 @@ impl WorkerBuilder {
     }
 }
 
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400)
+}
+
 /// Host name plus a random suffix: unique per process start.
 fn default_worker_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -366,9 +368,12 @@ impl Worker {
         let mut leader_known = false;
         loop {
             let mut sync_now = false;
+            let expiry = coordinator.next_expiry(Instant::now());
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 _ = heartbeat.tick() => {}
+                // A watched worker or leader expires now if it stayed silent.
+                _ = tokio::time::sleep_until(expiry.unwrap_or_else(far_future)), if expiry.is_some() => {}
                 // The leader syncs; anyone does while no leader is known.
                 _ = sync.tick() => sync_now = coordinator.is_leader() || !leader_known,
                 Some(joined) = scheduler.consumers.join_next_with_id() => {

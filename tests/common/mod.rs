@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)] // each suite uses a different subset
 
+pub mod fleet;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

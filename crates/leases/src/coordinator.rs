@@ -6,7 +6,7 @@
 //! code drives real workers and the deterministic simulation.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
@@ -100,6 +100,38 @@ pub struct AssignmentReport {
     pub conflicts: usize,
 }
 
+/// The instant after which this worker must not deliver records: its last
+/// completed heartbeat was *sent* `fence_after` earlier. Shard consumers
+/// check it before every batch, because the fence must hold even while
+/// [`Coordinator::tick`] is stuck (a slow request, a paused process); a
+/// worker that only fences at tick boundaries delivers beyond it.
+#[derive(Clone, Debug)]
+pub struct Fence {
+    deadline: Arc<Mutex<Instant>>,
+}
+
+impl Fence {
+    fn new(deadline: Instant) -> Self {
+        Fence {
+            deadline: Arc::new(Mutex::new(deadline)),
+        }
+    }
+
+    /// Until when delivering is allowed.
+    pub fn deadline(&self) -> Instant {
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the worker must deliver nothing now.
+    pub fn is_fenced(&self) -> bool {
+        Instant::now() >= self.deadline()
+    }
+
+    fn set(&self, deadline: Instant) {
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = deadline;
+    }
+}
+
 /// One worker's side of the protocol.
 pub struct Coordinator {
     config: CoordinatorConfig,
@@ -108,8 +140,10 @@ pub struct Coordinator {
     started_at_ms: u64,
     heartbeat_counter: u64,
     state: WorkerState,
+    /// When the last successful heartbeat was sent.
     last_heartbeat: Instant,
     fenced: bool,
+    fence: Fence,
     workers_seen: ExpiryTracker,
     leader_seen: ExpiryTracker,
     leases_seen: ExpiryTracker,
@@ -117,6 +151,8 @@ pub struct Coordinator {
     last_round: Option<(Instant, BTreeSet<String>)>,
     /// Leases of ours known to be at `SHARD_END`: not read again.
     finished: BTreeSet<String>,
+    /// What the owner index listed for this worker at the last tick.
+    owned_before: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -151,18 +187,40 @@ impl Coordinator {
             state: WorkerState::Running,
             last_heartbeat: Instant::now(),
             fenced: false,
+            // Fenced until the first heartbeat.
+            fence: Fence::new(Instant::now()),
             workers_seen: ExpiryTracker::default(),
             leader_seen: ExpiryTracker::default(),
             leases_seen: ExpiryTracker::default(),
             leader: None,
             last_round: None,
             finished: BTreeSet::new(),
+            owned_before: BTreeSet::new(),
         }
+    }
+
+    /// The next instant after `after` at which a worker or the leader this
+    /// coordinator watches expires if it stays silent: tick then too, so
+    /// takeovers happen on time rather than up to a heartbeat late.
+    pub fn next_expiry(&self, after: Instant) -> Option<Instant> {
+        let failover = self.config.failover_time;
+        [
+            self.leader_seen.next_expiry(after, failover),
+            self.workers_seen.next_expiry(after, failover),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The settings in force.
     pub fn config(&self) -> &CoordinatorConfig {
         &self.config
+    }
+
+    /// The delivery deadline, shared with the shard consumers.
+    pub fn fence(&self) -> Fence {
+        self.fence.clone()
     }
 
     /// Whether this worker led after its last tick.
@@ -173,22 +231,30 @@ impl Coordinator {
     /// Creates the coordinator table if needed and writes the first heartbeat.
     pub async fn start(&mut self) -> Result<()> {
         self.registry.ensure_table().await?;
+        let sent = Instant::now();
         self.heartbeat().await?;
-        self.last_heartbeat = Instant::now();
+        self.heartbeat_succeeded(sent);
         Ok(())
     }
 
+    fn heartbeat_succeeded(&mut self, sent: Instant) {
+        self.last_heartbeat = sent;
+        self.fence.set(sent + self.config.fence_after());
+    }
+
     async fn heartbeat(&mut self) -> Result<()> {
+        // Every attempt writes a new value: a write that failed ambiguously
+        // may have been applied, and repeating its value would make the next
+        // success invisible to observers while this worker counts it.
+        self.heartbeat_counter += 1;
         let record = WorkerRecord {
             worker_id: self.config.worker_id.clone(),
-            heartbeat_counter: self.heartbeat_counter + 1,
+            heartbeat_counter: self.heartbeat_counter,
             heartbeat_at_ms: epoch_ms(),
             started_at_ms: self.started_at_ms,
             state: self.state,
         };
-        self.registry.put_worker(&record).await?;
-        self.heartbeat_counter += 1;
-        Ok(())
+        self.registry.put_worker(&record).await
     }
 
     /// One heartbeat round: heartbeat (or fence), observe the fleet, keep or
@@ -203,27 +269,30 @@ impl Coordinator {
     /// the future mid-round leaves nothing half written.
     pub async fn tick(&mut self, running: &BTreeSet<String>) -> TickPlan {
         let mut plan = TickPlan::default();
-        match self.heartbeat().await {
+        let sent = Instant::now();
+        let beat = self.heartbeat().await;
+        // Judged after the heartbeat returns, from when the last successful
+        // one was sent (observers may have seen it as early as that): a tick
+        // that stalled past the deadline stops every shard even if this
+        // heartbeat succeeded, since others may own them by now.
+        if !self.fenced && Instant::now() >= self.last_heartbeat + self.config.fence_after() {
+            tracing::error!(worker = %self.config.worker_id, after = ?self.config.fence_after(), "no heartbeat completed; fencing: stopping every shard");
+            return self.fenced_plan(running);
+        }
+        match beat {
             Ok(()) => {
-                self.last_heartbeat = Instant::now();
+                self.heartbeat_succeeded(sent);
                 if self.fenced {
                     tracing::info!(worker = %self.config.worker_id, "heartbeat restored; delivering again");
                     self.fenced = false;
                 }
             }
             Err(e) => {
-                tracing::warn!(worker = %self.config.worker_id, error = %e, "heartbeat failed")
+                tracing::warn!(worker = %self.config.worker_id, error = %e, "heartbeat failed");
+                if self.fenced {
+                    return self.fenced_plan(running);
+                }
             }
-        }
-        if self.last_heartbeat.elapsed() >= self.config.fence_after() {
-            if !self.fenced {
-                tracing::error!(worker = %self.config.worker_id, after = ?self.config.fence_after(), "no heartbeat completed; fencing: stopping every shard");
-            }
-            self.fenced = true;
-            self.leader = None;
-            plan.fenced = true;
-            plan.lost = running.iter().cloned().collect();
-            return plan;
         }
         let view = match self.registry.read().await {
             Ok(view) => view,
@@ -232,7 +301,10 @@ impl Coordinator {
                 return plan;
             }
         };
-        let now = Instant::now();
+        // Observations are stamped with the tick's start: the values read
+        // are at least that recent, and ticks then stay exactly one
+        // heartbeat apart, so expiry lands on time rather than a tick late.
+        let now = sent;
         self.workers_seen.observe(
             view.workers
                 .values()
@@ -247,6 +319,16 @@ impl Coordinator {
         }
         self.own_leases(running, &mut plan).await;
         plan
+    }
+
+    fn fenced_plan(&mut self, running: &BTreeSet<String>) -> TickPlan {
+        self.fenced = true;
+        self.leader = None;
+        TickPlan {
+            fenced: true,
+            lost: running.iter().cloned().collect(),
+            ..TickPlan::default()
+        }
     }
 
     async fn update_leadership(&mut self, view: &CoordinatorView, now: Instant) {
@@ -542,6 +624,24 @@ impl Coordinator {
                 Err(e) => tracing::warn!(lease = %key, error = %e, "reading a held lease failed"),
             }
         }
+        // Handed off before this worker started it (assigned and moved within
+        // one heartbeat, or waiting on parents): nothing was delivered, so
+        // let the new owner start at once instead of after handoff_timeout.
+        let unstarted: Vec<String> = self
+            .owned_before
+            .iter()
+            .filter(|k| !owned.contains(*k) && !running.contains(*k))
+            .cloned()
+            .collect();
+        for key in unstarted {
+            if let Ok(Some(lease)) = self.leases.get_lease(&key).await
+                && lease.checkpoint_owner.as_deref() == Some(me)
+                && let Err(e) = complete_handoff(self.leases.as_ref(), &lease, me).await
+            {
+                tracing::warn!(lease = %key, error = %e, "could not complete the handoff of an unstarted lease");
+            }
+        }
+        self.owned_before = owned;
     }
 
     /// Whether every parent lease has reached `SHARD_END` (or never existed).

@@ -31,6 +31,16 @@ impl ExpiryTracker {
         self.seen = next;
     }
 
+    /// The earliest instant after `after` at which a watched counter that
+    /// stands still from now on would expire.
+    pub(crate) fn next_expiry(&self, after: Instant, failover_time: Duration) -> Option<Instant> {
+        self.seen
+            .values()
+            .map(|(_, since)| *since + failover_time)
+            .filter(|at| *at > after)
+            .min()
+    }
+
     /// Whether `key`'s counter has stood still for at least `failover_time`.
     /// A key never observed is not expired: it has not been watched long enough.
     pub(crate) fn is_expired(&self, key: &str, now: Instant, failover_time: Duration) -> bool {
@@ -56,6 +66,11 @@ mod tests {
         assert!(!tracker.is_expired("b", t0 + ft, ft));
         assert!(tracker.is_expired("b", t0 + Duration::from_secs(19), ft));
         assert!(!tracker.is_expired("never-seen", t0 + ft, ft));
+        assert_eq!(
+            tracker.next_expiry(t0 + ft, ft),
+            Some(t0 + Duration::from_secs(19)),
+            "a has expired already: only b is ahead"
+        );
         tracker.observe([("b", 2)], t0 + ft);
         assert!(
             !tracker.is_expired("a", t0 + ft, ft),

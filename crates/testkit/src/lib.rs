@@ -22,6 +22,7 @@ mod embedded;
 mod error;
 mod npm;
 pub mod producer;
+pub mod proxy;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -34,6 +35,7 @@ use aws_sdk_kinesis::types::StreamStatus;
 
 pub use error::{Error, Result};
 pub use npm::TESTENV_ENV;
+pub use proxy::{Fault, FaultProxy};
 
 /// Environment variable that selects the [`Backend`].
 pub const BACKEND_ENV: &str = "KINESIS_FLEET_BACKEND";

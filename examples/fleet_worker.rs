@@ -1,0 +1,190 @@
+//! A worker process to run several of: every copy with the same application
+//! name joins one fleet. Use it as a template for your own worker.
+//!
+//! ```sh
+//! cargo run --example fleet_worker -- --stream orders --application orders-etl
+//! ```
+//!
+//! AWS settings come from the standard chain (profile, `AWS_REGION`,
+//! `AWS_ENDPOINT_URL_KINESIS`, `AWS_ENDPOINT_URL_DYNAMODB`, ...). With
+//! `--print-records` every record is printed to stdout as a JSON line
+//! (`{"event":"record",...}`), as are lease losses and checkpoints, which is
+//! what the fleet tests read. SIGTERM or ctrl-c stops the worker gracefully:
+//! processors checkpoint and every lease moves to the other workers at once.
+
+use std::io::Write;
+use std::time::Duration;
+
+use clap::Parser;
+use kinesis_fleet::prelude::*;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Stream to consume.
+    #[arg(long, env = "KFLEET_STREAM")]
+    stream: String,
+    /// Application name (the fleet): names the lease and coordinator tables.
+    #[arg(long, env = "KFLEET_APPLICATION")]
+    application: String,
+    /// Worker id (default: host name plus a random suffix).
+    #[arg(long, env = "KFLEET_WORKER_ID")]
+    worker_id: Option<String>,
+    /// Failover time in seconds; every other interval derives from it.
+    #[arg(long, env = "KFLEET_FAILOVER_SECS", default_value_t = 10.0)]
+    failover_secs: f64,
+    /// Where shards without a checkpoint start: trim-horizon or latest.
+    #[arg(long, default_value = "trim-horizon")]
+    initial_position: String,
+    /// Print every record, checkpoint and lease loss as a JSON line on stdout.
+    #[arg(long)]
+    print_records: bool,
+}
+
+/// Prints what it sees and checkpoints after every batch.
+struct Printer {
+    worker: String,
+    print: bool,
+}
+
+impl Printer {
+    fn emit(&self, line: String) {
+        if self.print {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    }
+
+    async fn checkpoint(&self, cp: &mut Checkpointer) -> Result<(), BoxError> {
+        let result = cp.checkpoint().await;
+        let (ok, error) = match &result {
+            Ok(()) => (true, String::new()),
+            Err(e) => (false, e.to_string()),
+        };
+        self.emit(format!(
+            r#"{{"event":"checkpoint","worker":"{}","shard":"{}","at":"{}","ok":{ok},"error":{error:?}}}"#,
+            self.worker,
+            cp.shard_id(),
+            cp.last_checkpoint(),
+        ));
+        Ok(result?)
+    }
+}
+
+#[async_trait]
+impl RecordProcessor for Printer {
+    async fn initialize(&mut self, input: &Initialize) -> Result<(), BoxError> {
+        self.emit(format!(
+            r#"{{"event":"initialize","worker":"{}","shard":"{}","checkpoint":"{}"}}"#,
+            self.worker, input.shard_id, input.checkpoint
+        ));
+        Ok(())
+    }
+
+    async fn process_records(
+        &mut self,
+        batch: &RecordBatch,
+        cp: &mut Checkpointer,
+    ) -> Result<(), BoxError> {
+        for r in &batch.records {
+            self.emit(format!(
+                r#"{{"event":"record","worker":"{}","shard":"{}","seq":"{}","sub":{},"key":{:?},"data":{:?}}}"#,
+                self.worker,
+                batch.shard_id,
+                r.sequence_number,
+                r.sub_sequence_number,
+                r.partition_key,
+                String::from_utf8_lossy(&r.data)
+            ));
+        }
+        self.checkpoint(cp).await
+    }
+
+    async fn lease_lost(&mut self) {
+        self.emit(format!(
+            r#"{{"event":"lease_lost","worker":"{}"}}"#,
+            self.worker
+        ));
+    }
+
+    async fn shard_ended(&mut self, cp: &mut Checkpointer) -> Result<(), BoxError> {
+        self.checkpoint(cp).await
+    }
+
+    async fn shutdown_requested(&mut self, cp: &mut Checkpointer) -> Result<(), BoxError> {
+        self.checkpoint(cp).await
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,aws=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let initial_position = match args.initial_position.as_str() {
+        "trim-horizon" => InitialPosition::TrimHorizon,
+        "latest" => InitialPosition::Latest,
+        other => {
+            return Err(format!(
+                "--initial-position must be trim-horizon or latest, not {other:?}"
+            )
+            .into());
+        }
+    };
+    if !(args.failover_secs.is_finite() && args.failover_secs >= 1.0) {
+        return Err("--failover-secs must be at least 1".into());
+    }
+    let sdk_config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let mut builder = Worker::builder()
+        .stream(&args.stream)
+        .application(&args.application)
+        .initial_position(initial_position)
+        .failover_time(Duration::from_secs_f64(args.failover_secs));
+    if let Some(id) = &args.worker_id {
+        builder = builder.worker_id(id);
+    }
+    let print = args.print_records;
+    let worker_id = args.worker_id.clone().unwrap_or_default();
+    let worker = builder
+        .processor_factory(move |_: &ShardId| Printer {
+            worker: worker_id.clone(),
+            print,
+        })
+        .build(&sdk_config)?;
+    let shutdown = worker.shutdown_handle();
+    tokio::spawn(async move {
+        wait_for_stop_signal().await;
+        tracing::info!("stop signal: shutting down gracefully");
+        shutdown.shutdown();
+    });
+    worker.run().await?;
+    Ok(())
+}
+
+/// SIGTERM (what process managers send) or ctrl-c.
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

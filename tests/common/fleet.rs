@@ -1,0 +1,358 @@
+//! Worker processes for fleet tests: `examples/fleet_worker` started as
+//! separate OS processes against the local emulators, their JSON-line output
+//! collected with arrival times.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use kinesis_fleet::ExtendedSequenceNumber;
+use kinesis_fleet_leases::{
+    CoordinatorStore, DynamoCoordinatorStore, DynamoLeaseStore, Lease, LeaseStore,
+};
+use kinesis_fleet_testkit::LocalAws;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+/// One line a worker printed.
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub at: Instant,
+    pub worker: String,
+    pub kind: String,
+    pub shard: String,
+    /// Record: `seq/sub`; checkpoint: the position written; initialize: the checkpoint.
+    pub position: Option<ExtendedSequenceNumber>,
+    pub data: String,
+    pub ok: bool,
+}
+
+/// Everything every worker printed, in arrival order.
+#[derive(Clone, Default)]
+pub struct EventLog(Arc<Mutex<Vec<Event>>>);
+
+impl EventLog {
+    pub fn all(&self) -> Vec<Event> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn since(&self, t: Instant) -> Vec<Event> {
+        self.all().into_iter().filter(|e| e.at >= t).collect()
+    }
+
+    /// Records delivered more than once (by `data`), with every delivery.
+    pub fn duplicates(&self) -> BTreeMap<String, Vec<Event>> {
+        let mut by_data: BTreeMap<String, Vec<Event>> = BTreeMap::new();
+        for e in self.all().into_iter().filter(|e| e.kind == "record") {
+            by_data.entry(e.data.clone()).or_default().push(e);
+        }
+        by_data.retain(|_, v| v.len() > 1);
+        by_data
+    }
+
+    pub fn records(&self) -> usize {
+        self.all().iter().filter(|e| e.kind == "record").count()
+    }
+}
+
+fn example_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // Build it now so the test never runs a stale binary.
+            let cargo = option_env!("CARGO").unwrap_or("cargo");
+            let status = std::process::Command::new(cargo)
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "kinesis-fleet",
+                    "--example",
+                    "fleet_worker",
+                ])
+                .status()
+                .expect("run cargo build --example fleet_worker");
+            assert!(
+                status.success(),
+                "cargo build --example fleet_worker failed"
+            );
+            let exe = std::env::current_exe().unwrap();
+            // target/<profile>/deps/<test> -> target/<profile>/examples/fleet_worker
+            let profile_dir = exe.parent().and_then(|p| p.parent()).unwrap();
+            profile_dir.join("examples").join("fleet_worker")
+        })
+        .clone()
+}
+
+/// A running `fleet_worker` process; killed on drop.
+pub struct WorkerProcess {
+    pub id: String,
+    child: Child,
+}
+
+impl WorkerProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// SIGKILL: no shutdown, leases left behind.
+    pub async fn kill9(&mut self) {
+        self.child.start_kill().expect("kill -9");
+        let _ = self.child.wait().await;
+    }
+
+    /// SIGTERM: graceful shutdown; waits (bounded) for the exit.
+    pub async fn sigterm(&mut self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let exit = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("worker exits within 30 s of SIGTERM")
+            .expect("wait");
+        assert!(exit.success(), "worker {} exited with {exit:?}", self.id);
+    }
+}
+
+/// What fleet tests share: emulators, a stream, an application, the event log.
+pub struct Fleet {
+    pub aws: LocalAws,
+    pub stream: String,
+    pub application: String,
+    pub events: EventLog,
+    pub failover_secs: f64,
+    /// DynamoDB endpoint the workers use (the emulator, or a proxy in front of it).
+    pub dynamodb_endpoint: String,
+}
+
+impl Fleet {
+    pub async fn new(shards: u32, failover_secs: f64) -> Fleet {
+        let (aws, stream) = super::local_stream(shards).await;
+        let application = aws.unique_name("fleet");
+        let dynamodb_endpoint = aws.dynamodb_endpoint().to_owned();
+        Fleet {
+            aws,
+            stream,
+            application,
+            events: EventLog::default(),
+            failover_secs,
+            dynamodb_endpoint,
+        }
+    }
+
+    pub fn failover(&self) -> Duration {
+        Duration::from_secs_f64(self.failover_secs)
+    }
+
+    /// Starts worker `id` as a separate process.
+    pub fn spawn(&self, id: &str) -> WorkerProcess {
+        self.spawn_with_dynamodb(id, &self.dynamodb_endpoint)
+    }
+
+    pub fn spawn_with_dynamodb(&self, id: &str, dynamodb_endpoint: &str) -> WorkerProcess {
+        let mut child = Command::new(example_binary())
+            .args(["--stream", &self.stream, "--application", &self.application])
+            .args(["--worker-id", id, "--print-records"])
+            .args(["--failover-secs", &self.failover_secs.to_string()])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env(
+                "RUST_LOG",
+                std::env::var("FLEET_WORKER_LOG")
+                    .unwrap_or_else(|_| "warn,kinesis_fleet=info".into()),
+            )
+            .env("AWS_ENDPOINT_URL_KINESIS", self.aws.kinesis_endpoint())
+            .env("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_MAX_ATTEMPTS", "2")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("FLEET_WORKER_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn fleet_worker");
+        let stdout = child.stdout.take().unwrap();
+        let log = self.events.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(event) = parse(&line) {
+                    log.0.lock().unwrap().push(event);
+                }
+            }
+        });
+        WorkerProcess {
+            id: id.to_owned(),
+            child,
+        }
+    }
+
+    pub fn lease_store(&self) -> DynamoLeaseStore {
+        DynamoLeaseStore::new(self.aws.dynamodb_client(), &self.application)
+    }
+
+    pub async fn leases(&self) -> Vec<Lease> {
+        self.lease_store().list_leases().await.unwrap_or_default()
+    }
+
+    /// Owner of every lease, by lease key.
+    pub async fn lease_owners(&self) -> BTreeMap<String, Option<String>> {
+        self.leases()
+            .await
+            .into_iter()
+            .map(|l| (l.lease_key, l.lease_owner))
+            .collect()
+    }
+
+    /// Leases per owner (handoffs in flight count for nobody).
+    pub async fn owners(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for lease in self.leases().await {
+            if let (Some(owner), None) = (lease.lease_owner, lease.checkpoint_owner) {
+                *counts.entry(owner).or_default() += 1;
+            }
+        }
+        counts
+    }
+
+    pub async fn leader(&self) -> Option<String> {
+        let store = DynamoCoordinatorStore::new(
+            self.aws.dynamodb_client(),
+            format!("{}-coordinator", self.application),
+        );
+        store.read().await.ok()?.leader.map(|l| l.leader_id)
+    }
+
+    /// Waits until exactly `workers` hold `per_worker` leases each (as a
+    /// multiset of counts); returns how long it took.
+    pub async fn wait_balanced(&self, expected: &[usize], timeout: Duration) -> Duration {
+        let start = Instant::now();
+        let mut expected = expected.to_vec();
+        expected.sort_unstable();
+        loop {
+            let owners = self.owners().await;
+            let mut counts: Vec<usize> = owners.values().copied().collect();
+            counts.sort_unstable();
+            if counts == expected {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "not balanced as {expected:?} within {timeout:?}: {owners:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until every shard in `shards` was initialized by a worker other
+    /// than `gone` after `since`; returns how long after `since`.
+    pub async fn wait_running_elsewhere(
+        &self,
+        shards: &[String],
+        gone: &str,
+        since: Instant,
+        timeout: Duration,
+    ) -> Duration {
+        loop {
+            let started: HashMap<String, Instant> = self
+                .events
+                .since(since)
+                .into_iter()
+                .filter(|e| e.kind == "initialize" && e.worker != gone)
+                .map(|e| (e.shard, e.at))
+                .collect();
+            if shards.iter().all(|s| started.contains_key(s)) {
+                let last = shards.iter().map(|s| started[s]).max().unwrap_or(since);
+                return last - since;
+            }
+            assert!(
+                since.elapsed() < timeout,
+                "shards {shards:?} not running elsewhere within {timeout:?}; started: {started:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Shards `worker` owns now.
+    pub async fn shards_of(&self, worker: &str) -> Vec<String> {
+        self.leases()
+            .await
+            .into_iter()
+            .filter(|l| l.lease_owner.as_deref() == Some(worker))
+            .map(|l| l.lease_key)
+            .collect()
+    }
+}
+
+fn parse(line: &str) -> Option<Event> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let text = |k: &str| {
+        v.get(k)
+            .and_then(|x| x.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let kind = text("event");
+    let position = match kind.as_str() {
+        "record" => ExtendedSequenceNumber::parse(&text("seq"), v.get("sub")?.as_u64()?).ok(),
+        "checkpoint" => parse_position(&text("at")),
+        "initialize" => parse_position(&text("checkpoint")),
+        _ => None,
+    };
+    Some(Event {
+        at: Instant::now(),
+        worker: text("worker"),
+        shard: text("shard"),
+        data: text("data"),
+        ok: v.get("ok").and_then(|x| x.as_bool()).unwrap_or(true),
+        position,
+        kind,
+    })
+}
+
+/// Parses `ExtendedSequenceNumber`'s display form `seq/sub`.
+fn parse_position(text: &str) -> Option<ExtendedSequenceNumber> {
+    let (seq, sub) = text.rsplit_once('/')?;
+    ExtendedSequenceNumber::parse(seq, sub.parse().ok()?).ok()
+}
+
+/// Writes `keys` records every `every` until dropped; record data is
+/// `key-K:N` with N counting per key, so duplicates and order are checkable.
+pub struct Producer {
+    task: tokio::task::JoinHandle<()>,
+    pub written: Arc<Mutex<usize>>,
+}
+
+impl Producer {
+    pub fn start(aws: &LocalAws, stream: &str, keys: usize, every: Duration) -> Producer {
+        let producer = kinesis_fleet_testkit::producer::Producer::new(aws.kinesis_client(), stream);
+        let written = Arc::new(Mutex::new(0));
+        let w = written.clone();
+        let task = tokio::spawn(async move {
+            for round in 0.. {
+                let records = (0..keys).map(|k| super::user_record(k, round)).collect();
+                if producer.put(records).await.is_ok() {
+                    *w.lock().unwrap() += keys;
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
+        Producer { task, written }
+    }
+
+    pub fn stop(self) -> usize {
+        self.task.abort();
+        *self.written.lock().unwrap()
+    }
+}
