@@ -1,15 +1,41 @@
 //! `kfleet`: run the kinesis-fleet demo and operate Kinesis consumer fleets.
 
+mod aws;
 mod demo;
+mod leases;
+mod local;
+mod output;
+mod put;
+mod signal;
+mod status;
+mod stream;
+mod tail;
+mod time;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Operate kinesis-fleet consumers.
+/// Operate Kinesis streams and kinesis-fleet (or KCL) consumer fleets.
+///
+/// Every command except `demo` and `local` uses the standard AWS
+/// configuration: credentials and region from the environment, the profile
+/// (--profile or AWS_PROFILE, SSO and credential_process included), and
+/// endpoints from AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_KINESIS and
+/// AWS_ENDPOINT_URL_DYNAMODB or the --*endpoint-url options. Loopback
+/// endpoints (the local emulators) need no credentials.
 #[derive(Debug, Parser)]
-#[command(name = "kfleet", version, about)]
+#[command(
+    name = "kfleet",
+    version,
+    about,
+    long_about,
+    arg_required_else_help = true,
+    after_help = "Examples:\n  kfleet local\n  kfleet stream create orders --shards 4\n  seq 1 100 | kfleet put --stream orders\n  kfleet tail --stream orders --from trim-horizon\n  kfleet status --application orders-etl"
+)]
 struct Cli {
+    #[command(flatten)]
+    aws: aws::AwsArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -22,10 +48,41 @@ enum Command {
     /// Ends with `demo: produced=N delivered=N lost=L duplicates=D`; exits 0
     /// only when nothing was lost.
     Demo(demo::Args),
+    /// Run the embedded Kinesis and DynamoDB emulators in the foreground and
+    /// print their endpoints.
+    Local(local::Args),
+    /// List, create, describe, reshard and delete streams.
+    Stream(stream::Args),
+    /// Write records to a stream, one per line of stdin or a file.
+    Put(put::Args),
+    /// Print a stream's records as JSON lines or text.
+    Tail(tail::Args),
+    /// Show an application's leases: owner, checkpoint, parents, lag.
+    Leases(leases::Args),
+    /// Show an application's workers, leader, lease balance and shards
+    /// waiting on their parents.
+    Status(status::Args),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    std::panic::set_hook(Box::new(|info| {
+        // A panic is a bug; still, one line and no backtrace for the user.
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("kfleet: internal error{at}: {}", aws::one_line(&message));
+    }));
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -43,16 +100,50 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let aws = cli.aws;
     let result = runtime.block_on(async {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
+            Command::Local(args) => local::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Stream(args) => stream::run(&aws, args).await.map(|()| ExitCode::SUCCESS),
+            Command::Put(args) => put::run(&aws, args).await.map(|()| ExitCode::SUCCESS),
+            Command::Tail(args) => tail::run(&aws, args).await.map(|()| ExitCode::SUCCESS),
+            Command::Leases(args) => leases::run(&aws, args).await.map(|()| ExitCode::SUCCESS),
+            Command::Status(args) => status::run(&aws, args).await.map(|()| ExitCode::SUCCESS),
         }
     });
+    // Do not wait for readers or SDK connections still winding down.
+    runtime.shutdown_background();
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("kfleet: {e:#}");
+            eprintln!("kfleet: {}", aws::one_line(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Help and version as clap prints them; any other parse error on one line.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+    }
+    let rendered = e.render().to_string();
+    let message: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect();
+    let message = message.join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    eprintln!("kfleet: {message} (see --help)");
+    ExitCode::from(2)
 }

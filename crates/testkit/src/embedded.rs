@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::sync::{Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -45,9 +46,14 @@ pub(crate) struct EmulatorThread {
 }
 
 impl EmulatorThread {
-    /// Binds a free loopback port and serves `serve(listener, shutdown)` on a
-    /// new thread. Returns once the listener is bound and the server runs.
-    async fn spawn<F, Fut>(emulator: &'static str, serve: F) -> Result<(Self, SocketAddr)>
+    /// Binds a loopback port (`0`: a free one) and serves
+    /// `serve(listener, shutdown)` on a new thread. Returns once the listener
+    /// is bound and the server runs.
+    async fn spawn<F, Fut>(
+        emulator: &'static str,
+        port: u16,
+        serve: F,
+    ) -> Result<(Self, SocketAddr)>
     where
         F: FnOnce(tokio::net::TcpListener, oneshot::Receiver<()>) -> Result<Fut, String>
             + Send
@@ -55,8 +61,8 @@ impl EmulatorThread {
         Fut: Future<Output = ()>,
     {
         let start_err = |message: String| Error::EmbeddedStart { emulator, message };
-        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .map_err(|e| start_err(format!("binding 127.0.0.1:0: {e}")))?;
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+            .map_err(|e| start_err(format!("binding 127.0.0.1:{port}: {e}")))?;
         listener
             .set_nonblocking(true)
             .map_err(|e| start_err(format!("making the listener non-blocking: {e}")))?;
@@ -144,10 +150,31 @@ impl Drop for EmulatorThread {
 }
 
 /// Starts ferrokinesis, serving HTTP/1.1 and h2c (enhanced fan-out uses HTTP/2).
+#[allow(dead_code)] // kept for symmetry; LocalAws goes through `start_kinesis_with`
 pub(crate) async fn start_kinesis() -> Result<(EmulatorThread, SocketAddr)> {
-    EmulatorThread::spawn("Kinesis", |listener, shutdown| {
+    start_kinesis_with(None, None).await
+}
+
+/// Starts ferrokinesis on `port` (default: a free one), persisting its state
+/// (write-ahead log and snapshots) under `data_dir/kinesis` when given.
+pub(crate) async fn start_kinesis_with(
+    port: Option<u16>,
+    data_dir: Option<&Path>,
+) -> Result<(EmulatorThread, SocketAddr)> {
+    let mut options = kinesis_options();
+    if let Some(dir) = data_dir {
+        let state_dir = dir.join("kinesis");
+        std::fs::create_dir_all(&state_dir)
+            .map_err(|e| Error::io(format!("creating {}", state_dir.display()), e))?;
+        options.durable = Some(ferrokinesis::store::DurableStateOptions {
+            state_dir,
+            snapshot_interval_secs: ferrokinesis::store::DEFAULT_DURABLE_SNAPSHOT_INTERVAL_SECS,
+            max_retained_bytes: None,
+        });
+    }
+    EmulatorThread::spawn("Kinesis", port.unwrap_or(0), move |listener, shutdown| {
         // create_app spawns background tasks, so it runs inside the runtime.
-        let (app, _store) = ferrokinesis::create_app(kinesis_options());
+        let (app, _store) = ferrokinesis::create_app(options);
         let app = app.layer(axum::extract::DefaultBodyLimit::max(KINESIS_MAX_BODY));
         Ok(async move {
             let mut shutdown = std::pin::pin!(shutdown);
@@ -183,10 +210,40 @@ pub(crate) async fn start_kinesis() -> Result<(EmulatorThread, SocketAddr)> {
 }
 
 /// Starts dynoxide with an in-memory database.
+#[allow(dead_code)] // kept for symmetry; LocalAws goes through `start_dynamodb_with`
 pub(crate) async fn start_dynamodb() -> Result<(EmulatorThread, SocketAddr)> {
-    EmulatorThread::spawn("DynamoDB", |listener, shutdown| {
-        let db = dynoxide::Database::memory()
-            .map_err(|e| format!("opening the in-memory database: {e}"))?;
+    start_dynamodb_with(None, None).await
+}
+
+/// Starts dynoxide on `port` (default: a free one) with its database in
+/// `data_dir/dynamodb.sqlite3` when given, else in memory.
+pub(crate) async fn start_dynamodb_with(
+    port: Option<u16>,
+    data_dir: Option<&Path>,
+) -> Result<(EmulatorThread, SocketAddr)> {
+    let path = match data_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+            let path = dir.join("dynamodb.sqlite3");
+            Some(
+                path.to_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| Error::EmbeddedStart {
+                        emulator: "DynamoDB",
+                        message: format!("data directory {} is not valid UTF-8", dir.display()),
+                    })?,
+            )
+        }
+        None => None,
+    };
+    EmulatorThread::spawn("DynamoDB", port.unwrap_or(0), move |listener, shutdown| {
+        let db = match &path {
+            Some(path) => dynoxide::Database::new(path)
+                .map_err(|e| format!("opening the database {path}: {e}"))?,
+            None => dynoxide::Database::memory()
+                .map_err(|e| format!("opening the in-memory database: {e}"))?,
+        };
         Ok(async move {
             // serve_with_shutdown drains connections gracefully, which a held
             // keep-alive or long request can stretch; stop hard instead.

@@ -24,6 +24,7 @@ mod npm;
 pub mod producer;
 pub mod proxy;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -99,6 +100,46 @@ impl std::fmt::Display for Backend {
     }
 }
 
+/// How [`LocalAws::start_with_options`] starts the emulators.
+///
+/// ```no_run
+/// # async fn demo() -> kinesis_fleet_testkit::Result<()> {
+/// use kinesis_fleet_testkit::{Backend, LocalAws, LocalAwsOptions};
+/// let mut options = LocalAwsOptions::new(Backend::Embedded);
+/// options.kinesis_port = Some(4567);
+/// options.dynamodb_port = Some(8000);
+/// options.data_dir = Some("local-aws-data".into());
+/// let aws = LocalAws::start_with_options(options).await?;
+/// # let _ = aws; Ok(()) }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LocalAwsOptions {
+    /// Which emulators to run.
+    pub backend: Backend,
+    /// Loopback port for Kinesis. Default: a free port. Embedded backend only.
+    pub kinesis_port: Option<u16>,
+    /// Loopback port for DynamoDB. Default: a free port. Embedded backend only.
+    pub dynamodb_port: Option<u16>,
+    /// Keep the emulators' data in this directory (created if missing) so it
+    /// survives a restart: ferrokinesis writes a write-ahead log and
+    /// snapshots under `kinesis/`, dynoxide a SQLite file
+    /// `dynamodb.sqlite3`. Default: in memory. Embedded backend only.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl LocalAwsOptions {
+    /// `backend` on free ports, in memory.
+    pub fn new(backend: Backend) -> LocalAwsOptions {
+        LocalAwsOptions {
+            backend,
+            kinesis_port: None,
+            dynamodb_port: None,
+            data_dir: None,
+        }
+    }
+}
+
 /// The running emulators; dropping them stops them.
 enum Servers {
     Embedded {
@@ -145,11 +186,25 @@ impl LocalAws {
     ///
     /// Cancel safety: dropping the future stops whatever had been started.
     pub async fn start_with(backend: Backend) -> Result<LocalAws> {
+        LocalAws::start_with_options(LocalAwsOptions::new(backend)).await
+    }
+
+    /// Starts the emulators as `options` say and returns once both answer
+    /// requests. Fixed ports and a data directory need the embedded backend.
+    ///
+    /// Cancel safety: dropping the future stops whatever had been started.
+    pub async fn start_with_options(options: LocalAwsOptions) -> Result<LocalAws> {
+        let backend = options.backend;
         let started = Instant::now();
         let (servers, kinesis, dynamodb) = match backend {
             Backend::Embedded => {
-                let (kinesis, dynamodb) =
-                    tokio::try_join!(embedded::start_kinesis(), embedded::start_dynamodb())?;
+                let (kinesis, dynamodb) = tokio::try_join!(
+                    embedded::start_kinesis_with(options.kinesis_port, options.data_dir.as_deref()),
+                    embedded::start_dynamodb_with(
+                        options.dynamodb_port,
+                        options.data_dir.as_deref()
+                    )
+                )?;
                 let (k, d) = (kinesis.1, dynamodb.1);
                 let servers = Servers::Embedded {
                     _kinesis: kinesis.0,
@@ -158,6 +213,18 @@ impl LocalAws {
                 (servers, k, d)
             }
             Backend::Npm => {
+                if options.kinesis_port.is_some()
+                    || options.dynamodb_port.is_some()
+                    || options.data_dir.is_some()
+                {
+                    return Err(Error::io(
+                        "starting the npm emulators",
+                        std::io::Error::new(
+                            std::io::ErrorKind::Unsupported,
+                            "fixed ports and a data directory need the embedded backend",
+                        ),
+                    ));
+                }
                 let testenv = npm::Testenv::locate()?;
                 let (kinesis, dynamodb) =
                     tokio::try_join!(testenv.start_kinesis(), testenv.start_dynamodb())?;

@@ -1,0 +1,468 @@
+//! The operator commands end to end, driving the built `kfleet` binary:
+//! `local` in the background, then `stream`, `put`, `tail`, `leases` and
+//! `status` against it, and one-line errors for bad input.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long one command may run before the test kills it.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(120);
+
+/// `kfleet local` running as a child process; killed on drop.
+struct Local {
+    child: Child,
+    kinesis: String,
+    dynamodb: String,
+    config: PathBuf,
+}
+
+impl Local {
+    fn start() -> Local {
+        let (kinesis_port, dynamodb_port) = (free_port(), free_port());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kfleet"))
+            .args(["local", "--kinesis-port", &kinesis_port.to_string()])
+            .args(["--dynamodb-port", &dynamodb_port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kfleet local");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut local = Local {
+            child,
+            kinesis: String::new(),
+            dynamodb: String::new(),
+            config: empty_file("local-config"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = Vec::new();
+        while local.kinesis.is_empty() || local.dynamodb.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => {
+                    let mut stderr = String::new();
+                    if let Some(mut e) = local.child.stderr.take() {
+                        let _ = local.child.kill();
+                        let _ = e.read_to_string(&mut stderr);
+                    }
+                    panic!("kfleet local printed no endpoints; stdout: {seen:?}; stderr: {stderr}");
+                }
+            };
+            if let Some(url) = line.strip_prefix("export AWS_ENDPOINT_URL_KINESIS=") {
+                local.kinesis = url.to_owned();
+            }
+            if let Some(url) = line.strip_prefix("export AWS_ENDPOINT_URL_DYNAMODB=") {
+                local.dynamodb = url.to_owned();
+            }
+            seen.push(line);
+        }
+        assert_eq!(local.kinesis, format!("http://127.0.0.1:{kinesis_port}"));
+        assert_eq!(local.dynamodb, format!("http://127.0.0.1:{dynamodb_port}"));
+        local
+    }
+
+    /// `kfleet ARGS` against the emulators, through the standard endpoint
+    /// variables and without any credentials or profile.
+    fn kfleet(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kfleet"));
+        cmd.args(args);
+        without_aws_environment(&mut cmd, &self.config);
+        cmd.env("AWS_ENDPOINT_URL_KINESIS", &self.kinesis)
+            .env("AWS_ENDPOINT_URL_DYNAMODB", &self.dynamodb);
+        run(cmd, stdin)
+    }
+
+    /// Like [`Local::kfleet`], asserting success; returns stdout.
+    fn ok(&self, args: &[&str], stdin: Option<&[u8]>) -> String {
+        let out = self.kfleet(args, stdin);
+        assert!(
+            out.status.success(),
+            "kfleet {args:?} failed ({:?}); stderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("UTF-8 stdout")
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn empty_file(name: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "kfleet-test-{}-{name}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::write(&path, "").expect("write an empty file");
+    path
+}
+
+/// Removes every AWS setting the machine may have, so tests see only what
+/// they set.
+fn without_aws_environment(cmd: &mut Command, empty_config: &PathBuf) {
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_KINESIS",
+        "AWS_ENDPOINT_URL_DYNAMODB",
+        "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("AWS_CONFIG_FILE", empty_config)
+        .env("AWS_SHARED_CREDENTIALS_FILE", empty_config)
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+}
+
+/// Runs `cmd` with `stdin`, killing it after [`COMMAND_DEADLINE`].
+fn run(mut cmd: Command, stdin: Option<&[u8]>) -> Output {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn kfleet");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("piped stdin");
+        let input = input.to_vec();
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+        });
+    }
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for kfleet") {
+            break status;
+        }
+        if started.elapsed() > COMMAND_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = err_reader.join().unwrap_or_default();
+            panic!(
+                "kfleet {:?} still running after {COMMAND_DEADLINE:?}; stderr: {}",
+                cmd.get_args().collect::<Vec<_>>(),
+                String::from_utf8_lossy(&stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    }
+}
+
+/// A failure with exactly one line on stderr that names the problem.
+fn assert_one_line_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected a failure; stderr: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr, got: {stderr}");
+    assert!(lines[0].starts_with("kfleet: "), "{stderr}");
+    assert!(
+        lines[0].contains(needle),
+        "expected {needle:?} in: {stderr}"
+    );
+}
+
+/// Input lines `{"key":"k<i mod 37>","n":<i>}`.
+fn input_lines(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!(r#"{{"key":"k{}","n":{i}}}"#, i % 37))
+        .collect()
+}
+
+/// Checks that `stdout` (tail's JSON lines) holds exactly `input`, each
+/// key's records in input order.
+fn assert_tail_output(stdout: &str, input: &[String]) {
+    let mut seen = Vec::new();
+    let mut last_n: HashMap<String, u64> = HashMap::new();
+    for line in stdout.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        for field in ["shard", "sequence", "partition_key", "data"] {
+            assert!(v[field].is_string(), "{field} missing in {line}");
+        }
+        assert!(v["subsequence"].is_u64(), "{line}");
+        let data = v["data"].as_str().unwrap_or_default().to_owned();
+        let record: serde_json::Value = serde_json::from_str(&data).expect("JSON data");
+        let key = record["key"].as_str().unwrap_or_default().to_owned();
+        assert_eq!(v["partition_key"], record["key"], "{line}");
+        let n = record["n"].as_u64().expect("n");
+        if let Some(prev) = last_n.insert(key.clone(), n) {
+            assert!(prev < n, "key {key}: {n} after {prev}");
+        }
+        seen.push(data);
+    }
+    assert_eq!(seen.len(), input.len(), "records printed");
+    let seen: HashSet<&String> = seen.iter().collect();
+    let expected: HashSet<&String> = input.iter().collect();
+    assert_eq!(seen, expected);
+}
+
+#[test]
+fn operate_a_stream_and_a_fleet_end_to_end() {
+    let local = Local::start();
+    let stream = "kfleet-e2e";
+    let out = local.ok(&["stream", "create", stream, "--shards", "4"], None);
+    assert!(out.contains("ACTIVE"), "{out}");
+    let names = local.ok(&["stream", "list"], None);
+    assert!(names.lines().any(|l| l == stream), "{names}");
+    let described = local.ok(&["stream", "describe", stream], None);
+    assert_eq!(described.matches(" open ").count(), 4, "{described}");
+
+    let input = input_lines(1000);
+    let stdin = input.join("\n") + "\n";
+    let out = local.ok(
+        &[
+            "put",
+            "--stream",
+            stream,
+            "--aggregate",
+            "--key-field",
+            "key",
+        ],
+        Some(stdin.as_bytes()),
+    );
+    assert!(out.starts_with("put: records=1000 "), "{out}");
+
+    let kinesis_flag = format!("--kinesis-endpoint-url={}", local.kinesis);
+    let out = local.ok(
+        &[
+            "tail",
+            "--stream",
+            stream,
+            "--from",
+            "trim-horizon",
+            "--max-records",
+            "1000",
+            "--format",
+            "json",
+            &kinesis_flag,
+        ],
+        None,
+    );
+    assert_tail_output(&out, &input);
+
+    let application = "kfleet-e2e-app";
+    let out = local.ok(
+        &[
+            "tail",
+            "--stream",
+            stream,
+            "--from",
+            "trim-horizon",
+            "--application",
+            application,
+            "--max-records",
+            "1000",
+        ],
+        None,
+    );
+    assert_tail_output(&out, &input);
+
+    let leases: serde_json::Value =
+        serde_json::from_str(&local.ok(&["leases", "--application", application, "--json"], None))
+            .expect("leases JSON");
+    let leases = leases.as_array().expect("an array");
+    assert_eq!(leases.len(), 4, "{leases:?}");
+    for lease in leases {
+        assert!(
+            lease["lease_key"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("shardId-")),
+            "{lease}"
+        );
+        // Everything was printed, so every shard has a real checkpoint.
+        assert!(
+            lease["checkpoint"]
+                .as_str()
+                .is_some_and(|c| c.bytes().all(|b| b.is_ascii_digit())),
+            "{lease}"
+        );
+    }
+    let table = local.ok(
+        &["leases", "--application", application, "--stream", stream],
+        None,
+    );
+    assert!(table.starts_with("LEASE KEY"), "{table}");
+    assert_eq!(table.lines().count(), 5, "{table}");
+
+    let status = local.ok(&["status", "--application", application], None);
+    assert!(
+        status.contains(&format!("application  {application}")),
+        "{status}"
+    );
+    assert!(status.contains("leases       4 total"), "{status}");
+    let status: serde_json::Value =
+        serde_json::from_str(&local.ok(&["status", "--application", application, "--json"], None))
+            .expect("status JSON");
+    assert_eq!(status["leases"]["total"], 4, "{status}");
+    assert_eq!(status["lease_table"], application, "{status}");
+
+    // Resharding keeps every record readable, parents before children.
+    local.ok(&["stream", "split", stream, "0"], None);
+    local.ok(&["stream", "merge", stream, "2", "3"], None);
+    let out = local.ok(
+        &[
+            "tail",
+            "--stream",
+            stream,
+            "--from",
+            "trim-horizon",
+            "--max-records",
+            "1000",
+        ],
+        None,
+    );
+    assert_tail_output(&out, &input);
+    let out = local.ok(&["stream", "delete", stream, "--yes"], None);
+    assert!(out.contains("deleted"), "{out}");
+}
+
+#[test]
+fn bad_input_against_the_emulators_is_a_one_line_error() {
+    let local = Local::start();
+    let out = local.kfleet(
+        &["tail", "--stream", "no-such-stream", "--max-records", "1"],
+        None,
+    );
+    assert_one_line_error(&out, "does not exist");
+    let out = local.kfleet(&["put", "--stream", "no-such-stream"], Some(b"x\n"));
+    assert_one_line_error(&out, "does not exist");
+    let out = local.kfleet(&["stream", "describe", "no-such-stream"], None);
+    assert_one_line_error(&out, "does not exist");
+
+    let stream = "kfleet-bad-input";
+    local.ok(&["stream", "create", stream, "--shards", "2"], None);
+    let big = vec![b'x'; 1024 * 1024 + 1];
+    let out = local.kfleet(&["put", "--stream", stream], Some(&big));
+    assert_one_line_error(&out, "at most 1048576");
+    let out = local.kfleet(&["stream", "split", stream, "shardId-000000000042"], None);
+    assert_one_line_error(&out, "no shard shardId-000000000042");
+    let out = local.kfleet(&["stream", "merge", stream, "0", "7"], None);
+    assert_one_line_error(&out, "no shard shardId-000000000007");
+    let out = local.kfleet(&["leases", "--application", "no-such-app"], None);
+    assert_one_line_error(&out, "lease table");
+    // Nothing was written by the failed put.
+    let out = local.ok(
+        &[
+            "tail",
+            "--stream",
+            stream,
+            "--from",
+            "trim-horizon",
+            "--idle-timeout",
+            "2s",
+        ],
+        None,
+    );
+    assert_eq!(out, "");
+}
+
+#[test]
+fn malformed_timestamp_is_a_one_line_error() {
+    let config = empty_file("timestamp-config");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kfleet"));
+    cmd.args([
+        "tail",
+        "--stream",
+        "s",
+        "--from",
+        "at-timestamp",
+        "--timestamp",
+        "2024-13-45T99:00",
+    ]);
+    without_aws_environment(&mut cmd, &config);
+    assert_one_line_error(&run(cmd, None), "is not a time");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kfleet"));
+    cmd.args(["tail", "--stream", "s", "--from", "at-timestamp"]);
+    without_aws_environment(&mut cmd, &config);
+    assert_one_line_error(&run(cmd, None), "needs --timestamp");
+}
+
+#[test]
+fn missing_credentials_for_aws_fail_fast_without_network() {
+    let config = empty_file("no-credentials");
+    for args in [
+        &["stream", "list"][..],
+        &["tail", "--stream", "orders"][..],
+        &["status", "--application", "orders-etl"][..],
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kfleet"));
+        cmd.args(args)
+            .args(["--endpoint-url", "https://kinesis.us-east-1.amazonaws.com"]);
+        without_aws_environment(&mut cmd, &config);
+        let started = Instant::now();
+        let out = run(cmd, None);
+        assert_one_line_error(&out, "no AWS credentials");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+    // No region either, and no endpoint to guess it from.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kfleet"));
+    cmd.args(["stream", "list"]);
+    without_aws_environment(&mut cmd, &config);
+    assert_one_line_error(&run(cmd, None), "no AWS region");
+}
