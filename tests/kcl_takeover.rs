@@ -1,0 +1,142 @@
+//! A lease table written by a Java KCL application whose workers are gone:
+//! kinesis-fleet takes the leases over after failover and every shard resumes
+//! right after its KCL checkpoint.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_kinesis::types::ShardIteratorType;
+use common::*;
+use kinesis_fleet::prelude::*;
+use kinesis_fleet_leases::{DynamoLeaseStore, LeaseStore};
+use tokio::time::Instant;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_of_a_departed_kcl_fleet_resume_after_their_checkpoints() {
+    let (aws, stream) = local_stream(4).await;
+    let app = aws.unique_name("kcl-app");
+    produce(&aws, &stream, 40, 0..5, |_| false).await;
+
+    // What Kinesis holds, per shard, in order.
+    let kinesis = aws.kinesis_client();
+    let shards = kinesis_fleet_retrieval::list_shards(&kinesis, &stream)
+        .await
+        .unwrap();
+    let mut records: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for shard in &shards {
+        let iterator = kinesis
+            .get_shard_iterator()
+            .stream_name(&stream)
+            .shard_id(&shard.shard_id)
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator
+            .unwrap();
+        let out = kinesis
+            .get_records()
+            .shard_iterator(iterator)
+            .send()
+            .await
+            .unwrap();
+        records.insert(
+            shard.shard_id.clone(),
+            out.records()
+                .iter()
+                .map(|r| {
+                    (
+                        r.sequence_number().to_owned(),
+                        String::from_utf8_lossy(r.data().as_ref()).into_owned(),
+                    )
+                })
+                .collect(),
+        );
+    }
+
+    // The table as KCL 2.x leaves it: its schema, a dead owner, checkpoints
+    // a third of the way into each shard (no entityType: KCL < 3.5 writes none).
+    let store = DynamoLeaseStore::new(aws.dynamodb_client(), &app);
+    store.ensure_table().await.unwrap();
+    let dynamodb = aws.dynamodb_client();
+    let mut resume_after = BTreeMap::new();
+    for (shard, recs) in &records {
+        assert!(recs.len() >= 10, "{shard} has {} records", recs.len());
+        let (checkpoint, _) = &recs[recs.len() / 3];
+        let s = |v: &str| AttributeValue::S(v.to_owned());
+        let n = |v: u64| AttributeValue::N(v.to_string());
+        dynamodb
+            .put_item()
+            .table_name(&app)
+            .item("leaseKey", s(shard))
+            .item("leaseOwner", s("kcl-worker-ip-10-0-0-7"))
+            .item("leaseCounter", n(4711))
+            .item("checkpoint", s(checkpoint))
+            .item("checkpointSubSequenceNumber", n(0))
+            .item("ownerSwitchesSinceCheckpoint", n(0))
+            .send()
+            .await
+            .unwrap();
+        resume_after.insert(shard.clone(), recs[recs.len() / 3 + 1].1.clone());
+    }
+
+    let journal = Journal::default();
+    let j = journal.clone();
+    let failover = Duration::from_secs(3);
+    let worker = build(
+        worker_builder(&stream, &app)
+            .failover_time(failover)
+            .processor_factory(move |_: &ShardId| Recorder {
+                worker: 1,
+                journal: j.clone(),
+                mode: CheckpointMode::EveryBatch,
+            }),
+        &aws,
+    );
+    let started = Instant::now();
+    let (handle, join) = spawn_worker(worker);
+    let expected: usize = records.values().map(|r| r.len() - r.len() / 3 - 1).sum();
+    wait_until(
+        "the records after the KCL checkpoints",
+        Duration::from_secs(30),
+        || journal.len() >= expected,
+        || journal.len().to_string(),
+    )
+    .await;
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop(handle, join).await;
+
+    assert!(
+        took >= failover,
+        "a live-looking KCL lease must not be taken before failover ({took:?})"
+    );
+    for (shard, first) in &resume_after {
+        let delivered: Vec<String> = journal
+            .deliveries()
+            .into_iter()
+            .filter(|d| &d.shard == shard)
+            .map(|d| String::from_utf8_lossy(&d.data).into_owned())
+            .collect();
+        assert_eq!(
+            delivered.first(),
+            Some(first),
+            "{shard} resumes right after its checkpoint"
+        );
+        let tail: Vec<String> = records[shard][records[shard].len() / 3 + 1..]
+            .iter()
+            .map(|(_, d)| d.clone())
+            .collect();
+        assert_eq!(
+            delivered, tail,
+            "{shard}: exactly the records after the checkpoint, in order"
+        );
+    }
+    eprintln!(
+        "took over {} KCL leases and delivered {expected} records in {took:?} (failover {failover:?})",
+        records.len()
+    );
+}
