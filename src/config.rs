@@ -171,6 +171,7 @@ impl WorkerConfig {
         }
         let checked = match &self.retrieval {
             Retrieval::Polling(polling) => polling.validate(),
+            Retrieval::FanOut(fan_out) => fan_out.validate(),
         };
         match checked {
             Err(kinesis_fleet_retrieval::Error::InvalidConfig { field, message }) => {

@@ -57,7 +57,7 @@ pub use config::{InitialPosition, ProcessorErrorPolicy, WorkerConfig};
 pub use error::{Error, Result};
 pub use kinesis_fleet_kpl as kpl;
 pub use kinesis_fleet_leases::{ExtendedSequenceNumber, SequenceNumber};
-pub use kinesis_fleet_retrieval::{PollingConfig, Record};
+pub use kinesis_fleet_retrieval::{FanOutConfig, FanOutStats, PollingConfig, Record};
 pub use processor::{BoxError, Initialize, RecordBatch, RecordProcessor, ShardId};
 pub use reader::Retrieval;
 pub use stats::{Counter, ShardProgress, StatsSnapshot, WorkerStats};

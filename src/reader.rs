@@ -1,8 +1,13 @@
 //! Which shard reader a worker uses: the one place that knows the retrieval modes.
 
-use kinesis_fleet_retrieval::{PollingConfig, PollingReader, ShardReader, StartingPosition};
+use std::sync::OnceLock;
 
-use crate::error::Result;
+use kinesis_fleet_retrieval::{
+    FanOutConfig, FanOutReader, PollingConfig, PollingReader, ShardReader, StartingPosition,
+    StreamConsumer, register_stream_consumer, wait_for_stream_consumer,
+};
+
+use crate::error::{Error, Result};
 
 /// How records are fetched from Kinesis.
 #[derive(Clone, Debug, PartialEq)]
@@ -10,6 +15,11 @@ use crate::error::Result;
 pub enum Retrieval {
     /// GetRecords polling with bounded prefetch (shared 2 MB/s per shard).
     Polling(PollingConfig),
+    /// Enhanced fan-out: SubscribeToShard as a registered stream consumer
+    /// (a dedicated 2 MB/s per shard and ~70 ms propagation). The worker
+    /// describes or registers the consumer when it starts and never
+    /// deregisters it (see `kinesis_fleet_retrieval::deregister_stream_consumer`).
+    FanOut(FanOutConfig),
 }
 
 impl Default for Retrieval {
@@ -23,6 +33,10 @@ pub(crate) struct ReaderFactory {
     kinesis: aws_sdk_kinesis::Client,
     stream_name: String,
     retrieval: Retrieval,
+    /// Consumer name used when [`FanOutConfig::consumer_name`] is unset.
+    default_consumer_name: Option<String>,
+    /// The fan-out consumer, once [`ReaderFactory::prepare`] has run.
+    consumer: OnceLock<StreamConsumer>,
 }
 
 impl ReaderFactory {
@@ -35,13 +49,55 @@ impl ReaderFactory {
             kinesis,
             stream_name,
             retrieval,
+            default_consumer_name: None,
+            consumer: OnceLock::new(),
         }
     }
 
-    /// One-time set-up before the first reader opens.
+    /// The fan-out consumer name to use when the config names none: the
+    /// worker's application name.
+    pub(crate) fn with_default_consumer_name(mut self, name: impl Into<String>) -> Self {
+        self.default_consumer_name = Some(name.into());
+        self
+    }
+
+    /// One-time set-up before the first reader opens: for fan-out, describe
+    /// or register the stream consumer and wait until it is ACTIVE.
+    ///
+    /// Cancel-safe: a consumer registered by a dropped call is reused by the next.
     pub(crate) async fn prepare(&self) -> Result<()> {
         match &self.retrieval {
             Retrieval::Polling(_) => Ok(()),
+            Retrieval::FanOut(config) => {
+                if self.consumer.get().is_some() {
+                    return Ok(());
+                }
+                let consumer = match (&config.consumer_arn, &config.consumer_name) {
+                    (Some(arn), _) => {
+                        wait_for_stream_consumer(&self.kinesis, arn, config.registration_timeout)
+                            .await?
+                    }
+                    (None, name) => {
+                        let Some(name) = name.as_ref().or(self.default_consumer_name.as_ref())
+                        else {
+                            return Err(Error::invalid(
+                                "consumer_name",
+                                "fan-out needs a consumer name or ARN",
+                            ));
+                        };
+                        register_stream_consumer(
+                            &self.kinesis,
+                            &self.stream_name,
+                            name,
+                            config.registration_timeout,
+                        )
+                        .await?
+                    }
+                };
+                tracing::info!(consumer = %consumer.consumer_arn, "enhanced fan-out consumer ready");
+                let _ = self.consumer.set(consumer);
+                Ok(())
+            }
         }
     }
 
@@ -62,6 +118,20 @@ impl ReaderFactory {
                 hash_key_range,
                 config.clone(),
             )?)),
+            Retrieval::FanOut(config) => {
+                let consumer = self.consumer.get().ok_or_else(|| {
+                    Error::invalid("retrieval", "fan-out readers open only after prepare()")
+                })?;
+                Ok(Box::new(FanOutReader::spawn(
+                    self.kinesis.clone(),
+                    self.stream_name.clone(),
+                    consumer.consumer_arn.clone(),
+                    shard_id,
+                    start,
+                    hash_key_range,
+                    config.clone(),
+                )?))
+            }
         }
     }
 }

@@ -162,8 +162,10 @@ impl WorkerBuilder {
 
     /// Records per GetRecords call, 1 to 10 000 (default 10 000); selects polling.
     pub fn max_records(mut self, n: i32) -> Self {
-        let Retrieval::Polling(polling) = &mut self.config.retrieval;
-        polling.max_records = n;
+        match &mut self.config.retrieval {
+            Retrieval::Polling(polling) => polling.max_records = n,
+            other => *other = Retrieval::Polling(PollingConfig::default().max_records(n)),
+        }
         self
     }
 
@@ -251,7 +253,8 @@ impl WorkerBuilder {
                     kinesis.clone(),
                     self.config.stream_name.clone(),
                     self.config.retrieval.clone(),
-                ),
+                )
+                .with_default_consumer_name(&self.config.application_name),
                 config: Arc::new(self.config),
                 store: Arc::new(store),
                 worker_id,

@@ -38,7 +38,7 @@ const CREDENTIALS_DEADLINE: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct AwsArgs {
     /// Endpoint for Kinesis and DynamoDB, e.g. `http://127.0.0.1:4567`
-    /// (overrides AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_<SERVICE>).
+    /// (overrides AWS_ENDPOINT_URL and the per-service AWS_ENDPOINT_URL_KINESIS / AWS_ENDPOINT_URL_DYNAMODB).
     #[arg(long, global = true, value_name = "URL", help_heading = "AWS")]
     endpoint_url: Option<String>,
     /// Kinesis endpoint (overrides --endpoint-url and AWS_ENDPOINT_URL_KINESIS).

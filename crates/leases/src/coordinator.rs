@@ -447,23 +447,14 @@ impl Coordinator {
         }
         let workers: Vec<&str> = live.iter().map(String::as_str).collect();
         for m in plan_assignment(&candidates, &workers, self.config.max_leases_per_worker) {
-            let (key, written) = match &m {
-                Move::Assign { lease_key, to } => (
-                    lease_key,
-                    self.leases.take_lease(by_key[lease_key.as_str()], to).await,
-                ),
-                Move::HandOff { lease_key, to, .. } => (
-                    lease_key,
-                    self.leases
-                        .initiate_handoff(by_key[lease_key.as_str()], to)
-                        .await,
-                ),
+            let key = match &m {
+                Move::Assign { lease_key, .. } | Move::HandOff { lease_key, .. } => lease_key,
             };
-            match written {
-                Ok(_) if matches!(m, Move::Assign { .. }) => report.assigned += 1,
-                Ok(_) => report.handoffs += 1,
+            match self.write_move(&m, by_key[key.as_str()]).await {
+                Ok(()) if matches!(m, Move::Assign { .. }) => report.assigned += 1,
+                Ok(()) => report.handoffs += 1,
                 Err(e) => {
-                    // A checkpoint or another writer moved the lease: next round.
+                    // Another writer really moved the lease: next round.
                     tracing::debug!(lease = %key, error = %e, "assignment write lost a race");
                     report.conflicts += 1;
                 }
@@ -475,6 +466,37 @@ impl Coordinator {
             tracing::info!(?report, "assignment round");
         }
         Some(report)
+    }
+
+    /// Writes one move. Owners checkpoint all the time and every checkpoint
+    /// bumps the counter, so a lost race is retried at once on a fresh read
+    /// as long as only the counter moved (same owners), instead of waiting
+    /// for the next round.
+    async fn write_move(&self, m: &Move, scanned: &Lease) -> Result<()> {
+        let mut lease = scanned.clone();
+        for _ in 0..3 {
+            let written = match m {
+                Move::Assign { to, .. } => self.leases.take_lease(&lease, to).await,
+                Move::HandOff { to, .. } => self.leases.initiate_handoff(&lease, to).await,
+            };
+            match written {
+                Err(Error::LeaseLost { .. }) => {
+                    match self.leases.get_lease(&lease.lease_key).await? {
+                        Some(fresh)
+                            if fresh.lease_owner == lease.lease_owner
+                                && fresh.checkpoint_owner == lease.checkpoint_owner =>
+                        {
+                            lease = fresh;
+                        }
+                        _ => break,
+                    }
+                }
+                other => return other.map(|_| ()),
+            }
+        }
+        Err(Error::LeaseLost {
+            lease_key: lease.lease_key,
+        })
     }
 
     /// Who holds `lease`, for the assignment round.

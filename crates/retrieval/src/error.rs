@@ -1,6 +1,7 @@
 //! The crate's error type and the mapping from SDK errors to it.
 
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError;
 
 /// A boxed error source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -79,6 +80,23 @@ pub enum Error {
         /// What was wrong.
         message: String,
     },
+    /// The enhanced fan-out consumer does not exist (a configured ARN that
+    /// was deregistered, or one deleted while readers were subscribed).
+    #[error("stream consumer {consumer:?} not found")]
+    ConsumerNotFound {
+        /// The consumer ARN or name.
+        consumer: String,
+    },
+    /// The enhanced fan-out consumer did not become ACTIVE in time.
+    #[error("stream consumer {consumer:?} is still {status} after {waited:?}")]
+    ConsumerNotActive {
+        /// The consumer ARN or name.
+        consumer: String,
+        /// The last status seen (`CREATING`, `DELETING`, ...).
+        status: String,
+        /// How long registration waited.
+        waited: std::time::Duration,
+    },
     /// The reader already returned a fatal error, or its task stopped unexpectedly.
     #[error("the reader of shard {shard_id:?} has stopped")]
     ReaderStopped {
@@ -101,6 +119,8 @@ impl Error {
             | Error::InvalidConfig { .. }
             | Error::Service { .. }
             | Error::MalformedResponse { .. }
+            | Error::ConsumerNotFound { .. }
+            | Error::ConsumerNotActive { .. }
             | Error::ReaderStopped { .. } => false,
         }
     }
@@ -122,6 +142,9 @@ pub(crate) enum Failure {
     ExpiredIterator,
     /// `ExpiredNextTokenException`: restart the listing.
     ExpiredNextToken,
+    /// `ResourceInUseException`: a consumer registered concurrently, not yet
+    /// ACTIVE, or a previous subscription to the shard still open.
+    ResourceInUse,
     /// Anything else; retried when [`Error::is_retryable`].
     Error(Error),
 }
@@ -185,6 +208,56 @@ where
     }
 }
 
+/// Maps an error read from a SubscribeToShard event stream (after the
+/// subscription was established) to a [`Failure`]: modeled exceptions by
+/// their variant (some services put the code only in the event's
+/// `:exception-type` header, so `code()` can be empty), transport and
+/// framing failures as retryable.
+pub(crate) fn classify_event_stream<R>(
+    err: SdkError<SubscribeToShardEventStreamError, R>,
+    endpoint: impl FnOnce() -> String,
+) -> Failure
+where
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    const OPERATION: &str = "SubscribeToShard";
+    match err {
+        SdkError::ServiceError(ctx) => {
+            let e = ctx.err();
+            let code = match e {
+                SubscribeToShardEventStreamError::ResourceNotFoundException(_) => {
+                    Some("ResourceNotFoundException")
+                }
+                SubscribeToShardEventStreamError::ResourceInUseException(_) => {
+                    Some("ResourceInUseException")
+                }
+                SubscribeToShardEventStreamError::InternalFailureException(_) => {
+                    Some("InternalFailureException")
+                }
+                SubscribeToShardEventStreamError::KmsThrottlingException(_) => {
+                    Some("KMSThrottlingException")
+                }
+                other => other.code(),
+            }
+            .map(str::to_owned);
+            // Event stream exceptions carry no HTTP status; decide by code.
+            classify_service(code.as_deref(), 400, OPERATION, || Box::new(ctx.into_err()))
+        }
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => {
+            Failure::Error(Error::Unreachable {
+                endpoint: endpoint(),
+                operation: OPERATION,
+                source: Box::new(err),
+            })
+        }
+        // ResponseError: a frame we could not read or unmarshal.
+        _ => Failure::Error(Error::ServiceUnavailable {
+            operation: OPERATION,
+            source: Box::new(err),
+        }),
+    }
+}
+
 /// The service-error half of [`classify`], pure so it can be unit-tested.
 pub(crate) fn classify_service(
     code: Option<&str>,
@@ -196,6 +269,7 @@ pub(crate) fn classify_service(
         Some("ResourceNotFoundException") => Failure::NotFound,
         Some("ExpiredIteratorException") => Failure::ExpiredIterator,
         Some("ExpiredNextTokenException") => Failure::ExpiredNextToken,
+        Some("ResourceInUseException") => Failure::ResourceInUse,
         Some(c) if THROTTLING_CODES.contains(&c) => Failure::Error(Error::Throttled { operation }),
         Some(c) if TRANSIENT_CODES.contains(&c) => Failure::Error(Error::ServiceUnavailable {
             operation,
@@ -270,6 +344,10 @@ mod tests {
         assert!(matches!(
             classify_service(Some("ExpiredNextTokenException"), 400, "ListShards", src),
             Failure::ExpiredNextToken
+        ));
+        assert!(matches!(
+            classify_service(Some("ResourceInUseException"), 400, "SubscribeToShard", src),
+            Failure::ResourceInUse
         ));
     }
 

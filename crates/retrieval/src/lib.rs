@@ -4,21 +4,30 @@
 //!   [`ShardInfo`].
 //! - [`PollingReader`] reads one shard with GetRecords through a bounded
 //!   prefetch queue and yields deaggregated [`Record`]s as [`ReadEvent`]s.
-//!   Enhanced fan-out will be a second [`ShardReader`].
+//! - [`FanOutReader`] reads one shard with enhanced fan-out
+//!   (SubscribeToShard), re-subscribing by itself when a subscription ends,
+//!   fails or goes silent; [`register_stream_consumer`] describes or
+//!   registers the stream consumer it subscribes as.
 //!
 //! Every reader runs the same post-fetch pipeline: KPL deaggregation
 //! (corrupt aggregates pass through raw, counted), skipping records at or
 //! before a checkpoint ([`StartingPosition::AfterCheckpoint`]), and dropping
 //! KPL sub-records outside the shard's hash key range after a reshard.
 
+mod consumer_registration;
 mod error;
+mod fanout;
 mod polling;
 mod reader;
 mod record;
 mod retry;
 mod shard;
 
+pub use consumer_registration::{
+    StreamConsumer, deregister_stream_consumer, register_stream_consumer, wait_for_stream_consumer,
+};
 pub use error::{BoxError, Error, Result};
+pub use fanout::{FanOutConfig, FanOutReader, FanOutStats, FanOutStatsSnapshot, ResubscribeCause};
 pub use polling::{MIN_TIME_BETWEEN_GET_RECORDS, PollingConfig, PollingReader, PrefetchUsage};
 pub use reader::{ChildShard, FetchedBatch, ReadEvent, ShardReader, StartingPosition};
 pub use record::{BatchStats, Record, compare_sequence_numbers};
