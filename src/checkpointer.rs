@@ -199,7 +199,7 @@ impl Checkpointer {
                 .store
                 .prepare_checkpoint(&self.lease, &self.owner, &position, state.as_deref())
                 .await;
-            if !self.counter_moved(&result).await {
+            if !self.counter_moved(&result, &position).await {
                 return self.apply(result);
             }
         }
@@ -287,7 +287,7 @@ impl Checkpointer {
                 .store
                 .update_checkpoint(&self.lease, &self.owner, &position)
                 .await;
-            if !self.counter_moved(&result).await {
+            if !self.counter_moved(&result, &position).await {
                 return self.apply(result);
             }
         }
@@ -296,16 +296,25 @@ impl Checkpointer {
 
     /// After a failed condition: true (and the fresh lease adopted) when this
     /// worker may still checkpoint — the counter moved because the leader
-    /// started a handoff, which keeps us as `checkpointOwner` until we finish.
-    async fn counter_moved(&mut self, result: &kinesis_fleet_leases::Result<Lease>) -> bool {
+    /// started a handoff, which keeps us as `checkpointOwner` until we finish —
+    /// and nobody else moved the checkpoint meanwhile (else writing ours
+    /// could move it backwards).
+    async fn counter_moved(
+        &mut self,
+        result: &kinesis_fleet_leases::Result<Lease>,
+        writing: &ExtendedSequenceNumber,
+    ) -> bool {
         if !matches!(result, Err(kinesis_fleet_leases::Error::LeaseLost { .. })) {
             return false;
         }
         let me = Some(&*self.owner);
         match self.store.get_lease(&self.lease.lease_key).await {
             Ok(Some(fresh))
-                if fresh.checkpoint_owner.as_deref() == me
-                    || (fresh.lease_owner.as_deref() == me && fresh.checkpoint_owner.is_none()) =>
+                if (fresh.checkpoint_owner.as_deref() == me
+                    || (fresh.lease_owner.as_deref() == me
+                        && fresh.checkpoint_owner.is_none()))
+                    && (fresh.checkpoint == self.lease.checkpoint
+                        || fresh.checkpoint == *writing) =>
             {
                 self.lease = fresh;
                 true

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use kinesis_fleet_leases::{
-    ExtendedSequenceNumber, Lease, LeaseStore, SequenceNumber, complete_handoff,
+    ExtendedSequenceNumber, Fence, Lease, LeaseStore, SequenceNumber, complete_handoff,
 };
 use kinesis_fleet_retrieval::{ChildShard, ReadEvent, StartingPosition};
 use tokio_util::sync::CancellationToken;
@@ -45,8 +45,11 @@ pub(crate) enum ShardOutcome {
 }
 
 /// Signals a running consumer can receive.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct ConsumerSignals {
+    /// The worker's delivery deadline: past it (no recent heartbeat) the
+    /// consumer stops before the next batch, even if the coordinator's tick is stuck.
+    pub(crate) fence: Fence,
     /// Finish the in-flight batch, call `shutdown_requested`, release the lease.
     pub(crate) shutdown: CancellationToken,
     /// The lease is owned by someone else: stop at once and call `lease_lost`.
@@ -160,6 +163,9 @@ impl ShardConsumer {
                     let Some(last) = fetched.records.last() else {
                         continue;
                     };
+                    if self.signals.fence.is_fenced() {
+                        return ShardOutcome::LeaseLost;
+                    }
                     let position = match ExtendedSequenceNumber::parse(
                         &last.sequence_number,
                         last.sub_sequence_number,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use aws_types::SdkConfig;
 use kinesis_fleet_leases::{
     Coordinator, CoordinatorConfig, CoordinatorStore, DynamoCoordinatorStore, DynamoLeaseStore,
-    Lease, TickPlan,
+    Fence, Lease, TickPlan,
 };
 use kinesis_fleet_retrieval::{PollingConfig, list_shards};
 use tokio::task::{Id as TaskId, JoinSet};
@@ -292,6 +292,7 @@ struct Running {
 /// The shard consumers of one worker.
 struct Scheduler<'a> {
     worker: &'a Worker,
+    fence: Fence,
     consumers: JoinSet<ShardOutcome>,
     running: HashMap<TaskId, Running>,
 }
@@ -358,6 +359,7 @@ impl Worker {
         coordinator.start().await?;
         let mut scheduler = Scheduler {
             worker: &self,
+            fence: coordinator.fence(),
             consumers: JoinSet::new(),
             running: HashMap::new(),
         };
@@ -459,8 +461,10 @@ impl Scheduler<'_> {
         ctx.stats.add(Counter::LeasesTaken, 1);
         tracing::info!(lease = %lease.lease_key, checkpoint = %lease.checkpoint, "starting shard");
         let signals = ConsumerSignals {
+            fence: self.fence.clone(),
             shutdown: self.worker.shutdown.child_token(),
-            ..ConsumerSignals::default()
+            lease_lost: CancellationToken::new(),
+            handoff: CancellationToken::new(),
         };
         let processor = (self.worker.factory)(&ShardId::new(lease.shard_id()));
         let lease_key = lease.lease_key.clone();

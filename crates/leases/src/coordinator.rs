@@ -143,6 +143,8 @@ pub struct Coordinator {
     /// When the last successful heartbeat was sent.
     last_heartbeat: Instant,
     fenced: bool,
+    /// Set when a fence ends: leases still owned must be released, not restarted.
+    release_after_fence: bool,
     fence: Fence,
     workers_seen: ExpiryTracker,
     leader_seen: ExpiryTracker,
@@ -187,6 +189,7 @@ impl Coordinator {
             state: WorkerState::Running,
             last_heartbeat: Instant::now(),
             fenced: false,
+            release_after_fence: false,
             // Fenced until the first heartbeat.
             fence: Fence::new(Instant::now()),
             workers_seen: ExpiryTracker::default(),
@@ -285,6 +288,7 @@ impl Coordinator {
                 if self.fenced {
                     tracing::info!(worker = %self.config.worker_id, "heartbeat restored; delivering again");
                     self.fenced = false;
+                    self.release_after_fence = true;
                 }
             }
             Err(e) => {
@@ -611,6 +615,32 @@ impl Coordinator {
             }
         };
         self.finished.retain(|k| owned.contains(k));
+        if self.release_after_fence {
+            // Observers may have judged this worker expired on a view read
+            // before its heartbeat resumed, and a leader may still be writing
+            // that round: restarting a lease it owns (which writes nothing)
+            // would race such a take. A conditional release bumps the counter,
+            // so a stale take fails; the leader reassigns the lease afresh.
+            let mut done = true;
+            for key in owned.difference(&self.finished) {
+                match self.leases.get_lease(key).await {
+                    Ok(Some(lease))
+                        if lease.lease_owner.as_deref() == Some(me)
+                            && lease.checkpoint_owner.is_none()
+                            && !lease.checkpoint.is_shard_end() =>
+                    {
+                        match self.leases.release_lease(&lease).await {
+                            Ok(_) | Err(Error::LeaseLost { .. }) => {}
+                            Err(_) => done = false,
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => done = false,
+                }
+            }
+            self.release_after_fence = !done;
+            return;
+        }
         if self.state == WorkerState::Running {
             for key in owned.difference(running) {
                 if self.finished.contains(key) {

@@ -26,7 +26,7 @@ mod store;
 
 pub use assignment::{Candidate, Holder, Move, plan_assignment};
 pub use coordinator::{
-    AssignmentReport, Coordinator, CoordinatorConfig, TickPlan, complete_handoff,
+    AssignmentReport, Coordinator, CoordinatorConfig, Fence, TickPlan, complete_handoff,
 };
 pub use coordinator_store::{
     CoordinatorStore, CoordinatorView, LeaderRecord, MemoryCoordinatorStore, WorkerRecord,

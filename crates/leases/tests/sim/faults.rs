@@ -1,0 +1,463 @@
+//! Fault-injecting wrappers around the in-memory stores, one pair per
+//! worker: partitions, throttles, delays, failed and ambiguous writes, and
+//! request counters per DynamoDB operation.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kinesis_fleet_leases::{
+    CoordinatorStore, CoordinatorView, Error, ExtendedSequenceNumber, LeaderRecord, Lease,
+    LeaseStore, MemoryCoordinatorStore, MemoryLeaseStore, Result, WorkerRecord,
+};
+
+use super::rng::Rng;
+
+/// The requests the stores make, as DynamoDB would bill them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// Worker heartbeat (PutItem on the coordinator table).
+    Heartbeat,
+    /// Reading the coordinator table (one small Query/Scan).
+    CoordinatorRead,
+    /// Claiming leadership (conditional PutItem).
+    LeaderClaim,
+    /// Leader heartbeat (conditional UpdateItem).
+    LeaderRenewal,
+    /// Resigning leadership or forgetting a worker (DeleteItem).
+    CoordinatorDelete,
+    /// The leader's lease scan (paginated Scan).
+    Scan,
+    /// A worker's GSI query for its leases.
+    Query,
+    /// GetItem of one lease.
+    Get,
+    /// Conditional lease writes other than checkpoints (take, handoff, release, create).
+    ConditionalWrite,
+    /// Checkpoint writes.
+    Checkpoint,
+}
+
+impl Op {
+    pub(crate) const ALL: [Op; 10] = [
+        Op::Heartbeat,
+        Op::CoordinatorRead,
+        Op::LeaderClaim,
+        Op::LeaderRenewal,
+        Op::CoordinatorDelete,
+        Op::Scan,
+        Op::Query,
+        Op::Get,
+        Op::ConditionalWrite,
+        Op::Checkpoint,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Op::Heartbeat => "heartbeats (PutItem)",
+            Op::CoordinatorRead => "coordinator reads (Query)",
+            Op::LeaderClaim => "leader claims",
+            Op::LeaderRenewal => "leader renewals",
+            Op::CoordinatorDelete => "coordinator deletes",
+            Op::Scan => "lease scans (Scan)",
+            Op::Query => "owner queries (GSI Query)",
+            Op::Get => "lease reads (GetItem)",
+            Op::ConditionalWrite => "conditional lease writes",
+            Op::Checkpoint => "checkpoints",
+        }
+    }
+
+    fn is_write(self) -> bool {
+        matches!(
+            self,
+            Op::Heartbeat
+                | Op::LeaderClaim
+                | Op::LeaderRenewal
+                | Op::CoordinatorDelete
+                | Op::ConditionalWrite
+                | Op::Checkpoint
+        )
+    }
+
+    fn dynamo_name(self) -> &'static str {
+        match self {
+            Op::Heartbeat | Op::LeaderClaim => "PutItem",
+            Op::LeaderRenewal | Op::ConditionalWrite | Op::Checkpoint => "UpdateItem",
+            Op::CoordinatorDelete => "DeleteItem",
+            Op::CoordinatorRead | Op::Query => "Query",
+            Op::Scan => "Scan",
+            Op::Get => "GetItem",
+        }
+    }
+}
+
+/// Requests per operation, over the whole fleet.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    calls: [AtomicU64; Op::ALL.len()],
+    /// Lease items returned by scans.
+    pub(crate) scanned_items: AtomicU64,
+}
+
+impl Counters {
+    fn add(&self, op: Op) {
+        self.calls[op as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self, op: Op) -> u64 {
+        self.calls[op as usize].load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<u64> {
+        Op::ALL.iter().map(|op| self.get(*op)).collect()
+    }
+}
+
+/// The faults one worker suffers now. Probabilities are per request.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FaultSettings {
+    /// Every request fails as unreachable.
+    pub(crate) partitioned: bool,
+    pub(crate) throttle: f64,
+    /// Writes rejected without being applied.
+    pub(crate) fail_writes: f64,
+    /// Writes applied whose response is lost.
+    pub(crate) ambiguous: f64,
+    /// Chance that a request is delayed, and the longest delay (before and after applying).
+    pub(crate) delay: f64,
+    pub(crate) max_delay: Duration,
+}
+
+impl FaultSettings {
+    pub(crate) fn is_flaky(&self) -> bool {
+        self.throttle > 0.0 || self.fail_writes > 0.0 || self.ambiguous > 0.0 || self.delay > 0.0
+    }
+}
+
+/// One worker's fault switchboard, shared by its two store wrappers.
+#[derive(Debug)]
+pub(crate) struct Faults {
+    state: Mutex<(FaultSettings, Rng)>,
+}
+
+struct Decision {
+    before: Duration,
+    after: Duration,
+    fail: Option<fn(&'static str) -> Error>,
+    ambiguous: bool,
+}
+
+fn unreachable(operation: &'static str) -> Error {
+    Error::Unreachable {
+        endpoint: "sim://dynamodb".into(),
+        operation,
+        source: "injected: network partition or lost response".into(),
+    }
+}
+
+fn throttled(operation: &'static str) -> Error {
+    Error::Throttled {
+        operation,
+        source: "injected: ProvisionedThroughputExceededException".into(),
+    }
+}
+
+fn transient(operation: &'static str) -> Error {
+    Error::Transient {
+        operation,
+        message: "injected: InternalServerError".into(),
+        source: "injected".into(),
+    }
+}
+
+impl Faults {
+    pub(crate) fn new(seed: u64) -> Self {
+        Faults {
+            state: Mutex::new((FaultSettings::default(), Rng::new(seed))),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (FaultSettings, Rng)> {
+        self.state.lock().unwrap()
+    }
+
+    pub(crate) fn set(&self, settings: FaultSettings) {
+        self.lock().0 = settings;
+    }
+
+    pub(crate) fn settings(&self) -> FaultSettings {
+        self.lock().0.clone()
+    }
+
+    pub(crate) fn is_partitioned(&self) -> bool {
+        self.lock().0.partitioned
+    }
+
+    fn decide(&self, op: Op) -> Decision {
+        let mut guard = self.lock();
+        let (s, rng) = &mut *guard;
+        let mut d = Decision {
+            before: Duration::ZERO,
+            after: Duration::ZERO,
+            fail: None,
+            ambiguous: false,
+        };
+        if s.partitioned {
+            d.fail = Some(unreachable);
+            return d;
+        }
+        if s.delay > 0.0 && rng.chance(s.delay) {
+            d.before = rng.duration(s.max_delay);
+            d.after = rng.duration(s.max_delay);
+        }
+        if s.throttle > 0.0 && rng.chance(s.throttle) {
+            d.fail = Some(throttled);
+        } else if op.is_write() && s.fail_writes > 0.0 && rng.chance(s.fail_writes) {
+            d.fail = Some(transient);
+        } else if op.is_write() && s.ambiguous > 0.0 && rng.chance(s.ambiguous) {
+            d.ambiguous = true;
+        }
+        d
+    }
+
+    /// Runs one request through the faults.
+    async fn run<T, F>(&self, counters: &Counters, op: Op, request: F) -> Result<T>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        counters.add(op);
+        let d = self.decide(op);
+        if !d.before.is_zero() {
+            tokio::time::sleep(d.before).await;
+        }
+        if let Some(fail) = d.fail {
+            return Err(fail(op.dynamo_name()));
+        }
+        // A partition that started while the request was on its way.
+        if self.is_partitioned() {
+            return Err(unreachable(op.dynamo_name()));
+        }
+        let result = request.await;
+        if !d.after.is_zero() {
+            tokio::time::sleep(d.after).await;
+        }
+        if d.ambiguous || self.is_partitioned() {
+            // Applied (or not, when it failed anyway), but the answer is lost.
+            return Err(unreachable(op.dynamo_name()));
+        }
+        result
+    }
+}
+
+/// A worker's view of the lease table.
+pub(crate) struct FaultyLeaseStore {
+    pub(crate) inner: Arc<MemoryLeaseStore>,
+    pub(crate) faults: Arc<Faults>,
+    pub(crate) counters: Arc<Counters>,
+}
+
+#[async_trait::async_trait]
+impl LeaseStore for FaultyLeaseStore {
+    async fn ensure_table(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn create_lease_if_absent(&self, lease: &Lease) -> Result<bool> {
+        let r = self.faults.run(
+            &self.counters,
+            Op::ConditionalWrite,
+            self.inner.create_lease_if_absent(lease),
+        );
+        r.await
+    }
+
+    async fn get_lease(&self, lease_key: &str) -> Result<Option<Lease>> {
+        self.faults
+            .run(&self.counters, Op::Get, self.inner.get_lease(lease_key))
+            .await
+    }
+
+    async fn list_leases(&self) -> Result<Vec<Lease>> {
+        let leases = self
+            .faults
+            .run(&self.counters, Op::Scan, self.inner.list_leases())
+            .await?;
+        self.counters
+            .scanned_items
+            .fetch_add(leases.len() as u64, Ordering::Relaxed);
+        Ok(leases)
+    }
+
+    async fn list_lease_keys_owned_by(&self, owner: &str) -> Result<Vec<String>> {
+        self.faults
+            .run(
+                &self.counters,
+                Op::Query,
+                self.inner.list_lease_keys_owned_by(owner),
+            )
+            .await
+    }
+
+    async fn take_lease(&self, lease: &Lease, owner: &str) -> Result<Lease> {
+        self.faults
+            .run(
+                &self.counters,
+                Op::ConditionalWrite,
+                self.inner.take_lease(lease, owner),
+            )
+            .await
+    }
+
+    async fn renew_lease(&self, lease: &Lease) -> Result<Lease> {
+        self.faults
+            .run(
+                &self.counters,
+                Op::ConditionalWrite,
+                self.inner.renew_lease(lease),
+            )
+            .await
+    }
+
+    async fn update_checkpoint(
+        &self,
+        lease: &Lease,
+        owner: &str,
+        checkpoint: &ExtendedSequenceNumber,
+    ) -> Result<Lease> {
+        self.faults
+            .run(
+                &self.counters,
+                Op::Checkpoint,
+                self.inner.update_checkpoint(lease, owner, checkpoint),
+            )
+            .await
+    }
+
+    async fn prepare_checkpoint(
+        &self,
+        lease: &Lease,
+        owner: &str,
+        pending: &ExtendedSequenceNumber,
+        state: Option<&[u8]>,
+    ) -> Result<Lease> {
+        self.faults
+            .run(
+                &self.counters,
+                Op::Checkpoint,
+                self.inner.prepare_checkpoint(lease, owner, pending, state),
+            )
+            .await
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<Lease> {
+        self.faults
+            .run(
+                &self.counters,
+                Op::ConditionalWrite,
+                self.inner.release_lease(lease),
+            )
+            .await
+    }
+
+    async fn initiate_handoff(&self, lease: &Lease, new_owner: &str) -> Result<Lease> {
+        self.faults
+            .run(
+                &self.counters,
+                Op::ConditionalWrite,
+                self.inner.initiate_handoff(lease, new_owner),
+            )
+            .await
+    }
+
+    async fn complete_handoff(&self, lease: &Lease, owner: &str) -> Result<Lease> {
+        self.faults
+            .run(
+                &self.counters,
+                Op::ConditionalWrite,
+                self.inner.complete_handoff(lease, owner),
+            )
+            .await
+    }
+
+    async fn delete_lease(&self, lease: &Lease) -> Result<()> {
+        self.faults
+            .run(
+                &self.counters,
+                Op::ConditionalWrite,
+                self.inner.delete_lease(lease),
+            )
+            .await
+    }
+}
+
+/// A worker's view of the coordinator table.
+pub(crate) struct FaultyCoordinatorStore {
+    pub(crate) inner: Arc<MemoryCoordinatorStore>,
+    pub(crate) faults: Arc<Faults>,
+    pub(crate) counters: Arc<Counters>,
+}
+
+#[async_trait::async_trait]
+impl CoordinatorStore for FaultyCoordinatorStore {
+    async fn ensure_table(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn put_worker(&self, worker: &WorkerRecord) -> Result<()> {
+        self.faults
+            .run(&self.counters, Op::Heartbeat, self.inner.put_worker(worker))
+            .await
+    }
+
+    async fn delete_worker(&self, worker_id: &str) -> Result<()> {
+        self.faults
+            .run(
+                &self.counters,
+                Op::CoordinatorDelete,
+                self.inner.delete_worker(worker_id),
+            )
+            .await
+    }
+
+    async fn read(&self) -> Result<CoordinatorView> {
+        self.faults
+            .run(&self.counters, Op::CoordinatorRead, self.inner.read())
+            .await
+    }
+
+    async fn claim_leader(
+        &self,
+        me: &str,
+        expected: Option<&LeaderRecord>,
+        now_ms: u64,
+    ) -> Result<LeaderRecord> {
+        self.faults
+            .run(
+                &self.counters,
+                Op::LeaderClaim,
+                self.inner.claim_leader(me, expected, now_ms),
+            )
+            .await
+    }
+
+    async fn renew_leader(&self, current: &LeaderRecord, now_ms: u64) -> Result<LeaderRecord> {
+        self.faults
+            .run(
+                &self.counters,
+                Op::LeaderRenewal,
+                self.inner.renew_leader(current, now_ms),
+            )
+            .await
+    }
+
+    async fn resign_leader(&self, current: &LeaderRecord) -> Result<()> {
+        self.faults
+            .run(
+                &self.counters,
+                Op::CoordinatorDelete,
+                self.inner.resign_leader(current),
+            )
+            .await
+    }
+}
