@@ -233,6 +233,9 @@ impl ShardConsumer {
         let policy = self.ctx.config.processor_error_policy;
         let mut delays = retry_delays(policy);
         loop {
+            if matches!(call, Call::Process(_)) && self.signals.fence.is_fenced() {
+                return Step::Stop(ShardOutcome::LeaseLost);
+            }
             let result = match &call {
                 Call::Initialize(init) => self.processor.initialize(init).await,
                 Call::Process(batch) => {

@@ -65,6 +65,11 @@ pub struct DynamoStoreConfig {
     /// Items per Scan/Query page (`Limit`), `None` for DynamoDB's 1 MB pages.
     /// Default `None`; small values are for tests of pagination.
     pub page_size: Option<i32>,
+    /// Longest one attempt may take (10 ms..=5 min), after which it counts as
+    /// an unreachable endpoint and is retried. Default 5 s: a request lost in
+    /// a network partition must fail in bounded time, or a worker cannot
+    /// notice it has been cut off. (The SDK sets no such timeout by default.)
+    pub attempt_timeout: Duration,
 }
 
 impl Default for DynamoStoreConfig {
@@ -76,6 +81,7 @@ impl Default for DynamoStoreConfig {
             max_delay: Duration::from_secs(2),
             table_ready_timeout: Duration::from_secs(300),
             page_size: None,
+            attempt_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -108,6 +114,12 @@ impl DynamoStoreConfig {
         self
     }
 
+    /// Sets [`attempt_timeout`](Self::attempt_timeout).
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = timeout;
+        self
+    }
+
     /// Checks every field; the error names the field and its allowed range.
     pub fn validate(&self) -> Result<()> {
         let bad = |field: &'static str, reason: &str| {
@@ -129,6 +141,9 @@ impl DynamoStoreConfig {
             .contains(&self.table_ready_timeout)
         {
             return bad("table_ready_timeout", "must be between 1 s and 24 h");
+        }
+        if !(Duration::from_millis(10)..=Duration::from_secs(300)).contains(&self.attempt_timeout) {
+            return bad("attempt_timeout", "must be between 10 ms and 5 min");
         }
         if self.page_size.is_some_and(|p| p < 1) {
             return bad("page_size", "must be at least 1");
@@ -223,7 +238,22 @@ impl DynamoLeaseStore {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, CallError>>,
     {
-        request
+        let mut request = request;
+        let attempt = || {
+            let sent = request();
+            async move {
+                match tokio::time::timeout(self.config.attempt_timeout, sent).await {
+                    Ok(result) => result,
+                    Err(_) => Err(CallError::Failed(Error::Unreachable {
+                        endpoint: self.endpoint(),
+                        operation: "request",
+                        source: format!("no answer within {:?}", self.config.attempt_timeout)
+                            .into(),
+                    })),
+                }
+            }
+        };
+        attempt
             .retry(self.config.backoff())
             .sleep(tokio::time::sleep)
             .when(|e| matches!(e, CallError::Failed(e) if e.is_retryable()))
