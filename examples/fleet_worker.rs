@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use kinesis_fleet::prelude::*;
+use kinesis_fleet::{FanOutConfig, Retrieval};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -38,6 +39,10 @@ struct Args {
     /// Print every record, checkpoint and lease loss as a JSON line on stdout.
     #[arg(long)]
     print_records: bool,
+    /// Read with enhanced fan-out (SubscribeToShard; the stream consumer is
+    /// named after the application) instead of polling.
+    #[arg(long)]
+    fan_out: bool,
 }
 
 /// Prints what it sees and checkpoints after every batch.
@@ -145,6 +150,9 @@ async fn main() -> Result<(), BoxError> {
         .application(&args.application)
         .initial_position(initial_position)
         .failover_time(Duration::from_secs_f64(args.failover_secs));
+    if args.fan_out {
+        builder = builder.retrieval(Retrieval::FanOut(FanOutConfig::default()));
+    }
     if let Some(id) = &args.worker_id {
         builder = builder.worker_id(id);
     }

@@ -128,6 +128,8 @@ pub struct Fleet {
     pub failover_secs: f64,
     /// DynamoDB endpoint the workers use (the emulator, or a proxy in front of it).
     pub dynamodb_endpoint: String,
+    /// Workers read with enhanced fan-out instead of polling.
+    pub fan_out: bool,
 }
 
 impl Fleet {
@@ -142,6 +144,7 @@ impl Fleet {
             events: EventLog::default(),
             failover_secs,
             dynamodb_endpoint,
+            fan_out: false,
         }
     }
 
@@ -159,6 +162,7 @@ impl Fleet {
             .args(["--stream", &self.stream, "--application", &self.application])
             .args(["--worker-id", id, "--print-records"])
             .args(["--failover-secs", &self.failover_secs.to_string()])
+            .args(self.fan_out.then_some("--fan-out"))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env(
