@@ -23,7 +23,7 @@ use crate::reader::{
     FetchedBatch, ReadEvent, ShardReader, StartingPosition, child_shards_from_sdk,
 };
 use crate::record::{RawRecord, RecordPipeline, compare_sequence_numbers};
-use crate::retry::{EndpointProbe, RetryPolicy};
+use crate::retry::{EndpointProbe, RetryPolicy, check_range};
 
 /// Enhanced fan-out settings. Build with `FanOutConfig::default()` and the
 /// setters; [`FanOutConfig::validate`] (called by [`FanOutReader::spawn`])
@@ -168,21 +168,6 @@ impl FanOutConfig {
 
     /// Checks every field; the error names the field and its allowed range.
     pub fn validate(&self) -> Result<()> {
-        fn check<T: PartialOrd + std::fmt::Debug>(
-            field: &'static str,
-            v: T,
-            lo: T,
-            hi: T,
-            range: &str,
-        ) -> Result<()> {
-            if v < lo || v > hi {
-                return Err(Error::invalid_config(
-                    field,
-                    format!("{v:?} is outside {range}"),
-                ));
-            }
-            Ok(())
-        }
         if let Some(name) = &self.consumer_name
             && (name.is_empty()
                 || name.len() > 128
@@ -207,63 +192,43 @@ impl FanOutConfig {
         }
         let ms = Duration::from_millis;
         let s = Duration::from_secs;
-        check(
+        check_range(
             "registration_timeout",
             self.registration_timeout,
             s(1),
             s(1800),
             "1s..=1800s",
         )?;
-        check(
+        check_range(
             "event_timeout",
             self.event_timeout,
             ms(100),
             s(600),
             "100ms..=600s",
         )?;
-        check(
+        check_range(
             "max_subscription_lifetime",
             self.max_subscription_lifetime,
             ms(100),
             s(3600),
             "100ms..=3600s",
         )?;
-        check(
+        check_range(
             "max_buffered_events",
             self.max_buffered_events,
             1,
             10_000,
             "1..=10000",
         )?;
-        check(
+        check_range(
             "max_buffered_bytes",
             self.max_buffered_bytes,
             1,
             u32::MAX as usize,
             "1..=4294967295",
         )?;
-        check(
-            "retry_initial_delay",
-            self.retry_initial_delay,
-            ms(1),
-            s(60),
-            "1ms..=60s",
-        )?;
-        check(
-            "retry_max_delay",
-            self.retry_max_delay,
-            self.retry_initial_delay,
-            s(300),
-            "retry_initial_delay..=300s",
-        )?;
-        check(
-            "max_consecutive_failures",
-            self.max_consecutive_failures,
-            1,
-            1000,
-            "1..=1000",
-        )?;
-        check(
+        self.retry_policy().validate()?;
+        check_range(
             "shard_end_check_interval",
             self.shard_end_check_interval,
             ms(100),

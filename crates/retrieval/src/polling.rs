@@ -18,7 +18,7 @@ use crate::reader::{
     FetchedBatch, ReadEvent, ShardReader, StartingPosition, child_shards_from_sdk,
 };
 use crate::record::{RawRecord, RecordPipeline};
-use crate::retry::{EndpointProbe, RetryPolicy, with_retry};
+use crate::retry::{EndpointProbe, RetryPolicy, check_range, with_retry};
 
 /// Kinesis allows 5 GetRecords calls per second per shard: at least this
 /// long between the starts of two calls. A service limit, not a setting.
@@ -122,64 +122,29 @@ impl PollingConfig {
 
     /// Checks every field; the error names the field and its allowed range.
     pub fn validate(&self) -> Result<()> {
-        fn check<T: PartialOrd + std::fmt::Debug>(
-            field: &'static str,
-            v: T,
-            lo: T,
-            hi: T,
-            range: &str,
-        ) -> Result<()> {
-            if v < lo || v > hi {
-                return Err(Error::invalid_config(
-                    field,
-                    format!("{v:?} is outside {range}"),
-                ));
-            }
-            Ok(())
-        }
-        check("max_records", self.max_records, 1, 10_000, "1..=10000")?;
-        check(
+        check_range("max_records", self.max_records, 1, 10_000, "1..=10000")?;
+        check_range(
             "idle_time_between_reads",
             self.idle_time_between_reads,
             Duration::ZERO,
             Duration::from_secs(60),
             "0s..=60s",
         )?;
-        check(
+        check_range(
             "max_prefetch_records",
             self.max_prefetch_records,
             1,
             10_000_000,
             "1..=10000000",
         )?;
-        check(
+        check_range(
             "max_prefetch_bytes",
             self.max_prefetch_bytes,
             1,
             u32::MAX as usize,
             "1..=4294967295",
         )?;
-        check(
-            "retry_initial_delay",
-            self.retry_initial_delay,
-            Duration::from_millis(1),
-            Duration::from_secs(60),
-            "1ms..=60s",
-        )?;
-        check(
-            "retry_max_delay",
-            self.retry_max_delay,
-            self.retry_initial_delay,
-            Duration::from_secs(300),
-            "retry_initial_delay..=300s",
-        )?;
-        check(
-            "max_consecutive_failures",
-            self.max_consecutive_failures,
-            1,
-            1000,
-            "1..=1000",
-        )?;
+        self.retry_policy().validate()?;
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use rand::Rng;
 
-use crate::error::Failure;
+use crate::error::{Error, Failure, Result};
 
 /// Retry settings for one kind of call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,6 +18,51 @@ pub(crate) struct RetryPolicy {
     pub(crate) max_delay: Duration,
     /// The call fails for good at this many consecutive failures (>= 1).
     pub(crate) max_attempts: u32,
+}
+
+/// Checks that `v` lies in `lo..=hi`; the error names the field and the range.
+pub(crate) fn check_range<T: PartialOrd + std::fmt::Debug>(
+    field: &'static str,
+    v: T,
+    lo: T,
+    hi: T,
+    range: &str,
+) -> Result<()> {
+    if v < lo || v > hi {
+        return Err(Error::invalid_config(
+            field,
+            format!("{v:?} is outside {range}"),
+        ));
+    }
+    Ok(())
+}
+
+impl RetryPolicy {
+    /// The allowed ranges of the retry settings both readers share, named as
+    /// their config fields.
+    pub(crate) fn validate(&self) -> Result<()> {
+        check_range(
+            "retry_initial_delay",
+            self.min_delay,
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+            "1ms..=60s",
+        )?;
+        check_range(
+            "retry_max_delay",
+            self.max_delay,
+            self.min_delay,
+            Duration::from_secs(300),
+            "retry_initial_delay..=300s",
+        )?;
+        check_range(
+            "max_consecutive_failures",
+            self.max_attempts,
+            1,
+            1000,
+            "1..=1000",
+        )
+    }
 }
 
 impl RetryPolicy {
