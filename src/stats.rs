@@ -36,9 +36,12 @@ pub enum Counter {
     LeasesLost,
     /// Leases created by shard sync.
     LeasesCreated,
+    /// Finished leases (children progressed) or leases of vanished shards
+    /// deleted by shard sync.
+    LeasesDeleted,
 }
 
-const COUNTERS: [Counter; 10] = [
+const COUNTERS: [Counter; 11] = [
     Counter::RecordsDelivered,
     Counter::BatchesDelivered,
     Counter::CorruptAggregates,
@@ -49,6 +52,7 @@ const COUNTERS: [Counter; 10] = [
     Counter::LeasesTaken,
     Counter::LeasesLost,
     Counter::LeasesCreated,
+    Counter::LeasesDeleted,
 ];
 
 impl Counter {
@@ -65,6 +69,7 @@ impl Counter {
             Counter::LeasesTaken => "kinesis_fleet_leases_taken_total",
             Counter::LeasesLost => "kinesis_fleet_leases_lost_total",
             Counter::LeasesCreated => "kinesis_fleet_leases_created_total",
+            Counter::LeasesDeleted => "kinesis_fleet_leases_deleted_total",
         }
     }
 

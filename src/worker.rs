@@ -11,7 +11,7 @@ use kinesis_fleet_leases::{
     Coordinator, CoordinatorConfig, CoordinatorStore, DynamoCoordinatorStore, DynamoLeaseStore,
     Fence, Lease, TickPlan,
 };
-use kinesis_fleet_retrieval::{PollingConfig, list_shards};
+use kinesis_fleet_retrieval::{ChildShard, PollingConfig};
 use tokio::task::{Id as TaskId, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -23,7 +23,7 @@ use crate::processor::{
     BoxError, FnProcessor, ProcessorFactory, RecordBatch, RecordProcessor, ShardId,
 };
 use crate::reader::{ReaderFactory, Retrieval};
-use crate::shard_sync::sync_leases;
+use crate::shard_sync::{StreamSync, create_children};
 use crate::stats::{Counter, WorkerStats};
 
 /// Consumes a stream: takes shard leases from the lease table and runs a
@@ -346,7 +346,9 @@ impl Worker {
     pub async fn run(self) -> Result<()> {
         let config = &self.ctx.config;
         tracing::info!(worker = %self.ctx.worker_id, stream = %config.stream_name, application = %config.application_name, "worker starting");
-        self.sync_shards().await?;
+        self.ctx.store.ensure_table().await?;
+        let mut stream_sync = StreamSync::new(config);
+        self.sync_shards(&mut stream_sync).await?;
         self.ctx.readers.prepare().await?;
         let mut coordination =
             CoordinatorConfig::new(self.ctx.worker_id.to_string(), config.failover_time);
@@ -373,6 +375,7 @@ impl Worker {
         let mut leader_known = false;
         loop {
             let mut sync_now = false;
+            let mut ended = None;
             let expiry = coordinator.next_expiry(Instant::now());
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
@@ -382,12 +385,22 @@ impl Worker {
                 // The leader syncs; anyone does while no leader is known.
                 _ = sync.tick() => sync_now = coordinator.is_leader() || !leader_known,
                 Some(joined) = scheduler.consumers.join_next_with_id() => {
-                    // A shard end makes its children ready: sync now.
-                    sync_now = scheduler.reap(joined);
-                    if !sync_now { continue; }
+                    // A shard end makes its children ready: lease them now.
+                    ended = scheduler.reap(joined);
+                    if ended.is_none() { continue; }
                 }
             }
-            if sync_now && let Err(e) = self.sync_shards().await {
+            let synced = match ended {
+                // Children named by GetRecords/SubscribeToShard: no listing needed.
+                Some(children) if !children.is_empty() => {
+                    create_children(self.ctx.store.as_ref(), &children, &self.ctx.stats).await
+                }
+                // The service did not name them: ListShards does.
+                Some(_) => self.sync_shards(&mut stream_sync).await,
+                None if sync_now => self.sync_shards(&mut stream_sync).await,
+                None => Ok(()),
+            };
+            if let Err(e) = synced {
                 tracing::warn!(error = %ErrorChain(&e), "shard sync failed; retrying at the next interval");
             }
             let plan = coordinator.tick(&scheduler.running_keys()).await;
@@ -405,22 +418,15 @@ impl Worker {
         Ok(())
     }
 
-    /// Lists the shards and creates missing leases.
-    async fn sync_shards(&self) -> Result<()> {
-        let config = &self.ctx.config;
-        let shards = list_shards(&self.kinesis, &config.stream_name)
-            .await
-            .map_err(|e| match e {
-                kinesis_fleet_retrieval::Error::StreamNotFound { stream } => {
-                    Error::StreamNotFound { stream }
-                }
-                e => Error::from(e),
-            })?;
-        self.ctx.store.ensure_table().await?;
-        let created =
-            sync_leases(self.ctx.store.as_ref(), &shards, config.initial_position).await?;
-        self.ctx.stats.add(Counter::LeasesCreated, created as u64);
-        Ok(())
+    /// Lists the shards, creates missing leases and deletes finished ones.
+    async fn sync_shards(&self, sync: &mut StreamSync) -> Result<()> {
+        sync.sync(
+            &self.kinesis,
+            &self.ctx.config.stream_name,
+            self.ctx.store.as_ref(),
+            &self.ctx.stats,
+        )
+        .await
     }
 }
 
@@ -478,32 +484,30 @@ impl Scheduler<'_> {
             .insert(handle.id(), Running { lease_key, signals });
     }
 
-    /// Records how a consumer ended; true when a shard sync should follow.
+    /// Records how a consumer ended; the children it reported when its shard ended.
     fn reap(
         &mut self,
         joined: std::result::Result<(TaskId, ShardOutcome), tokio::task::JoinError>,
-    ) -> bool {
+    ) -> Option<Vec<ChildShard>> {
         let (id, outcome) = match joined {
             Ok((id, outcome)) => (id, Ok(outcome)),
             Err(e) => (e.id(), Err(e)),
         };
-        let Some(running) = self.running.remove(&id) else {
-            return false;
-        };
+        let running = self.running.remove(&id)?;
         let lease = running.lease_key;
         match outcome {
             Ok(ShardOutcome::Ended { child_shards }) => {
                 tracing::info!(%lease, children = child_shards.len(), "shard finished");
-                true
+                return Some(child_shards);
             }
-            Ok(_) => false,
+            Ok(_) => {}
             Err(e) if e.is_panic() => {
                 self.worker.ctx.stats.add(Counter::ProcessorErrors, 1);
                 tracing::error!(%lease, "shard task panicked; the lease restarts at the next heartbeat");
-                false
             }
-            Err(_) => false,
+            Err(_) => {}
         }
+        None
     }
 
     /// Stops every consumer gracefully, then aborts what is left after the timeout.

@@ -10,6 +10,9 @@
 //!   in the [`CoordinatorStore`] table, balanced assignment
 //!   ([`plan_assignment`]), graceful handoff and self-fencing.
 //!
+//! - [`ShardSync`]: leases for a stream's shard lineage, created parents
+//!   first and deleted once their children progressed.
+//!
 //! This crate never talks to Kinesis.
 
 mod assignment;
@@ -22,6 +25,7 @@ mod lease;
 mod memory;
 pub mod schema;
 mod sequence;
+mod shard_sync;
 mod store;
 
 pub use assignment::{Candidate, Holder, Move, plan_assignment};
@@ -37,6 +41,9 @@ pub use error::{BoxError, Error, Result};
 pub use lease::{HashKeyRange, Lease};
 pub use memory::MemoryLeaseStore;
 pub use sequence::{ExtendedSequenceNumber, MAX_SEQUENCE_NUMBER_DIGITS, SequenceNumber};
+pub use shard_sync::{
+    Shard, ShardSync, SyncReport, create_child_leases, plan_cleanup, plan_new_leases,
+};
 pub use store::LeaseStore;
 
 #[cfg(test)]

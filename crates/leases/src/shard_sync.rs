@@ -1,0 +1,443 @@
+//! Shard sync: the leases a fleet needs for a stream's shard lineage, and the
+//! finished ones it can forget.
+//!
+//! Creation (DESIGN §5):
+//! - an empty lease table gets leases for the *frontier* of the initial
+//!   position: the open shards for `LATEST`, the oldest shards still in the
+//!   stream (those whose parents are gone) for `TRIM_HORIZON`/`AT_TIMESTAMP`;
+//! - afterwards, a shard with a leased parent gets a lease at `TRIM_HORIZON`,
+//!   so no record of a child is skipped; its consumer waits until every
+//!   parent lease has reached `SHARD_END`;
+//! - an open shard with no parent in the stream and no lease (a new root)
+//!   starts at the initial position.
+//!
+//! Closed shards outside the frontier (history before a `LATEST` start) never
+//! get leases. Creation is conditional, so concurrent syncs are safe.
+//!
+//! Cleanup: a lease at `SHARD_END` is deleted once every child has
+//! checkpointed past `TRIM_HORIZON` (children wait on their parents' leases,
+//! so deleting earlier could let a child start before its parent finished)
+//! and its own parents' leases are gone (oldest first, so no sync re-creates it);
+//! a lease whose shard left the stream (past retention) is deleted after two
+//! syncs in a row did not list it.
+//!
+//! Only single-stream lease keys are considered; multi-stream keys of a KCL
+//! application sharing the table are left alone.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::error::{Error, Result};
+use crate::lease::{HashKeyRange, Lease};
+use crate::sequence::{ExtendedSequenceNumber, SequenceNumber};
+use crate::store::LeaseStore;
+
+/// A shard as shard sync sees it: what ListShards or `ChildShards` says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// The shard id.
+    pub shard_id: String,
+    /// Its parent and adjacent parent (after a merge), if any.
+    pub parent_shard_ids: Vec<String>,
+    /// The hash keys it covers.
+    pub hash_key_range: HashKeyRange,
+    /// Whether the shard is closed (has an ending sequence number).
+    pub closed: bool,
+}
+
+/// What one sync changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SyncReport {
+    /// Leases this sync created (another worker may have created others).
+    pub created: usize,
+    /// Finished or vanished leases this sync deleted.
+    pub deleted: usize,
+}
+
+/// Keeps a lease table in step with a stream's shards; remembers, between
+/// syncs, which leased shards were missing from the last listing.
+#[derive(Debug)]
+pub struct ShardSync {
+    initial: ExtendedSequenceNumber,
+    missing: BTreeSet<String>,
+}
+
+impl ShardSync {
+    /// Syncs that start new shards at `initial` (`LATEST`, `TRIM_HORIZON` or
+    /// `AT_TIMESTAMP`).
+    pub fn new(initial: ExtendedSequenceNumber) -> ShardSync {
+        ShardSync {
+            initial,
+            missing: BTreeSet::new(),
+        }
+    }
+
+    /// Creates the leases `shards` need and deletes the ones no longer needed.
+    pub async fn sync(&mut self, store: &dyn LeaseStore, shards: &[Shard]) -> Result<SyncReport> {
+        let mut leases = store.list_leases().await?;
+        let mut report = SyncReport::default();
+        for lease in plan_new_leases(shards, &leases, &self.initial) {
+            if create(store, &lease).await? {
+                report.created += 1;
+            }
+            leases.push(lease);
+        }
+        let listed: BTreeSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
+        let missing_now: BTreeSet<String> = single_stream(&leases)
+            .map(Lease::shard_id)
+            .filter(|id| !listed.contains(id))
+            .map(str::to_owned)
+            .collect();
+        let gone: BTreeSet<String> = missing_now.intersection(&self.missing).cloned().collect();
+        self.missing = missing_now;
+        for lease in plan_cleanup(shards, &leases, &gone) {
+            match store.delete_lease(&lease).await {
+                Ok(()) => {
+                    tracing::info!(shard = %lease.lease_key, checkpoint = %lease.checkpoint, "deleted lease");
+                    report.deleted += 1;
+                }
+                // Changed since it was listed: look again at the next sync.
+                Err(Error::LeaseLost { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Creates leases for the children a shard reported at its end (at
+/// `TRIM_HORIZON`, waiting on their parents); returns how many this call
+/// created. Cheaper than a full sync: no ListShards, no table scan.
+pub async fn create_child_leases(store: &dyn LeaseStore, children: &[Shard]) -> Result<usize> {
+    let mut created = 0;
+    for child in children {
+        let lease = new_lease(child, ExtendedSequenceNumber::TRIM_HORIZON);
+        if create(store, &lease).await? {
+            created += 1;
+        }
+    }
+    Ok(created)
+}
+
+async fn create(store: &dyn LeaseStore, lease: &Lease) -> Result<bool> {
+    let created = store.create_lease_if_absent(lease).await?;
+    if created {
+        tracing::info!(shard = %lease.lease_key, checkpoint = %lease.checkpoint, "created lease");
+    }
+    Ok(created)
+}
+
+fn single_stream(leases: &[Lease]) -> impl Iterator<Item = &Lease> {
+    leases.iter().filter(|l| l.stream_identifier().is_none())
+}
+
+fn new_lease(shard: &Shard, checkpoint: ExtendedSequenceNumber) -> Lease {
+    let mut lease = Lease::new(shard.shard_id.clone(), checkpoint)
+        .with_parents(shard.parent_shard_ids.iter().cloned());
+    lease.hash_key_range = Some(shard.hash_key_range);
+    lease
+}
+
+/// The leases to create so that `leases` covers `shards`, parents first.
+pub fn plan_new_leases(
+    shards: &[Shard],
+    leases: &[Lease],
+    initial: &ExtendedSequenceNumber,
+) -> Vec<Lease> {
+    let in_stream: BTreeSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
+    let mut leased: BTreeSet<String> = single_stream(leases)
+        .map(|l| l.shard_id().to_owned())
+        .collect();
+    let parents_in_stream = |s: &Shard| -> Vec<String> {
+        s.parent_shard_ids
+            .iter()
+            .filter(|p| in_stream.contains(p.as_str()))
+            .cloned()
+            .collect()
+    };
+    let first_sync = leased.is_empty();
+    let seeds: BTreeSet<&str> = shards
+        .iter()
+        .filter(|s| {
+            let is_root = parents_in_stream(s).is_empty();
+            if !first_sync {
+                is_root && !s.closed
+            } else if initial.sequence_number == SequenceNumber::Latest {
+                !s.closed
+            } else {
+                is_root
+            }
+        })
+        .map(|s| s.shard_id.as_str())
+        .collect();
+
+    let mut planned = Vec::new();
+    // Parents before children: repeat passes until no shard becomes eligible.
+    let mut remaining: BTreeMap<&str, &Shard> = shards
+        .iter()
+        .filter(|s| !leased.contains(&s.shard_id))
+        .map(|s| (s.shard_id.as_str(), s))
+        .collect();
+    loop {
+        let mut progress = false;
+        remaining.retain(|id, shard| {
+            let parents = parents_in_stream(shard);
+            let checkpoint = if seeds.contains(id) {
+                initial.clone()
+            } else if parents.iter().any(|p| leased.contains(p)) {
+                ExtendedSequenceNumber::TRIM_HORIZON
+            } else {
+                return true;
+            };
+            let mut lease = new_lease(shard, checkpoint);
+            lease.parent_shard_ids = parents;
+            leased.insert(shard.shard_id.clone());
+            planned.push(lease);
+            progress = true;
+            false
+        });
+        if !progress {
+            return planned;
+        }
+    }
+}
+
+/// The leases to delete: finished parents whose children all progressed, and
+/// leases of shards in `gone` (not listed by two syncs in a row).
+pub fn plan_cleanup(shards: &[Shard], leases: &[Lease], gone: &BTreeSet<String>) -> Vec<Lease> {
+    let listed: BTreeMap<&str, &Shard> = shards.iter().map(|s| (s.shard_id.as_str(), s)).collect();
+    let by_shard: BTreeMap<&str, &Lease> =
+        single_stream(leases).map(|l| (l.shard_id(), l)).collect();
+    let mut children: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for shard in shards {
+        for parent in &shard.parent_shard_ids {
+            children.entry(parent).or_default().insert(&shard.shard_id);
+        }
+    }
+    for lease in by_shard.values() {
+        for parent in &lease.parent_shard_ids {
+            children.entry(parent).or_default().insert(lease.shard_id());
+        }
+    }
+    let progressed = |child: &str| match by_shard.get(child) {
+        Some(lease) => matches!(
+            lease.checkpoint.sequence_number,
+            SequenceNumber::Number(_) | SequenceNumber::ShardEnd
+        ),
+        // No lease: not created yet while listed, else gone with nothing to wait on.
+        None => !listed.contains_key(child),
+    };
+    by_shard
+        .values()
+        .filter(|lease| {
+            let id = lease.shard_id();
+            if gone.contains(id) {
+                if !lease.checkpoint.is_shard_end() {
+                    tracing::warn!(shard = %id, checkpoint = %lease.checkpoint, "the shard left the stream before it was read to its end (past retention); deleting its lease");
+                }
+                return true;
+            }
+            // Oldest first: while a parent lease exists, a sync would lease
+            // this shard again at TRIM_HORIZON.
+            let parent_leased = lease
+                .parent_shard_ids
+                .iter()
+                .any(|p| by_shard.contains_key(p.as_str()));
+            let kids = children.get(id);
+            lease.checkpoint.is_shard_end()
+                && !parent_leased
+                && kids.is_some_and(|kids| kids.iter().all(|c| progressed(c)))
+        })
+        .map(|lease| (*lease).clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryLeaseStore;
+
+    fn shard(id: &str, parents: &[&str], closed: bool) -> Shard {
+        Shard {
+            shard_id: id.into(),
+            parent_shard_ids: parents.iter().map(|p| p.to_string()).collect(),
+            hash_key_range: HashKeyRange {
+                start: 0,
+                end: u128::MAX,
+            },
+            closed,
+        }
+    }
+
+    fn planned(
+        shards: &[Shard],
+        leases: &[Lease],
+        initial: ExtendedSequenceNumber,
+    ) -> Vec<(String, ExtendedSequenceNumber)> {
+        plan_new_leases(shards, leases, &initial)
+            .into_iter()
+            .map(|l| (l.lease_key, l.checkpoint))
+            .collect()
+    }
+
+    /// a (closed) split into b and c (open); plus an independent open root d.
+    fn resharded() -> Vec<Shard> {
+        vec![
+            shard("a", &[], true),
+            shard("b", &["a"], false),
+            shard("c", &["a"], false),
+            shard("d", &[], false),
+        ]
+    }
+
+    fn at(id: &str, checkpoint: ExtendedSequenceNumber, parents: &[&str]) -> Lease {
+        Lease::new(id, checkpoint).with_parents(parents.iter().copied())
+    }
+
+    fn seq(n: &str) -> ExtendedSequenceNumber {
+        ExtendedSequenceNumber::parse(n, 0).unwrap()
+    }
+
+    #[test]
+    fn trim_horizon_starts_at_roots_and_leases_children_at_trim_horizon() {
+        let th = ExtendedSequenceNumber::TRIM_HORIZON;
+        let p = planned(&resharded(), &[], th.clone());
+        assert_eq!(
+            p,
+            vec![
+                ("a".into(), th.clone()),
+                ("b".into(), th.clone()),
+                ("c".into(), th.clone()),
+                ("d".into(), th.clone())
+            ]
+        );
+        let created = plan_new_leases(&resharded(), &[], &th);
+        assert_eq!(created[1].parent_shard_ids, vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn latest_starts_at_open_shards_and_skips_history() {
+        let latest = ExtendedSequenceNumber::LATEST;
+        let p = planned(&resharded(), &[], latest.clone());
+        assert_eq!(
+            p,
+            vec![
+                ("b".into(), latest.clone()),
+                ("c".into(), latest.clone()),
+                ("d".into(), latest.clone())
+            ]
+        );
+        // A later sync leaves the closed parent alone.
+        let leases = plan_new_leases(&resharded(), &[], &latest);
+        assert!(planned(&resharded(), &leases, latest).is_empty());
+    }
+
+    #[test]
+    fn children_of_leased_shards_start_at_trim_horizon_even_under_latest() {
+        let leases = vec![Lease::new("d", ExtendedSequenceNumber::LATEST)];
+        let shards = vec![
+            shard("d", &[], true),
+            shard("e", &["d"], false),
+            shard("f", &["d", "x"], false),
+            shard("x", &[], true),
+        ];
+        let th = ExtendedSequenceNumber::TRIM_HORIZON;
+        assert_eq!(
+            planned(&shards, &leases, ExtendedSequenceNumber::LATEST),
+            vec![("e".into(), th.clone()), ("f".into(), th)]
+        );
+    }
+
+    #[test]
+    fn a_finished_parent_is_deleted_only_after_every_child_progressed() {
+        let shards = resharded();
+        let end = ExtendedSequenceNumber::SHARD_END;
+        let th = ExtendedSequenceNumber::TRIM_HORIZON;
+        let none = BTreeSet::new();
+        let cleanup = |leases: &[Lease]| -> Vec<String> {
+            plan_cleanup(&shards, leases, &none)
+                .into_iter()
+                .map(|l| l.lease_key)
+                .collect()
+        };
+        // Parent still reading: kept.
+        let mut leases = vec![at("a", seq("5"), &[]), at("b", th.clone(), &["a"])];
+        assert!(cleanup(&leases).is_empty());
+        // Finished, but c has no lease yet and b has not moved: kept.
+        leases[0].checkpoint = end.clone();
+        assert!(cleanup(&leases).is_empty());
+        leases.push(at("c", th.clone(), &["a"]));
+        leases[1].checkpoint = seq("7");
+        assert!(cleanup(&leases).is_empty());
+        // Both children past TRIM_HORIZON (an empty child may go straight to SHARD_END).
+        leases[2].checkpoint = end;
+        assert_eq!(cleanup(&leases), ["a"]);
+    }
+
+    #[test]
+    fn lineages_are_cleaned_up_oldest_first() {
+        let end = ExtendedSequenceNumber::SHARD_END;
+        let shards = vec![
+            shard("g", &[], true),
+            shard("p", &["g"], true),
+            shard("q", &["g"], false),
+            shard("c", &["p"], false),
+        ];
+        let leases = vec![
+            at("g", end.clone(), &[]),
+            at("p", end, &["g"]),
+            at("q", ExtendedSequenceNumber::TRIM_HORIZON, &["g"]),
+            at("c", seq("4"), &["p"]),
+        ];
+        // p's child progressed, but g (waiting on q) still names p as a child.
+        assert!(plan_cleanup(&shards, &leases, &BTreeSet::new()).is_empty());
+    }
+
+    #[test]
+    fn leases_of_shards_that_left_the_stream_are_deleted_once_confirmed() {
+        // Past retention the parent is no longer listed; the children keep the lineage.
+        let shards = vec![shard("b", &["a"], false)];
+        let leases = vec![
+            at("a", ExtendedSequenceNumber::SHARD_END, &[]),
+            at("b", seq("3"), &["a"]),
+            at("z", seq("9"), &[]),
+        ];
+        let gone: BTreeSet<String> = ["z".to_owned()].into();
+        let deleted: Vec<String> = plan_cleanup(&shards, &leases, &gone)
+            .into_iter()
+            .map(|l| l.lease_key)
+            .collect();
+        assert_eq!(deleted, ["a", "z"]);
+    }
+
+    #[test]
+    fn multi_stream_leases_are_left_alone() {
+        let leases = vec![at("1:s:2:a", ExtendedSequenceNumber::SHARD_END, &[])];
+        let gone: BTreeSet<String> = ["a".to_owned()].into();
+        assert!(plan_cleanup(&[], &leases, &gone).is_empty());
+        assert_eq!(
+            planned(&resharded(), &leases, ExtendedSequenceNumber::LATEST).len(),
+            3
+        );
+    }
+
+    #[tokio::test]
+    async fn sync_creates_then_cleans_up_and_confirms_vanished_shards_twice() {
+        let store = MemoryLeaseStore::new();
+        let mut sync = ShardSync::new(ExtendedSequenceNumber::TRIM_HORIZON);
+        let report = sync.sync(&store, &resharded()).await.unwrap();
+        assert_eq!(report.created, 4);
+        // d leaves the stream: kept after one listing without it, deleted after two.
+        let without_d = &resharded()[..3];
+        assert_eq!(sync.sync(&store, without_d).await.unwrap().deleted, 0);
+        assert_eq!(sync.sync(&store, without_d).await.unwrap().deleted, 1);
+        assert!(store.get_lease("d").await.unwrap().is_none());
+        // Children reported at shard end are created once.
+        let kids = [shard("e", &["b"], false), shard("f", &["b"], false)];
+        assert_eq!(create_child_leases(&store, &kids).await.unwrap(), 2);
+        assert_eq!(create_child_leases(&store, &kids).await.unwrap(), 0);
+        let e = store.get_lease("e").await.unwrap().unwrap();
+        assert_eq!(e.parent_shard_ids, ["b"]);
+        assert_eq!(e.checkpoint, ExtendedSequenceNumber::TRIM_HORIZON);
+    }
+}
