@@ -33,6 +33,9 @@ struct Args {
     /// Failover time in seconds; every other interval derives from it.
     #[arg(long, env = "KFLEET_FAILOVER_SECS", default_value_t = 10.0)]
     failover_secs: f64,
+    /// Seconds between the leader's shard syncs (lease creation and cleanup).
+    #[arg(long, env = "KFLEET_SHARD_SYNC_SECS", default_value_t = 60.0)]
+    shard_sync_secs: f64,
     /// Where shards without a checkpoint start: trim-horizon or latest.
     #[arg(long, default_value = "trim-horizon")]
     initial_position: String,
@@ -149,7 +152,8 @@ async fn main() -> Result<(), BoxError> {
         .stream(&args.stream)
         .application(&args.application)
         .initial_position(initial_position)
-        .failover_time(Duration::from_secs_f64(args.failover_secs));
+        .failover_time(Duration::from_secs_f64(args.failover_secs))
+        .shard_sync_interval(Duration::try_from_secs_f64(args.shard_sync_secs)?);
     if args.fan_out {
         builder = builder.retrieval(Retrieval::FanOut(FanOutConfig::default()));
     }

@@ -3,6 +3,7 @@
 mod aws;
 mod demo;
 mod leases;
+mod lineage;
 mod local;
 mod output;
 mod put;
@@ -62,6 +63,9 @@ enum Command {
     /// Show an application's workers, leader, lease balance and shards
     /// waiting on their parents.
     Status(status::Args),
+    /// Show a stream's shard tree: parents and children, open or closed,
+    /// hash key ranges and, with --application, lease owners and checkpoints.
+    Lineage(lineage::Args),
 }
 
 fn main() -> ExitCode {
@@ -110,6 +114,7 @@ fn main() -> ExitCode {
             Command::Tail(args) => tail::run(&aws, args).await.map(|()| ExitCode::SUCCESS),
             Command::Leases(args) => leases::run(&aws, args).await.map(|()| ExitCode::SUCCESS),
             Command::Status(args) => status::run(&aws, args).await.map(|()| ExitCode::SUCCESS),
+            Command::Lineage(args) => lineage::run(&aws, args).await.map(|()| ExitCode::SUCCESS),
         }
     });
     // Do not wait for readers or SDK connections still winding down.

@@ -1,6 +1,6 @@
 //! The operator commands end to end, driving the built `kfleet` binary:
-//! `local` in the background, then `stream`, `put`, `tail`, `leases` and
-//! `status` against it, and one-line errors for bad input.
+//! `local` in the background, then `stream`, `put`, `tail`, `leases`,
+//! `status` and `lineage` against it, and one-line errors for bad input.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -224,6 +224,28 @@ fn assert_one_line_error(out: &Output, needle: &str) {
     );
 }
 
+/// The cells of a `kfleet` table: the first column as drawn (tree prefix
+/// included), the others split where two or more spaces separate them.
+fn table_rows(text: &str) -> Vec<Vec<String>> {
+    let header = text.lines().next().unwrap_or_default();
+    let gap = header.find("  ").expect("a header with two columns");
+    let second = gap + header[gap..].find(|c| c != ' ').unwrap_or(0);
+    text.lines()
+        .map(|line| {
+            let first: String = line.chars().take(second).collect();
+            let rest: String = line.chars().skip(second).collect();
+            std::iter::once(first.trim_end().to_owned())
+                .chain(
+                    rest.split("  ")
+                        .map(str::trim)
+                        .filter(|c| !c.is_empty())
+                        .map(str::to_owned),
+                )
+                .collect()
+        })
+        .collect()
+}
+
 /// Input lines `{"key":"k<i mod 37>","n":<i>}`.
 fn input_lines(n: usize) -> Vec<String> {
     (0..n)
@@ -379,6 +401,131 @@ fn operate_a_stream_and_a_fleet_end_to_end() {
 }
 
 #[test]
+fn lineage_shows_the_shard_tree_and_leases() {
+    let local = Local::start();
+    let stream = "kfleet-lineage";
+    let application = "kfleet-lineage-app";
+    local.ok(&["stream", "create", stream, "--shards", "2"], None);
+    let out = local.kfleet(
+        &["lineage", "--stream", stream, "--application", application],
+        None,
+    );
+    assert_one_line_error(&out, "lease table");
+
+    // Leases for shards 0 and 1 only: the reshard comes after.
+    let input = input_lines(50);
+    let stdin = input.join("\n") + "\n";
+    local.ok(
+        &["put", "--stream", stream, "--key-field", "key"],
+        Some(stdin.as_bytes()),
+    );
+    let out = local.ok(
+        &[
+            "tail",
+            "--stream",
+            stream,
+            "--from",
+            "trim-horizon",
+            "--application",
+            application,
+            "--max-records",
+            "50",
+        ],
+        None,
+    );
+    assert_tail_output(&out, &input);
+    local.ok(&["stream", "split", stream, "0"], None);
+    local.ok(&["stream", "merge", stream, "3", "1"], None);
+
+    let text = local.ok(&["lineage", "--stream", stream], None);
+    let rows = table_rows(&text);
+    let shape: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r[0].as_str(), r[1].as_str()))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("SHARD", "STATE"),
+            ("shardId-000000000000", "closed"),
+            ("├─ shardId-000000000002", "open"),
+            ("└─ shardId-000000000003", "closed"),
+            ("   └─ shardId-000000000004", "open"),
+            ("shardId-000000000001", "closed"),
+            ("└─ shardId-000000000004", "see above"),
+        ],
+        "{text}"
+    );
+    let half = u128::MAX / 2;
+    assert_eq!(rows[1][2], format!("0..{half}"), "{text}");
+    assert_eq!(
+        rows[4][2],
+        format!("{}..{}", half / 2 + 1, u128::MAX),
+        "{text}"
+    );
+    // Without an application, no lease columns.
+    assert_eq!(rows[0], ["SHARD", "STATE", "HASH KEYS"], "{text}");
+
+    let text = local.ok(
+        &["lineage", "--stream", stream, "--application", application],
+        None,
+    );
+    let rows = table_rows(&text);
+    assert_eq!(
+        rows[0],
+        ["SHARD", "STATE", "HASH KEYS", "OWNER", "CHECKPOINT"],
+        "{text}"
+    );
+    for (row, leased) in [(1, true), (2, false), (3, false), (4, false), (5, true)] {
+        let (owner, checkpoint) = (&rows[row][3], &rows[row][4]);
+        if leased {
+            // Every record was printed, so both parents have a real checkpoint.
+            assert!(checkpoint.bytes().all(|b| b.is_ascii_digit()), "{text}");
+        } else {
+            assert_eq!((owner.as_str(), checkpoint.as_str()), ("-", "-"), "{text}");
+        }
+    }
+    assert_eq!(rows[6].len(), 2, "{text}");
+
+    let json: serde_json::Value = serde_json::from_str(&local.ok(
+        &[
+            "lineage",
+            "--stream",
+            stream,
+            "--application",
+            application,
+            "--json",
+        ],
+        None,
+    ))
+    .expect("lineage JSON");
+    assert_eq!(json["lease_table"], application, "{json}");
+    let shards = json["shards"].as_array().expect("shards");
+    let ids: Vec<&str> = shards
+        .iter()
+        .filter_map(|s| s["shard_id"].as_str())
+        .collect();
+    let id = |n: u32| format!("shardId-{n:012}");
+    assert_eq!(ids, [0, 2, 3, 4, 1].map(id), "{json}");
+    let by_id = |n: u32| &shards[ids.iter().position(|s| *s == id(n)).expect("listed")];
+    assert_eq!(
+        by_id(4)["parents"],
+        serde_json::json!([id(3), id(1)]),
+        "{json}"
+    );
+    assert_eq!(
+        by_id(0)["children"],
+        serde_json::json!([id(2), id(3)]),
+        "{json}"
+    );
+    assert_eq!(by_id(1)["children"], serde_json::json!([id(4)]), "{json}");
+    assert_eq!(by_id(4)["state"], "open", "{json}");
+    assert_eq!(by_id(4)["ending_hash_key"], u128::MAX.to_string(), "{json}");
+    assert!(by_id(1)["lease"]["checkpoint"].is_string(), "{json}");
+    assert!(by_id(2)["lease"].is_null(), "{json}");
+}
+
+#[test]
 fn bad_input_against_the_emulators_is_a_one_line_error() {
     let local = Local::start();
     let out = local.kfleet(
@@ -389,6 +536,8 @@ fn bad_input_against_the_emulators_is_a_one_line_error() {
     let out = local.kfleet(&["put", "--stream", "no-such-stream"], Some(b"x\n"));
     assert_one_line_error(&out, "does not exist");
     let out = local.kfleet(&["stream", "describe", "no-such-stream"], None);
+    assert_one_line_error(&out, "does not exist");
+    let out = local.kfleet(&["lineage", "--stream", "no-such-stream"], None);
     assert_one_line_error(&out, "does not exist");
 
     let stream = "kfleet-bad-input";
