@@ -74,6 +74,7 @@ impl ShardSync {
 
     /// Creates the leases `shards` need and deletes the ones no longer needed.
     pub async fn sync(&mut self, store: &dyn LeaseStore, shards: &[Shard]) -> Result<SyncReport> {
+        let shards = &with_inferred_parents(shards);
         let mut leases = store.list_leases().await?;
         let mut report = SyncReport::default();
         for lease in plan_new_leases(shards, &leases, &self.initial) {
@@ -103,6 +104,38 @@ impl ShardSync {
         }
         Ok(report)
     }
+}
+
+/// Completes a listing that lost lineage: a closed shard no shard names as
+/// parent gets, as children, the parentless open shards overlapping its hash
+/// range. Kinesis never lists that shape (a closed shard always has
+/// children), but emulators whose UpdateShardCount closes every shard and
+/// opens new roots do; without the inferred parents the new shards would be
+/// read alongside the old ones' tails and per-key order would break.
+pub fn with_inferred_parents(shards: &[Shard]) -> Vec<Shard> {
+    let named: BTreeSet<&str> = shards
+        .iter()
+        .flat_map(|s| s.parent_shard_ids.iter().map(String::as_str))
+        .collect();
+    let orphans: Vec<&Shard> = shards
+        .iter()
+        .filter(|s| s.closed && !named.contains(s.shard_id.as_str()))
+        .collect();
+    let overlaps = |a: &HashKeyRange, b: &HashKeyRange| a.start <= b.end && b.start <= a.end;
+    shards
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            if !s.closed && s.parent_shard_ids.is_empty() {
+                s.parent_shard_ids = orphans
+                    .iter()
+                    .filter(|o| overlaps(&o.hash_key_range, &s.hash_key_range))
+                    .map(|o| o.shard_id.clone())
+                    .collect();
+            }
+            s
+        })
+        .collect()
 }
 
 /// Creates leases for the children a shard reported at its end (at
@@ -419,6 +452,34 @@ mod tests {
             planned(&resharded(), &leases, ExtendedSequenceNumber::LATEST).len(),
             3
         );
+    }
+
+    fn ranged(id: &str, parents: &[&str], closed: bool, start: u128, end: u128) -> Shard {
+        Shard {
+            hash_key_range: HashKeyRange { start, end },
+            ..shard(id, parents, closed)
+        }
+    }
+
+    #[test]
+    fn parentless_shards_replacing_closed_ones_inherit_them_as_parents() {
+        // An emulator's UpdateShardCount 2 -> 3 that closed a, b and opened c, d, e unlinked.
+        let shards = vec![
+            ranged("a", &[], true, 0, 99),
+            ranged("b", &[], true, 100, 199),
+            ranged("c", &[], false, 0, 66),
+            ranged("d", &[], false, 67, 133),
+            ranged("e", &[], false, 134, 199),
+        ];
+        let parents: Vec<Vec<String>> = with_inferred_parents(&shards)
+            .into_iter()
+            .map(|s| s.parent_shard_ids)
+            .collect();
+        assert_eq!(parents[2], ["a"]);
+        assert_eq!(parents[3], ["a", "b"]);
+        assert_eq!(parents[4], ["b"]);
+        // Kinesis' own shape (children name their parents) is left as it is.
+        assert_eq!(with_inferred_parents(&resharded()), resharded());
     }
 
     #[tokio::test]
