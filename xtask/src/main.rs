@@ -1,11 +1,15 @@
 //! Project automation. `cargo xtask test` runs every suite: the whole
 //! workspace against the embedded emulators, then the end-to-end suites again
 //! against the npm emulators (installing them into `testenv/` if needed).
+//! `cargo xtask bench` measures ours against the peers and writes `BENCHMARKS.md`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask test [--backend embedded|npm|all]";
+mod bench;
+
+const USAGE: &str = "usage: cargo xtask test [--backend embedded|npm|all]
+       cargo xtask bench [--quick] [SECTION...]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -14,6 +18,15 @@ fn main() -> ExitCode {
         ["test", "--backend", "all"] => test(&["embedded", "npm"]),
         ["test", "--backend", "embedded"] => test(&["embedded"]),
         ["test", "--backend", "npm"] => test(&["npm"]),
+        ["bench", ref rest @ ..] => {
+            let quick = rest.contains(&"--quick");
+            let only: Vec<String> = rest
+                .iter()
+                .filter(|a| !a.starts_with("--"))
+                .map(|a| a.to_string())
+                .collect();
+            bench::run(quick, &only)
+        }
         _ => Err(USAGE.to_owned()),
     };
     match result {
@@ -25,7 +38,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)

@@ -155,8 +155,6 @@ fn unpack(data: &Bytes, verify: bool) -> Result<Vec<UserRecord>, CorruptAggregat
     let msg =
         AggregatedRecordMsg::decode(body).map_err(|e| CorruptAggregate::Protobuf(e.to_string()))?;
 
-    let partition_keys = lossy_strings(&msg.partition_key_table);
-    let explicit_hash_keys = lossy_strings(&msg.explicit_hash_key_table);
     let mut out = Vec::with_capacity(msg.records.len());
     for (position, record) in msg.records.into_iter().enumerate() {
         let RecordMsg {
@@ -174,10 +172,21 @@ fn unpack(data: &Bytes, verify: bool) -> Result<Vec<UserRecord>, CorruptAggregat
         if tags.iter().any(|tag| tag.key.is_none()) {
             return Err(missing("tags.key"));
         }
-        let partition_key =
-            lookup(&partition_keys, pk_index, KeyTable::PartitionKey, position)?.clone();
+        let partition_key = lookup(
+            &msg.partition_key_table,
+            pk_index,
+            KeyTable::PartitionKey,
+            position,
+        )?;
         let explicit_hash_key = explicit_hash_key_index
-            .map(|i| lookup(&explicit_hash_keys, i, KeyTable::ExplicitHashKey, position).cloned())
+            .map(|i| {
+                lookup(
+                    &msg.explicit_hash_key_table,
+                    i,
+                    KeyTable::ExplicitHashKey,
+                    position,
+                )
+            })
             .transpose()?;
         out.push(UserRecord {
             partition_key,
@@ -189,24 +198,22 @@ fn unpack(data: &Bytes, verify: bool) -> Result<Vec<UserRecord>, CorruptAggregat
     Ok(out)
 }
 
-/// Table entries as strings, replacing invalid UTF-8 with U+FFFD as the Java
-/// protobuf runtime does for proto2 strings.
-fn lossy_strings(table: &[Bytes]) -> Vec<String> {
-    table
-        .iter()
-        .map(|b| String::from_utf8_lossy(b).into_owned())
-        .collect()
-}
-
+/// The key at `index` as a string, replacing invalid UTF-8 with U+FFFD as the
+/// Java protobuf runtime does for proto2 strings.
+///
+/// Converting per record, not the whole table up front, saves an allocation
+/// per record when keys are distinct (20% of unverified deaggregation time for
+/// 100-byte records) and costs a UTF-8 check per record when they repeat.
 fn lookup(
-    keys: &[String],
+    keys: &[Bytes],
     index: u64,
     table: KeyTable,
     record: usize,
-) -> Result<&String, CorruptAggregate> {
+) -> Result<String, CorruptAggregate> {
     usize::try_from(index)
         .ok()
         .and_then(|i| keys.get(i))
+        .map(|key| String::from_utf8_lossy(key).into_owned())
         .ok_or(CorruptAggregate::BadKeyIndex {
             record,
             table,
