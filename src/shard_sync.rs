@@ -4,6 +4,7 @@
 
 use kinesis_fleet_leases::{
     ExtendedSequenceNumber, HashKeyRange, LeaseStore, Shard, ShardSync, create_child_leases,
+    with_inferred_parents,
 };
 use kinesis_fleet_retrieval::{ChildShard, ShardInfo, list_shards};
 
@@ -32,49 +33,76 @@ impl StreamSync {
         }
     }
 
-    /// Lists the shards, creates missing leases and deletes finished ones.
+    /// Lists the shards, creates missing leases and deletes finished ones;
+    /// returns the listing (with lineage an emulator lost inferred).
     pub(crate) async fn sync(
         &mut self,
         kinesis: &aws_sdk_kinesis::Client,
         stream: &str,
         store: &dyn LeaseStore,
         stats: &WorkerStats,
-    ) -> Result<()> {
+    ) -> Result<Vec<Shard>> {
         let shards = list_shards(kinesis, stream).await.map_err(|e| match e {
             kinesis_fleet_retrieval::Error::StreamNotFound { stream } => {
                 Error::StreamNotFound { stream }
             }
             e => Error::from(e),
         })?;
-        let shards: Vec<Shard> = shards.iter().map(from_listed).collect();
+        let shards = with_inferred_parents(&shards.iter().map(from_listed).collect::<Vec<_>>());
         let report = self.sync.sync(store, &shards).await?;
         stats.add(Counter::LeasesCreated, report.created as u64);
         stats.add(Counter::LeasesDeleted, report.deleted as u64);
-        Ok(())
+        Ok(shards)
     }
 }
 
 /// Creates the leases of the children a shard reported at its end.
 pub(crate) async fn create_children(
     store: &dyn LeaseStore,
-    children: &[ChildShard],
+    children: &[Shard],
     stats: &WorkerStats,
 ) -> Result<()> {
-    let children: Vec<Shard> = children
-        .iter()
-        .map(|c| Shard {
-            shard_id: c.shard_id.clone(),
-            parent_shard_ids: c.parent_shards.clone(),
-            hash_key_range: HashKeyRange {
-                start: c.starting_hash_key,
-                end: c.ending_hash_key,
-            },
-            closed: false,
-        })
-        .collect();
-    let created = create_child_leases(store, &children).await?;
+    let created = create_child_leases(store, children).await?;
     stats.add(Counter::LeasesCreated, created as u64);
     Ok(())
+}
+
+/// Takes the unowned leases of `children` for worker `me`, which just
+/// finished their parent: a split's children start at once instead of after
+/// the leader's next round (which rebalances by graceful handoff if needed).
+/// Conditional, so a concurrent assignment by the leader wins harmlessly.
+pub(crate) async fn claim_children(
+    store: &dyn LeaseStore,
+    children: &[Shard],
+    me: &str,
+) -> Result<()> {
+    for child in children {
+        let Some(lease) = store.get_lease(&child.shard_id).await? else {
+            continue;
+        };
+        if lease.lease_owner.is_some() {
+            continue;
+        }
+        match store.take_lease(&lease, me).await {
+            Ok(_) => tracing::info!(shard = %child.shard_id, "took the lease of a child shard"),
+            Err(kinesis_fleet_leases::Error::LeaseLost { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// A child named by GetRecords or SubscribeToShard.
+pub(crate) fn from_child(c: &ChildShard) -> Shard {
+    Shard {
+        shard_id: c.shard_id.clone(),
+        parent_shard_ids: c.parent_shards.clone(),
+        hash_key_range: HashKeyRange {
+            start: c.starting_hash_key,
+            end: c.ending_hash_key,
+        },
+        closed: false,
+    }
 }
 
 fn from_listed(s: &ShardInfo) -> Shard {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use aws_types::SdkConfig;
 use kinesis_fleet_leases::{
     Coordinator, CoordinatorConfig, CoordinatorStore, DynamoCoordinatorStore, DynamoLeaseStore,
-    Fence, Lease, TickPlan,
+    Fence, Lease, Shard, TickPlan,
 };
 use kinesis_fleet_retrieval::{ChildShard, PollingConfig};
 use tokio::task::{Id as TaskId, JoinSet};
@@ -23,7 +23,7 @@ use crate::processor::{
     BoxError, FnProcessor, ProcessorFactory, RecordBatch, RecordProcessor, ShardId,
 };
 use crate::reader::{ReaderFactory, Retrieval};
-use crate::shard_sync::{StreamSync, create_children};
+use crate::shard_sync::{StreamSync, claim_children, create_children, from_child};
 use crate::stats::{Counter, WorkerStats};
 
 /// Consumes a stream: takes shard leases from the lease table and runs a
@@ -375,7 +375,7 @@ impl Worker {
         let mut leader_known = false;
         loop {
             let mut sync_now = false;
-            let mut ended = None;
+            let mut ended: Option<(String, Vec<ChildShard>)> = None;
             let expiry = coordinator.next_expiry(Instant::now());
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
@@ -391,13 +391,11 @@ impl Worker {
                 }
             }
             let synced = match ended {
-                // Children named by GetRecords/SubscribeToShard: no listing needed.
-                Some(children) if !children.is_empty() => {
-                    create_children(self.ctx.store.as_ref(), &children, &self.ctx.stats).await
+                Some((shard, children)) => {
+                    self.shard_ended(&mut stream_sync, &scheduler, &shard, children)
+                        .await
                 }
-                // The service did not name them: ListShards does.
-                Some(_) => self.sync_shards(&mut stream_sync).await,
-                None if sync_now => self.sync_shards(&mut stream_sync).await,
+                None if sync_now => self.sync_shards(&mut stream_sync).await.map(drop),
                 None => Ok(()),
             };
             if let Err(e) = synced {
@@ -419,7 +417,7 @@ impl Worker {
     }
 
     /// Lists the shards, creates missing leases and deletes finished ones.
-    async fn sync_shards(&self, sync: &mut StreamSync) -> Result<()> {
+    async fn sync_shards(&self, sync: &mut StreamSync) -> Result<Vec<Shard>> {
         sync.sync(
             &self.kinesis,
             &self.ctx.config.stream_name,
@@ -427,6 +425,39 @@ impl Worker {
             &self.ctx.stats,
         )
         .await
+    }
+
+    /// A consumer read `shard` to its end: lease its children, from the
+    /// `ChildShards` it reported or, when the service sent none, from
+    /// ListShards; then take them if this worker has room.
+    async fn shard_ended(
+        &self,
+        sync: &mut StreamSync,
+        scheduler: &Scheduler<'_>,
+        shard: &str,
+        reported: Vec<ChildShard>,
+    ) -> Result<()> {
+        let store = self.ctx.store.as_ref();
+        let children: Vec<Shard> = if reported.is_empty() {
+            let listed = self.sync_shards(sync).await?;
+            listed
+                .into_iter()
+                .filter(|s| s.parent_shard_ids.iter().any(|p| p == shard))
+                .collect()
+        } else {
+            let children: Vec<Shard> = reported.iter().map(from_child).collect();
+            create_children(store, &children, &self.ctx.stats).await?;
+            children
+        };
+        let room = self
+            .ctx
+            .config
+            .max_leases_per_worker
+            .saturating_sub(scheduler.running.len());
+        if scheduler.fence.is_fenced() || room < children.len() {
+            return Ok(());
+        }
+        claim_children(store, &children, &self.ctx.worker_id).await
     }
 }
 
@@ -488,7 +519,7 @@ impl Scheduler<'_> {
     fn reap(
         &mut self,
         joined: std::result::Result<(TaskId, ShardOutcome), tokio::task::JoinError>,
-    ) -> Option<Vec<ChildShard>> {
+    ) -> Option<(String, Vec<ChildShard>)> {
         let (id, outcome) = match joined {
             Ok((id, outcome)) => (id, Ok(outcome)),
             Err(e) => (e.id(), Err(e)),
@@ -498,7 +529,7 @@ impl Scheduler<'_> {
         match outcome {
             Ok(ShardOutcome::Ended { child_shards }) => {
                 tracing::info!(%lease, children = child_shards.len(), "shard finished");
-                return Some(child_shards);
+                return Some((lease, child_shards));
             }
             Ok(_) => {}
             Err(e) if e.is_panic() => {

@@ -43,6 +43,7 @@ pub use memory::MemoryLeaseStore;
 pub use sequence::{ExtendedSequenceNumber, MAX_SEQUENCE_NUMBER_DIGITS, SequenceNumber};
 pub use shard_sync::{
     Shard, ShardSync, SyncReport, create_child_leases, plan_cleanup, plan_new_leases,
+    with_inferred_parents,
 };
 pub use store::LeaseStore;
 
