@@ -106,32 +106,53 @@ impl ShardSync {
     }
 }
 
-/// Completes a listing that lost lineage: a closed shard no shard names as
-/// parent gets, as children, the parentless open shards overlapping its hash
-/// range. Kinesis never lists that shape (a closed shard always has
-/// children), but emulators whose UpdateShardCount closes every shard and
-/// opens new roots do; without the inferred parents the new shards would be
-/// read alongside the old ones' tails and per-key order would break.
+/// Completes a listing that lost lineage. On Kinesis every shard but the
+/// stream's first ones names its parents, but an emulator whose
+/// UpdateShardCount closes every open shard and opens new, parentless ones
+/// does not; without lineage the new shards would be read alongside the old
+/// ones' tails (breaking per-key order), and a generation that lived only
+/// briefly would never be leased (losing its records). A parentless shard
+/// gets as parents its *immediate predecessors*: earlier closed shards
+/// overlapping its hash range with no shard created between them covering
+/// that overlap (ids grow with creation).
 pub fn with_inferred_parents(shards: &[Shard]) -> Vec<Shard> {
-    let named: BTreeSet<&str> = shards
-        .iter()
-        .flat_map(|s| s.parent_shard_ids.iter().map(String::as_str))
+    // Zero-padded ids ("shardId-000000000017") sort by creation.
+    let order = |s: &Shard| (s.shard_id.len(), s.shard_id.clone());
+    let mut sorted: Vec<&Shard> = shards.iter().collect();
+    sorted.sort_by_key(|s| order(s));
+    let overlap = |a: &HashKeyRange, b: &HashKeyRange| {
+        let r = HashKeyRange {
+            start: a.start.max(b.start),
+            end: a.end.min(b.end),
+        };
+        (r.start <= r.end).then_some(r)
+    };
+    let inferred = |i: usize| -> Vec<String> {
+        let shard = sorted[i];
+        (0..i)
+            .filter(|&o| {
+                sorted[o].closed
+                    && overlap(&sorted[o].hash_key_range, &shard.hash_key_range).is_some_and(
+                        |both| {
+                            !sorted[o + 1..i]
+                                .iter()
+                                .any(|t| overlap(&t.hash_key_range, &both).is_some())
+                        },
+                    )
+            })
+            .map(|o| sorted[o].shard_id.clone())
+            .collect()
+    };
+    let parents: BTreeMap<String, Vec<String>> = (0..sorted.len())
+        .filter(|&i| sorted[i].parent_shard_ids.is_empty())
+        .map(|i| (sorted[i].shard_id.clone(), inferred(i)))
         .collect();
-    let orphans: Vec<&Shard> = shards
-        .iter()
-        .filter(|s| s.closed && !named.contains(s.shard_id.as_str()))
-        .collect();
-    let overlaps = |a: &HashKeyRange, b: &HashKeyRange| a.start <= b.end && b.start <= a.end;
     shards
         .iter()
         .map(|s| {
             let mut s = s.clone();
-            if !s.closed && s.parent_shard_ids.is_empty() {
-                s.parent_shard_ids = orphans
-                    .iter()
-                    .filter(|o| overlaps(&o.hash_key_range, &s.hash_key_range))
-                    .map(|o| o.shard_id.clone())
-                    .collect();
+            if let Some(p) = parents.get(&s.shard_id) {
+                s.parent_shard_ids.clone_from(p);
             }
             s
         })
@@ -478,6 +499,20 @@ mod tests {
         assert_eq!(parents[2], ["a"]);
         assert_eq!(parents[3], ["a", "b"]);
         assert_eq!(parents[4], ["b"]);
+        // A second rescale (3 -> 2) through a generation that closed at once.
+        let mut shards = shards;
+        for s in &mut shards[2..] {
+            s.closed = true;
+        }
+        shards.push(ranged("f", &[], false, 0, 99));
+        shards.push(ranged("g", &[], false, 100, 199));
+        let inferred = with_inferred_parents(&shards);
+        assert_eq!(inferred[2].parent_shard_ids, ["a"]);
+        assert_eq!(inferred[5].parent_shard_ids, ["c", "d"]);
+        assert_eq!(inferred[6].parent_shard_ids, ["d", "e"]);
+        // The closed middle generation is leased after its parents, so its records are read.
+        let planned = planned(&inferred, &[], ExtendedSequenceNumber::TRIM_HORIZON);
+        assert_eq!(planned.len(), 7);
         // Kinesis' own shape (children name their parents) is left as it is.
         assert_eq!(with_inferred_parents(&resharded()), resharded());
     }
