@@ -156,6 +156,44 @@ pub enum Error {
         /// The effective hash key.
         hash_key: u128,
     },
+    /// A reshard names a shard that is not open (closed or unknown).
+    #[error(
+        "shard {shard_id} of stream {stream} is not open (closed or unknown); list the open shards first"
+    )]
+    ShardNotOpen {
+        /// The stream.
+        stream: String,
+        /// The shard named.
+        shard_id: String,
+    },
+    /// Two shards to merge do not cover adjacent hash key ranges.
+    #[error(
+        "shards {shard_id} and {other_shard_id} of stream {stream} are not adjacent: their hash key ranges must touch"
+    )]
+    ShardsNotAdjacent {
+        /// The stream.
+        stream: String,
+        /// The first shard named.
+        shard_id: String,
+        /// The second shard named.
+        other_shard_id: String,
+    },
+    /// A shard covers a single hash key and cannot be split.
+    #[error("shard {shard_id} of stream {stream} covers one hash key and cannot be split")]
+    Unsplittable {
+        /// The stream.
+        stream: String,
+        /// The shard.
+        shard_id: String,
+    },
+    /// A target shard count below 1.
+    #[error("cannot scale stream {stream} to {target} shards: the target must be at least 1")]
+    InvalidShardCount {
+        /// The stream.
+        stream: String,
+        /// The target asked for.
+        target: i32,
+    },
 }
 
 impl Error {
@@ -176,7 +214,11 @@ impl Error {
             | Error::InvalidPartitionKey { .. }
             | Error::Aggregation { .. }
             | Error::BadShard { .. }
-            | Error::NoShardForHashKey { .. } => false,
+            | Error::NoShardForHashKey { .. }
+            | Error::ShardNotOpen { .. }
+            | Error::ShardsNotAdjacent { .. }
+            | Error::Unsplittable { .. }
+            | Error::InvalidShardCount { .. } => false,
         }
     }
 

@@ -9,6 +9,9 @@
 //! - `npm`: kinesis-mock (`kinesis-local`) and dynalite as Node.js child
 //!   processes. Install once with `npm ci --prefix testenv`.
 //!
+//! [`producer`] writes records; [`resharding`] tests consumers while a stream
+//! is split, merged and scaled; [`proxy`] injects network faults.
+//!
 //! ```no_run
 //! # async fn demo() -> kinesis_fleet_testkit::Result<()> {
 //! let aws = kinesis_fleet_testkit::LocalAws::start().await?;
@@ -23,6 +26,7 @@ mod error;
 mod npm;
 pub mod producer;
 pub mod proxy;
+pub mod resharding;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,7 +52,8 @@ pub const REGION: &str = "us-east-1";
 /// Small, because kinesis-mock answers a bad iterator with HTTP 500.
 pub const SDK_MAX_ATTEMPTS: u32 = 3;
 
-/// How long [`LocalAws::create_stream`] waits for the stream to become ACTIVE.
+/// How long [`LocalAws::create_stream`] and the [`resharding::Reshard`] actions
+/// wait for the stream to become ACTIVE.
 pub const STREAM_ACTIVE_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Which emulators [`LocalAws`] runs.
@@ -357,34 +362,39 @@ impl LocalAws {
             .send()
             .await
             .map_err(|e| Error::kinesis("CreateStream", e))?;
-        let started = Instant::now();
-        let mut last_seen = String::from("nothing yet");
-        while started.elapsed() < STREAM_ACTIVE_DEADLINE {
-            match client
-                .describe_stream_summary()
-                .stream_name(name)
-                .send()
-                .await
-            {
-                Ok(out) => {
-                    let status = out.stream_description_summary().map(|s| s.stream_status());
-                    if status == Some(&StreamStatus::Active) {
-                        return Ok(());
-                    }
-                    last_seen = format!("status {status:?}");
-                }
-                Err(e) => {
-                    last_seen = aws_sdk_kinesis::error::DisplayErrorContext(e).to_string();
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Err(Error::Timeout {
-            what: format!("stream {name} to become ACTIVE"),
-            waited: started.elapsed(),
-            last_seen,
-        })
+        wait_active(&client, name).await
     }
+}
+
+/// Waits until stream `name` is ACTIVE, at most [`STREAM_ACTIVE_DEADLINE`].
+pub(crate) async fn wait_active(client: &aws_sdk_kinesis::Client, name: &str) -> Result<()> {
+    let started = Instant::now();
+    let mut last_seen = String::from("nothing yet");
+    while started.elapsed() < STREAM_ACTIVE_DEADLINE {
+        match client
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let status = out.stream_description_summary().map(|s| s.stream_status());
+                if status == Some(&StreamStatus::Active) {
+                    return Ok(());
+                }
+                last_seen = format!("status {status:?}");
+            }
+            Err(e) => {
+                last_seen = aws_sdk_kinesis::error::DisplayErrorContext(e).to_string();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(Error::Timeout {
+        what: format!("stream {name} to become ACTIVE"),
+        waited: started.elapsed(),
+        last_seen,
+    })
 }
 
 /// How long an emulator may take to answer its first real request.
