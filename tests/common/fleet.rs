@@ -145,6 +145,8 @@ pub struct Fleet {
     pub dynamodb_endpoint: String,
     /// Workers read with enhanced fan-out instead of polling.
     pub fan_out: bool,
+    /// `--shard-sync-secs` for the workers (default: the worker's own).
+    pub shard_sync_secs: Option<f64>,
 }
 
 impl Fleet {
@@ -160,6 +162,7 @@ impl Fleet {
             failover_secs,
             dynamodb_endpoint,
             fan_out: false,
+            shard_sync_secs: None,
         }
     }
 
@@ -178,6 +181,12 @@ impl Fleet {
             .args(["--worker-id", id, "--print-records"])
             .args(["--failover-secs", &self.failover_secs.to_string()])
             .args(self.fan_out.then_some("--fan-out"))
+            .args(
+                self.shard_sync_secs
+                    .map(|secs| ["--shard-sync-secs".to_owned(), secs.to_string()])
+                    .into_iter()
+                    .flatten(),
+            )
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env(
