@@ -1,7 +1,9 @@
 //! Issue #4 acceptance with worker processes (`examples/fleet_worker`): a
-//! worker killed with SIGKILL in the middle of a split loses nothing and
-//! breaks no per-key order; finished parents' leases are deleted only after
-//! their children progressed. Runs on both emulator families.
+//! worker killed with SIGKILL in the middle of a split, then a merge and a
+//! rescale 4 → 8 → 3, lose nothing and break no per-key order; duplicates
+//! come only from the killed worker's un-checkpointed tail; a finished
+//! parent's lease is deleted only after its children progressed. Runs on
+//! both emulator families.
 
 mod common;
 
@@ -137,7 +139,18 @@ async fn kill_9_in_the_middle_of_a_split_loses_nothing_and_keeps_order() {
         }
     });
 
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The rest of the sequence, with the killed worker restarted under a new id.
+    workers.push(fleet.spawn("c"));
+    let open = reshard.open_shards().await.unwrap();
+    reshard
+        .merge(&open[1].shard_id, &open[2].shard_id)
+        .await
+        .expect("merge");
+    for target in [4, 8, 3] {
+        reshard.scale_to(target).await.expect("scale");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let written = workload.stop().await.expect("workload");
     let report = delivered_report(
         &fleet,
