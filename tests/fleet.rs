@@ -14,10 +14,8 @@ const FAILOVER_SECS: f64 = 10.0;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_balances_hands_off_without_replay_and_survives_crashes() {
-    if !common::fleet::runs_here() {
-        return;
-    }
     let fleet = Fleet::new(12, FAILOVER_SECS).await;
+    fleet.watch();
     let failover = fleet.failover();
     let heartbeat = failover / 6;
     let round = failover / 2;
@@ -89,6 +87,7 @@ async fn a_fleet_balances_hands_off_without_replay_and_survives_crashes() {
     let index = workers.iter().position(|w| w.id == victim).unwrap();
     let victim_shards = fleet.shards_of(victim).await;
     let killed = Instant::now();
+    eprintln!("{} kill -9 {victim}", common::fleet::utc_now());
     workers[index].kill9().await;
     let took = fleet
         .wait_running_elsewhere(
@@ -111,6 +110,7 @@ async fn a_fleet_balances_hands_off_without_replay_and_survives_crashes() {
     let leader_index = workers.iter().position(|w| w.id == leader).unwrap();
     let leader_shards = fleet.shards_of(&leader).await;
     let killed = Instant::now();
+    eprintln!("{} kill -9 the leader {leader}", common::fleet::utc_now());
     workers[leader_index].kill9().await;
     let new_leader = loop {
         match fleet.leader().await {

@@ -48,9 +48,6 @@ fn writes(counts: &BTreeMap<String, f64>) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordination_writes_do_not_grow_with_shards() {
-    if !common::fleet::runs_here() {
-        return;
-    }
     let small = steady_state(12).await;
     let large = steady_state(48).await;
     eprintln!("DynamoDB requests per minute, 3 idle workers, failover 10 s ({WINDOW:?} window):");

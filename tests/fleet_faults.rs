@@ -13,10 +13,8 @@ use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_cut_off_from_dynamodb_fences_itself() {
-    if !common::fleet::runs_here() {
-        return;
-    }
     let fleet = Fleet::new(4, 6.0).await;
+    fleet.watch();
     let failover = fleet.failover();
     let proxy = FaultProxy::start(fleet.aws.dynamodb_endpoint())
         .await

@@ -1,6 +1,11 @@
 //! Worker processes for fleet tests: `examples/fleet_worker` started as
 //! separate OS processes against the local emulators, their JSON-line output
 //! collected with arrival times.
+//!
+//! Diagnosing a timing failure: `FLEET_WORKER_LOG=<filter>` passes the
+//! filter to the workers as `RUST_LOG` and prints their logs prefixed with
+//! the worker id; `FLEET_WATCH=1` also prints every change of the leader,
+//! heartbeats, lease owners and the owner index, UTC-stamped like the logs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -119,21 +124,6 @@ impl WorkerProcess {
     }
 }
 
-/// Whether the process-level fleet suites run with the selected emulators.
-/// They run on the embedded ones only: under kinesis-mock and dynalite a
-/// handoff to a joining worker has intermittently missed the one-round bound
-/// (not yet diagnosed), and these suites assert timings.
-pub fn runs_here() -> bool {
-    let backend = kinesis_fleet_testkit::Backend::from_env()
-        .unwrap_or(kinesis_fleet_testkit::Backend::Embedded);
-    if backend != kinesis_fleet_testkit::Backend::Embedded {
-        eprintln!(
-            "skipped: the fleet suites assert timings and run on the embedded emulators only"
-        );
-    }
-    backend == kinesis_fleet_testkit::Backend::Embedded
-}
-
 /// What fleet tests share: emulators, a stream, an application, the event log.
 pub struct Fleet {
     pub aws: LocalAws,
@@ -164,6 +154,86 @@ impl Fleet {
             fan_out: false,
             shard_sync_secs: None,
         }
+    }
+
+    /// With `FLEET_WATCH` set, prints (UTC-stamped, like the worker logs)
+    /// every change of the leader, the worker heartbeats, lease ownership and
+    /// the owner index, polled every 100 ms: evidence for timing failures.
+    pub fn watch(&self) {
+        if std::env::var_os("FLEET_WATCH").is_none() {
+            return;
+        }
+        let store = self.lease_store();
+        let registry = DynamoCoordinatorStore::new(
+            self.aws.dynamodb_client(),
+            format!("{}-coordinator", self.application),
+        );
+        tokio::spawn(async move {
+            let mut last = String::new();
+            let mut last_index = String::new();
+            let mut counters: HashMap<String, u64> = HashMap::new();
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if let Ok(view) = registry.read().await {
+                    let mut seen = vec![];
+                    if let Some(l) = &view.leader {
+                        seen.push(("leader".to_owned(), l.leader_counter, l.leader_id.clone()));
+                    }
+                    for w in view.workers.values() {
+                        seen.push((
+                            w.worker_id.clone(),
+                            w.heartbeat_counter,
+                            format!("{:?}", w.state),
+                        ));
+                    }
+                    for (key, counter, what) in seen {
+                        if counters.insert(key.clone(), counter) != Some(counter) {
+                            eprintln!("[watch] {} {key} #{counter} {what}", utc_now());
+                        }
+                    }
+                }
+                let Ok(leases) = store.list_leases().await else {
+                    continue;
+                };
+                let owners: Vec<String> = leases
+                    .iter()
+                    .map(|l| {
+                        format!(
+                            "{}={:?}/{:?}",
+                            l.lease_key.trim_start_matches("shardId-0000000000"),
+                            l.lease_owner,
+                            l.checkpoint_owner
+                        )
+                    })
+                    .collect();
+                let owners = owners.join(" ");
+                if owners != last {
+                    eprintln!("[watch] {} leases {owners}", utc_now());
+                    last = owners;
+                }
+                let mut workers: Vec<String> = leases
+                    .iter()
+                    .flat_map(|l| [l.lease_owner.clone(), l.checkpoint_owner.clone()])
+                    .flatten()
+                    .collect();
+                workers.sort();
+                workers.dedup();
+                let mut index = String::new();
+                for w in workers {
+                    if let Ok(keys) = store.list_lease_keys_owned_by(&w).await {
+                        let keys: Vec<&str> = keys
+                            .iter()
+                            .map(|k| k.trim_start_matches("shardId-0000000000"))
+                            .collect();
+                        index.push_str(&format!("{w}:{keys:?} "));
+                    }
+                }
+                if index != last_index {
+                    eprintln!("[watch] {} index {index}", utc_now());
+                    last_index = index;
+                }
+            }
+        });
     }
 
     pub fn failover(&self) -> Duration {
@@ -202,14 +272,25 @@ impl Fleet {
             .env("AWS_MAX_ATTEMPTS", "2")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .stdout(Stdio::piped())
+            .env("NO_COLOR", "1")
             .stderr(if std::env::var_os("FLEET_WORKER_LOG").is_some() {
-                Stdio::inherit()
+                Stdio::piped()
             } else {
                 Stdio::null()
             })
             .kill_on_drop(true)
             .spawn()
             .expect("spawn fleet_worker");
+        // Worker logs, each line prefixed with the worker's id.
+        if let Some(stderr) = child.stderr.take() {
+            let id = id.to_owned();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    eprintln!("[{id}] {line}");
+                }
+            });
+        }
         let stdout = child.stdout.take().unwrap();
         let log = self.events.clone();
         tokio::spawn(async move {
@@ -275,12 +356,36 @@ impl Fleet {
             if counts == expected {
                 return start.elapsed();
             }
-            assert!(
-                start.elapsed() < timeout,
-                "not balanced as {expected:?} within {timeout:?}: {owners:?}"
-            );
+            if start.elapsed() >= timeout {
+                panic!(
+                    "not balanced as {expected:?} within {timeout:?}: {owners:?}\n{}",
+                    self.describe_leases().await
+                );
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Every lease (owner, checkpoint owner, counter) and what the owner
+    /// index lists for each worker named, for failure messages.
+    pub async fn describe_leases(&self) -> String {
+        let store = self.lease_store();
+        let leases = self.leases().await;
+        let mut out = String::from("leases (key: leaseOwner/checkpointOwner #leaseCounter):\n");
+        let mut workers = std::collections::BTreeSet::new();
+        for l in &leases {
+            out.push_str(&format!(
+                "  {}: {:?}/{:?} #{}\n",
+                l.lease_key, l.lease_owner, l.checkpoint_owner, l.lease_counter
+            ));
+            workers.extend(l.lease_owner.clone());
+            workers.extend(l.checkpoint_owner.clone());
+        }
+        for w in workers {
+            let indexed = store.list_lease_keys_owned_by(&w).await;
+            out.push_str(&format!("owner index for {w}: {indexed:?}\n"));
+        }
+        out
     }
 
     /// Waits until every shard in `shards` was initialized by a worker other
@@ -383,4 +488,29 @@ impl Producer {
         self.task.abort();
         *self.written.lock().unwrap()
     }
+}
+
+/// Now as `YYYY-MM-DDTHH:MM:SS.mmmZ`, to line up with the worker logs.
+pub fn utc_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (secs, ms) = (now.as_secs() as i64, now.subsec_millis());
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }

@@ -151,10 +151,29 @@ pub struct Coordinator {
     leases_seen: ExpiryTracker,
     leader: Option<LeaderRecord>,
     last_round: Option<(Instant, BTreeSet<String>)>,
+    /// When the leader must force the first pending handoff: a round runs then.
+    next_forced: Option<Instant>,
     /// Leases of ours known to be at `SHARD_END`: not read again.
     finished: BTreeSet<String>,
     /// What the owner index listed for this worker at the last tick.
     owned_before: BTreeSet<String>,
+    /// Leases that left the owner index and may still name this worker as
+    /// `checkpointOwner`: it completes their handoffs once it runs them no more.
+    leaving: BTreeSet<String>,
+    /// Leases this leader moved to another worker that may not know yet:
+    /// that worker and its heartbeat counter in the first view read after
+    /// the move. Its tick may have queried the owner index just before the
+    /// move, and a lease moved on before its next query would name it as
+    /// the source of a handoff it never learns of (stalled until
+    /// `handoff_timeout`). Such leases count for their owner but stay put
+    /// until it has heartbeat twice more: the tick between those two
+    /// heartbeats queried the index after the move.
+    unsettled: BTreeMap<String, (String, Option<u64>)>,
+    /// When the last view was read: what the last tick judged expiry by.
+    observed_at: Instant,
+    /// The last round kept unsettled leases in place: rerun it once some settle.
+    held_back: bool,
+    settled: bool,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -197,19 +216,35 @@ impl Coordinator {
             leases_seen: ExpiryTracker::default(),
             leader: None,
             last_round: None,
+            next_forced: None,
             finished: BTreeSet::new(),
             owned_before: BTreeSet::new(),
+            leaving: BTreeSet::new(),
+            unsettled: BTreeMap::new(),
+            observed_at: Instant::now(),
+            held_back: false,
+            settled: false,
         }
     }
 
     /// The next instant after `after` at which a worker or the leader this
-    /// coordinator watches expires if it stays silent: tick then too, so
-    /// takeovers happen on time rather than up to a heartbeat late.
+    /// coordinator watches expires if it stays silent, or a pending handoff
+    /// must be forced: tick then too, so takeovers happen on time rather
+    /// than up to a heartbeat late.
+    ///
+    /// Instants that fell inside the last tick, after its observations were
+    /// stamped, are returned too (they are in the past: tick at once). That
+    /// tick judged them not yet due, and with `failover_time` a multiple of
+    /// `heartbeat_interval` an expiry lands inside one of the observer's
+    /// regular ticks about every other time: skipping it cost a heartbeat.
     pub fn next_expiry(&self, after: Instant) -> Option<Instant> {
+        let after = after.min(self.observed_at);
         let failover = self.config.failover_time;
         [
             self.leader_seen.next_expiry(after, failover),
             self.workers_seen.next_expiry(after, failover),
+            self.next_forced
+                .filter(|at| *at > after && self.leader.is_some()),
         ]
         .into_iter()
         .flatten()
@@ -250,12 +285,21 @@ impl Coordinator {
         // may have been applied, and repeating its value would make the next
         // success invisible to observers while this worker counts it.
         self.heartbeat_counter += 1;
+        // Recovering from a fence, a worker releases its leases first:
+        // draining makes the leader assign it nothing meanwhile, and the
+        // change back to running makes it reassign them at once.
+        let state = match self.state {
+            WorkerState::Running if self.fenced || self.release_after_fence => {
+                WorkerState::Draining
+            }
+            state => state,
+        };
         let record = WorkerRecord {
             worker_id: self.config.worker_id.clone(),
             heartbeat_counter: self.heartbeat_counter,
             heartbeat_at_ms: epoch_ms(),
             started_at_ms: self.started_at_ms,
-            state: self.state,
+            state,
         };
         self.registry.put_worker(&record).await
     }
@@ -273,6 +317,9 @@ impl Coordinator {
     pub async fn tick(&mut self, running: &BTreeSet<String>) -> TickPlan {
         let mut plan = TickPlan::default();
         let sent = Instant::now();
+        // Until the view is read: a tick that ends early (fenced, read
+        // failed) must not make `next_expiry` wake the worker again at once.
+        self.observed_at = sent;
         let beat = self.heartbeat().await;
         // Judged after the heartbeat returns, from when the last successful
         // one was sent (observers may have seen it as early as that): a tick
@@ -298,6 +345,10 @@ impl Coordinator {
                 }
             }
         }
+        // Before leading: a round may then reassign the released leases at once.
+        if self.release_after_fence {
+            self.release_after_fence = !self.release_owned().await;
+        }
         let view = match self.registry.read().await {
             Ok(view) => view,
             Err(e) => {
@@ -305,16 +356,19 @@ impl Coordinator {
                 return plan;
             }
         };
-        // Observations are stamped with the tick's start: the values read
-        // are at least that recent, and ticks then stay exactly one
-        // heartbeat apart, so expiry lands on time rather than a tick late.
-        let now = sent;
+        // Observations are stamped when the read returns, never earlier: a
+        // value read may have been written just before (a heartbeat sent
+        // then fences its worker `fence_after` later), so expiry judged from
+        // an earlier stamp could take leases from a worker still delivering.
+        let now = Instant::now();
+        self.observed_at = now;
         self.workers_seen.observe(
             view.workers
                 .values()
                 .map(|w| (w.worker_id.as_str(), w.heartbeat_counter)),
             now,
         );
+        self.settle_moves(&view);
         self.update_leadership(&view, now).await;
         plan.leader_known = view.leader.is_some() || self.leader.is_some();
         plan.is_leader = self.leader.is_some();
@@ -322,6 +376,13 @@ impl Coordinator {
             plan.assignment = self.lead(&view, now).await;
         }
         self.own_leases(running, &mut plan).await;
+        // A tick that outlived the fence decided on reads a leader may have
+        // acted on since (judging this worker expired and taking its
+        // leases): starting them now would deliver beside the new owners.
+        if Instant::now() >= self.fence.deadline() {
+            tracing::error!(worker = %self.config.worker_id, "the tick outlasted the fence; fencing: stopping every shard");
+            return self.fenced_plan(running);
+        }
         plan
     }
 
@@ -375,6 +436,7 @@ impl Coordinator {
                     // Judge lease expiry from our own observations only.
                     self.leases_seen = ExpiryTracker::default();
                     self.last_round = None;
+                    self.unsettled.clear();
                 }
                 self.leader = Some(record);
             }
@@ -387,11 +449,18 @@ impl Coordinator {
     }
 
     /// Workers that may be assigned leases: running and seen heartbeating.
+    /// The leader judges its own state first hand: once recovered from a
+    /// fence, it runs again before its next heartbeat says so.
     fn live_workers(&self, view: &CoordinatorView, now: Instant) -> BTreeSet<String> {
         view.workers
             .values()
             .filter(|w| {
-                w.state == WorkerState::Running
+                let running = if w.worker_id == self.config.worker_id {
+                    self.state == WorkerState::Running && !self.release_after_fence
+                } else {
+                    w.state == WorkerState::Running
+                };
+                running
                     && !self
                         .workers_seen
                         .is_expired(&w.worker_id, now, self.config.failover_time)
@@ -406,13 +475,16 @@ impl Coordinator {
         let due = match &self.last_round {
             None => true,
             Some((at, members)) => {
-                *members != live || now.duration_since(*at) >= self.config.assignment_interval
+                *members != live
+                    || now.duration_since(*at) >= self.config.assignment_interval
+                    || self.next_forced.is_some_and(|at| now >= at)
+                    || (self.held_back && self.settled)
             }
         };
         if !due {
             return None;
         }
-        let leases = match self.leases.list_leases().await {
+        let mut leases = match self.leases.list_leases().await {
             Ok(leases) => leases,
             Err(e) => {
                 tracing::warn!(error = %e, "leader could not scan the lease table");
@@ -420,43 +492,92 @@ impl Coordinator {
             }
         };
         self.last_round = Some((now, live.clone()));
+        self.settled = false;
+        // Stamped when read or written, like every observation; judged as of
+        // `now`, when the workers were last seen.
         self.leases_seen.observe(
             leases
                 .iter()
                 .map(|l| (l.lease_key.as_str(), l.lease_counter)),
-            now,
+            Instant::now(),
         );
         let mut report = AssignmentReport {
             leases_scanned: leases.len(),
             live_workers: live.len(),
             ..AssignmentReport::default()
         };
+        for lease in leases
+            .iter_mut()
+            .filter(|l| l.is_handoff_pending() && !l.checkpoint.is_shard_end())
+        {
+            let Some(to) = self.settle_handoff(lease, view, &live, now) else {
+                continue;
+            };
+            tracing::warn!(lease = %lease.lease_key, from = ?lease.checkpoint_owner, to, "ending a handoff that cannot complete");
+            match self.leases.take_lease(lease, &to).await {
+                Ok(taken) => {
+                    self.leases_seen
+                        .wrote(&taken.lease_key, taken.lease_counter, Instant::now());
+                    *lease = taken;
+                    report.forced += 1;
+                }
+                Err(_) => report.conflicts += 1,
+            }
+        }
         let by_key: BTreeMap<&str, &Lease> =
             leases.iter().map(|l| (l.lease_key.as_str(), l)).collect();
-        let mut candidates = Vec::new();
-        for lease in leases.iter().filter(|l| !l.checkpoint.is_shard_end()) {
-            let mut pending = lease.is_handoff_pending();
-            if pending && self.handoff_must_be_forced(lease, view, &live, now) {
-                match self.force_handoff(lease).await {
-                    Ok(()) => report.forced += 1,
-                    Err(_) => report.conflicts += 1,
-                }
-                pending = false;
-            }
-            candidates.push(Candidate {
+        self.unsettled.retain(|key, (owner, _)| {
+            by_key
+                .get(key.as_str())
+                .is_some_and(|l| l.lease_owner.as_deref() == Some(owner.as_str()))
+        });
+        self.held_back = false;
+        let candidates: Vec<Candidate<'_>> = leases
+            .iter()
+            .filter(|l| !l.checkpoint.is_shard_end())
+            .map(|lease| Candidate {
                 lease_key: &lease.lease_key,
                 holder: self.holder(lease, view, &live, now),
-                handoff_pending: pending,
-            });
-        }
+                handoff_pending: lease.is_handoff_pending() || {
+                    let unsettled = self.unsettled.contains_key(&lease.lease_key);
+                    self.held_back |= unsettled;
+                    unsettled
+                },
+            })
+            .collect();
+        // Handoffs towards live workers, forced when they stall.
+        let mut pending: Vec<&str> = candidates
+            .iter()
+            .filter(|c| {
+                c.handoff_pending
+                    && by_key[c.lease_key].is_handoff_pending()
+                    && matches!(c.holder, Holder::Worker(_))
+            })
+            .map(|c| c.lease_key)
+            .collect();
         let workers: Vec<&str> = live.iter().map(String::as_str).collect();
         for m in plan_assignment(&candidates, &workers, self.config.max_leases_per_worker) {
             let key = match &m {
                 Move::Assign { lease_key, .. } | Move::HandOff { lease_key, .. } => lease_key,
             };
-            match self.write_move(&m, by_key[key.as_str()]).await {
-                Ok(()) if matches!(m, Move::Assign { .. }) => report.assigned += 1,
-                Ok(()) => report.handoffs += 1,
+            let scanned = by_key[key.as_str()];
+            match self.write_move(&m, scanned).await {
+                Ok(written) => {
+                    // The handoff timeout runs from here, not from the next scan.
+                    self.leases_seen
+                        .wrote(key, written.lease_counter, Instant::now());
+                    let (Move::Assign { to, .. } | Move::HandOff { to, .. }) = &m;
+                    if *to != self.config.worker_id {
+                        // (The leader's own index query follows in this tick.)
+                        self.unsettled.insert(key.clone(), (to.clone(), None));
+                    }
+                    if matches!(m, Move::Assign { .. }) {
+                        report.assigned += 1;
+                    } else {
+                        report.handoffs += 1;
+                        pending.push(&scanned.lease_key);
+                    }
+                }
                 Err(e) => {
                     // Another writer really moved the lease: next round.
                     tracing::debug!(lease = %key, error = %e, "assignment write lost a race");
@@ -464,6 +585,17 @@ impl Coordinator {
                 }
             }
         }
+        if self.unsettled.values().any(|(_, first)| first.is_none()) {
+            // Take the baseline now rather than at the next tick: the moved
+            // leases settle, and may move again, a heartbeat sooner.
+            if let Ok(after) = self.registry.read().await {
+                self.settle_moves(&after);
+            }
+        }
+        self.next_forced = pending
+            .iter()
+            .filter_map(|k| self.leases_seen.expires_at(k, self.config.handoff_timeout))
+            .min();
         self.forget_departed_workers(view, &leases, &live, now)
             .await;
         if report.assigned + report.handoffs + report.forced > 0 {
@@ -472,11 +604,34 @@ impl Coordinator {
         Some(report)
     }
 
+    /// Settles moved leases whose owner has heartbeat twice since the first
+    /// view read after the move (see `unsettled`); forgets those of workers gone.
+    fn settle_moves(&mut self, view: &CoordinatorView) {
+        let before = self.unsettled.len();
+        self.unsettled.retain(|_, (owner, baseline)| {
+            let Some(counter) = view
+                .workers
+                .get(owner.as_str())
+                .map(|w| w.heartbeat_counter)
+            else {
+                return false;
+            };
+            match baseline {
+                None => {
+                    *baseline = Some(counter);
+                    true
+                }
+                Some(first) => counter < *first + 2,
+            }
+        });
+        self.settled |= self.unsettled.len() < before;
+    }
+
     /// Writes one move. Owners checkpoint all the time and every checkpoint
     /// bumps the counter, so a lost race is retried at once on a fresh read
     /// as long as only the counter moved (same owners), instead of waiting
     /// for the next round.
-    async fn write_move(&self, m: &Move, scanned: &Lease) -> Result<()> {
+    async fn write_move(&self, m: &Move, scanned: &Lease) -> Result<Lease> {
         let mut lease = scanned.clone();
         for _ in 0..3 {
             let written = match m {
@@ -495,7 +650,7 @@ impl Coordinator {
                         _ => break,
                     }
                 }
-                other => return other.map(|_| ()),
+                other => return other,
             }
         }
         Err(Error::LeaseLost {
@@ -516,6 +671,15 @@ impl Coordinator {
         };
         if live.contains(owner) {
             return Holder::Worker(owner);
+        }
+        if let Some(from) = lease.checkpoint_owner.as_deref() {
+            // The handoff's target is gone: the source may still run the
+            // lease (or drain it), so only a source that is gone frees it.
+            return if self.heartbeating(from, view, now) {
+                Holder::Untouchable
+            } else {
+                Holder::Nobody
+            };
         }
         match view.workers.get(owner) {
             // Draining and still heartbeating: it releases its leases itself.
@@ -542,36 +706,39 @@ impl Coordinator {
         }
     }
 
-    fn handoff_must_be_forced(
+    /// Who must take a pending handoff's lease now, if anyone: its live
+    /// target once the source is gone or `handoff_timeout` passed without
+    /// a write; its live source once the target is gone (anyone else would
+    /// run it beside the source).
+    fn settle_handoff(
         &self,
         lease: &Lease,
         view: &CoordinatorView,
         live: &BTreeSet<String>,
         now: Instant,
-    ) -> bool {
-        let source_alive = lease.checkpoint_owner.as_deref().is_some_and(|from| {
-            view.workers.contains_key(from)
-                && !self
-                    .workers_seen
-                    .is_expired(from, now, self.config.failover_time)
-        });
-        let target_alive = lease
-            .lease_owner
-            .as_deref()
-            .is_some_and(|to| live.contains(to));
-        target_alive
-            && (!source_alive
-                || self
-                    .leases_seen
-                    .is_expired(&lease.lease_key, now, self.config.handoff_timeout))
+    ) -> Option<String> {
+        let (to, from) = (
+            lease.lease_owner.as_deref()?,
+            lease.checkpoint_owner.as_deref()?,
+        );
+        if !live.contains(to) {
+            return live.contains(from).then(|| from.to_owned());
+        }
+        let stalled = !self.heartbeating(from, view, now)
+            || self
+                .leases_seen
+                .is_expired(&lease.lease_key, now, self.config.handoff_timeout);
+        stalled.then(|| to.to_owned())
     }
 
-    async fn force_handoff(&self, lease: &Lease) -> Result<()> {
-        let Some(to) = lease.lease_owner.as_deref() else {
-            return Ok(());
-        };
-        tracing::warn!(lease = %lease.lease_key, from = ?lease.checkpoint_owner, to, "forcing a handoff that did not complete");
-        self.leases.take_lease(lease, to).await.map(|_| ())
+    /// Whether `worker` heartbeats: it has an item, has not stopped, and is not expired.
+    fn heartbeating(&self, worker: &str, view: &CoordinatorView, now: Instant) -> bool {
+        view.workers.get(worker).is_some_and(|w| {
+            w.state != WorkerState::Stopped
+                && !self
+                    .workers_seen
+                    .is_expired(worker, now, self.config.failover_time)
+        })
     }
 
     /// Deletes heartbeat items of stopped or dead workers that own nothing.
@@ -615,33 +782,7 @@ impl Coordinator {
             }
         };
         self.finished.retain(|k| owned.contains(k));
-        if self.release_after_fence {
-            // Observers may have judged this worker expired on a view read
-            // before its heartbeat resumed, and a leader may still be writing
-            // that round: restarting a lease it owns (which writes nothing)
-            // would race such a take. A conditional release bumps the counter,
-            // so a stale take fails; the leader reassigns the lease afresh.
-            let mut done = true;
-            for key in owned.difference(&self.finished) {
-                match self.leases.get_lease(key).await {
-                    Ok(Some(lease))
-                        if lease.lease_owner.as_deref() == Some(me)
-                            && lease.checkpoint_owner.is_none()
-                            && !lease.checkpoint.is_shard_end() =>
-                    {
-                        match self.leases.release_lease(&lease).await {
-                            Ok(_) | Err(Error::LeaseLost { .. }) => {}
-                            Err(_) => done = false,
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => done = false,
-                }
-            }
-            self.release_after_fence = !done;
-            return;
-        }
-        if self.state == WorkerState::Running {
+        if !self.release_after_fence && self.state == WorkerState::Running {
             for key in owned.difference(running) {
                 if self.finished.contains(key) {
                     continue;
@@ -676,24 +817,77 @@ impl Coordinator {
                 Err(e) => tracing::warn!(lease = %key, error = %e, "reading a held lease failed"),
             }
         }
-        // Handed off before this worker started it (assigned and moved within
-        // one heartbeat, or waiting on parents): nothing was delivered, so
-        // let the new owner start at once instead of after handoff_timeout.
-        let unstarted: Vec<String> = self
-            .owned_before
-            .iter()
-            .filter(|k| !owned.contains(*k) && !running.contains(*k))
-            .cloned()
-            .collect();
-        for key in unstarted {
-            if let Ok(Some(lease)) = self.leases.get_lease(&key).await
-                && lease.checkpoint_owner.as_deref() == Some(me)
-                && let Err(e) = complete_handoff(self.leases.as_ref(), &lease, me).await
-            {
-                tracing::warn!(lease = %key, error = %e, "could not complete the handoff of an unstarted lease");
+        self.leaving
+            .extend(self.owned_before.difference(&owned).cloned());
+        self.leaving.retain(|k| !owned.contains(k));
+        self.owned_before = owned;
+        self.complete_idle_handoffs(running).await;
+    }
+
+    /// Conditionally releases every unfinished lease this worker owns with no
+    /// handoff pending; whether all were handled.
+    ///
+    /// Observers may have judged this worker expired on a view read before
+    /// its heartbeat resumed, and a leader may still be writing that round:
+    /// restarting a lease it owns (which writes nothing) would race such a
+    /// take. A release bumps the counter, so a stale take fails; the leader
+    /// reassigns the lease afresh.
+    async fn release_owned(&self) -> bool {
+        let me = self.config.worker_id.as_str();
+        let owned = match self.leases.list_lease_keys_owned_by(me).await {
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::warn!(error = %e, "querying this worker's leases failed");
+                return false;
+            }
+        };
+        let mut done = true;
+        for key in owned.iter().filter(|k| !self.finished.contains(*k)) {
+            match self.leases.get_lease(key).await {
+                Ok(Some(lease))
+                    if lease.lease_owner.as_deref() == Some(me)
+                        && lease.checkpoint_owner.is_none()
+                        && !lease.checkpoint.is_shard_end() =>
+                {
+                    match self.leases.release_lease(&lease).await {
+                        Ok(_) | Err(Error::LeaseLost { .. }) => {}
+                        Err(_) => done = false,
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => done = false,
             }
         }
-        self.owned_before = owned;
+        done
+    }
+
+    /// Completes the handoffs of leases that left this worker while it was
+    /// not running them (never started, consumer ended, fenced): nothing is
+    /// delivered, so the new owner starts at once instead of after
+    /// `handoff_timeout`. A lease is watched until it names this worker no more.
+    async fn complete_idle_handoffs(&mut self, running: &BTreeSet<String>) {
+        let me = self.config.worker_id.as_str();
+        let idle: Vec<String> = self.leaving.difference(running).cloned().collect();
+        for key in idle {
+            let settled = match self.leases.get_lease(&key).await {
+                Ok(Some(lease)) if lease.checkpoint_owner.as_deref() == Some(me) => {
+                    match complete_handoff(self.leases.as_ref(), &lease, me).await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!(lease = %key, error = %e, "could not complete the handoff of a lease this worker does not run");
+                            false
+                        }
+                    }
+                }
+                // The owner index lags the table: it may be handed off yet.
+                Ok(Some(lease)) if lease.lease_owner.as_deref() == Some(me) => false,
+                Ok(_) => true,
+                Err(_) => false,
+            };
+            if settled {
+                self.leaving.remove(&key);
+            }
+        }
     }
 
     /// Whether every parent lease has reached `SHARD_END` (or never existed).

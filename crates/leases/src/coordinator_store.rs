@@ -21,7 +21,8 @@ pub const LEADER_KEY: &str = "leader";
 pub enum WorkerState {
     /// Consuming; may be assigned leases.
     Running,
-    /// Shutting down: releasing its leases; assign it nothing.
+    /// Shutting down, or recovering from a fence: releasing its leases;
+    /// assign it nothing.
     Draining,
     /// Gone after a graceful shutdown: its leases may be reassigned at once.
     Stopped,
@@ -129,6 +130,11 @@ impl MemoryCoordinatorStore {
     /// An empty table.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Everything stored (tests, simulations).
+    pub fn snapshot(&self) -> CoordinatorView {
+        self.lock().clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, CoordinatorView> {

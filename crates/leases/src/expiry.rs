@@ -31,6 +31,16 @@ impl ExpiryTracker {
         self.seen = next;
     }
 
+    /// Records `key`'s counter as this process just wrote it at `now`.
+    pub(crate) fn wrote(&mut self, key: &str, counter: u64, now: Instant) {
+        self.seen.insert(key.to_owned(), (counter, now));
+    }
+
+    /// When `key`'s counter expires after `timeout` if it stands still from now on.
+    pub(crate) fn expires_at(&self, key: &str, timeout: Duration) -> Option<Instant> {
+        self.seen.get(key).map(|(_, since)| *since + timeout)
+    }
+
     /// The earliest instant after `after` at which a watched counter that
     /// stands still from now on would expire.
     pub(crate) fn next_expiry(&self, after: Instant, failover_time: Duration) -> Option<Instant> {
@@ -76,5 +86,12 @@ mod tests {
             !tracker.is_expired("a", t0 + ft, ft),
             "forgotten when no longer observed"
         );
+        tracker.wrote("b", 3, t0 + ft);
+        assert_eq!(
+            tracker.expires_at("b", ft),
+            Some(t0 + 2 * ft),
+            "from the write"
+        );
+        assert_eq!(tracker.expires_at("a", ft), None);
     }
 }

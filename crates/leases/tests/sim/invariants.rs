@@ -38,8 +38,11 @@ struct ShardState {
     /// Everyone who owned the lease since its last progress: a failover
     /// restarts whenever one of them fails.
     owners_since_progress: std::collections::BTreeSet<String>,
-    /// Since when a graceful handoff has been pending.
+    /// When the latest graceful handoff began, kept until the next
+    /// delivery (a forced handoff's new owner starts a heartbeat later).
     handoff_since: Option<Instant>,
+    /// Whether a handoff was pending at the last check.
+    handing_off: bool,
 }
 
 /// Measured figures of one run.
@@ -51,17 +54,13 @@ pub(crate) struct Stats {
     pub(crate) overlaps: u64,
     pub(crate) max_overlap: Duration,
     pub(crate) max_gap: Duration,
-    /// Gaps beyond `gap_bound` (but within `gap_ceiling`): an open finding.
-    pub(crate) late: u64,
     pub(crate) balanced_after: Option<Duration>,
 }
 
 pub(crate) struct Checker {
     failover: Duration,
-    step: Duration,
-    pub(crate) gap_bound: Duration,
-    /// Starvation beyond this fails the seed.
-    pub(crate) gap_ceiling: Duration,
+    /// Invariant 4: a ready shard undelivered longer than this fails the seed.
+    gap_bound: Duration,
     pub(crate) balance_bound: Duration,
     shards: BTreeMap<String, ShardState>,
     stored: BTreeMap<String, Lease>,
@@ -70,6 +69,13 @@ pub(crate) struct Checker {
     quiet_since: Instant,
     pub(crate) last_membership: Instant,
     fault_ends: Vec<(Instant, Arc<Faults>, bool)>,
+    /// The latest time a leader was impaired or recovered: every
+    /// reassignment waits on the leader, which must then watch a silent
+    /// worker (or a new leader the leader item) for failover_time.
+    leader_since: Option<Instant>,
+    /// The leader and since when it leads: a new leader times pending
+    /// handoffs from its own first scan.
+    leader: Option<(String, Instant)>,
 }
 
 impl Checker {
@@ -77,18 +83,14 @@ impl Checker {
         let (f, h, a) = (params.failover, params.heartbeat(), params.assignment());
         Checker {
             failover: f,
-            step: params.step,
-            // Invariant 4: expiry (F) after the last heartbeat the leader saw
-            // (observed up to H late), the leader's next tick (H), then the new
-            // owner's next tick (H): F + 3H = F + A with A = 3H. Measured
-            // runs need one more heartbeat in some interleavings (ticks
-            // shifted by slow requests), plus a delivery step: F + A + H + step.
+            // Invariant 4, from the last event that restarts the clock (see
+            // `check_step`): expiry (F) after the last heartbeat the leader
+            // saw (observed up to H late), the leader's round at that tick,
+            // then the new owner's next tick (H): F + 2H, under F + A; a
+            // fenced owner's release waits for the leader's next tick (H).
+            // One more heartbeat of observation latency is allowed, plus a
+            // delivery step: F + A + H + step.
             gap_bound: f + a + h + params.step,
-            // Open finding: some interleavings (handoffs towards or from a
-            // worker that was paused while leases moved) exceed the bound by
-            // up to a forced handoff; they are counted and reported, and only
-            // a gap beyond one more handoff_timeout (= F) fails.
-            gap_ceiling: 2 * f + a + h + params.step,
             // Invariant 5, from the last membership change: a crashed worker
             // is expired after F (+H to observe), the leader runs the round at
             // its next tick (H, membership changed), old owners see their
@@ -102,6 +104,8 @@ impl Checker {
             quiet_since: now,
             last_membership: now,
             fault_ends: Vec::new(),
+            leader_since: None,
+            leader: None,
         }
     }
 
@@ -220,6 +224,7 @@ impl Checker {
         let s = self.shards.entry(key.to_owned()).or_default();
         s.last_progress = Some(now);
         s.owners_since_progress.clear();
+        s.handoff_since = None;
         // A planned end logged after the next owner already started.
         s.planned_end = None;
         if at_end {
@@ -256,14 +261,26 @@ impl Checker {
     /// `impaired`: since when each crashed, paused, partitioned or stopping
     /// worker has been so; a shard's failover starts when its owner (or
     /// handoff source) became impaired, even if it was assigned later.
+    /// `leader`: the worker the leader item names, and since when it has
+    /// been healthy or impaired. Invariant 4's clock also restarts when the
+    /// leader is impaired or recovers, and for a pending handoff, when the
+    /// handoff begins or the leader changes.
     pub(crate) fn check_step(
         &mut self,
         leases: &MemoryLeaseStore,
         impaired: &BTreeMap<String, Instant>,
         healthy_since: Option<Instant>,
+        leader: Option<(String, Option<Instant>)>,
         flaky: bool,
         now: Instant,
     ) {
+        if let Some((id, since)) = leader {
+            self.leader_since = self.leader_since.max(since);
+            if self.leader.as_ref().is_none_or(|(old, _)| *old != id) {
+                self.leader = Some((id, now));
+            }
+        }
+        let leading_since = self.leader.as_ref().map(|(_, at)| *at);
         match healthy_since {
             Some(since) if !flaky => self.quiet_since = self.quiet_since.max(since),
             _ => self.quiet_since = now,
@@ -306,12 +323,15 @@ impl Checker {
             // fenced or paused when it was assigned and moved away) gets no
             // signal and is only forced after handoff_timeout: measured
             // from the handoff's start.
-            let handoff_since = if lease.checkpoint_owner.is_some() {
-                Some(*s.handoff_since.get_or_insert(now))
-            } else {
-                s.handoff_since = None;
-                None
-            };
+            let pending = lease.checkpoint_owner.is_some();
+            if pending && !s.handing_off {
+                s.handoff_since = Some(now);
+            }
+            if pending {
+                s.handoff_since = s.handoff_since.max(leading_since);
+            }
+            s.handing_off = pending;
+            let handoff_since = s.handoff_since;
             let owner_impaired = s
                 .owners_since_progress
                 .iter()
@@ -323,6 +343,7 @@ impl Checker {
                 Some(self.quiet_since),
                 owner_impaired,
                 handoff_since,
+                self.leader_since,
             ]
             .into_iter()
             .flatten()
@@ -330,10 +351,7 @@ impl Checker {
             .unwrap();
             let gap = now - since;
             self.stats.max_gap = self.stats.max_gap.max(gap);
-            if gap > self.gap_bound && gap - self.gap_bound <= self.step {
-                self.stats.late += 1;
-            }
-            if gap > self.gap_ceiling {
+            if gap > self.gap_bound {
                 violations.push(format!(
                     "invariant 4: {key} (owner {:?}, checkpoint owner {:?}) not delivered for {gap:?} with a worker alive",
                     lease.lease_owner, lease.checkpoint_owner

@@ -127,10 +127,17 @@ fn check(world: &mut World, settling: bool) {
         .values()
         .filter_map(|w| w.impaired_since.map(|t| (w.id.clone(), t)))
         .collect();
+    // When the worker the leader item names was impaired, or recovered
+    // (having observed nothing meanwhile).
+    let leader = world.registry.snapshot().leader.map(|l| {
+        let w = world.workers.values().find(|w| w.id == l.leader_id);
+        let since = w.and_then(|w| w.healthy_since.or(w.impaired_since));
+        (l.leader_id, since)
+    });
     let leases = world.leases.clone();
     world
         .checker
-        .check_step(&leases, &impaired, healthy, flaky, now);
+        .check_step(&leases, &impaired, healthy, leader, flaky, now);
     if settling && world.checker.stats.balanced_after.is_none() && world.balanced() {
         let after = now - world.checker.last_membership;
         world.checker.stats.balanced_after = Some(after);

@@ -121,7 +121,6 @@ pub(crate) struct Worker {
     pub(crate) consumers: BTreeMap<String, Consumer>,
     pub(crate) tasks: Vec<AbortHandle>,
     pub(crate) fence: Option<Box<dyn Fn() -> bool + Send>>,
-    pub(crate) is_leader: bool,
     /// When the worker last crashed, paused, lost the network or began stopping.
     pub(crate) impaired_since: Option<Instant>,
     /// Since when the worker has been healthy without a break.
@@ -134,6 +133,7 @@ impl Worker {
             && !self.shutdown_requested
             && self.paused_until.is_none_or(|u| u <= now)
             && !self.faults.is_partitioned()
+            && self.fence.as_ref().is_some_and(|fenced| !fenced())
     }
 }
 
@@ -285,7 +285,6 @@ impl World {
     /// Applies a tick's plan; returns the leases to hand off.
     fn apply_plan(&mut self, idx: usize, plan: TickPlan) -> Vec<(String, u64)> {
         let id = self.workers[&idx].id.clone();
-        self.workers.get_mut(&idx).unwrap().is_leader = plan.is_leader;
         if let Some(report) = plan.assignment.clone() {
             if report.assigned + report.handoffs + report.forced > 0 {
                 self.log(format!("{id} assignment round {report:?}"));
@@ -492,7 +491,6 @@ impl World {
                 consumers: BTreeMap::new(),
                 tasks: Vec::new(),
                 fence: Some(Box::new(move || fence.is_fenced())),
-                is_leader: false,
                 impaired_since: None,
                 healthy_since: None,
             },
