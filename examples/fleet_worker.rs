@@ -42,6 +42,10 @@ struct Args {
     /// Print every record, checkpoint and lease loss as a JSON line on stdout.
     #[arg(long)]
     print_records: bool,
+    /// Like `--print-records`, but one line per batch
+    /// (`{"event":"batch",...,"records":N}`) instead of one per record.
+    #[arg(long, conflicts_with = "print_records")]
+    print_batches: bool,
     /// Read with enhanced fan-out (SubscribeToShard; the stream consumer is
     /// named after the application) instead of polling.
     #[arg(long)]
@@ -52,6 +56,8 @@ struct Args {
 struct Printer {
     worker: String,
     print: bool,
+    /// One line per batch instead of one per record.
+    batches: bool,
 }
 
 impl Printer {
@@ -94,6 +100,15 @@ impl RecordProcessor for Printer {
         batch: &RecordBatch,
         cp: &mut Checkpointer,
     ) -> Result<(), BoxError> {
+        if self.batches {
+            self.emit(format!(
+                r#"{{"event":"batch","worker":"{}","shard":"{}","records":{}}}"#,
+                self.worker,
+                batch.shard_id,
+                batch.records.len()
+            ));
+            return self.checkpoint(cp).await;
+        }
         for r in &batch.records {
             self.emit(format!(
                 r#"{{"event":"record","worker":"{}","shard":"{}","seq":"{}","sub":{},"key":{:?},"data":{:?}}}"#,
@@ -160,12 +175,13 @@ async fn main() -> Result<(), BoxError> {
     if let Some(id) = &args.worker_id {
         builder = builder.worker_id(id);
     }
-    let print = args.print_records;
+    let (print, batches) = (args.print_records || args.print_batches, args.print_batches);
     let worker_id = args.worker_id.clone().unwrap_or_default();
     let worker = builder
         .processor_factory(move |_: &ShardId| Printer {
             worker: worker_id.clone(),
             print,
+            batches,
         })
         .build(&sdk_config)?;
     let shutdown = worker.shutdown_handle();

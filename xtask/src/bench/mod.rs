@@ -4,7 +4,12 @@
 //! Peers are installed into a scratch directory (`target/bench-peers/`) from
 //! PyPI and npm; nothing is installed globally.
 
+mod cost;
 mod deagg;
+mod drain;
+mod fleet;
+mod harness;
+mod memory;
 mod peers;
 mod report;
 
@@ -26,7 +31,13 @@ pub(crate) struct Ctx {
 type SectionFn = fn(&Ctx) -> Result<Section, String>;
 
 /// Every section, in the order of `BENCHMARKS.md`.
-const SECTIONS: &[(&str, SectionFn)] = &[("deagg", deagg::run)];
+const SECTIONS: &[(&str, SectionFn)] = &[
+    ("deagg", deagg::run),
+    ("drain", drain::run),
+    ("fleet", fleet::run),
+    ("cost", cost::run),
+    ("memory", memory::run),
+];
 
 /// Runs every section (or those whose name is in `only`) and writes the report:
 /// `BENCHMARKS.md` for a full run, `target/BENCHMARKS.quick.md` for `--quick`.

@@ -1,0 +1,492 @@
+//! The processes the consumer sections run: the emulators
+//! (`kinesis-fleet-bench serve`), our `fleet_worker`, the kcl-rs worker
+//! (`bench/peers/kcl_rs_worker.py`) and the raw reader. Consumers print JSON
+//! lines (`initialize`, `batch`, `lease_lost`), collected with arrival times.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::mpsc::{Receiver, TryRecvError, channel};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{Ctx, peers};
+
+/// How often conditions on events or leases are checked; event times come
+/// from the reader threads, so this bounds only how late a wait returns.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Who consumes the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Consumer {
+    /// `examples/fleet_worker.rs --print-batches`.
+    Ours,
+    /// kcl-rs's `Scheduler` in polling mode, `bench/peers/kcl_rs_worker.py`.
+    KclRs,
+    /// `kinesis-fleet-bench raw-read`: GetRecords on every shard, nothing else.
+    RawReader,
+}
+
+impl Consumer {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Consumer::Ours => "ours",
+            Consumer::KclRs => "kcl-rs",
+            Consumer::RawReader => "raw reader",
+        }
+    }
+}
+
+/// The built programs, and where their logs go.
+pub(crate) struct Binaries {
+    driver: PathBuf,
+    fleet_worker: PathBuf,
+    python: PathBuf,
+    kcl_rs_worker: PathBuf,
+    logs: PathBuf,
+}
+
+impl Binaries {
+    /// Builds the driver and `fleet_worker` in release mode and installs the
+    /// Python peers.
+    pub(crate) fn build(ctx: &Ctx) -> Result<Binaries, String> {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let builds: [&[&str]; 2] = [
+            &["-p", "kinesis-fleet-bench"],
+            &["-p", "kinesis-fleet", "--example", "fleet_worker"],
+        ];
+        for target in builds {
+            peers::run(
+                Command::new(&cargo)
+                    .args(["build", "--release", "--quiet"])
+                    .args(target)
+                    .current_dir(&ctx.root),
+            )?;
+        }
+        let release = super::target_dir(&ctx.root).join("release");
+        let logs = ctx.scratch.join("logs");
+        std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+        Ok(Binaries {
+            driver: release.join("kinesis-fleet-bench"),
+            fleet_worker: release.join("examples/fleet_worker"),
+            python: peers::python(ctx)?,
+            kcl_rs_worker: ctx.root.join("bench/peers/kcl_rs_worker.py"),
+            logs,
+        })
+    }
+
+    /// The virtualenv's Python, with kcl-rs installed.
+    pub(crate) fn python(&self) -> &Path {
+        &self.python
+    }
+
+    /// Starts a consumer of `stream` as worker `worker` of `application`
+    /// (the raw reader has neither), with `extra` arguments; its stderr goes
+    /// to `<scratch>/logs/<application>-<worker>.log`.
+    pub(crate) fn spawn(
+        &self,
+        emulators: &Emulators,
+        consumer: Consumer,
+        stream: &str,
+        application: &str,
+        worker: &str,
+        extra: &[&str],
+    ) -> Result<Proc, String> {
+        let identity = [
+            "--stream",
+            stream,
+            "--application",
+            application,
+            "--worker-id",
+            worker,
+        ];
+        let mut command = match consumer {
+            Consumer::Ours => {
+                let mut c = Command::new(&self.fleet_worker);
+                c.args(identity).arg("--print-batches");
+                c
+            }
+            Consumer::KclRs => {
+                let mut c = Command::new(&self.python);
+                c.arg(&self.kcl_rs_worker).args(identity);
+                c
+            }
+            Consumer::RawReader => {
+                let mut c = Command::new(&self.driver);
+                c.args(["raw-read", &emulators.kinesis, stream]);
+                c
+            }
+        };
+        let log = self.logs.join(format!("{application}-{worker}.log"));
+        let stderr = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let mut child = command
+            .args(extra)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("AWS_ENDPOINT_URL_KINESIS", &emulators.kinesis)
+            .env("AWS_ENDPOINT_URL_DYNAMODB", &emulators.dynamodb)
+            // kcl-rs publishes CloudWatch metrics: refused at once here.
+            .env("AWS_ENDPOINT_URL_CLOUDWATCH", &emulators.cloudwatch)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "bench")
+            .env("AWS_SECRET_ACCESS_KEY", "bench")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("RUST_LOG", "info,aws=warn")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", consumer.name()))?;
+        let started = Instant::now();
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(event) = Event::parse(&line)
+                    && tx.send(event).is_err()
+                {
+                    return;
+                }
+            }
+            let _ = tx.send(Event::closed());
+        });
+        Ok(Proc {
+            consumer,
+            child,
+            started,
+            lines,
+            events: Vec::new(),
+            log,
+        })
+    }
+}
+
+/// One JSON line a consumer printed.
+#[derive(Clone, Debug)]
+pub(crate) struct Event {
+    pub(crate) at: Instant,
+    /// `initialize`, `batch`, `lease_lost`, ...
+    pub(crate) kind: String,
+    pub(crate) shard: String,
+    /// Records in a batch.
+    pub(crate) records: u64,
+}
+
+impl Event {
+    /// Sent when stdout closes: the process has exited.
+    const CLOSED: &str = "(stdout closed)";
+
+    fn closed() -> Event {
+        Event {
+            at: Instant::now(),
+            kind: Event::CLOSED.to_owned(),
+            shard: String::new(),
+            records: 0,
+        }
+    }
+
+    fn parse(line: &str) -> Option<Event> {
+        let at = Instant::now();
+        let v: Value = serde_json::from_str(line).ok()?;
+        Some(Event {
+            at,
+            kind: v.get("event")?.as_str()?.to_owned(),
+            shard: v
+                .get("shard")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            records: v.get("records").and_then(Value::as_u64).unwrap_or(0),
+        })
+    }
+}
+
+/// A running consumer; killed (SIGKILL) on drop.
+pub(crate) struct Proc {
+    pub(crate) consumer: Consumer,
+    child: Child,
+    started: Instant,
+    lines: Receiver<Event>,
+    events: Vec<Event>,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// When it was spawned.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Where its stderr goes.
+    pub(crate) fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// Everything it printed so far.
+    pub(crate) fn events(&mut self) -> &[Event] {
+        loop {
+            match self.lines.try_recv() {
+                Ok(event) => self.events.push(event),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return &self.events,
+            }
+        }
+    }
+
+    /// Records delivered so far, and when the last of them arrived.
+    pub(crate) fn delivered(&mut self) -> (u64, Option<Instant>) {
+        self.events()
+            .iter()
+            .filter(|e| e.kind == "batch")
+            .fold((0, None), |(n, _), e| (n + e.records, Some(e.at)))
+    }
+
+    /// Waits until it delivered `records` records.
+    pub(crate) fn wait_delivered(&mut self, records: u64, timeout: Duration) -> Result<(), String> {
+        let done = poll(timeout, || {
+            if self.delivered().0 >= records {
+                return Ok(true);
+            }
+            self.check_alive()?;
+            Ok(false)
+        })?;
+        let what = format!("{} delivering {records} records", self.consumer.name());
+        done.then_some(()).ok_or_else(|| timed_out(&what, timeout))
+    }
+
+    /// An error naming its log once it has exited (closed its stdout).
+    pub(crate) fn check_alive(&mut self) -> Result<(), String> {
+        if self.events().iter().any(|e| e.kind == Event::CLOSED) {
+            return Err(format!(
+                "{} exited; see {}",
+                self.consumer.name(),
+                self.log.display()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Peak resident set size so far (`VmHWM`), in KiB.
+    pub(crate) fn peak_rss_kib(&self) -> Result<u64, String> {
+        let path = format!("/proc/{}/status", self.child.id());
+        let status = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| format!("{path}: no VmHWM"))
+    }
+
+    /// SIGKILL, and reap it.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Checks `done` every [`POLL`] until it holds (`true`) or `timeout` has
+/// passed (`false`).
+pub(crate) fn poll(
+    timeout: Duration,
+    mut done: impl FnMut() -> Result<bool, String>,
+) -> Result<bool, String> {
+    let start = Instant::now();
+    loop {
+        if done()? {
+            return Ok(true);
+        }
+        if start.elapsed() > timeout {
+            return Ok(false);
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// The error of a wait that timed out.
+pub(crate) fn timed_out(what: &str, timeout: Duration) -> String {
+    format!("{what}: not done within {} s", timeout.as_secs())
+}
+
+/// Waits until the `leases` leases of `table` are all owned, by exactly
+/// `workers.len()` workers holding within one lease of each other. Returns how
+/// long that took, or `None` after `timeout`; errors if a worker exits.
+pub(crate) fn wait_balanced(
+    emulators: &mut Emulators,
+    table: &str,
+    leases: usize,
+    workers: &mut [Proc],
+    timeout: Duration,
+) -> Result<Option<Duration>, String> {
+    let start = Instant::now();
+    let balanced = poll(timeout, || {
+        for worker in workers.iter_mut() {
+            worker.check_alive()?;
+        }
+        let Some(balance) = emulators.balance(table)? else {
+            return Ok(false);
+        };
+        let counts = balance.values();
+        let (min, max) = (counts.clone().min(), counts.clone().max());
+        Ok(balance.len() == workers.len()
+            && counts.sum::<usize>() == leases
+            && max.zip(min).is_some_and(|(max, min)| max - min <= 1))
+    })?;
+    Ok(balanced.then(|| start.elapsed()))
+}
+
+/// The emulators (`kinesis-fleet-bench serve`); stopped on drop.
+pub(crate) struct Emulators {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    pub(crate) kinesis: String,
+    /// The request-counting proxy in front of DynamoDB.
+    pub(crate) dynamodb: String,
+    /// A loopback URL nothing listens on.
+    cloudwatch: String,
+}
+
+impl Emulators {
+    pub(crate) fn start(binaries: &Binaries) -> Result<Emulators, String> {
+        let mut child = Command::new(&binaries.driver)
+            .arg("serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", binaries.driver.display()))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err("no pipes to the emulators".to_owned());
+        };
+        let mut emulators = Emulators {
+            child,
+            stdin,
+            stdout: BufReader::new(stdout),
+            kinesis: String::new(),
+            dynamodb: String::new(),
+            cloudwatch: unused_endpoint()?,
+        };
+        let endpoints = emulators.read_line()?;
+        let url = |key: &str| {
+            endpoints[key]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("no {key} endpoint in {endpoints}"))
+        };
+        emulators.kinesis = url("kinesis")?;
+        emulators.dynamodb = url("dynamodb")?;
+        Ok(emulators)
+    }
+
+    fn read_line(&mut self) -> Result<Value, String> {
+        let mut line = String::new();
+        match self.stdout.read_line(&mut line) {
+            Ok(0) => Err("the emulators exited".to_owned()),
+            Ok(_) => serde_json::from_str(&line).map_err(|e| format!("{e}: {line}")),
+            Err(e) => Err(format!("reading from the emulators: {e}")),
+        }
+    }
+
+    fn call(&mut self, command: &str) -> Result<Value, String> {
+        writeln!(self.stdin, "{command}").map_err(|e| format!("{command}: {e}"))?;
+        let reply = self.read_line()?;
+        if reply["ok"] == Value::Bool(true) {
+            Ok(reply["value"].clone())
+        } else {
+            Err(format!("{command}: {}", reply["error"]))
+        }
+    }
+
+    /// Creates `stream` with `per_shard` records of `bytes` bytes in every shard.
+    pub(crate) fn create_stream(
+        &mut self,
+        stream: &str,
+        shards: u32,
+        per_shard: u64,
+        bytes: u64,
+    ) -> Result<(), String> {
+        self.call(&format!("create {stream} {shards} {per_shard} {bytes}"))
+            .map(drop)
+    }
+
+    /// Clears the DynamoDB request counts.
+    pub(crate) fn reset_counts(&mut self) -> Result<(), String> {
+        self.call("reset").map(drop)
+    }
+
+    /// DynamoDB requests by operation since the last reset.
+    pub(crate) fn counts(&mut self) -> Result<BTreeMap<String, u64>, String> {
+        let value = self.call("counts")?;
+        serde_json::from_value(value).map_err(|e| format!("counts: {e}"))
+    }
+
+    /// The owner of every lease of `table` (`None`: unowned or in a handoff).
+    pub(crate) fn owners(
+        &mut self,
+        table: &str,
+    ) -> Result<BTreeMap<String, Option<String>>, String> {
+        let value = self.call(&format!("owners {table}"))?;
+        serde_json::from_value(value).map_err(|e| format!("owners: {e}"))
+    }
+
+    /// Leases per owner of `table`, once every lease is owned (else `None`).
+    pub(crate) fn balance(
+        &mut self,
+        table: &str,
+    ) -> Result<Option<BTreeMap<String, usize>>, String> {
+        let mut counts = BTreeMap::new();
+        for owner in self.owners(table)?.into_values() {
+            let Some(owner) = owner else { return Ok(None) };
+            *counts.entry(owner).or_default() += 1;
+        }
+        Ok(Some(counts))
+    }
+}
+
+impl Drop for Emulators {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `http://127.0.0.1:PORT` for a port that was free a moment ago.
+fn unused_endpoint() -> Result<String, String> {
+    let listener =
+        std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(|e| format!("bind: {e}"))?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    Ok(format!("http://127.0.0.1:{port}"))
+}
+
+/// The median (the mean of the middle two for an even count); 0 for none.
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// Seconds, with two decimals below 10 s.
+pub(crate) fn secs(seconds: f64) -> String {
+    if seconds < 10.0 {
+        format!("{seconds:.2} s")
+    } else {
+        format!("{seconds:.1} s")
+    }
+}
+
+/// How a row states a goal.
+pub(crate) fn verdict(met: bool) -> &'static str {
+    if met { "goal met" } else { "goal MISSED" }
+}
