@@ -46,6 +46,9 @@ pub(crate) struct Binaries {
     python: PathBuf,
     kcl_rs_worker: PathBuf,
     logs: PathBuf,
+    /// `--quick`: kcl-rs skips its 60 s sleep after the first shard sync, so
+    /// CI proves the peer still runs without waiting minutes for it.
+    quick: bool,
 }
 
 impl Binaries {
@@ -74,6 +77,7 @@ impl Binaries {
             python: peers::python(ctx)?,
             kcl_rs_worker: ctx.root.join("bench/peers/kcl_rs_worker.py"),
             logs,
+            quick: ctx.quick,
         })
     }
 
@@ -111,6 +115,9 @@ impl Binaries {
             Consumer::KclRs => {
                 let mut c = Command::new(&self.python);
                 c.arg(&self.kcl_rs_worker).args(identity);
+                if self.quick && !extra.contains(&"--shard-sync-millis") {
+                    c.args(["--shard-sync-millis", "1000"]);
+                }
                 c
             }
             Consumer::RawReader => {
