@@ -4,7 +4,6 @@
 
 use kinesis_fleet_leases::{
     ExtendedSequenceNumber, HashKeyRange, LeaseStore, Shard, ShardSync, create_child_leases,
-    with_inferred_parents,
 };
 use kinesis_fleet_retrieval::{ChildShard, ShardInfo, list_shards};
 
@@ -24,12 +23,16 @@ fn initial_checkpoint(position: InitialPosition) -> ExtendedSequenceNumber {
 /// Keeps the lease table in step with the stream.
 pub(crate) struct StreamSync {
     sync: ShardSync,
+    /// The lease table exists (made sure of once, after the first listing,
+    /// so a mistyped stream name fails without creating a table).
+    table_ready: bool,
 }
 
 impl StreamSync {
     pub(crate) fn new(config: &WorkerConfig) -> StreamSync {
         StreamSync {
             sync: ShardSync::new(initial_checkpoint(config.initial_position)),
+            table_ready: false,
         }
     }
 
@@ -48,11 +51,15 @@ impl StreamSync {
             }
             e => Error::from(e),
         })?;
-        let shards = with_inferred_parents(&shards.iter().map(from_listed).collect::<Vec<_>>());
+        if !self.table_ready {
+            store.ensure_table().await?;
+            self.table_ready = true;
+        }
+        let shards: Vec<Shard> = shards.iter().map(from_listed).collect();
         let report = self.sync.sync(store, &shards).await?;
         stats.add(Counter::LeasesCreated, report.created as u64);
         stats.add(Counter::LeasesDeleted, report.deleted as u64);
-        Ok(shards)
+        Ok(report.shards)
     }
 }
 

@@ -346,7 +346,6 @@ impl Worker {
     pub async fn run(self) -> Result<()> {
         let config = &self.ctx.config;
         tracing::info!(worker = %self.ctx.worker_id, stream = %config.stream_name, application = %config.application_name, "worker starting");
-        self.ctx.store.ensure_table().await?;
         let mut stream_sync = StreamSync::new(config);
         self.sync_shards(&mut stream_sync).await?;
         self.ctx.readers.prepare().await?;

@@ -490,27 +490,10 @@ impl Producer {
     }
 }
 
-/// Now as `YYYY-MM-DDTHH:MM:SS.mmmZ`, to line up with the worker logs.
+/// Now in RFC 3339 UTC (the SDK's own formatter), to line up with the worker logs.
 pub fn utc_now() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let (secs, ms) = (now.as_secs() as i64, now.subsec_millis());
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    use aws_sdk_kinesis::primitives::{DateTime, DateTimeFormat};
+    DateTime::from(std::time::SystemTime::now())
+        .fmt(DateTimeFormat::DateTime)
+        .unwrap_or_default()
 }

@@ -52,6 +52,9 @@ pub struct SyncReport {
     pub created: usize,
     /// Finished or vanished leases this sync deleted.
     pub deleted: usize,
+    /// The listing it worked from, with lineage an emulator lost inferred
+    /// (see [`with_inferred_parents`]).
+    pub shards: Vec<Shard>,
 }
 
 /// Keeps a lease table in step with a stream's shards; remembers, between
@@ -74,10 +77,10 @@ impl ShardSync {
 
     /// Creates the leases `shards` need and deletes the ones no longer needed.
     pub async fn sync(&mut self, store: &dyn LeaseStore, shards: &[Shard]) -> Result<SyncReport> {
-        let shards = &with_inferred_parents(shards);
+        let shards = with_inferred_parents(shards);
         let mut leases = store.list_leases().await?;
         let mut report = SyncReport::default();
-        for lease in plan_new_leases(shards, &leases, &self.initial) {
+        for lease in plan_new_leases(&shards, &leases, &self.initial) {
             if create(store, &lease).await? {
                 report.created += 1;
             }
@@ -91,7 +94,7 @@ impl ShardSync {
             .collect();
         let gone: BTreeSet<String> = missing_now.intersection(&self.missing).cloned().collect();
         self.missing = missing_now;
-        for lease in plan_cleanup(shards, &leases, &gone) {
+        for lease in plan_cleanup(&shards, &leases, &gone) {
             match store.delete_lease(&lease).await {
                 Ok(()) => {
                     tracing::info!(shard = %lease.lease_key, checkpoint = %lease.checkpoint, "deleted lease");
@@ -102,6 +105,7 @@ impl ShardSync {
                 Err(e) => return Err(e),
             }
         }
+        report.shards = shards;
         Ok(report)
     }
 }
