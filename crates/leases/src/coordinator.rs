@@ -132,6 +132,18 @@ impl Fence {
     }
 }
 
+/// Where a worker stands with its fence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fencing {
+    /// Heartbeating: runs its leases.
+    Clear,
+    /// No recent heartbeat: delivers nothing.
+    Fenced,
+    /// The heartbeat was restored after a fence: leases still owned must be
+    /// released, not restarted.
+    Releasing,
+}
+
 /// One worker's side of the protocol.
 pub struct Coordinator {
     config: CoordinatorConfig,
@@ -142,9 +154,7 @@ pub struct Coordinator {
     state: WorkerState,
     /// When the last successful heartbeat was sent.
     last_heartbeat: Instant,
-    fenced: bool,
-    /// Set when a fence ends: leases still owned must be released, not restarted.
-    release_after_fence: bool,
+    fencing: Fencing,
     fence: Fence,
     workers_seen: ExpiryTracker,
     leader_seen: ExpiryTracker,
@@ -181,7 +191,7 @@ impl std::fmt::Debug for Coordinator {
         f.debug_struct("Coordinator")
             .field("worker_id", &self.config.worker_id)
             .field("leader", &self.leader.is_some())
-            .field("fenced", &self.fenced)
+            .field("fenced", &(self.fencing == Fencing::Fenced))
             .finish_non_exhaustive()
     }
 }
@@ -207,8 +217,7 @@ impl Coordinator {
             heartbeat_counter: 0,
             state: WorkerState::Running,
             last_heartbeat: Instant::now(),
-            fenced: false,
-            release_after_fence: false,
+            fencing: Fencing::Clear,
             // Fenced until the first heartbeat.
             fence: Fence::new(Instant::now()),
             workers_seen: ExpiryTracker::default(),
@@ -289,9 +298,7 @@ impl Coordinator {
         // draining makes the leader assign it nothing meanwhile, and the
         // change back to running makes it reassign them at once.
         let state = match self.state {
-            WorkerState::Running if self.fenced || self.release_after_fence => {
-                WorkerState::Draining
-            }
+            WorkerState::Running if self.fencing != Fencing::Clear => WorkerState::Draining,
             state => state,
         };
         let record = WorkerRecord {
@@ -325,29 +332,30 @@ impl Coordinator {
         // one was sent (observers may have seen it as early as that): a tick
         // that stalled past the deadline stops every shard even if this
         // heartbeat succeeded, since others may own them by now.
-        if !self.fenced && Instant::now() >= self.last_heartbeat + self.config.fence_after() {
+        if self.fencing != Fencing::Fenced
+            && Instant::now() >= self.last_heartbeat + self.config.fence_after()
+        {
             tracing::error!(worker = %self.config.worker_id, after = ?self.config.fence_after(), "no heartbeat completed; fencing: stopping every shard");
             return self.fenced_plan(running);
         }
         match beat {
             Ok(()) => {
                 self.heartbeat_succeeded(sent);
-                if self.fenced {
+                if self.fencing == Fencing::Fenced {
                     tracing::info!(worker = %self.config.worker_id, "heartbeat restored; delivering again");
-                    self.fenced = false;
-                    self.release_after_fence = true;
+                    self.fencing = Fencing::Releasing;
                 }
             }
             Err(e) => {
                 tracing::warn!(worker = %self.config.worker_id, error = %e, "heartbeat failed");
-                if self.fenced {
+                if self.fencing == Fencing::Fenced {
                     return self.fenced_plan(running);
                 }
             }
         }
         // Before leading: a round may then reassign the released leases at once.
-        if self.release_after_fence {
-            self.release_after_fence = !self.release_owned().await;
+        if self.fencing == Fencing::Releasing && self.release_owned().await {
+            self.fencing = Fencing::Clear;
         }
         let view = match self.registry.read().await {
             Ok(view) => view,
@@ -387,7 +395,7 @@ impl Coordinator {
     }
 
     fn fenced_plan(&mut self, running: &BTreeSet<String>) -> TickPlan {
-        self.fenced = true;
+        self.fencing = Fencing::Fenced;
         self.leader = None;
         TickPlan {
             fenced: true,
@@ -456,7 +464,7 @@ impl Coordinator {
             .values()
             .filter(|w| {
                 let running = if w.worker_id == self.config.worker_id {
-                    self.state == WorkerState::Running && !self.release_after_fence
+                    self.state == WorkerState::Running && self.fencing == Fencing::Clear
                 } else {
                     w.state == WorkerState::Running
                 };
@@ -521,7 +529,10 @@ impl Coordinator {
                     *lease = taken;
                     report.forced += 1;
                 }
-                Err(_) => report.conflicts += 1,
+                Err(e) => {
+                    tracing::debug!(lease = %lease.lease_key, error = %e, "ending a handoff lost a race");
+                    report.conflicts += 1;
+                }
             }
         }
         let by_key: BTreeMap<&str, &Lease> =
@@ -531,45 +542,39 @@ impl Coordinator {
                 .get(key.as_str())
                 .is_some_and(|l| l.lease_owner.as_deref() == Some(owner.as_str()))
         });
-        self.held_back = false;
         let candidates: Vec<Candidate<'_>> = leases
             .iter()
             .filter(|l| !l.checkpoint.is_shard_end())
             .map(|lease| Candidate {
                 lease_key: &lease.lease_key,
                 holder: self.holder(lease, view, &live, now),
-                handoff_pending: lease.is_handoff_pending() || {
-                    let unsettled = self.unsettled.contains_key(&lease.lease_key);
-                    self.held_back |= unsettled;
-                    unsettled
-                },
+                handoff_pending: lease.is_handoff_pending()
+                    || self.unsettled.contains_key(&lease.lease_key),
             })
             .collect();
+        self.held_back = candidates.iter().any(|c| {
+            !by_key[c.lease_key].is_handoff_pending() && self.unsettled.contains_key(c.lease_key)
+        });
         // Handoffs towards live workers, forced when they stall.
         let mut pending: Vec<&str> = candidates
             .iter()
             .filter(|c| {
-                c.handoff_pending
-                    && by_key[c.lease_key].is_handoff_pending()
-                    && matches!(c.holder, Holder::Worker(_))
+                by_key[c.lease_key].is_handoff_pending() && matches!(c.holder, Holder::Worker(_))
             })
             .map(|c| c.lease_key)
             .collect();
         let workers: Vec<&str> = live.iter().map(String::as_str).collect();
         for m in plan_assignment(&candidates, &workers, self.config.max_leases_per_worker) {
-            let key = match &m {
-                Move::Assign { lease_key, .. } | Move::HandOff { lease_key, .. } => lease_key,
-            };
-            let scanned = by_key[key.as_str()];
+            let (Move::Assign { lease_key, to } | Move::HandOff { lease_key, to, .. }) = &m;
+            let scanned = by_key[lease_key.as_str()];
             match self.write_move(&m, scanned).await {
                 Ok(written) => {
                     // The handoff timeout runs from here, not from the next scan.
                     self.leases_seen
-                        .wrote(key, written.lease_counter, Instant::now());
-                    let (Move::Assign { to, .. } | Move::HandOff { to, .. }) = &m;
+                        .wrote(lease_key, written.lease_counter, Instant::now());
                     if *to != self.config.worker_id {
                         // (The leader's own index query follows in this tick.)
-                        self.unsettled.insert(key.clone(), (to.clone(), None));
+                        self.unsettled.insert(lease_key.clone(), (to.clone(), None));
                     }
                     if matches!(m, Move::Assign { .. }) {
                         report.assigned += 1;
@@ -580,7 +585,7 @@ impl Coordinator {
                 }
                 Err(e) => {
                     // Another writer really moved the lease: next round.
-                    tracing::debug!(lease = %key, error = %e, "assignment write lost a race");
+                    tracing::debug!(lease = %lease_key, error = %e, "assignment write lost a race");
                     report.conflicts += 1;
                 }
             }
@@ -632,29 +637,20 @@ impl Coordinator {
     /// as long as only the counter moved (same owners), instead of waiting
     /// for the next round.
     async fn write_move(&self, m: &Move, scanned: &Lease) -> Result<Lease> {
-        let mut lease = scanned.clone();
-        for _ in 0..3 {
-            let written = match m {
-                Move::Assign { to, .. } => self.leases.take_lease(&lease, to).await,
-                Move::HandOff { to, .. } => self.leases.initiate_handoff(&lease, to).await,
-            };
-            match written {
-                Err(Error::LeaseLost { .. }) => {
-                    match self.leases.get_lease(&lease.lease_key).await? {
-                        Some(fresh)
-                            if fresh.lease_owner == lease.lease_owner
-                                && fresh.checkpoint_owner == lease.checkpoint_owner =>
-                        {
-                            lease = fresh;
-                        }
-                        _ => break,
-                    }
-                }
-                other => return other,
+        let store = self.leases.as_ref();
+        let same_owners = |fresh: &Lease| {
+            fresh.lease_owner == scanned.lease_owner
+                && fresh.checkpoint_owner == scanned.checkpoint_owner
+        };
+        let written = write_on_fresh_reads(store, scanned, same_owners, |lease| async move {
+            match m {
+                Move::Assign { to, .. } => store.take_lease(&lease, to).await,
+                Move::HandOff { to, .. } => store.initiate_handoff(&lease, to).await,
             }
-        }
-        Err(Error::LeaseLost {
-            lease_key: lease.lease_key,
+        })
+        .await?;
+        written.ok_or_else(|| Error::LeaseLost {
+            lease_key: scanned.lease_key.clone(),
         })
     }
 
@@ -782,7 +778,7 @@ impl Coordinator {
             }
         };
         self.finished.retain(|k| owned.contains(k));
-        if !self.release_after_fence && self.state == WorkerState::Running {
+        if self.fencing == Fencing::Clear && self.state == WorkerState::Running {
             for key in owned.difference(running) {
                 if self.finished.contains(key) {
                     continue;
@@ -851,11 +847,17 @@ impl Coordinator {
                 {
                     match self.leases.release_lease(&lease).await {
                         Ok(_) | Err(Error::LeaseLost { .. }) => {}
-                        Err(_) => done = false,
+                        Err(e) => {
+                            tracing::warn!(lease = %key, error = %e, "releasing a lease after a fence failed");
+                            done = false;
+                        }
                     }
                 }
                 Ok(_) => {}
-                Err(_) => done = false,
+                Err(e) => {
+                    tracing::warn!(lease = %key, error = %e, "reading a lease to release after a fence failed");
+                    done = false;
+                }
             }
         }
         done
@@ -882,7 +884,10 @@ impl Coordinator {
                 // The owner index lags the table: it may be handed off yet.
                 Ok(Some(lease)) if lease.lease_owner.as_deref() == Some(me) => false,
                 Ok(_) => true,
-                Err(_) => false,
+                Err(e) => {
+                    tracing::warn!(lease = %key, error = %e, "reading a lease handed off from this worker failed");
+                    false
+                }
             };
             if settled {
                 self.leaving.remove(&key);
@@ -933,15 +938,38 @@ impl Coordinator {
 /// concurrent write moved the counter; gives up quietly when the leader
 /// already forced the handoff.
 pub async fn complete_handoff(store: &dyn LeaseStore, lease: &Lease, me: &str) -> Result<()> {
+    write_on_fresh_reads(
+        store,
+        lease,
+        |fresh| fresh.checkpoint_owner.as_deref() == Some(me),
+        |lease| async move { store.complete_handoff(&lease, me).await },
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Runs the conditional `write` on `lease`, up to three times: when its
+/// condition fails, the lease is re-read and the write retried on the fresh
+/// copy as long as `still` holds for it (only the counter moved, say).
+/// `Ok(None)` when the fresh copy shows the lease moved on or gone.
+async fn write_on_fresh_reads<F, Fut>(
+    store: &dyn LeaseStore,
+    lease: &Lease,
+    still: impl Fn(&Lease) -> bool,
+    write: F,
+) -> Result<Option<Lease>>
+where
+    F: Fn(Lease) -> Fut,
+    Fut: Future<Output = Result<Lease>>,
+{
     let mut lease = lease.clone();
     for _ in 0..3 {
-        match store.complete_handoff(&lease, me).await {
-            Ok(_) => return Ok(()),
+        match write(lease.clone()).await {
             Err(Error::LeaseLost { .. }) => match store.get_lease(&lease.lease_key).await? {
-                Some(fresh) if fresh.checkpoint_owner.as_deref() == Some(me) => lease = fresh,
-                _ => return Ok(()),
+                Some(fresh) if still(&fresh) => lease = fresh,
+                _ => return Ok(None),
             },
-            Err(e) => return Err(e),
+            written => return written.map(Some),
         }
     }
     Err(Error::LeaseLost {

@@ -7,8 +7,8 @@ use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::types::ConsumerStatus;
 use tokio::time::Instant;
 
-use crate::error::{Error, Failure, Result, classify};
-use crate::retry::{EndpointProbe, RetryPolicy, with_retry};
+use crate::error::{Error, Failure, Result};
+use crate::retry::{EndpointProbe, RetryPolicy, send, with_retry};
 
 /// Retries of one registration call (throttling: DescribeStreamConsumer
 /// allows 20 calls/s per stream, RegisterStreamConsumer 5/s per account).
@@ -38,28 +38,11 @@ macro_rules! call {
     ($req:expr, $probe:expr, $op:literal, $who:expr) => {{
         let probe: &EndpointProbe = $probe;
         with_retry(&CALL_POLICY, $who, || {
-            let recorder = probe.clone();
             let req = $req;
-            async move {
-                req.customize()
-                    .mutate_request(move |r| recorder.record(r.uri()))
-                    .send()
-                    .await
-                    .map_err(|e| classify(e, $op, || probe.name()))
-            }
+            async move { send!(req, probe, $op) }
         })
         .await
     }};
-}
-
-fn unexpected(operation: &'static str, f: Failure) -> Error {
-    match f {
-        Failure::Error(e) => e,
-        other => Error::Service {
-            operation,
-            source: format!("unexpected failure: {other:?}").into(),
-        },
-    }
 }
 
 /// Describes the consumer `consumer_name` of `stream_name`, registering it
@@ -97,7 +80,7 @@ pub async fn register_stream_consumer(
                 stream: stream_name.to_owned(),
             });
         }
-        Err(f) => return Err(unexpected("DescribeStreamSummary", f)),
+        Err(f) => return Err(f.into_error("DescribeStreamSummary")),
     };
     let stream_arn = summary
         .stream_description_summary()
@@ -173,14 +156,14 @@ pub async fn register_stream_consumer(
                             stream: stream_name.to_owned(),
                         });
                     }
-                    Err(f) => return Err(unexpected("RegisterStreamConsumer", f)),
+                    Err(f) => return Err(f.into_error("RegisterStreamConsumer")),
                 }
                 continue; // describe right away
             }
             Err(Failure::NotFound) => {
                 check_deadline(consumer_name, "not yet visible", started, active_deadline)?
             }
-            Err(f) => return Err(unexpected("DescribeStreamConsumer", f)),
+            Err(f) => return Err(f.into_error("DescribeStreamConsumer")),
         }
         tokio::time::sleep(poll).await;
         poll = (poll * 2).min(STATUS_POLL.1);
@@ -236,7 +219,7 @@ pub async fn wait_for_stream_consumer(
                     consumer: consumer_arn.to_owned(),
                 });
             }
-            Err(f) => return Err(unexpected("DescribeStreamConsumer", f)),
+            Err(f) => return Err(f.into_error("DescribeStreamConsumer")),
         }
         tokio::time::sleep(poll).await;
         poll = (poll * 2).min(STATUS_POLL.1);
@@ -263,7 +246,7 @@ pub async fn deregister_stream_consumer(client: &Client, consumer_arn: &str) -> 
             tracing::info!(consumer = consumer_arn, "deregistered stream consumer");
             Ok(())
         }
-        Err(f) => Err(unexpected("DeregisterStreamConsumer", f)),
+        Err(f) => Err(f.into_error("DeregisterStreamConsumer")),
     }
 }
 

@@ -149,6 +149,20 @@ pub(crate) enum Failure {
     Error(Error),
 }
 
+impl Failure {
+    /// The error for a failure the caller has no special handling for: the
+    /// wrapped [`Error`], else a [`Error::Service`] naming the failure.
+    pub(crate) fn into_error(self, operation: &'static str) -> Error {
+        match self {
+            Failure::Error(e) => e,
+            other => Error::Service {
+                operation,
+                source: format!("unexpected failure: {other:?}").into(),
+            },
+        }
+    }
+}
+
 /// Service error codes that mean "slow down".
 const THROTTLING_CODES: &[&str] = &[
     "ProvisionedThroughputExceededException",

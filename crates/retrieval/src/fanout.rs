@@ -3,27 +3,26 @@
 //! it ends, fails or goes silent, feeding a queue bounded by events and bytes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::primitives::DateTime;
+use aws_sdk_kinesis::operation::subscribe_to_shard::SubscribeToShardOutput;
 use aws_sdk_kinesis::types::{
-    ShardIteratorType, StartingPosition as SdkStartingPosition, SubscribeToShardEvent,
-    SubscribeToShardEventStream,
+    StartingPosition as SdkStartingPosition, SubscribeToShardEvent, SubscribeToShardEventStream,
 };
 use rand::Rng;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
-use crate::error::{Error, Failure, Result, classify, classify_event_stream};
+use crate::error::{Error, Failure, Result, classify_event_stream};
+use crate::queue::{QueueReceiver, QueueSender, queue};
 use crate::reader::{
     FetchedBatch, ReadEvent, ShardReader, StartingPosition, child_shards_from_sdk,
 };
 use crate::record::{RawRecord, RecordPipeline, compare_sequence_numbers};
-use crate::retry::{EndpointProbe, RetryPolicy, check_range};
+use crate::retry::{EndpointProbe, RetryPolicy, check_range, send};
 
 /// Enhanced fan-out settings. Build with `FanOutConfig::default()` and the
 /// setters; [`FanOutConfig::validate`] (called by [`FanOutReader::spawn`])
@@ -340,27 +339,6 @@ impl FanOutStats {
     }
 }
 
-/// One queued item: an event plus the budget it holds until taken.
-struct Queued {
-    event: Result<ReadEvent>,
-    _permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
-}
-
-impl std::fmt::Debug for Queued {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queued")
-            .field("event", &self.event)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    Reading,
-    Ended,
-    Failed,
-}
-
 /// Reads one shard through enhanced fan-out. A subscription task, owned by
 /// the reader and aborted when it is dropped, keeps one SubscribeToShard
 /// subscription open and queues its events, bounded by
@@ -368,10 +346,7 @@ enum State {
 /// [`FanOutConfig::max_buffered_bytes`].
 #[derive(Debug)]
 pub struct FanOutReader {
-    shard_id: String,
-    rx: mpsc::UnboundedReceiver<Queued>,
-    buffered: Arc<AtomicUsize>,
-    state: State,
+    queue: QueueReceiver,
     _task: AbortOnDropHandle<()>,
 }
 
@@ -405,12 +380,13 @@ impl FanOutReader {
         let stream = stream_name.into();
         let shard_id = shard_id.into();
         let consumer_arn = consumer_arn.into();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let buffered = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = queue(
+            shard_id.clone(),
+            config.max_buffered_events,
+            config.max_buffered_bytes,
+        );
         let subscriber = Subscriber {
             pipeline: RecordPipeline::new(shard_id.clone(), &start, hash_key_range),
-            events_budget: Arc::new(Semaphore::new(config.max_buffered_events)),
-            bytes_budget: Arc::new(Semaphore::new(config.max_buffered_bytes)),
             retry: config.retry_policy(),
             client,
             stream: stream.clone(),
@@ -419,8 +395,7 @@ impl FanOutReader {
             start,
             config,
             probe: EndpointProbe::default(),
-            tx,
-            buffered: buffered.clone(),
+            queue: tx,
             continuation: None,
             last_record: None,
             caught_up: false,
@@ -429,22 +404,19 @@ impl FanOutReader {
         let span = tracing::info_span!("fanout_reader", stream = %stream, shard = %shard_id);
         let task = tokio::spawn(subscriber.run().instrument(span));
         Ok(FanOutReader {
-            shard_id,
-            rx,
-            buffered,
-            state: State::Reading,
+            queue: rx,
             _task: AbortOnDropHandle::new(task),
         })
     }
 
     /// The shard this reader reads.
     pub fn shard_id(&self) -> &str {
-        &self.shard_id
+        self.queue.shard_id()
     }
 
     /// Events waiting in the queue.
     pub fn buffered_events(&self) -> usize {
-        self.buffered.load(Ordering::Relaxed)
+        self.queue.usage().batches
     }
 }
 
@@ -454,46 +426,33 @@ impl ShardReader for FanOutReader {
     ///
     /// Cancel-safe: the queue is only popped when the future completes.
     async fn next_event(&mut self) -> Result<Option<ReadEvent>> {
-        match self.state {
-            State::Reading => {}
-            State::Ended => return Ok(None),
-            State::Failed => {
-                return Err(Error::ReaderStopped {
-                    shard_id: self.shard_id.clone(),
-                });
-            }
-        }
-        let Some(item) = self.rx.recv().await else {
-            self.state = State::Failed;
-            return Err(Error::ReaderStopped {
-                shard_id: self.shard_id.clone(),
-            });
-        };
-        match item.event {
-            Ok(batch @ ReadEvent::Batch(_)) => {
-                self.buffered.fetch_sub(1, Ordering::Relaxed);
-                Ok(Some(batch))
-            }
-            Ok(end @ ReadEvent::ShardEnd { .. }) => {
-                self.state = State::Ended;
-                Ok(Some(end))
-            }
-            Err(e) => {
-                self.state = State::Failed;
-                Err(e)
-            }
-        }
+        self.queue.next_event().await
     }
 }
 
-/// The error reported if ResourceInUse persists until the retries run out.
-fn resource_in_use() -> Error {
-    Error::ServiceUnavailable {
-        operation: "SubscribeToShard",
-        source: "ResourceInUseException: another subscription to this shard is still open, \
-                 or the consumer is not ACTIVE"
-            .into(),
-    }
+/// A subscription that could not be opened or failed with `f`: replaced
+/// when `f` is worth another try, else `Err(f)`. `events` says whether it
+/// delivered any.
+fn resubscribe_after(f: Failure, events: bool) -> Result<Ended, Failure> {
+    let error = match f {
+        Failure::Error(e) if e.is_retryable() => e,
+        // A previous subscription to this shard is still open (Kinesis
+        // allows one per consumer and shard, and counts one we dropped for
+        // up to 5 s), or the consumer is not ACTIVE yet: wait and try again.
+        // This is the error reported if it persists until retries run out.
+        Failure::ResourceInUse => Error::ServiceUnavailable {
+            operation: "SubscribeToShard",
+            source: "ResourceInUseException: another subscription to this shard is still open, \
+                     or the consumer is not ACTIVE"
+                .into(),
+        },
+        f => return Err(f),
+    };
+    Ok(Ended::Resubscribe {
+        cause: ResubscribeCause::Error,
+        events,
+        error: Some(error),
+    })
 }
 
 /// How one subscription ended.
@@ -519,10 +478,7 @@ struct Subscriber {
     retry: RetryPolicy,
     pipeline: RecordPipeline,
     probe: EndpointProbe,
-    tx: mpsc::UnboundedSender<Queued>,
-    events_budget: Arc<Semaphore>,
-    bytes_budget: Arc<Semaphore>,
-    buffered: Arc<AtomicUsize>,
+    queue: QueueSender,
     /// The last continuation sequence number: re-subscriptions start after it.
     continuation: Option<String>,
     /// The last Kinesis record queued: anything at or before it is a duplicate.
@@ -536,10 +492,7 @@ impl Subscriber {
     async fn run(mut self) {
         if let Err(e) = self.subscription_loop().await {
             tracing::warn!(error = %e, "fan-out reader stopped");
-            let _ = self.tx.send(Queued {
-                event: Err(e),
-                _permits: None,
-            });
+            self.queue.send_error(e);
         }
     }
 
@@ -554,20 +507,10 @@ impl Subscriber {
                     tracing::debug!(after = ?self.continuation, "subscribed");
                     self.consume(receiver).await?
                 }
-                Err(Failure::Error(e)) if e.is_retryable() => Ended::Resubscribe {
-                    cause: ResubscribeCause::Error,
-                    events: false,
-                    error: Some(e),
+                Err(f) => match resubscribe_after(f, false) {
+                    Ok(ended) => ended,
+                    Err(f) => return Err(self.fatal(f).await),
                 },
-                // A previous subscription to this shard is still open (Kinesis
-                // allows one per consumer and shard, and counts a dropped one
-                // for up to 5 s), or the consumer is not ACTIVE yet.
-                Err(Failure::ResourceInUse) => Ended::Resubscribe {
-                    cause: ResubscribeCause::Error,
-                    events: false,
-                    error: Some(resource_in_use()),
-                },
-                Err(f) => return Err(self.fatal(f).await),
             };
             let Ended::Resubscribe {
                 cause,
@@ -594,19 +537,17 @@ impl Subscriber {
                 }
                 ResubscribeCause::Error | ResubscribeCause::Watchdog => {
                     failures += 1;
-                    match backoff.next() {
-                        Some(d) => d,
-                        None => {
-                            return Err(error.unwrap_or_else(|| Error::ServiceUnavailable {
-                                operation: "SubscribeToShard",
-                                source: format!(
-                                    "{failures} subscriptions in a row delivered no event within {:?}",
-                                    self.config.event_timeout
-                                )
-                                .into(),
-                            }));
-                        }
-                    }
+                    let Some(delay) = backoff.next() else {
+                        return Err(error.unwrap_or_else(|| Error::ServiceUnavailable {
+                            operation: "SubscribeToShard",
+                            source: format!(
+                                "{failures} subscriptions in a row delivered no event within {:?}",
+                                self.config.event_timeout
+                            )
+                            .into(),
+                        }));
+                    };
+                    delay
                 }
             };
             match (&cause, &error) {
@@ -624,54 +565,33 @@ impl Subscriber {
 
     /// The SDK starting position: after the last continuation, else `start`.
     fn starting_position(&self) -> Result<SdkStartingPosition> {
-        let b = SdkStartingPosition::builder();
-        let b = match (&self.continuation, &self.start) {
-            (Some(c), _) => b
-                .r#type(ShardIteratorType::AfterSequenceNumber)
-                .sequence_number(c),
-            (None, StartingPosition::TrimHorizon) => b.r#type(ShardIteratorType::TrimHorizon),
-            (None, StartingPosition::Latest) => b.r#type(ShardIteratorType::Latest),
-            (None, StartingPosition::AtTimestamp(t)) => b
-                .r#type(ShardIteratorType::AtTimestamp)
-                .timestamp(DateTime::from(*t)),
-            (
-                None,
-                StartingPosition::AfterCheckpoint {
-                    sequence_number, ..
-                },
-            ) => b
-                .r#type(ShardIteratorType::AtSequenceNumber)
-                .sequence_number(sequence_number),
-        };
-        b.build().map_err(|e| Error::Service {
-            operation: "SubscribeToShard",
-            source: Box::new(e),
-        })
+        let at = self.start.iterator_start(self.continuation.as_deref());
+        SdkStartingPosition::builder()
+            .r#type(at.kind)
+            .set_sequence_number(at.sequence_number)
+            .set_timestamp(at.timestamp)
+            .build()
+            .map_err(|e| Error::Service {
+                operation: "SubscribeToShard",
+                source: Box::new(e),
+            })
     }
 
-    async fn subscribe(
-        &self,
-    ) -> Result<aws_sdk_kinesis::operation::subscribe_to_shard::SubscribeToShardOutput, Failure>
-    {
+    async fn subscribe(&self) -> Result<SubscribeToShardOutput, Failure> {
         let position = self.starting_position().map_err(Failure::Error)?;
-        let recorder = self.probe.clone();
-        self.client
-            .subscribe_to_shard()
-            .consumer_arn(&self.consumer_arn)
-            .shard_id(&self.shard_id)
-            .starting_position(position)
-            .customize()
-            .mutate_request(move |r| recorder.record(r.uri()))
-            .send()
-            .await
-            .map_err(|e| classify(e, "SubscribeToShard", || self.probe.name()))
+        send!(
+            self.client
+                .subscribe_to_shard()
+                .consumer_arn(&self.consumer_arn)
+                .shard_id(&self.shard_id)
+                .starting_position(position),
+            &self.probe,
+            "SubscribeToShard"
+        )
     }
 
     /// Reads one subscription until it ends, fails, goes silent or expires.
-    async fn consume(
-        &mut self,
-        mut out: aws_sdk_kinesis::operation::subscribe_to_shard::SubscribeToShardOutput,
-    ) -> Result<Ended> {
+    async fn consume(&mut self, mut out: SubscribeToShardOutput) -> Result<Ended> {
         let expires = tokio::time::sleep(self.config.max_subscription_lifetime);
         tokio::pin!(expires);
         let mut events = false;
@@ -703,20 +623,10 @@ impl Subscriber {
                     });
                 }
                 Ok(Err(e)) => {
-                    return match classify_event_stream(e, || self.probe.name()) {
-                        Failure::Error(e) if e.is_retryable() => Ok(Ended::Resubscribe {
-                            cause: ResubscribeCause::Error,
-                            events,
-                            error: Some(e),
-                        }),
-                        // The previous subscription (dropped on our side) is
-                        // still open on the service's: wait and try again.
-                        Failure::ResourceInUse => Ok(Ended::Resubscribe {
-                            cause: ResubscribeCause::Error,
-                            events,
-                            error: Some(resource_in_use()),
-                        }),
-                        f => Err(self.fatal(f).await),
+                    let f = classify_event_stream(e, || self.probe.name());
+                    return match resubscribe_after(f, events) {
+                        Ok(ended) => Ok(ended),
+                        Err(f) => Err(self.fatal(f).await),
                     };
                 }
                 Ok(Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(event)))) => {
@@ -794,10 +704,7 @@ impl Subscriber {
         if shard_end {
             let child_shards = child_shards_from_sdk("SubscribeToShard", children)?;
             tracing::info!(children = child_shards.len(), "shard end");
-            let _ = self.tx.send(Queued {
-                event: Ok(ReadEvent::ShardEnd { child_shards }),
-                _permits: None,
-            });
+            self.queue.send_shard_end(child_shards);
             return Ok(true);
         }
         Ok(false)
@@ -855,10 +762,7 @@ impl Subscriber {
             children = child_shards.len(),
             "shard end (closed per ListShards, subscription caught up)"
         );
-        let _ = self.tx.send(Queued {
-            event: Ok(ReadEvent::ShardEnd { child_shards }),
-            _permits: None,
-        });
+        self.queue.send_shard_end(child_shards);
         Ok(true)
     }
 
@@ -866,63 +770,38 @@ impl Subscriber {
     /// the reader has been dropped.
     async fn enqueue(&self, batch: FetchedBatch) -> bool {
         let bytes = batch.stats.bytes.clamp(1, self.config.max_buffered_bytes);
-        // Budgets fit u32: validate() bounds both.
-        let Ok(ep) = self.events_budget.clone().acquire_owned().await else {
-            return false;
-        };
-        let Ok(bp) = self
-            .bytes_budget
-            .clone()
-            .acquire_many_owned(bytes as u32)
-            .await
-        else {
-            return false;
-        };
-        self.buffered.fetch_add(1, Ordering::Relaxed);
-        let sent = self.tx.send(Queued {
-            event: Ok(ReadEvent::Batch(batch)),
-            _permits: Some((ep, bp)),
-        });
-        if sent.is_err() {
-            self.buffered.fetch_sub(1, Ordering::Relaxed);
-            return false;
-        }
-        true
+        self.queue.send_batch(batch, 1, bytes).await
     }
 
     /// Turns a failure that is not retried into the error the user sees.
     async fn fatal(&self, f: Failure) -> Error {
         match f {
-            Failure::Error(e) => e,
             Failure::NotFound => self.not_found().await,
-            other => Error::Service {
-                operation: "SubscribeToShard",
-                source: format!("unexpected failure: {other:?}").into(),
-            },
+            other => other.into_error("SubscribeToShard"),
         }
     }
 
     /// ResourceNotFound: is the stream, the consumer or the shard gone?
     async fn not_found(&self) -> Error {
-        let stream = self
-            .client
-            .describe_stream_summary()
-            .stream_name(&self.stream)
-            .send()
-            .await
-            .map_err(|e| classify(e, "DescribeStreamSummary", || self.probe.name()));
+        let stream = send!(
+            self.client
+                .describe_stream_summary()
+                .stream_name(&self.stream),
+            &self.probe,
+            "DescribeStreamSummary"
+        );
         if let Err(Failure::NotFound) = stream {
             return Error::StreamNotFound {
                 stream: self.stream.clone(),
             };
         }
-        let consumer = self
-            .client
-            .describe_stream_consumer()
-            .consumer_arn(&self.consumer_arn)
-            .send()
-            .await
-            .map_err(|e| classify(e, "DescribeStreamConsumer", || self.probe.name()));
+        let consumer = send!(
+            self.client
+                .describe_stream_consumer()
+                .consumer_arn(&self.consumer_arn),
+            &self.probe,
+            "DescribeStreamConsumer"
+        );
         if let Err(Failure::NotFound) = consumer {
             return Error::ConsumerNotFound {
                 consumer: self.consumer_arn.clone(),

@@ -18,6 +18,7 @@ mod consumer_registration;
 mod error;
 mod fanout;
 mod polling;
+mod queue;
 mod reader;
 mod record;
 mod retry;
@@ -28,7 +29,8 @@ pub use consumer_registration::{
 };
 pub use error::{BoxError, Error, Result};
 pub use fanout::{FanOutConfig, FanOutReader, FanOutStats, FanOutStatsSnapshot, ResubscribeCause};
-pub use polling::{MIN_TIME_BETWEEN_GET_RECORDS, PollingConfig, PollingReader, PrefetchUsage};
+pub use polling::{MIN_TIME_BETWEEN_GET_RECORDS, PollingConfig, PollingReader};
+pub use queue::PrefetchUsage;
 pub use reader::{ChildShard, FetchedBatch, ReadEvent, ShardReader, StartingPosition};
 pub use record::{BatchStats, Record, compare_sequence_numbers};
 pub use shard::{ShardInfo, list_shards};

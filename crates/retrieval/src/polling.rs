@@ -1,24 +1,20 @@
 //! The polling reader: one prefetch task per shard calling GetRecords,
 //! with a queue bounded by user records and by bytes.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::primitives::DateTime;
-use aws_sdk_kinesis::types::ShardIteratorType;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
-use crate::error::{Error, Failure, Result, classify};
+use crate::error::{Error, Failure, Result};
+use crate::queue::{PrefetchUsage, QueueReceiver, QueueSender, queue};
 use crate::reader::{
     FetchedBatch, ReadEvent, ShardReader, StartingPosition, child_shards_from_sdk,
 };
 use crate::record::{RawRecord, RecordPipeline};
-use crate::retry::{EndpointProbe, RetryPolicy, check_range, with_retry};
+use crate::retry::{EndpointProbe, RetryPolicy, check_range, send, with_retry};
 
 /// Kinesis allows 5 GetRecords calls per second per shard: at least this
 /// long between the starts of two calls. A service limit, not a setting.
@@ -157,69 +153,14 @@ impl PollingConfig {
     }
 }
 
-/// How much the prefetch queue holds right now.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PrefetchUsage {
-    /// Batches waiting to be taken.
-    pub batches: usize,
-    /// User records in those batches.
-    pub records: usize,
-    /// Fetched payload bytes of those batches.
-    pub bytes: usize,
-}
-
-#[derive(Debug, Default)]
-struct Usage {
-    batches: AtomicUsize,
-    records: AtomicUsize,
-    bytes: AtomicUsize,
-}
-
-impl Usage {
-    fn add(&self, records: usize, bytes: usize) {
-        self.batches.fetch_add(1, Ordering::Relaxed);
-        self.records.fetch_add(records, Ordering::Relaxed);
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
-    }
-    fn sub(&self, records: usize, bytes: usize) {
-        self.batches.fetch_sub(1, Ordering::Relaxed);
-        self.records.fetch_sub(records, Ordering::Relaxed);
-        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
-    }
-}
-
-/// One queued item: an event plus the budget it holds until taken.
-struct Queued {
-    event: Result<ReadEvent>,
-    _permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    Reading,
-    Ended,
-    Failed,
-}
-
 /// Reads one shard with GetRecords. A prefetch task, owned by the reader
 /// and aborted when it is dropped, fetches ahead into a queue bounded by
 /// [`PollingConfig::max_prefetch_records`] and
 /// [`PollingConfig::max_prefetch_bytes`].
 #[derive(Debug)]
 pub struct PollingReader {
-    shard_id: String,
-    rx: mpsc::UnboundedReceiver<Queued>,
-    usage: Arc<Usage>,
-    state: State,
+    queue: QueueReceiver,
     _task: AbortOnDropHandle<()>,
-}
-
-impl std::fmt::Debug for Queued {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queued")
-            .field("event", &self.event)
-            .finish_non_exhaustive()
-    }
 }
 
 impl PollingReader {
@@ -247,12 +188,13 @@ impl PollingReader {
         config.validate()?;
         let stream = stream_name.into();
         let shard_id = shard_id.into();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let usage = Arc::new(Usage::default());
+        let (tx, rx) = queue(
+            shard_id.clone(),
+            config.max_prefetch_records,
+            config.max_prefetch_bytes,
+        );
         let fetcher = Fetcher {
             pipeline: RecordPipeline::new(shard_id.clone(), &start, hash_key_range),
-            records_budget: Arc::new(Semaphore::new(config.max_prefetch_records)),
-            bytes_budget: Arc::new(Semaphore::new(config.max_prefetch_bytes)),
             retry: config.retry_policy(),
             client,
             stream: stream.clone(),
@@ -260,33 +202,25 @@ impl PollingReader {
             start,
             config,
             probe: EndpointProbe::default(),
-            tx,
-            usage: usage.clone(),
+            queue: tx,
             last_sequence: None,
         };
         let span = tracing::info_span!("polling_reader", stream = %stream, shard = %shard_id);
         let task = tokio::spawn(fetcher.run().instrument(span));
         Ok(PollingReader {
-            shard_id,
-            rx,
-            usage,
-            state: State::Reading,
+            queue: rx,
             _task: AbortOnDropHandle::new(task),
         })
     }
 
     /// The shard this reader reads.
     pub fn shard_id(&self) -> &str {
-        &self.shard_id
+        self.queue.shard_id()
     }
 
     /// What the prefetch queue holds right now.
     pub fn prefetch_usage(&self) -> PrefetchUsage {
-        PrefetchUsage {
-            batches: self.usage.batches.load(Ordering::Relaxed),
-            records: self.usage.records.load(Ordering::Relaxed),
-            bytes: self.usage.bytes.load(Ordering::Relaxed),
-        }
+        self.queue.usage()
     }
 }
 
@@ -296,51 +230,8 @@ impl ShardReader for PollingReader {
     ///
     /// Cancel-safe: the queue is only popped when the future completes.
     async fn next_event(&mut self) -> Result<Option<ReadEvent>> {
-        match self.state {
-            State::Reading => {}
-            State::Ended => return Ok(None),
-            State::Failed => {
-                return Err(Error::ReaderStopped {
-                    shard_id: self.shard_id.clone(),
-                });
-            }
-        }
-        let Some(item) = self.rx.recv().await else {
-            // The task ended without a final event: it panicked.
-            self.state = State::Failed;
-            return Err(Error::ReaderStopped {
-                shard_id: self.shard_id.clone(),
-            });
-        };
-        // Dropping `item` (below) releases its budget to the fetch loop.
-        match item.event {
-            Ok(ReadEvent::Batch(batch)) => {
-                self.usage.sub(batch.records.len(), batch.stats.bytes);
-                Ok(Some(ReadEvent::Batch(batch)))
-            }
-            Ok(end @ ReadEvent::ShardEnd { .. }) => {
-                self.state = State::Ended;
-                Ok(Some(end))
-            }
-            Err(e) => {
-                self.state = State::Failed;
-                Err(e)
-            }
-        }
+        self.queue.next_event().await
     }
-}
-
-/// Sends one request with the endpoint probe attached and classifies errors.
-macro_rules! send {
-    ($req:expr, $probe:expr, $op:literal) => {{
-        let probe: &EndpointProbe = $probe;
-        let recorder = probe.clone();
-        $req.customize()
-            .mutate_request(move |r| recorder.record(r.uri()))
-            .send()
-            .await
-            .map_err(|e| classify(e, $op, || probe.name()))
-    }};
 }
 
 /// The prefetch task's state.
@@ -353,10 +244,7 @@ struct Fetcher {
     retry: RetryPolicy,
     pipeline: RecordPipeline,
     probe: EndpointProbe,
-    tx: mpsc::UnboundedSender<Queued>,
-    records_budget: Arc<Semaphore>,
-    bytes_budget: Arc<Semaphore>,
-    usage: Arc<Usage>,
+    queue: QueueSender,
     /// The last Kinesis record queued: a new iterator starts after it.
     last_sequence: Option<String>,
 }
@@ -365,10 +253,7 @@ impl Fetcher {
     async fn run(mut self) {
         if let Err(e) = self.fetch_loop().await {
             tracing::warn!(error = %e, "shard reader stopped");
-            let _ = self.tx.send(Queued {
-                event: Err(e),
-                _permits: None,
-            });
+            self.queue.send_error(e);
         }
     }
 
@@ -429,10 +314,7 @@ impl Fetcher {
                 let child_shards =
                     child_shards_from_sdk("GetRecords", out.child_shards.unwrap_or_default())?;
                 tracing::info!(children = child_shards.len(), "shard end");
-                let _ = self.tx.send(Queued {
-                    event: Ok(ReadEvent::ShardEnd { child_shards }),
-                    _permits: None,
-                });
+                self.queue.send_shard_end(child_shards);
                 return Ok(());
             };
             iterator = next;
@@ -451,66 +333,21 @@ impl Fetcher {
             .len()
             .clamp(1, self.config.max_prefetch_records);
         let bytes = batch.stats.bytes.min(self.config.max_prefetch_bytes);
-        // Budgets fit u32: validate() bounds both.
-        let Ok(rp) = self
-            .records_budget
-            .clone()
-            .acquire_many_owned(records as u32)
-            .await
-        else {
-            return false;
-        };
-        let Ok(bp) = self
-            .bytes_budget
-            .clone()
-            .acquire_many_owned(bytes as u32)
-            .await
-        else {
-            return false;
-        };
-        self.usage.add(batch.records.len(), batch.stats.bytes);
-        let (n, b) = (batch.records.len(), batch.stats.bytes);
-        let sent = self.tx.send(Queued {
-            event: Ok(ReadEvent::Batch(batch)),
-            _permits: Some((rp, bp)),
-        });
-        if sent.is_err() {
-            self.usage.sub(n, b);
-            return false;
-        }
-        true
+        self.queue.send_batch(batch, records, bytes).await
     }
 
     /// A new iterator: after the last queued record, else at the start.
     async fn shard_iterator(&self) -> Result<String> {
         let out = with_retry(&self.retry, &self.shard_id, || {
+            let at = self.start.iterator_start(self.last_sequence.as_deref());
             let req = self
                 .client
                 .get_shard_iterator()
                 .stream_name(&self.stream)
-                .shard_id(&self.shard_id);
-            let req = match (&self.last_sequence, &self.start) {
-                (Some(seq), _) => req
-                    .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-                    .starting_sequence_number(seq),
-                (None, StartingPosition::TrimHorizon) => {
-                    req.shard_iterator_type(ShardIteratorType::TrimHorizon)
-                }
-                (None, StartingPosition::Latest) => {
-                    req.shard_iterator_type(ShardIteratorType::Latest)
-                }
-                (None, StartingPosition::AtTimestamp(t)) => req
-                    .shard_iterator_type(ShardIteratorType::AtTimestamp)
-                    .timestamp(DateTime::from(*t)),
-                (
-                    None,
-                    StartingPosition::AfterCheckpoint {
-                        sequence_number, ..
-                    },
-                ) => req
-                    .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
-                    .starting_sequence_number(sequence_number),
-            };
+                .shard_id(&self.shard_id)
+                .shard_iterator_type(at.kind)
+                .set_starting_sequence_number(at.sequence_number)
+                .set_timestamp(at.timestamp);
             async move { send!(req, &self.probe, "GetShardIterator") }
         })
         .await;
@@ -526,12 +363,8 @@ impl Fetcher {
     /// Turns a non-retried failure into the error the user sees.
     async fn failure_to_error(&self, f: Failure, operation: &'static str) -> Error {
         match f {
-            Failure::Error(e) => e,
             Failure::NotFound => self.not_found().await,
-            other => Error::Service {
-                operation,
-                source: format!("unexpected failure: {other:?}").into(),
-            },
+            other => other.into_error(operation),
         }
     }
 

@@ -2,6 +2,9 @@
 
 use std::time::SystemTime;
 
+use aws_sdk_kinesis::primitives::DateTime;
+use aws_sdk_kinesis::types::ShardIteratorType;
+
 use crate::error::Result;
 use crate::record::{BatchStats, Record};
 
@@ -24,6 +27,47 @@ pub enum StartingPosition {
         /// The checkpointed sub-sequence number (0 for plain records).
         sub_sequence_number: u64,
     },
+}
+
+/// Where the service starts a GetShardIterator or SubscribeToShard call.
+pub(crate) struct IteratorStart {
+    pub(crate) kind: ShardIteratorType,
+    /// Set for the `*_SEQUENCE_NUMBER` kinds.
+    pub(crate) sequence_number: Option<String>,
+    /// Set for `AT_TIMESTAMP`.
+    pub(crate) timestamp: Option<DateTime>,
+}
+
+impl StartingPosition {
+    /// Where a (re)start begins: right after `after` (the last sequence
+    /// number a reader got) when there is one, else at this position.
+    pub(crate) fn iterator_start(&self, after: Option<&str>) -> IteratorStart {
+        let (kind, sequence_number, timestamp) = match (after, self) {
+            (Some(seq), _) => (ShardIteratorType::AfterSequenceNumber, Some(seq), None),
+            (None, StartingPosition::TrimHorizon) => (ShardIteratorType::TrimHorizon, None, None),
+            (None, StartingPosition::Latest) => (ShardIteratorType::Latest, None, None),
+            (None, StartingPosition::AtTimestamp(t)) => (
+                ShardIteratorType::AtTimestamp,
+                None,
+                Some(DateTime::from(*t)),
+            ),
+            (
+                None,
+                StartingPosition::AfterCheckpoint {
+                    sequence_number, ..
+                },
+            ) => (
+                ShardIteratorType::AtSequenceNumber,
+                Some(sequence_number.as_str()),
+                None,
+            ),
+        };
+        IteratorStart {
+            kind,
+            sequence_number: sequence_number.map(str::to_owned),
+            timestamp,
+        }
+    }
 }
 
 /// What one fetch produced, after deaggregation and filtering.
@@ -67,7 +111,8 @@ pub enum ReadEvent {
 }
 
 /// A source of batches for one shard. Implemented by the polling reader
-/// now and the enhanced fan-out reader later.
+/// ([`crate::PollingReader`]) and the enhanced fan-out reader
+/// ([`crate::FanOutReader`]).
 #[async_trait::async_trait]
 pub trait ShardReader: Send {
     /// The next event; `Ok(None)` once [`ReadEvent::ShardEnd`] has been

@@ -165,6 +165,22 @@ impl EndpointProbe {
     }
 }
 
+/// Sends one SDK request with the endpoint probe attached, classifying an
+/// error into a [`Failure`] (no retries: wrap it in [`with_retry`] for
+/// those). `$probe` is a `&EndpointProbe`, `$op` the operation's name.
+macro_rules! send {
+    ($req:expr, $probe:expr, $op:literal) => {{
+        let probe: &$crate::retry::EndpointProbe = $probe;
+        let recorder = probe.clone();
+        $req.customize()
+            .mutate_request(move |r| recorder.record(r.uri()))
+            .send()
+            .await
+            .map_err(|e| $crate::error::classify(e, $op, || probe.name()))
+    }};
+}
+pub(crate) use send;
+
 fn scheme_and_authority(uri: &str) -> &str {
     let after_scheme = uri.find("://").map_or(0, |i| i + 3);
     match uri[after_scheme..].find(['/', '?']) {

@@ -2,8 +2,8 @@
 
 use aws_sdk_kinesis::Client;
 
-use crate::error::{Error, Failure, Result, classify};
-use crate::retry::{EndpointProbe, RetryPolicy, with_retry};
+use crate::error::{Error, Failure, Result};
+use crate::retry::{EndpointProbe, RetryPolicy, send, with_retry};
 
 /// A shard as ListShards describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,7 +96,7 @@ pub(crate) fn parse_hash_key(operation: &'static str, s: &str) -> Result<u128> {
 ///
 /// Cancel-safe: it only reads; dropping the future discards the partial list.
 pub async fn list_shards(client: &Client, stream_name: &str) -> Result<Vec<ShardInfo>> {
-    let probe = EndpointProbe::default();
+    let probe = &EndpointProbe::default();
     let mut restarts = 0;
     'listing: loop {
         let mut shards = Vec::new();
@@ -108,17 +108,7 @@ pub async fn list_shards(client: &Client, stream_name: &str) -> Result<Vec<Shard
                     Some(t) => client.list_shards().next_token(t),
                     None => client.list_shards().stream_name(stream_name),
                 };
-                let probe = probe.clone();
-                async move {
-                    req.customize()
-                        .mutate_request({
-                            let probe = probe.clone();
-                            move |r| probe.record(r.uri())
-                        })
-                        .send()
-                        .await
-                        .map_err(|e| classify(e, "ListShards", || probe.name()))
-                }
+                async move { send!(req, probe, "ListShards") }
             })
             .await;
             let page = match page {
@@ -136,13 +126,7 @@ pub async fn list_shards(client: &Client, stream_name: &str) -> Result<Vec<Shard
                     );
                     continue 'listing;
                 }
-                Err(Failure::Error(e)) => return Err(e),
-                Err(other) => {
-                    return Err(Error::Service {
-                        operation: "ListShards",
-                        source: format!("unexpected failure: {other:?}").into(),
-                    });
-                }
+                Err(f) => return Err(f.into_error("ListShards")),
             };
             for s in page.shards() {
                 shards.push(ShardInfo::from_sdk(s)?);

@@ -1,19 +1,20 @@
 //! End-to-end tests of shard discovery and the polling reader against the
 //! local Kinesis emulator.
 
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{SHARD0, assert_in_order, data, plain};
 use kinesis_fleet_kpl::{Aggregator, NewRecord};
 use kinesis_fleet_retrieval::{
     BatchStats, ChildShard, Error, PollingConfig, PollingReader, ReadEvent, Record, ShardReader,
-    StartingPosition, compare_sequence_numbers, list_shards,
+    StartingPosition, list_shards,
 };
 use kinesis_fleet_testkit::LocalAws;
 use kinesis_fleet_testkit::producer::Producer;
 use tokio::time::{Instant, timeout};
-
-const SHARD0: &str = "shardId-000000000000";
 
 /// Fast settings for tests: short idle time, quick retries.
 fn fast() -> PollingConfig {
@@ -22,19 +23,6 @@ fn fast() -> PollingConfig {
         .retry_initial_delay(Duration::from_millis(10))
         .retry_max_delay(Duration::from_millis(100))
         .max_consecutive_failures(3)
-}
-
-fn plain(prefix: &str, n: usize) -> Vec<NewRecord> {
-    (0..n)
-        .map(|i| NewRecord::new(format!("pk-{prefix}-{i}"), format!("{prefix}-{i}")))
-        .collect()
-}
-
-fn data(records: &[Record]) -> Vec<String> {
-    records
-        .iter()
-        .map(|r| String::from_utf8_lossy(&r.data).into_owned())
-        .collect()
 }
 
 /// What a reader produced until `want` user records arrived (or shard end).
@@ -83,15 +71,6 @@ async fn collect(reader: &mut PollingReader, want: usize, until_end: bool) -> Co
         }
     }
     c
-}
-
-/// Asserts (sequence, sub-sequence) strictly increases.
-fn assert_in_order(records: &[Record]) {
-    for w in records.windows(2) {
-        let ord = compare_sequence_numbers(&w[0].sequence_number, &w[1].sequence_number)
-            .then(w[0].sub_sequence_number.cmp(&w[1].sub_sequence_number));
-        assert!(ord.is_lt(), "out of order: {:?} then {:?}", w[0], w[1]);
-    }
 }
 
 /// A KPL aggregate whose MD5 digest (the last 16 bytes) has a flipped byte.

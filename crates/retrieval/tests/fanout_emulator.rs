@@ -2,18 +2,20 @@
 //! reader against the local Kinesis emulator, with the testkit's fault proxy
 //! for dropped and silent subscriptions.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{SHARD0, assert_in_order, data, plain};
 use kinesis_fleet_kpl::NewRecord;
 use kinesis_fleet_retrieval::{
-    FanOutConfig, FanOutReader, ReadEvent, Record, ShardReader, StartingPosition,
-    compare_sequence_numbers, list_shards, register_stream_consumer,
+    FanOutConfig, FanOutReader, ReadEvent, Record, ShardReader, StartingPosition, list_shards,
+    register_stream_consumer,
 };
 use kinesis_fleet_testkit::producer::Producer;
 use kinesis_fleet_testkit::{Backend, Fault, FaultProxy, LocalAws};
 use tokio::time::{Instant, timeout};
 
-const SHARD0: &str = "shardId-000000000000";
 const SHARD1: &str = "shardId-000000000001";
 
 /// Quick retries; a watchdog far above the emulator's event interval.
@@ -25,13 +27,7 @@ fn fast() -> FanOutConfig {
         .max_consecutive_failures(50)
 }
 
-fn plain(prefix: &str, n: usize) -> Vec<NewRecord> {
-    (0..n)
-        .map(|i| NewRecord::new(format!("pk-{prefix}-{i}"), format!("{prefix}-{i}")))
-        .collect()
-}
-
-fn data(records: &[Record]) -> Vec<String> {
+fn data_of(records: &[NewRecord]) -> Vec<String> {
     records
         .iter()
         .map(|r| String::from_utf8_lossy(&r.data).into_owned())
@@ -62,12 +58,36 @@ async fn collect(
     (records, None)
 }
 
-fn assert_in_order(records: &[Record]) {
-    for w in records.windows(2) {
-        let ord = compare_sequence_numbers(&w[0].sequence_number, &w[1].sequence_number)
-            .then(w[0].sub_sequence_number.cmp(&w[1].sub_sequence_number));
-        assert!(ord.is_lt(), "out of order: {:?} then {:?}", w[0], w[1]);
-    }
+/// A reader of `shard` from TRIM_HORIZON, without a hash key filter.
+fn spawn_reader(
+    client: aws_sdk_kinesis::Client,
+    stream: &str,
+    arn: &str,
+    shard: &str,
+    config: FanOutConfig,
+) -> FanOutReader {
+    FanOutReader::spawn(
+        client,
+        stream,
+        arn,
+        shard,
+        StartingPosition::TrimHorizon,
+        None,
+        config,
+    )
+    .unwrap()
+}
+
+/// A fault proxy in front of the emulator's Kinesis, and a client using it.
+async fn proxied_client(aws: &LocalAws) -> (FaultProxy, aws_sdk_kinesis::Client) {
+    let proxy = FaultProxy::start(aws.kinesis_endpoint()).await.unwrap();
+    let client = aws_sdk_kinesis::Client::from_conf(
+        aws.kinesis_config()
+            .to_builder()
+            .endpoint_url(proxy.endpoint())
+            .build(),
+    );
+    (proxy, client)
 }
 
 async fn setup(shards: u32) -> (LocalAws, String, String) {
@@ -103,11 +123,7 @@ fn produce_in_background(
             let records: Vec<NewRecord> = (0..per_round)
                 .map(|i| NewRecord::new("one-key", format!("r{round}-{i}")))
                 .collect();
-            all.extend(
-                records
-                    .iter()
-                    .map(|r| String::from_utf8_lossy(&r.data).into_owned()),
-            );
+            all.extend(data_of(&records));
             if round % 2 == 0 {
                 producer.put(records).await.unwrap();
             } else {
@@ -170,18 +186,13 @@ async fn concurrent_registrations_share_one_consumer_and_both_readers_get_record
         (&first.consumer_arn, SHARD0),
         (&second.consumer_arn, SHARD1),
     ] {
-        readers.push(
-            FanOutReader::spawn(
-                aws.kinesis_client(),
-                &stream,
-                arn,
-                shard,
-                StartingPosition::TrimHorizon,
-                None,
-                fast(),
-            )
-            .unwrap(),
-        );
+        readers.push(spawn_reader(
+            aws.kinesis_client(),
+            &stream,
+            arn,
+            shard,
+            fast(),
+        ));
     }
     Producer::new(aws.kinesis_client(), &stream)
         .put(plain("k", 40))
@@ -212,16 +223,7 @@ async fn short_subscriptions_lose_and_duplicate_nothing() {
     let (aws, stream, arn) = setup(1).await;
     let config = fast().max_subscription_lifetime(Duration::from_millis(300));
     let stats = config.stats.clone();
-    let mut reader = FanOutReader::spawn(
-        aws.kinesis_client(),
-        &stream,
-        &arn,
-        SHARD0,
-        StartingPosition::TrimHorizon,
-        None,
-        config,
-    )
-    .unwrap();
+    let mut reader = spawn_reader(aws.kinesis_client(), &stream, &arn, SHARD0, config);
     let producer = produce_in_background(&aws, &stream, 40, 50, Duration::from_millis(100));
     let put = producer.await.unwrap();
     let (records, end) = collect(&mut reader, put.len(), Duration::from_secs(60)).await;
@@ -261,26 +263,11 @@ async fn short_subscriptions_lose_and_duplicate_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_resets_while_records_flow_lose_and_duplicate_nothing() {
     let (aws, stream, arn) = setup(2).await;
-    let proxy = FaultProxy::start(aws.kinesis_endpoint()).await.unwrap();
-    let via_proxy = aws_sdk_kinesis::Client::from_conf(
-        aws.kinesis_config()
-            .to_builder()
-            .endpoint_url(proxy.endpoint())
-            .build(),
-    );
+    let (proxy, via_proxy) = proxied_client(&aws).await;
     let shard = shard_of_one_key(&aws, &stream).await;
     let config = fast();
     let stats = config.stats.clone();
-    let mut reader = FanOutReader::spawn(
-        via_proxy,
-        &stream,
-        &arn,
-        &shard,
-        StartingPosition::TrimHorizon,
-        None,
-        config,
-    )
-    .unwrap();
+    let mut reader = spawn_reader(via_proxy, &stream, &arn, &shard, config);
     // The producer talks to the emulator directly.
     let producer = produce_in_background(&aws, &stream, 30, 40, Duration::from_millis(100));
     // Reset each new subscription shortly after it opens, five times.
@@ -321,28 +308,13 @@ async fn connection_resets_while_records_flow_lose_and_duplicate_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_subscription_is_replaced_within_the_watchdog_timeout() {
     let (aws, stream, arn) = setup(1).await;
-    let proxy = FaultProxy::start(aws.kinesis_endpoint()).await.unwrap();
-    let via_proxy = aws_sdk_kinesis::Client::from_conf(
-        aws.kinesis_config()
-            .to_builder()
-            .endpoint_url(proxy.endpoint())
-            .build(),
-    );
+    let (proxy, via_proxy) = proxied_client(&aws).await;
     // Idle shards get an event every 200 ms from the embedded emulator and
     // about every second from kinesis-mock (measured); 2 s is silence.
     let event_timeout = Duration::from_secs(2);
     let config = fast().event_timeout(event_timeout);
     let stats = config.stats.clone();
-    let mut reader = FanOutReader::spawn(
-        via_proxy,
-        &stream,
-        &arn,
-        SHARD0,
-        StartingPosition::TrimHorizon,
-        None,
-        config,
-    )
-    .unwrap();
+    let mut reader = spawn_reader(via_proxy, &stream, &arn, SHARD0, config);
     let producer = Producer::new(aws.kinesis_client(), &stream);
     producer.put(plain("before", 5)).await.unwrap();
     let (before, _) = collect(&mut reader, 5, Duration::from_secs(20)).await;
@@ -371,29 +343,13 @@ async fn silent_subscription_is_replaced_within_the_watchdog_timeout() {
     assert_in_order(&[before, after].concat());
 }
 
-fn data_of(records: &[NewRecord]) -> Vec<String> {
-    records
-        .iter()
-        .map(|r| String::from_utf8_lossy(&r.data).into_owned())
-        .collect()
-}
-
 /// A slow processor: with nobody reading, at most `max_buffered_events`
 /// events are queued, and nothing is lost once reading resumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_reader_backpressures_the_subscription() {
     let (aws, stream, arn) = setup(1).await;
     let config = fast().max_buffered_events(2);
-    let mut reader = FanOutReader::spawn(
-        aws.kinesis_client(),
-        &stream,
-        &arn,
-        SHARD0,
-        StartingPosition::TrimHorizon,
-        None,
-        config,
-    )
-    .unwrap();
+    let mut reader = spawn_reader(aws.kinesis_client(), &stream, &arn, SHARD0, config);
     let producer = produce_in_background(&aws, &stream, 10, 20, Duration::from_millis(150));
     let put = producer.await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -417,16 +373,7 @@ async fn reader_of_a_split_parent_reaches_shard_end_with_children() {
         .await
         .unwrap();
     let config = fast().shard_end_check_interval(Duration::from_millis(500));
-    let mut reader = FanOutReader::spawn(
-        client.clone(),
-        &stream,
-        &arn,
-        SHARD0,
-        StartingPosition::TrimHorizon,
-        None,
-        config,
-    )
-    .unwrap();
+    let mut reader = spawn_reader(client.clone(), &stream, &arn, SHARD0, config);
     let (first, _) = collect(&mut reader, 4, Duration::from_secs(20)).await;
     assert_eq!(data(&first), data_of(&plain("before", 4)));
     client
