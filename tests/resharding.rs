@@ -46,10 +46,13 @@ struct Recording {
 }
 
 impl Recording {
-    fn checkpointed(&self, cp: &Checkpointer) {
+    /// Checkpoints and, once that succeeded, reports it.
+    async fn checkpoint(&self, cp: &mut Checkpointer) -> Result<(), BoxError> {
+        cp.checkpoint().await?;
         let position = cp.last_checkpoint().to_string();
         self.recorder
             .checkpointed(&self.worker, cp.shard_id().as_str(), &position);
+        Ok(())
     }
 }
 
@@ -79,21 +82,15 @@ impl RecordProcessor for Recording {
                 &r.data,
             );
         }
-        cp.checkpoint().await?;
-        self.checkpointed(cp);
-        Ok(())
+        self.checkpoint(cp).await
     }
 
     async fn shard_ended(&mut self, cp: &mut Checkpointer) -> Result<(), BoxError> {
-        cp.checkpoint().await?;
-        self.checkpointed(cp);
-        Ok(())
+        self.checkpoint(cp).await
     }
 
     async fn shutdown_requested(&mut self, cp: &mut Checkpointer) -> Result<(), BoxError> {
-        cp.checkpoint().await?;
-        self.checkpointed(cp);
-        Ok(())
+        self.checkpoint(cp).await
     }
 }
 
@@ -282,7 +279,7 @@ async fn split_merge_and_scale_under_load_with_two_workers() {
     fleet.start_workers(2, Duration::from_secs(1), Behaviour::Faithful);
     fleet.wait_all_open_shards_deliver().await;
 
-    let reshard = fleet.reshard.clone();
+    let reshard = &fleet.reshard;
     fleet
         .reshard_and_time("split", reshard.split_evenly(SHARD0))
         .await;
@@ -319,7 +316,7 @@ async fn aggregates_spanning_a_split_point_are_not_delivered_twice() {
         .start();
     fleet.start_workers(2, Duration::from_secs(1), Behaviour::Faithful);
     fleet.wait_all_open_shards_deliver().await;
-    let reshard = fleet.reshard.clone();
+    let reshard = &fleet.reshard;
     fleet
         .reshard_and_time("split", reshard.split_evenly(SHARD0))
         .await;
@@ -349,7 +346,7 @@ async fn children_are_found_at_shard_end_with_or_without_child_shards() {
     let workload = fleet.workload().producers(1).keys(8).rate(100).start();
     fleet.start_workers(1, Duration::from_secs(60), Behaviour::Faithful);
     fleet.wait_all_open_shards_deliver().await;
-    let reshard = fleet.reshard.clone();
+    let reshard = &fleet.reshard;
     let elapsed = fleet
         .reshard_and_time("split", reshard.split_evenly(SHARD0))
         .await;
@@ -382,14 +379,16 @@ async fn run_broken(behaviour: Behaviour, settled: impl Fn(&Report) -> bool) -> 
     let workload = fleet.workload().producers(1).keys(1).rate(200).start();
     fleet.start_workers(1, Duration::from_secs(1), behaviour);
     fleet.wait_all_open_shards_deliver().await;
-    let reshard = fleet.reshard.clone();
+    let reshard = &fleet.reshard;
     fleet
         .reshard_and_time("split", reshard.split_evenly(SHARD0))
         .await;
     let written = workload.stop().await.expect("workload");
+    // No reshard after the split: one listing serves every check.
+    let lineage = reshard.lineage().await.expect("lineage");
     let deadline = Instant::now() + Duration::from_secs(45);
     let report = loop {
-        let report = check(&fleet.recorder, &written, &reshard.lineage().await.unwrap());
+        let report = check(&fleet.recorder, &written, &lineage);
         if settled(&report) || Instant::now() > deadline {
             break report;
         }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::fleet::{Event, Fleet};
 use kinesis_fleet::{ExtendedSequenceNumber, SequenceNumber};
 use kinesis_fleet_leases::LeaseStore;
-use kinesis_fleet_testkit::resharding::{Recorder, Report, Reshard, Workload, Written, check};
+use kinesis_fleet_testkit::resharding::{Recorder, Reshard, Workload, wait_for_delivery_with};
 use tokio::time::Instant;
 
 /// The harness's view of what the worker processes printed, in arrival order.
@@ -38,35 +38,6 @@ fn recorder_of(events: &[Event], crashed: &[&str]) -> Recorder {
         recorder.crashed(worker);
     }
     recorder
-}
-
-/// Checks until nothing written is missing (then once more after a pause
-/// for late duplicates) or the timeout passes.
-async fn delivered_report(
-    fleet: &Fleet,
-    reshard: &Reshard,
-    written: &Written,
-    crashed: &[&str],
-    timeout: Duration,
-) -> Report {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let lineage = reshard.lineage().await.expect("list shards");
-        let report = check(
-            &recorder_of(&fleet.events.all(), crashed),
-            written,
-            &lineage,
-        );
-        if report.lost == 0 || Instant::now() >= deadline {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            return check(
-                &recorder_of(&fleet.events.all(), crashed),
-                written,
-                &lineage,
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 fn started(c: &ExtendedSequenceNumber) -> bool {
@@ -98,7 +69,7 @@ async fn kill_9_in_the_middle_of_a_split_loses_nothing_and_keeps_order() {
         .expect("shard 0 is leased");
     let before = reshard.lineage().await.unwrap();
     let split = tokio::spawn({
-        let reshard = Reshard::new(fleet.aws.kinesis_client(), &fleet.stream);
+        let reshard = reshard.clone();
         async move { reshard.split_evenly(parent).await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -152,14 +123,16 @@ async fn kill_9_in_the_middle_of_a_split_loses_nothing_and_keeps_order() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let written = workload.stop().await.expect("workload");
-    let report = delivered_report(
-        &fleet,
+    // Worker processes print what they saw; a second for late duplicates.
+    let report = wait_for_delivery_with(
         &reshard,
         &written,
-        &[owner.as_str()],
         Duration::from_secs(60),
+        Duration::from_secs(1),
+        || recorder_of(&fleet.events.all(), &[owner.as_str()]),
     )
-    .await;
+    .await
+    .expect("list shards");
     eprintln!("{report}");
     let first_child = fleet
         .events

@@ -51,6 +51,28 @@ impl Mode {
     }
 }
 
+/// A worker of `application` reading `stream` in `mode`, whose processors
+/// record into `journal` as worker `id` and checkpoint every batch.
+fn recording_worker(
+    mode: &Mode,
+    aws: &LocalAws,
+    stream: &str,
+    application: &str,
+    id: usize,
+    journal: &Journal,
+) -> Worker {
+    let journal = journal.clone();
+    build(
+        mode.builder(stream, application)
+            .processor_factory(move |_: &ShardId| Recorder {
+                worker: id,
+                journal: journal.clone(),
+                mode: CheckpointMode::EveryBatch,
+            }),
+        aws,
+    )
+}
+
 /// 4 shards, 10 000 user records packed in aggregates plus 2 000 plain ones:
 /// each is delivered exactly once, in per-key order, with no restarts.
 pub async fn delivers_every_record_once_in_key_order(mode: Mode) {
@@ -61,16 +83,7 @@ pub async fn delivers_every_record_once_in_key_order(mode: Mode) {
     assert_eq!(produced, 12_000);
 
     let journal = Journal::default();
-    let j = journal.clone();
-    let worker = build(
-        mode.builder(&stream, &aws.unique_name("app"))
-            .processor_factory(move |_: &ShardId| Recorder {
-                worker: 0,
-                journal: j.clone(),
-                mode: CheckpointMode::EveryBatch,
-            }),
-        &aws,
-    );
+    let worker = recording_worker(&mode, &aws, &stream, &aws.unique_name("app"), 0, &journal);
     let stats = worker.stats();
     let (handle, join) = spawn_worker(worker);
     wait_until(
@@ -181,16 +194,7 @@ pub async fn a_new_worker_resumes_after_the_checkpoint(mode: Mode) {
 
     // Worker 2 (new worker id) resumes at record 150.
     let second = Journal::default();
-    let j = second.clone();
-    let worker = build(
-        mode.builder(&stream, &app)
-            .processor_factory(move |_: &ShardId| Recorder {
-                worker: 2,
-                journal: j.clone(),
-                mode: CheckpointMode::EveryBatch,
-            }),
-        &aws,
-    );
+    let worker = recording_worker(&mode, &aws, &stream, &app, 2, &second);
     let (handle, join) = spawn_worker(worker);
     wait_until(
         "250 redeliveries",
@@ -249,16 +253,7 @@ pub async fn corrupted_aggregates_are_delivered_raw_and_counted(mode: Mode) {
     }
 
     let journal = Journal::default();
-    let j = journal.clone();
-    let worker = build(
-        mode.builder(&stream, &aws.unique_name("app"))
-            .processor_factory(move |_: &ShardId| Recorder {
-                worker: 0,
-                journal: j.clone(),
-                mode: CheckpointMode::EveryBatch,
-            }),
-        &aws,
-    );
+    let worker = recording_worker(&mode, &aws, &stream, &aws.unique_name("app"), 0, &journal);
     let stats = worker.stats();
     let (handle, join) = spawn_worker(worker);
     wait_until(

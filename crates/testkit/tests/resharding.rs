@@ -3,7 +3,7 @@
 //! records, and a stale aggregate is resent to the right shard.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::types::ShardIteratorType;
 use bytes::Bytes;
@@ -35,10 +35,6 @@ fn assert_covers_hash_space(open: &[ShardRange]) {
     }
 }
 
-fn ids(shards: &[&kinesis_fleet_testkit::resharding::LineageShard]) -> Vec<String> {
-    shards.iter().map(|s| s.shard_id().to_owned()).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_and_merge_give_the_expected_lineage() {
     let (_aws, _stream, reshard) = stream_with(2).await;
@@ -63,7 +59,7 @@ async fn split_and_merge_give_the_expected_lineage() {
         (parent.end - parent.start) / 2 + 1,
         "split at the middle"
     );
-    assert_eq!(ids(&split.added_since(&before)).len(), 2);
+    assert_eq!(split.added_since(&before).len(), 2);
     assert_covers_hash_space(&reshard.open_shards().await.unwrap());
 
     // Typed errors, nothing changed: closed shard, shards that do not touch.
@@ -180,22 +176,32 @@ async fn read_shard(aws: &LocalAws, stream: &str, shard: &ShardRange) -> ShardCo
     contents
 }
 
-/// Per (producer, key), the counters in range of their shards, in stream order.
+/// Every shard of `lineage`, read to its end, by shard id.
 async fn read_stream(
     aws: &LocalAws,
     stream: &str,
     lineage: &Lineage,
-) -> BTreeMap<(u32, String), Vec<u64>> {
-    let mut by_key: BTreeMap<(u32, String), Vec<u64>> = BTreeMap::new();
+) -> BTreeMap<String, ShardContents> {
+    let mut shards = BTreeMap::new();
     for shard in lineage.shards() {
-        for (record, in_range) in read_shard(aws, stream, &shard.range).await.records {
-            if in_range {
-                by_key
-                    .entry((record.producer, record.key))
-                    .or_default()
-                    .push(record.counter);
-            }
-        }
+        let contents = read_shard(aws, stream, &shard.range).await;
+        shards.insert(shard.shard_id().to_owned(), contents);
+    }
+    shards
+}
+
+/// Per (producer, key), the counters in range of the shards they were read from.
+fn in_range_by_key(shards: &BTreeMap<String, ShardContents>) -> BTreeMap<(u32, String), Vec<u64>> {
+    let mut by_key: BTreeMap<(u32, String), Vec<u64>> = BTreeMap::new();
+    for (record, _) in shards
+        .values()
+        .flat_map(|c| &c.records)
+        .filter(|(_, in_range)| *in_range)
+    {
+        by_key
+            .entry((record.producer, record.key.clone()))
+            .or_default()
+            .push(record.counter);
     }
     by_key
 }
@@ -233,10 +239,9 @@ async fn aggregated_workload_with_explicit_hash_keys_writes_parseable_records() 
     let written = running.stop().await.expect("workload");
     assert_eq!(written.resent_misrouted(), 0, "no reshard, no misroute");
 
-    let lineage = reshard.lineage().await.unwrap();
+    let shards = read_stream(&aws, &stream, &reshard.lineage().await.unwrap()).await;
     let mut aggregated = 0;
-    for shard in lineage.shards() {
-        let contents = read_shard(&aws, &stream, &shard.range).await;
+    for contents in shards.values() {
         assert!(
             contents.records.iter().all(|(_, in_range)| *in_range),
             "every sub-record on the shard owning its hash key"
@@ -250,7 +255,7 @@ async fn aggregated_workload_with_explicit_hash_keys_writes_parseable_records() 
         aggregated += contents.records.len();
     }
     assert!(aggregated as u64 >= written.records());
-    assert_stream_holds(&read_stream(&aws, &stream, &lineage).await, &written);
+    assert_stream_holds(&in_range_by_key(&shards), &written);
 }
 
 /// An aggregate built from the shard map before a split lands on one child;
@@ -271,7 +276,15 @@ async fn a_stale_aggregate_is_resent_to_the_right_child() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     reshard.split_evenly(SHARD0).await.expect("split");
     let after_split = running.written();
+    let deadline = Instant::now() + Duration::from_secs(30);
     while running.written() < after_split + 64 {
+        if Instant::now() >= deadline {
+            let since = running.written() - after_split;
+            let stopped = running.stop().await;
+            panic!(
+                "{since} records written after the split, waiting for 64; workload: {stopped:?}"
+            );
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let written = running.stop().await.expect("workload");
@@ -280,11 +293,10 @@ async fn a_stale_aggregate_is_resent_to_the_right_child() {
         "the first put after the split used the parent's shard map"
     );
 
-    let lineage = reshard.lineage().await.unwrap();
-    let by_key = read_stream(&aws, &stream, &lineage).await;
-    assert_stream_holds(&by_key, &written);
+    let shards = read_stream(&aws, &stream, &reshard.lineage().await.unwrap()).await;
+    assert_stream_holds(&in_range_by_key(&shards), &written);
 
-    let parent = read_shard(&aws, &stream, &lineage.get(SHARD0).unwrap().range).await;
+    let parent = &shards[SHARD0];
     let expected = match aws.backend() {
         Backend::Npm => Some(2),
         Backend::Embedded => None,

@@ -44,13 +44,14 @@ pub use workload::{RunningWorkload, Workload, WorkloadRecord, Written};
 
 use crate::Result;
 
-/// After everything written was delivered, how long to keep watching for
-/// late duplicates before the final check.
+/// Once everything written was delivered (or the wait timed out), how long
+/// [`wait_for_delivery`] keeps watching for late duplicates before the
+/// final check.
 const SETTLE_TIME: Duration = Duration::from_millis(500);
 
 /// Checks every 200 ms until nothing written is missing or `timeout`
-/// passes; then, if complete, waits 500 ms for late duplicates and checks
-/// once more. Returns the last report either way (assert [`Report::is_ok`]).
+/// passes; then waits 500 ms for late duplicates (and late records) and
+/// returns the verdict of one more check (assert [`Report::is_ok`]).
 ///
 /// Cancel safety: dropping the future has no effect beyond the wait.
 pub async fn wait_for_delivery(
@@ -59,18 +60,31 @@ pub async fn wait_for_delivery(
     written: &Written,
     timeout: Duration,
 ) -> Result<Report> {
+    wait_for_delivery_with(reshard, written, timeout, SETTLE_TIME, || recorder.clone()).await
+}
+
+/// [`wait_for_delivery`] for processors that report somewhere the harness
+/// reads afterwards, such as the output of worker processes: `recorder`
+/// builds a [`Recorder`] of everything reported so far, anew for each
+/// check, and the final check comes `settle` after the polling ended.
+///
+/// Cancel safety: dropping the future has no effect beyond the wait.
+pub async fn wait_for_delivery_with(
+    reshard: &Reshard,
+    written: &Written,
+    timeout: Duration,
+    settle: Duration,
+    mut recorder: impl FnMut() -> Recorder,
+) -> Result<Report> {
     let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let report = check(recorder, written, &reshard.lineage().await?);
-        if report.lost == 0 {
-            tokio::time::sleep(SETTLE_TIME).await;
-            return Ok(check(recorder, written, &reshard.lineage().await?));
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Ok(report);
-        }
+    // What is lost does not depend on the lineage: list it once for the
+    // polls, and again for the verdict in case the stream changed meanwhile.
+    let lineage = reshard.lineage().await?;
+    while check(&recorder(), written, &lineage).lost > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    tokio::time::sleep(settle).await;
+    Ok(check(&recorder(), written, &reshard.lineage().await?))
 }
 
 #[cfg(test)]
@@ -102,6 +116,13 @@ pub(crate) mod tests {
             &recorder,
             &written,
             Duration::ZERO,
+        ));
+        is_send(&wait_for_delivery_with(
+            &reshard,
+            &written,
+            Duration::ZERO,
+            Duration::ZERO,
+            Recorder::default,
         ));
         // Dropped unpolled: the producers are aborted before they run.
         is_send(&Workload::new(offline_client(), "s").start().stop());

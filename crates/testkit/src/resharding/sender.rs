@@ -170,14 +170,10 @@ impl AggregatingSender {
         &mut self,
         records: &[&'a WorkloadRecord],
     ) -> Result<Vec<Aggregate<'a>>> {
-        let shard_map = match &self.shard_map {
-            Some(map) => map.clone(),
-            None => {
-                let map = list_lineage(&self.client, &self.stream).await?.open();
-                self.shard_map = Some(map.clone());
-                map
-            }
-        };
+        if self.shard_map.is_none() {
+            self.shard_map = Some(list_lineage(&self.client, &self.stream).await?.open());
+        }
+        let shard_map = self.shard_map.as_deref().unwrap_or_default();
         let mut by_shard: BTreeMap<usize, Vec<&'a WorkloadRecord>> = BTreeMap::new();
         for &record in records {
             let hash_key = record.hash_key();

@@ -5,8 +5,7 @@
 //! repeated or out of order.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -122,6 +121,14 @@ impl Written {
     pub fn resent_misrouted(&self) -> u64 {
         self.resent_misrouted
     }
+
+    /// `records` were acknowledged, after resending `resent_misrouted`.
+    fn acknowledge(&mut self, records: &[WorkloadRecord], resent_misrouted: u64) {
+        for r in records {
+            self.highest.insert((r.producer, r.key.clone()), r.counter);
+        }
+        self.resent_misrouted += resent_misrouted;
+    }
 }
 
 impl FromIterator<(u32, String, u64)> for Written {
@@ -226,14 +233,14 @@ impl Workload {
     /// Starts producing on a Tokio task until [`RunningWorkload::stop`].
     /// Must be called within a Tokio runtime.
     pub fn start(self) -> RunningWorkload {
-        let shared = Arc::new(Shared::default());
+        let written = SharedWritten::default();
         let (stop, stopped) = watch::channel(false);
         let config = Arc::new(self);
-        let task = tokio::spawn(run(config, shared.clone(), stopped));
+        let task = tokio::spawn(run(config, written.clone(), stopped));
         RunningWorkload {
             stop,
             task: Some(task),
-            shared,
+            written,
         }
     }
 
@@ -256,30 +263,13 @@ impl Workload {
     }
 }
 
-/// State shared by the producers and the handle.
-#[derive(Default)]
-struct Shared {
-    highest: Mutex<BTreeMap<(u32, String), u64>>,
-    acknowledged: AtomicU64,
-    resent_misrouted: AtomicU64,
-}
+/// What the producers acknowledged so far, shared with the handle.
+#[derive(Clone, Debug, Default)]
+struct SharedWritten(Arc<Mutex<Written>>);
 
-impl Shared {
-    fn acknowledge(&self, records: &[WorkloadRecord]) {
-        let mut highest = self.highest.lock().unwrap_or_else(PoisonError::into_inner);
-        for r in records {
-            highest.insert((r.producer, r.key.clone()), r.counter);
-        }
-        self.acknowledged
-            .fetch_add(records.len() as u64, Ordering::Relaxed);
-    }
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("acknowledged", &self.acknowledged)
-            .finish_non_exhaustive()
+impl SharedWritten {
+    fn lock(&self) -> MutexGuard<'_, Written> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -288,13 +278,13 @@ impl std::fmt::Debug for Shared {
 pub struct RunningWorkload {
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<Result<()>>>,
-    shared: Arc<Shared>,
+    written: SharedWritten,
 }
 
 impl RunningWorkload {
     /// Records written and acknowledged so far.
     pub fn written(&self) -> u64 {
-        self.shared.acknowledged.load(Ordering::Relaxed)
+        self.written.lock().records()
     }
 
     /// Stops the producers and returns what they wrote. A put in flight is
@@ -312,16 +302,7 @@ impl RunningWorkload {
                 Err(e) => return Err(Error::io("joining the workload", std::io::Error::other(e))),
             }
         }
-        let highest = self
-            .shared
-            .highest
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        Ok(Written {
-            highest,
-            resent_misrouted: self.shared.resent_misrouted.load(Ordering::Relaxed),
-        })
+        Ok(self.written.lock().clone())
     }
 }
 
@@ -336,7 +317,7 @@ impl Drop for RunningWorkload {
 /// Runs every producer; the first error ends the workload.
 async fn run(
     config: Arc<Workload>,
-    shared: Arc<Shared>,
+    written: SharedWritten,
     stopped: watch::Receiver<bool>,
 ) -> Result<()> {
     let mut producers = JoinSet::new();
@@ -344,7 +325,7 @@ async fn run(
         producers.spawn(run_producer(
             config.clone(),
             producer,
-            shared.clone(),
+            written.clone(),
             stopped.clone(),
         ));
     }
@@ -361,7 +342,7 @@ async fn run(
 async fn run_producer(
     config: Arc<Workload>,
     producer: u32,
-    shared: Arc<Shared>,
+    written: SharedWritten,
     mut stopped: watch::Receiver<bool>,
 ) -> Result<()> {
     let mut keys: Vec<WorkloadRecord> = (0..config.keys)
@@ -400,8 +381,7 @@ async fn run_producer(
             _ = stopped.wait_for(|stop| *stop) => return Ok(()),
             sent = sender.send(&batch) => sent?,
         };
-        shared.resent_misrouted.fetch_add(resent, Ordering::Relaxed);
-        shared.acknowledge(&batch);
+        written.lock().acknowledge(&batch, resent);
     }
 }
 
