@@ -3,6 +3,7 @@
 use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kinesis::error::DisplayErrorContext;
 use aws_sdk_kinesis::types::ShardIteratorType;
+use kinesis_fleet_testkit::resharding::Reshard;
 use tokio::task::JoinSet;
 
 /// Most records one GetRecords call may return.
@@ -19,8 +20,13 @@ pub(crate) async fn run(endpoint: &str, stream: &str) -> Result<(), String> {
         .endpoint_url(endpoint)
         .build();
     let client = aws_sdk_kinesis::Client::from_conf(config);
+    let lineage = Reshard::new(client.clone(), stream)
+        .lineage()
+        .await
+        .map_err(|e| e.to_string())?;
     let mut tasks = JoinSet::new();
-    for shard in shard_ids(&client, stream).await? {
+    for shard in lineage.shards() {
+        let shard = shard.shard_id().to_owned();
         tasks.spawn(read_shard(client.clone(), stream.to_owned(), shard));
     }
     let mut total = 0;
@@ -29,26 +35,6 @@ pub(crate) async fn run(endpoint: &str, stream: &str) -> Result<(), String> {
     }
     println!(r#"{{"event":"done","records":{total}}}"#);
     Ok(())
-}
-
-async fn shard_ids(client: &aws_sdk_kinesis::Client, stream: &str) -> Result<Vec<String>, String> {
-    let mut ids = Vec::new();
-    let mut next_token: Option<String> = None;
-    loop {
-        let request = match &next_token {
-            Some(token) => client.list_shards().next_token(token),
-            None => client.list_shards().stream_name(stream),
-        };
-        let out = request
-            .send()
-            .await
-            .map_err(|e| format!("ListShards: {}", DisplayErrorContext(e)))?;
-        ids.extend(out.shards().iter().map(|s| s.shard_id().to_owned()));
-        next_token = out.next_token().map(str::to_owned);
-        if next_token.is_none() {
-            return Ok(ids);
-        }
-    }
 }
 
 async fn read_shard(

@@ -15,9 +15,9 @@
 //!   `null` when unowned or in a handoff (a `checkpointOwner` is set). Read
 //!   past the proxy, so it is not counted.
 
-use aws_sdk_kinesis::error::DisplayErrorContext;
 use bytes::Bytes;
 use kinesis_fleet_testkit::producer::{NewRecord, Producer};
+use kinesis_fleet_testkit::resharding::Reshard;
 use kinesis_fleet_testkit::{Backend, FaultProxy, LocalAws};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -71,9 +71,12 @@ async fn command(aws: &LocalAws, proxy: &FaultProxy, line: &str) -> Result<Value
     }
 }
 
-fn number<T: std::str::FromStr>(text: &str) -> Result<T, String> {
+fn number<T>(text: &str) -> Result<T, String>
+where
+    T: std::str::FromStr<Err: std::fmt::Display>,
+{
     text.parse()
-        .map_err(|_| format!("{text:?} is not a valid number"))
+        .map_err(|e| format!("{text:?} is not a valid number: {e}"))
 }
 
 async fn create(
@@ -87,20 +90,14 @@ async fn create(
         .await
         .map_err(|e| e.to_string())?;
     let client = aws.kinesis_client();
-    let out = client
-        .list_shards()
-        .stream_name(stream)
-        .send()
+    let shards = Reshard::new(client.clone(), stream)
+        .open_shards()
         .await
-        .map_err(|e| format!("ListShards: {}", DisplayErrorContext(e)))?;
+        .map_err(|e| e.to_string())?;
     let mut tasks = JoinSet::new();
-    for (shard, hash_key) in out
-        .shards()
-        .iter()
-        .filter_map(|s| s.hash_key_range())
-        .map(|r| r.starting_hash_key().to_owned())
-        .enumerate()
-    {
+    for (shard, range) in shards.iter().enumerate() {
+        // Every record of this task lands in this shard.
+        let hash_key = range.start.to_string();
         let producer = Producer::new(client.clone(), stream);
         tasks.spawn(async move {
             let mut written = 0;

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::harness::{Binaries, Consumer, Emulators, verdict, wait_balanced};
+use super::harness::{Binaries, Consumer, Emulators, wait_balanced};
+use super::report::verdict;
 use super::{Ctx, Row, Section};
 
 const WORKERS: [&str; 3] = ["w1", "w2", "w3"];
@@ -60,13 +61,13 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
     // kcl-rs needs up to 30 s + 60 s before it takes leases, then steals one
     // lease per worker every 20 s or so until balanced.
     let balance_timeout = Duration::from_secs(if ctx.quick { 120 } else { 600 });
-    let binaries = Binaries::build(ctx)?;
-    let mut emulators = Emulators::start(&binaries)?;
+    let binaries = ctx.binaries()?;
+    let mut emulators = Emulators::start(binaries)?;
     let mut results: BTreeMap<(&str, u32), Steady> = BTreeMap::new();
     for consumer in [Consumer::Ours, Consumer::KclRs] {
         for shards in SHARDS {
             let steady = steady_state(
-                &binaries,
+                binaries,
                 &mut emulators,
                 consumer,
                 shards,
@@ -83,8 +84,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
         }
     }
     let get = |consumer: Consumer, shards: u32| &results[&(consumer.name(), shards)];
-    let size = if ctx.quick { "--quick " } else { "" };
-    let command = format!("cargo xtask bench {size}cost");
+    let command = ctx.command("cost");
     let mut rows = Vec::new();
     for shards in SHARDS {
         let (ours, kcl) = (get(Consumer::Ours, shards), get(Consumer::KclRs, shards));

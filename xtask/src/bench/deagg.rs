@@ -7,11 +7,12 @@
 //! counts must agree or the section fails.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Ctx, Row, Section, peers};
+use super::{Ctx, Row, Section, peers, process, report};
 
 const PYTHON_PEER: &str = "Python aws-kinesis-agg 1.2.3";
 const NODE_PEER: &str = "Node aws-kinesis-agg 4.2.8";
@@ -21,6 +22,8 @@ const PYTHON_GOAL: f64 = 50.0;
 const NODE_GOAL: f64 = 10.0;
 const MD5_GOAL: f64 = 2.0;
 const MIB: f64 = 1024.0 * 1024.0;
+/// How long writing one input, or one program's passes over it, may take.
+const TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// One input file: its label, user record size and count (full, quick).
 struct Input {
@@ -65,11 +68,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
     // Passes per program: ours is fast enough for many.
     let [ours_repeats, node_repeats, python_repeats] =
         if ctx.quick { [3; 3] } else { [25, 7, 5] }.map(|n: usize| n.to_string());
-    let command = if ctx.quick {
-        "cargo xtask bench --quick deagg"
-    } else {
-        "cargo xtask bench deagg"
-    };
+    let command = ctx.command("deagg");
 
     let mut rows = Vec::new();
     let (mut ceilings, mut runtimes) = (Vec::new(), String::new());
@@ -96,20 +95,29 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
             .scratch
             .join(format!("deagg-{}x{count}.bin", input.record_bytes));
         let file_arg = file.to_string_lossy();
-        peers::run(Command::new(&ours).args([
-            "write",
-            &file_arg,
-            &input.record_bytes.to_string(),
-            &count.to_string(),
-        ]))?;
+        process::run(
+            Command::new(&ours).args([
+                "write",
+                &file_arg,
+                &input.record_bytes.to_string(),
+                &count.to_string(),
+            ]),
+            &format!("writing {}", file.display()),
+            TIMEOUT,
+        )?;
         let measured = Measurements {
-            ours: measure(Command::new(&ours).args(["time", &ours_repeats, &file_arg]))?,
+            ours: measure(
+                "deagg_files time",
+                Command::new(&ours).args(["time", &ours_repeats, &file_arg]),
+            )?,
             python: measure(
+                "deagg.py",
                 Command::new(&python)
                     .arg(scripts.join("deagg.py"))
                     .args([&python_repeats, &*file_arg]),
             )?,
             node: measure(
+                "deagg.js",
                 Command::new("node")
                     .arg(scripts.join("deagg.js"))
                     .args([&node_repeats, &*file_arg])
@@ -118,7 +126,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
             )?,
         };
         measured.check_counts(&file)?;
-        rows.extend(measured.rows(input.label, command)?);
+        rows.extend(measured.rows(input.label, &command)?);
         ceilings.extend(measured.ceiling_note(input.label)?);
         runtimes = format!(
             "Runtimes: {PYTHON_PEER} on {}; {NODE_PEER} on {}.",
@@ -149,29 +157,18 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
 
 /// `cargo build --release` of the example; returns the binary's path.
 fn build_ours(ctx: &Ctx) -> Result<PathBuf, String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    peers::run(
-        Command::new(cargo)
-            .args(["build", "--quiet", "--release", "-p", "kinesis-fleet-kpl"])
-            .args(["--example", "deagg_files"])
-            .current_dir(&ctx.root),
-    )?;
-    Ok(super::target_dir(&ctx.root)
-        .join("release/examples")
+    ctx.cargo_build(&["-p", "kinesis-fleet-kpl", "--example", "deagg_files"])?;
+    Ok(ctx
+        .release_dir()
+        .join("examples")
         .join(format!("deagg_files{}", std::env::consts::EXE_SUFFIX)))
 }
 
-/// Runs one program and parses the JSON object it prints.
-fn measure(command: &mut Command) -> Result<Measured, String> {
-    let output = command
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
-    if !output.status.success() {
-        return Err(format!("{command:?} failed ({})", output.status));
-    }
-    let report: Value = serde_json::from_slice(&output.stdout)
-        .map_err(|e| format!("{command:?} printed no JSON object: {e}"))?;
+/// Runs one program (`what`) and parses the JSON object it prints.
+fn measure(what: &str, command: &mut Command) -> Result<Measured, String> {
+    let stdout = process::output(command, what, TIMEOUT)?;
+    let report: Value = serde_json::from_slice(&stdout)
+        .map_err(|e| format!("{what} printed no JSON object: {e}"))?;
     Ok(Measured {
         seconds: number(&report, "seconds")?,
         report,
@@ -307,9 +304,5 @@ impl Measurements {
 }
 
 fn verdict(met: bool, goal: &str) -> String {
-    if met {
-        format!("goal met ({goal})")
-    } else {
-        format!("goal MISSED ({goal})")
-    }
+    format!("{} ({goal})", report::verdict(met))
 }

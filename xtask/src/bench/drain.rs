@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::harness::{Binaries, Consumer, Emulators, Proc, median, secs, verdict};
+use super::harness::{Consumer, Emulators, Proc};
+use super::report::{median, secs, verdict};
 use super::{Ctx, Row, Section};
 
 const SHARDS: u32 = 8;
@@ -30,8 +31,8 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
     let per_shard: u64 = if ctx.quick { 1_000 } else { 25_000 };
     let repeats = if ctx.quick { 1 } else { 3 };
     let total = u64::from(SHARDS) * per_shard;
-    let binaries = Binaries::build(ctx)?;
-    let mut emulators = Emulators::start(&binaries)?;
+    let binaries = ctx.binaries()?;
+    let mut emulators = Emulators::start(binaries)?;
     emulators.create_stream(STREAM, SHARDS, per_shard, RECORD_BYTES)?;
 
     let contenders: [(Consumer, &[&str]); 4] = [
@@ -69,8 +70,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
     let first = |d: &Drain| d.first;
     let done = |d: &Drain| d.done;
     let rate = |d: &Drain| d.rate;
-    let size = if ctx.quick { "--quick " } else { "" };
-    let command = format!("cargo xtask bench {size}drain");
+    let command = ctx.command("drain");
     let peers = |f: fn(&Drain) -> f64, show: fn(f64) -> String| {
         format!(
             "kcl-rs {}; kcl-rs tuned {}; raw reader {}",

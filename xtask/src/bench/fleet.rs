@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use super::harness::{Binaries, Consumer, Emulators, Proc, median, poll, secs, wait_balanced};
+use super::harness::{Binaries, Consumer, Emulators, Proc, wait_balanced};
+use super::process::poll;
+use super::report::{median, secs};
 use super::{Ctx, Row, Section};
 
 const SHARDS: u32 = 12;
@@ -25,13 +27,13 @@ struct Run {
 
 pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
     let repeats = if ctx.quick { 1 } else { 3 };
-    let binaries = Binaries::build(ctx)?;
-    let mut emulators = Emulators::start(&binaries)?;
+    let binaries = ctx.binaries()?;
+    let mut emulators = Emulators::start(binaries)?;
     let mut runs: Vec<(Consumer, Run)> = Vec::new();
     for round in 0..repeats {
         for consumer in [Consumer::Ours, Consumer::KclRs] {
             let name = format!("fleet-{}-{round}", consumer.name());
-            let run = fleet_run(&binaries, &mut emulators, consumer, &name)?;
+            let run = fleet_run(binaries, &mut emulators, consumer, &name)?;
             let show = |t: Option<f64>| t.map_or_else(|| "timeout".to_owned(), secs);
             eprintln!(
                 "xtask bench: fleet: {}: balanced {}, join {}, takeover {}",
@@ -51,8 +53,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
             .collect::<Option<_>>()?;
         Some(median(values))
     };
-    let size = if ctx.quick { "--quick " } else { "" };
-    let command = format!("cargo xtask bench {size}fleet");
+    let command = ctx.command("fleet");
     let row = |what: &str, f: fn(&Run) -> Option<f64>| {
         let (ours, kcl) = (stat(Consumer::Ours, f), stat(Consumer::KclRs, f));
         let missing = || format!("not within {} s", TIMEOUT.as_secs());

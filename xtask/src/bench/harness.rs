@@ -6,17 +6,21 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::mpsc::{Receiver, TryRecvError, channel};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError, channel};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::process::{poll, timed_out};
 use super::{Ctx, peers};
 
-/// How often conditions on events or leases are checked; event times come
-/// from the reader threads, so this bounds only how late a wait returns.
-const POLL: Duration = Duration::from_millis(50);
+/// How long the emulators may take to start, or to answer a command that
+/// writes no records.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long `create` may take to create a stream and write its records (at
+/// most 200 000 in a full run).
+const PREFILL_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Who consumes the stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,22 +57,12 @@ pub(crate) struct Binaries {
 
 impl Binaries {
     /// Builds the driver and `fleet_worker` in release mode and installs the
-    /// Python peers.
+    /// Python peers. Sections get them through [`Ctx::binaries`], which
+    /// does this once per run.
     pub(crate) fn build(ctx: &Ctx) -> Result<Binaries, String> {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let builds: [&[&str]; 2] = [
-            &["-p", "kinesis-fleet-bench"],
-            &["-p", "kinesis-fleet", "--example", "fleet_worker"],
-        ];
-        for target in builds {
-            peers::run(
-                Command::new(&cargo)
-                    .args(["build", "--release", "--quiet"])
-                    .args(target)
-                    .current_dir(&ctx.root),
-            )?;
-        }
-        let release = super::target_dir(&ctx.root).join("release");
+        ctx.cargo_build(&["-p", "kinesis-fleet-bench"])?;
+        ctx.cargo_build(&["-p", "kinesis-fleet", "--example", "fleet_worker"])?;
+        let release = ctx.release_dir();
         let logs = ctx.scratch.join("logs");
         std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
         Ok(Binaries {
@@ -243,24 +237,29 @@ impl Proc {
         }
     }
 
-    /// Records delivered so far, and when the last of them arrived.
-    pub(crate) fn delivered(&mut self) -> (u64, Option<Instant>) {
+    /// Records delivered so far.
+    pub(crate) fn delivered(&mut self) -> u64 {
         self.events()
             .iter()
             .filter(|e| e.kind == "batch")
-            .fold((0, None), |(n, _), e| (n + e.records, Some(e.at)))
+            .map(|e| e.records)
+            .sum()
     }
 
     /// Waits until it delivered `records` records.
     pub(crate) fn wait_delivered(&mut self, records: u64, timeout: Duration) -> Result<(), String> {
         let done = poll(timeout, || {
-            if self.delivered().0 >= records {
+            if self.delivered() >= records {
                 return Ok(true);
             }
             self.check_alive()?;
             Ok(false)
         })?;
-        let what = format!("{} delivering {records} records", self.consumer.name());
+        let what = format!(
+            "{} delivering {records} records ({} delivered)",
+            self.consumer.name(),
+            self.delivered()
+        );
         done.then_some(()).ok_or_else(|| timed_out(&what, timeout))
     }
 
@@ -300,29 +299,6 @@ impl Drop for Proc {
     }
 }
 
-/// Checks `done` every [`POLL`] until it holds (`true`) or `timeout` has
-/// passed (`false`).
-pub(crate) fn poll(
-    timeout: Duration,
-    mut done: impl FnMut() -> Result<bool, String>,
-) -> Result<bool, String> {
-    let start = Instant::now();
-    loop {
-        if done()? {
-            return Ok(true);
-        }
-        if start.elapsed() > timeout {
-            return Ok(false);
-        }
-        std::thread::sleep(POLL);
-    }
-}
-
-/// The error of a wait that timed out.
-pub(crate) fn timed_out(what: &str, timeout: Duration) -> String {
-    format!("{what}: not done within {} s", timeout.as_secs())
-}
-
 /// Waits until the `leases` leases of `table` are all owned, by exactly
 /// `workers.len()` workers holding within one lease of each other. Returns how
 /// long that took, or `None` after `timeout`; errors if a worker exits.
@@ -354,7 +330,9 @@ pub(crate) fn wait_balanced(
 pub(crate) struct Emulators {
     child: Child,
     stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+    /// Its stdout line by line, read on a thread so that every reply is
+    /// awaited with a deadline.
+    replies: Receiver<std::io::Result<String>>,
     pub(crate) kinesis: String,
     /// The request-counting proxy in front of DynamoDB.
     pub(crate) dynamodb: String,
@@ -373,15 +351,24 @@ impl Emulators {
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err("no pipes to the emulators".to_owned());
         };
+        let (tx, replies) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let failed = line.is_err();
+                if tx.send(line).is_err() || failed {
+                    return;
+                }
+            }
+        });
         let mut emulators = Emulators {
             child,
             stdin,
-            stdout: BufReader::new(stdout),
+            replies,
             kinesis: String::new(),
             dynamodb: String::new(),
             cloudwatch: unused_endpoint()?,
         };
-        let endpoints = emulators.read_line()?;
+        let endpoints = emulators.read_line("the emulators starting", REPLY_TIMEOUT)?;
         let url = |key: &str| {
             endpoints[key]
                 .as_str()
@@ -393,18 +380,20 @@ impl Emulators {
         Ok(emulators)
     }
 
-    fn read_line(&mut self) -> Result<Value, String> {
-        let mut line = String::new();
-        match self.stdout.read_line(&mut line) {
-            Ok(0) => Err("the emulators exited".to_owned()),
-            Ok(_) => serde_json::from_str(&line).map_err(|e| format!("{e}: {line}")),
-            Err(e) => Err(format!("reading from the emulators: {e}")),
+    /// The next JSON line they print, within `timeout`; `what` names the wait.
+    fn read_line(&mut self, what: &str, timeout: Duration) -> Result<Value, String> {
+        match self.replies.recv_timeout(timeout) {
+            Ok(Ok(line)) => serde_json::from_str(&line).map_err(|e| format!("{what}: {e}: {line}")),
+            Ok(Err(e)) => Err(format!("{what}: reading from the emulators: {e}")),
+            Err(RecvTimeoutError::Disconnected) => Err(format!("{what}: the emulators exited")),
+            Err(RecvTimeoutError::Timeout) => Err(timed_out(what, timeout)),
         }
     }
 
-    fn call(&mut self, command: &str) -> Result<Value, String> {
+    /// Sends one command and returns the value of its reply, within `timeout`.
+    fn call(&mut self, command: &str, timeout: Duration) -> Result<Value, String> {
         writeln!(self.stdin, "{command}").map_err(|e| format!("{command}: {e}"))?;
-        let reply = self.read_line()?;
+        let reply = self.read_line(&format!("the emulators answering `{command}`"), timeout)?;
         if reply["ok"] == Value::Bool(true) {
             Ok(reply["value"].clone())
         } else {
@@ -420,18 +409,18 @@ impl Emulators {
         per_shard: u64,
         bytes: u64,
     ) -> Result<(), String> {
-        self.call(&format!("create {stream} {shards} {per_shard} {bytes}"))
-            .map(drop)
+        let command = format!("create {stream} {shards} {per_shard} {bytes}");
+        self.call(&command, PREFILL_TIMEOUT).map(drop)
     }
 
     /// Clears the DynamoDB request counts.
     pub(crate) fn reset_counts(&mut self) -> Result<(), String> {
-        self.call("reset").map(drop)
+        self.call("reset", REPLY_TIMEOUT).map(drop)
     }
 
     /// DynamoDB requests by operation since the last reset.
     pub(crate) fn counts(&mut self) -> Result<BTreeMap<String, u64>, String> {
-        let value = self.call("counts")?;
+        let value = self.call("counts", REPLY_TIMEOUT)?;
         serde_json::from_value(value).map_err(|e| format!("counts: {e}"))
     }
 
@@ -440,7 +429,7 @@ impl Emulators {
         &mut self,
         table: &str,
     ) -> Result<BTreeMap<String, Option<String>>, String> {
-        let value = self.call(&format!("owners {table}"))?;
+        let value = self.call(&format!("owners {table}"), REPLY_TIMEOUT)?;
         serde_json::from_value(value).map_err(|e| format!("owners: {e}"))
     }
 
@@ -469,31 +458,9 @@ impl Drop for Emulators {
 fn unused_endpoint() -> Result<String, String> {
     let listener =
         std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(|e| format!("bind: {e}"))?;
-    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    let port = listener
+        .local_addr()
+        .map_err(|e| format!("local_addr: {e}"))?
+        .port();
     Ok(format!("http://127.0.0.1:{port}"))
-}
-
-/// The median (the mean of the middle two for an even count); 0 for none.
-pub(crate) fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    match n {
-        0 => 0.0,
-        _ if n % 2 == 1 => values[n / 2],
-        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
-}
-
-/// Seconds, with two decimals below 10 s.
-pub(crate) fn secs(seconds: f64) -> String {
-    if seconds < 10.0 {
-        format!("{seconds:.2} s")
-    } else {
-        format!("{seconds:.1} s")
-    }
-}
-
-/// How a row states a goal.
-pub(crate) fn verdict(met: bool) -> &'static str {
-    if met { "goal met" } else { "goal MISSED" }
 }

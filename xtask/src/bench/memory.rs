@@ -4,7 +4,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use super::harness::{Binaries, Consumer, Emulators, Proc, poll, timed_out};
+use super::harness::{Binaries, Consumer, Emulators, Proc};
+use super::process::{self, poll, timed_out};
 use super::{Ctx, Row, Section};
 
 const SHARDS: [u32; 3] = [8, 48, 200];
@@ -16,10 +17,9 @@ const STEADY: Duration = Duration::from_secs(10);
 
 pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
     let per_shard: u64 = if ctx.quick { 100 } else { 1_000 };
-    let binaries = Binaries::build(ctx)?;
-    let mut emulators = Emulators::start(&binaries)?;
-    let size = if ctx.quick { "--quick " } else { "" };
-    let command = format!("cargo xtask bench {size}memory");
+    let binaries = ctx.binaries()?;
+    let mut emulators = Emulators::start(binaries)?;
+    let command = ctx.command("memory");
     let mut rows = Vec::new();
     for shards in SHARDS {
         let stream = format!("memory-{shards}");
@@ -54,7 +54,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
     notes.push(format!(
         "kcl-rs runs inside CPython; the interpreter with `kcl_rs` imported and nothing \
          running peaks at {:.1} MiB, counted in its figures.",
-        python_baseline_mib(&binaries)?
+        python_baseline_mib(binaries)?
     ));
     Ok(Section {
         title: "5. Memory".to_owned(),
@@ -93,13 +93,16 @@ fn python_baseline_mib(binaries: &Binaries) -> Result<f64, String> {
     let script = "import kcl_rs\n\
                   status = open('/proc/self/status').read()\n\
                   print([l.split()[1] for l in status.splitlines() if l.startswith('VmHWM')][0])";
-    let out = Command::new(binaries.python())
-        .args(["-c", script])
-        .output()
-        .map_err(|e| format!("python: {e}"))?;
-    let kib: f64 = String::from_utf8_lossy(&out.stdout)
+    let what = "python baseline (import kcl_rs)";
+    let stdout = process::output(
+        Command::new(binaries.python()).args(["-c", script]),
+        what,
+        TIMEOUT,
+    )?;
+    let stdout = String::from_utf8_lossy(&stdout);
+    let kib: f64 = stdout
         .trim()
         .parse()
-        .map_err(|_| format!("python baseline: {}", String::from_utf8_lossy(&out.stderr)))?;
+        .map_err(|e| format!("{what}: {e}: printed {stdout:?}"))?;
     Ok(kib / 1024.0)
 }

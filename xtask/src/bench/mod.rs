@@ -11,20 +11,68 @@ mod fleet;
 mod harness;
 mod memory;
 mod peers;
+mod process;
 mod report;
 
-use std::path::PathBuf;
+use std::cell::OnceCell;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
+use harness::Binaries;
 pub(crate) use report::{Row, Section};
+
+/// How long one `cargo build --release` may take (a cold build of the
+/// workspace on a small machine).
+const BUILD_TIMEOUT: Duration = Duration::from_secs(40 * 60);
 
 /// What every section gets.
 pub(crate) struct Ctx {
     /// The workspace root.
     pub(crate) root: PathBuf,
+    /// Cargo's target directory (honours `CARGO_TARGET_DIR`).
+    target: PathBuf,
     /// Where peers are installed and inputs written; survives between runs.
     pub(crate) scratch: PathBuf,
     /// A reduced size for CI: proves the command runs, not how fast.
     pub(crate) quick: bool,
+    /// The consumer sections' programs, built on first use.
+    binaries: OnceCell<Binaries>,
+}
+
+impl Ctx {
+    /// Where `cargo build --release` puts its output.
+    pub(crate) fn release_dir(&self) -> PathBuf {
+        self.target.join("release")
+    }
+
+    /// `cargo build --release --quiet` with `args`, in the workspace.
+    pub(crate) fn cargo_build(&self, args: &[&str]) -> Result<(), String> {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let mut command = Command::new(cargo);
+        command
+            .args(["build", "--release", "--quiet"])
+            .args(args)
+            .current_dir(&self.root);
+        let what = format!("cargo build --release {}", args.join(" "));
+        process::run(&mut command, &what, BUILD_TIMEOUT)
+    }
+
+    /// The consumer sections' programs: built (and the Python peers
+    /// installed) by the first section that asks, shared by the rest.
+    pub(crate) fn binaries(&self) -> Result<&Binaries, String> {
+        if let Some(binaries) = self.binaries.get() {
+            return Ok(binaries);
+        }
+        let built = Binaries::build(self)?;
+        Ok(self.binaries.get_or_init(|| built))
+    }
+
+    /// The command that re-runs `section` at this size, for the tables.
+    pub(crate) fn command(&self, section: &str) -> String {
+        let quick = if self.quick { " --quick" } else { "" };
+        format!("cargo xtask bench{quick} {section}")
+    }
 }
 
 /// One question of the benchmark: measures and returns its table.
@@ -43,12 +91,15 @@ const SECTIONS: &[(&str, SectionFn)] = &[
 /// `BENCHMARKS.md` for a full run, `target/BENCHMARKS.quick.md` for `--quick`.
 pub(crate) fn run(quick: bool, only: &[String]) -> Result<(), String> {
     let root = crate::workspace_root();
-    let scratch = target_dir(&root).join("bench-peers");
+    let target = target_dir(&root);
+    let scratch = target.join("bench-peers");
     std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
     let ctx = Ctx {
-        root: root.clone(),
+        root,
+        target,
         scratch,
         quick,
+        binaries: OnceCell::new(),
     };
     let mut sections = Vec::new();
     for (name, section) in SECTIONS {
@@ -65,9 +116,9 @@ pub(crate) fn run(quick: bool, only: &[String]) -> Result<(), String> {
     };
     let markdown = report::render(&machine(), command, &sections);
     let out = if quick {
-        target_dir(&root).join("BENCHMARKS.quick.md")
+        ctx.target.join("BENCHMARKS.quick.md")
     } else {
-        root.join("BENCHMARKS.md")
+        ctx.root.join("BENCHMARKS.md")
     };
     std::fs::write(&out, markdown).map_err(|e| format!("{}: {e}", out.display()))?;
     eprintln!("xtask bench: wrote {}", out.display());
@@ -75,7 +126,7 @@ pub(crate) fn run(quick: bool, only: &[String]) -> Result<(), String> {
 }
 
 /// Cargo's target directory (honours `CARGO_TARGET_DIR`).
-pub(crate) fn target_dir(root: &std::path::Path) -> PathBuf {
+fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"))

@@ -1,4 +1,5 @@
-//! The tables of `BENCHMARKS.md`: one [`Section`] per question, one [`Row`] per figure.
+//! The tables of `BENCHMARKS.md`: one [`Section`] per question, one [`Row`] per
+//! figure, and the helpers that state figures in them.
 
 use std::fmt::Write as _;
 
@@ -53,4 +54,29 @@ pub(crate) fn render(machine: &str, command: &str, sections: &[Section]) -> Stri
         }
     }
     out
+}
+
+/// The median (the mean of the middle two for an even count); 0 for none.
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// Seconds, with two decimals below 10 s.
+pub(crate) fn secs(seconds: f64) -> String {
+    if seconds < 10.0 {
+        format!("{seconds:.2} s")
+    } else {
+        format!("{seconds:.1} s")
+    }
+}
+
+/// How a row states a goal.
+pub(crate) fn verdict(met: bool) -> &'static str {
+    if met { "goal met" } else { "goal MISSED" }
 }
