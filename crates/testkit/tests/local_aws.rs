@@ -1,5 +1,7 @@
 //! LocalAws end to end, against the backend chosen by KINESIS_FLEET_BACKEND.
 
+mod common;
+
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
@@ -8,6 +10,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::ShardIteratorType;
+use common::read_from_trim_horizon;
 use kinesis_fleet_testkit::LocalAws;
 
 /// Reads every record of every shard of `stream` from TRIM_HORIZON, as
@@ -24,24 +27,7 @@ async fn read_all(aws: &LocalAws, stream: &str) -> Vec<(String, String, Vec<u8>)
         .unwrap_or_default();
     let mut out = Vec::new();
     for shard in shards {
-        let mut iterator = client
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .expect("GetShardIterator")
-            .shard_iterator;
-        // Read until an empty batch that is not behind.
-        while let Some(it) = iterator {
-            let resp = client
-                .get_records()
-                .shard_iterator(it)
-                .send()
-                .await
-                .expect("GetRecords");
-            let n = resp.records().len();
+        for resp in read_from_trim_horizon(&client, stream, shard.shard_id()).await {
             for r in resp.records() {
                 out.push((
                     shard.shard_id().to_owned(),
@@ -49,10 +35,6 @@ async fn read_all(aws: &LocalAws, stream: &str) -> Vec<(String, String, Vec<u8>)
                     r.data().as_ref().to_vec(),
                 ));
             }
-            if n == 0 && resp.millis_behind_latest().unwrap_or(0) == 0 {
-                break;
-            }
-            iterator = resp.next_shard_iterator;
         }
     }
     out

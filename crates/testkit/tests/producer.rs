@@ -1,10 +1,12 @@
 //! Producer against the backend chosen by KINESIS_FLEET_BACKEND: plain and
 //! KPL-aggregated puts read back with GetRecords on every shard.
 
+mod common;
+
 use std::collections::HashMap;
 
-use aws_sdk_kinesis::types::ShardIteratorType;
 use bytes::Bytes;
+use common::read_from_trim_horizon;
 use kinesis_fleet_kpl::{Deaggregated, deaggregate, effective_hash_key};
 use kinesis_fleet_testkit::LocalAws;
 use kinesis_fleet_testkit::producer::{NewRecord, Producer};
@@ -36,22 +38,7 @@ async fn read_all(aws: &LocalAws, stream: &str) -> Vec<Read> {
             range.starting_hash_key().parse().unwrap(),
             range.ending_hash_key().parse().unwrap(),
         );
-        let mut iterator = client
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .expect("GetShardIterator")
-            .shard_iterator;
-        while let Some(it) = iterator {
-            let resp = client
-                .get_records()
-                .shard_iterator(it)
-                .send()
-                .await
-                .expect("GetRecords");
+        for resp in read_from_trim_horizon(&client, stream, shard.shard_id()).await {
             for r in resp.records() {
                 let data = Bytes::copy_from_slice(r.data().as_ref());
                 match deaggregate(&data) {
@@ -72,10 +59,6 @@ async fn read_all(aws: &LocalAws, stream: &str) -> Vec<Read> {
                     Deaggregated::Corrupt(why) => panic!("corrupt aggregate: {why:?}"),
                 }
             }
-            if resp.records().is_empty() && resp.millis_behind_latest().unwrap_or(0) == 0 {
-                break;
-            }
-            iterator = resp.next_shard_iterator;
         }
     }
     out

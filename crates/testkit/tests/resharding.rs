@@ -2,11 +2,13 @@
 //! reshard actions give the expected lineage, the workload writes parseable
 //! records, and a stale aggregate is resent to the right shard.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use aws_sdk_kinesis::types::ShardIteratorType;
 use bytes::Bytes;
+use common::read_from_trim_horizon;
 use kinesis_fleet_kpl::{Deaggregated, deaggregate};
 use kinesis_fleet_testkit::resharding::{
     Lineage, Reshard, ShardRange, Workload, WorkloadRecord, Written,
@@ -134,26 +136,11 @@ struct ShardContents {
 
 async fn read_shard(aws: &LocalAws, stream: &str, shard: &ShardRange) -> ShardContents {
     let client = aws.kinesis_client();
-    let mut iterator = client
-        .get_shard_iterator()
-        .stream_name(stream)
-        .shard_id(&shard.shard_id)
-        .shard_iterator_type(ShardIteratorType::TrimHorizon)
-        .send()
-        .await
-        .expect("GetShardIterator")
-        .shard_iterator;
     let mut contents = ShardContents {
         records: Vec::new(),
         child_shards: None,
     };
-    while let Some(it) = iterator {
-        let resp = client
-            .get_records()
-            .shard_iterator(it)
-            .send()
-            .await
-            .expect("GetRecords");
+    for resp in read_from_trim_horizon(&client, stream, &shard.shard_id).await {
         for r in resp.records() {
             let data = Bytes::copy_from_slice(r.data().as_ref());
             let users = match deaggregate(&data) {
@@ -168,10 +155,6 @@ async fn read_shard(aws: &LocalAws, stream: &str, shard: &ShardRange) -> ShardCo
             }
         }
         contents.child_shards = resp.child_shards.as_ref().map(Vec::len);
-        if resp.records().is_empty() && resp.millis_behind_latest().unwrap_or(0) == 0 {
-            break;
-        }
-        iterator = resp.next_shard_iterator;
     }
     contents
 }
