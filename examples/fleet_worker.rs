@@ -13,7 +13,7 @@
 //! processors checkpoint and every lease moves to the other workers at once.
 
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use kinesis_fleet::prelude::*;
@@ -69,14 +69,19 @@ impl Printer {
         }
     }
 
+    /// Checkpoints and prints the outcome, with when the call started
+    /// (microseconds since the Unix epoch).
     async fn checkpoint(&self, cp: &mut Checkpointer) -> Result<(), BoxError> {
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
         let result = cp.checkpoint().await;
         let (ok, error) = match &result {
             Ok(()) => (true, String::new()),
             Err(e) => (false, e.to_string()),
         };
         self.emit(format!(
-            r#"{{"event":"checkpoint","worker":"{}","shard":"{}","at":"{}","ok":{ok},"error":{error:?}}}"#,
+            r#"{{"event":"checkpoint","worker":"{}","shard":"{}","at":"{}","started_us":{started},"ok":{ok},"error":{error:?}}}"#,
             self.worker,
             cp.shard_id(),
             cp.last_checkpoint(),

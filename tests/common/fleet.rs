@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kinesis_fleet::ExtendedSequenceNumber;
 use kinesis_fleet_leases::{
@@ -33,6 +33,8 @@ pub struct Event {
     pub position: Option<ExtendedSequenceNumber>,
     pub data: String,
     pub ok: bool,
+    /// Checkpoint: when the worker started the call (its own clock).
+    pub started: Option<SystemTime>,
 }
 
 /// Everything every worker printed, in arrival order.
@@ -449,6 +451,10 @@ fn parse(line: &str) -> Option<Event> {
         shard: text("shard"),
         data: text("data"),
         ok: v.get("ok").and_then(|x| x.as_bool()).unwrap_or(true),
+        started: v
+            .get("started_us")
+            .and_then(|x| x.as_u64())
+            .map(|us| UNIX_EPOCH + Duration::from_micros(us)),
         position,
         kind,
     })
