@@ -5,8 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kinesis_fleet_leases::{ExtendedSequenceNumber, Lease, LeaseStore, SequenceNumber};
 use kinesis_fleet_retrieval::Record;
-
-use crate::processor::ShardId;
+use kinesis_fleet_types::ShardId;
 
 /// Writes tried when concurrent lease updates (a handoff starting) move the counter.
 const MAX_ATTEMPTS: usize = 3;

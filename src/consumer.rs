@@ -8,13 +8,14 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use kinesis_fleet_leases::{
     ExtendedSequenceNumber, Fence, Lease, LeaseStore, SequenceNumber, complete_handoff,
 };
-use kinesis_fleet_retrieval::{ChildShard, ReadEvent, StartingPosition};
+use kinesis_fleet_retrieval::{ReadEvent, Shard, StartingPosition};
+use kinesis_fleet_types::ShardId;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpointer::Checkpointer;
 use crate::config::{InitialPosition, ProcessorErrorPolicy, WorkerConfig};
 use crate::error::Error;
-use crate::processor::{Initialize, RecordBatch, RecordProcessor, ShardId};
+use crate::processor::{Initialize, RecordBatch, RecordProcessor};
 use crate::reader::ReaderFactory;
 use crate::stats::{Counter, WorkerStats};
 
@@ -31,7 +32,7 @@ pub(crate) struct ShardContext {
 #[derive(Debug)]
 pub(crate) enum ShardOutcome {
     /// Read to the end; `SHARD_END` is checkpointed.
-    Ended { child_shards: Vec<ChildShard> },
+    Ended { child_shards: Vec<Shard> },
     /// Another worker owns the lease now.
     LeaseLost,
     /// Stopped because the worker shuts down; the lease is released.
@@ -130,14 +131,15 @@ impl ShardConsumer {
         }
         let start = self.starting_position(&lease.checkpoint);
         tracing::info!(shard = %self.shard_id, checkpoint = %lease.checkpoint, "consuming shard");
-        let mut reader = match self.ctx.readers.open(
-            self.shard_id.as_str(),
-            start,
-            lease.hash_key_range.map(|r| (r.start, r.end)),
-        ) {
-            Ok(reader) => reader,
-            Err(e) => return ShardOutcome::Failed(e),
-        };
+        let mut reader =
+            match self
+                .ctx
+                .readers
+                .open(self.shard_id.as_str(), start, lease.hash_key_range)
+            {
+                Ok(reader) => reader,
+                Err(e) => return ShardOutcome::Failed(e),
+            };
         loop {
             let event = tokio::select! {
                 biased;

@@ -1,6 +1,5 @@
 //! The user extension point: one [`RecordProcessor`] per shard lease.
 
-use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -8,33 +7,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use kinesis_fleet_leases::ExtendedSequenceNumber;
 use kinesis_fleet_retrieval::Record;
+use kinesis_fleet_types::ShardId;
 
 use crate::checkpointer::Checkpointer;
 
 /// The error type processor callbacks return.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// A shard's id, e.g. `shardId-000000000003`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ShardId(Arc<str>);
-
-impl ShardId {
-    /// Wraps a shard id.
-    pub fn new(id: impl Into<Arc<str>>) -> Self {
-        ShardId(id.into())
-    }
-
-    /// The id as a string.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for ShardId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// What a processor learns when its shard starts.
 #[derive(Clone, Debug)]

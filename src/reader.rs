@@ -3,8 +3,8 @@
 use std::sync::OnceLock;
 
 use kinesis_fleet_retrieval::{
-    FanOutConfig, FanOutReader, PollingConfig, PollingReader, ShardReader, StartingPosition,
-    StreamConsumer, register_stream_consumer, wait_for_stream_consumer,
+    FanOutConfig, FanOutReader, HashKeyRange, PollingConfig, PollingReader, ShardReader,
+    StartingPosition, StreamConsumer, register_stream_consumer, wait_for_stream_consumer,
 };
 
 use crate::error::{Error, Result};
@@ -107,7 +107,7 @@ impl ReaderFactory {
         &self,
         shard_id: &str,
         start: StartingPosition,
-        hash_key_range: Option<(u128, u128)>,
+        hash_key_range: Option<HashKeyRange>,
     ) -> Result<Box<dyn ShardReader>> {
         match &self.retrieval {
             Retrieval::Polling(config) => Ok(Box::new(PollingReader::spawn(

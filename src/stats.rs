@@ -6,8 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use kinesis_fleet_leases::ExtendedSequenceNumber;
-
-use crate::processor::ShardId;
+use kinesis_fleet_types::ShardId;
 
 /// A worker-wide counter. Each is also exported as the `metrics` counter
 /// named by [`Counter::metric_name`].

@@ -11,7 +11,8 @@ use kinesis_fleet_leases::{
     Coordinator, CoordinatorConfig, CoordinatorStore, DynamoCoordinatorStore, DynamoLeaseStore,
     Fence, Lease, Shard, TickPlan,
 };
-use kinesis_fleet_retrieval::{ChildShard, PollingConfig};
+use kinesis_fleet_retrieval::PollingConfig;
+use kinesis_fleet_types::ShardId;
 use tokio::task::{Id as TaskId, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -19,12 +20,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{InitialPosition, ProcessorErrorPolicy, WorkerConfig};
 use crate::consumer::{ConsumerSignals, ErrorChain, ShardContext, ShardOutcome, consume_shard};
 use crate::error::{Error, Result};
-use crate::processor::{
-    BoxError, FnProcessor, ProcessorFactory, RecordBatch, RecordProcessor, ShardId,
-};
+use crate::processor::{BoxError, FnProcessor, ProcessorFactory, RecordBatch, RecordProcessor};
 use crate::reader::{ReaderFactory, Retrieval};
-use crate::shard_sync::{StreamSync, claim_children, create_children, from_child};
 use crate::stats::{Counter, WorkerStats};
+use crate::stream_sync::{StreamSync, claim_children, create_children};
 
 /// Consumes a stream: takes shard leases from the lease table and runs a
 /// [`RecordProcessor`] for each.
@@ -374,7 +373,7 @@ impl Worker {
         let mut leader_known = false;
         loop {
             let mut sync_now = false;
-            let mut ended: Option<(String, Vec<ChildShard>)> = None;
+            let mut ended: Option<(String, Vec<Shard>)> = None;
             let expiry = coordinator.next_expiry(Instant::now());
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
@@ -434,19 +433,18 @@ impl Worker {
         sync: &mut StreamSync,
         scheduler: &Scheduler<'_>,
         shard: &str,
-        reported: Vec<ChildShard>,
+        reported: Vec<Shard>,
     ) -> Result<()> {
         let store = self.ctx.store.as_ref();
         let children: Vec<Shard> = if reported.is_empty() {
             let listed = self.sync_shards(sync).await?;
             listed
                 .into_iter()
-                .filter(|s| s.parent_shard_ids.iter().any(|p| p == shard))
+                .filter(|s| s.is_child_of(shard))
                 .collect()
         } else {
-            let children: Vec<Shard> = reported.iter().map(from_child).collect();
-            create_children(store, &children, &self.ctx.stats).await?;
-            children
+            create_children(store, &reported, &self.ctx.stats).await?;
+            reported
         };
         let room = self
             .ctx
@@ -518,7 +516,7 @@ impl Scheduler<'_> {
     fn reap(
         &mut self,
         joined: std::result::Result<(TaskId, ShardOutcome), tokio::task::JoinError>,
-    ) -> Option<(String, Vec<ChildShard>)> {
+    ) -> Option<(String, Vec<Shard>)> {
         let (id, outcome) = match joined {
             Ok((id, outcome)) => (id, Ok(outcome)),
             Err(e) => (e.id(), Err(e)),

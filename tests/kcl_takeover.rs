@@ -44,7 +44,7 @@ async fn leases_of_a_departed_kcl_fleet_resume_after_their_checkpoints() {
             .await
             .unwrap();
         records.insert(
-            shard.shard_id.clone(),
+            shard.shard_id.to_string(),
             out.records()
                 .iter()
                 .map(|r| {

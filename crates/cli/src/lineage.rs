@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use kinesis_fleet::ExtendedSequenceNumber;
 use kinesis_fleet_leases::Lease;
-use kinesis_fleet_retrieval::ShardInfo;
+use kinesis_fleet_retrieval::Shard;
 use serde::Serialize;
 
 use crate::aws::{Aws, AwsArgs, Service};
@@ -101,7 +101,7 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
     };
     let mut shards = kinesis.shards(&args.stream).await?;
     shards.sort_by(|a, b| {
-        (a.starting_hash_key, &a.shard_id).cmp(&(b.starting_hash_key, &b.shard_id))
+        (a.hash_key_range.start, &a.shard_id).cmp(&(b.hash_key_range.start, &b.shard_id))
     });
     let leases = match &table {
         Some(table) => list_leases(&aws, table).await?,
@@ -113,7 +113,7 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
         .map(|l| (l.shard_id(), l))
         .collect();
     let tree = tree(&shards);
-    let lease_of = |shard: &ShardInfo| by_shard.get(shard.shard_id.as_str()).copied();
+    let lease_of = |shard: &Shard| by_shard.get(shard.shard_id.as_str()).copied();
     if args.json {
         let rows = tree
             .lines
@@ -143,7 +143,10 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
         let mut cells = vec![
             id,
             state(shard).into(),
-            format!("{}..{}", shard.starting_hash_key, shard.ending_hash_key),
+            format!(
+                "{}..{}",
+                shard.hash_key_range.start, shard.hash_key_range.end
+            ),
         ];
         if table.is_some() {
             let lease = lease_of(shard);
@@ -167,7 +170,7 @@ fn of_stream(lease: &Lease, stream: &str) -> bool {
         .is_none_or(|id| id.split(':').nth(1) == Some(stream))
 }
 
-fn state(shard: &ShardInfo) -> &'static str {
+fn state(shard: &Shard) -> &'static str {
     if shard.is_closed() { "closed" } else { "open" }
 }
 
@@ -179,18 +182,18 @@ fn checkpoint(c: &ExtendedSequenceNumber) -> String {
     }
 }
 
-fn shard_row(shards: &[ShardInfo], tree: &Tree, i: usize, lease: Option<&Lease>) -> ShardRow {
+fn shard_row(shards: &[Shard], tree: &Tree, i: usize, lease: Option<&Lease>) -> ShardRow {
     let shard = &shards[i];
     ShardRow {
-        shard_id: shard.shard_id.clone(),
+        shard_id: shard.shard_id.to_string(),
         state: state(shard),
-        parents: shard.parent_ids().map(str::to_owned).collect(),
+        parents: shard.parent_shard_ids.iter().map(String::from).collect(),
         children: tree.children[i]
             .iter()
-            .map(|&c| shards[c].shard_id.clone())
+            .map(|&c| shards[c].shard_id.to_string())
             .collect(),
-        starting_hash_key: shard.starting_hash_key.to_string(),
-        ending_hash_key: shard.ending_hash_key.to_string(),
+        starting_hash_key: shard.hash_key_range.start.to_string(),
+        ending_hash_key: shard.hash_key_range.end.to_string(),
         lease: lease.map(|l| LeaseRow {
             owner: l.lease_owner.clone(),
             checkpoint: l.checkpoint.sequence_number.to_string(),
@@ -202,7 +205,7 @@ fn shard_row(shards: &[ShardInfo], tree: &Tree, i: usize, lease: Option<&Lease>)
 /// The shard tree of `shards` (sorted by hash key) in display order: roots
 /// are shards with no listed parent, children follow their parent in
 /// `shards` order, and a shard reached a second time is marked `seen`.
-fn tree(shards: &[ShardInfo]) -> Tree {
+fn tree(shards: &[Shard]) -> Tree {
     let index: HashMap<&str, usize> = shards
         .iter()
         .enumerate()
@@ -210,14 +213,23 @@ fn tree(shards: &[ShardInfo]) -> Tree {
         .collect();
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); shards.len()];
     for (i, shard) in shards.iter().enumerate() {
-        for parent in shard.parent_ids().filter_map(|p| index.get(p)) {
+        for parent in shard
+            .parent_shard_ids
+            .iter()
+            .filter_map(|p| index.get(p.as_str()))
+        {
             if !children[*parent].contains(&i) {
                 children[*parent].push(i);
             }
         }
     }
     let roots: Vec<usize> = (0..shards.len())
-        .filter(|&i| shards[i].parent_ids().all(|p| !index.contains_key(p)))
+        .filter(|&i| {
+            shards[i]
+                .parent_shard_ids
+                .iter()
+                .all(|p| !index.contains_key(p.as_str()))
+        })
         .collect();
     let mut lines = Vec::with_capacity(shards.len());
     let mut shown = vec![false; shards.len()];
@@ -255,22 +267,24 @@ fn tree(shards: &[ShardInfo]) -> Tree {
 
 #[cfg(test)]
 mod tests {
+    use kinesis_fleet_retrieval::{HashKeyRange, SequenceNumberRange, ShardId};
+
     use super::*;
 
-    fn shard(id: u32, parents: &[u32], range: (u128, u128), closed: bool) -> ShardInfo {
-        let name = |n: &u32| format!("s{n}");
-        ShardInfo {
+    fn shard(id: u32, parents: &[u32], range: (u128, u128), closed: bool) -> Shard {
+        let name = |n: &u32| ShardId::from(format!("s{n}"));
+        Shard {
             shard_id: name(&id),
-            parent_shard_id: parents.first().map(name),
-            adjacent_parent_shard_id: parents.get(1).map(name),
-            starting_hash_key: range.0,
-            ending_hash_key: range.1,
-            starting_sequence_number: "1".into(),
-            ending_sequence_number: closed.then(|| "2".into()),
+            parent_shard_ids: parents.iter().map(name).collect(),
+            hash_key_range: HashKeyRange::new(range.0, range.1),
+            sequence_number_range: Some(SequenceNumberRange {
+                start: "1".into(),
+                end: closed.then(|| "2".into()),
+            }),
         }
     }
 
-    fn drawn(shards: &[ShardInfo]) -> Vec<String> {
+    fn drawn(shards: &[Shard]) -> Vec<String> {
         tree(shards)
             .lines
             .iter()

@@ -10,7 +10,7 @@ use aws_sdk_kinesis::types::{
     ScalingType, StreamDescriptionSummary, StreamMode, StreamModeDetails, StreamStatus,
 };
 use clap::Subcommand;
-use kinesis_fleet_retrieval::ShardInfo;
+use kinesis_fleet_retrieval::{HashKeyRange, Shard};
 use serde::Serialize;
 
 use crate::aws::{Aws, AwsArgs, Service, error_code, sdk_error};
@@ -205,7 +205,7 @@ impl Kinesis {
     }
 
     /// Every shard of the stream, open and closed.
-    pub(crate) async fn shards(&self, name: &str) -> anyhow::Result<Vec<ShardInfo>> {
+    pub(crate) async fn shards(&self, name: &str) -> anyhow::Result<Vec<Shard>> {
         kinesis_fleet_retrieval::list_shards(&self.client, name)
             .await
             .map_err(|e| match e {
@@ -375,23 +375,30 @@ async fn describe(k: &Kinesis, args: DescribeArgs) -> anyhow::Result<()> {
     let summary = k.summary(&args.name).await?;
     let mut shards = k.shards(&args.name).await?;
     shards.sort_by(|a, b| {
-        (a.is_closed(), a.starting_hash_key, &a.shard_id).cmp(&(
+        (a.is_closed(), a.hash_key_range.start, &a.shard_id).cmp(&(
             b.is_closed(),
-            b.starting_hash_key,
+            b.hash_key_range.start,
             &b.shard_id,
         ))
     });
     let rows: Vec<ShardRow> = shards
         .iter()
-        .map(|s| ShardRow {
-            shard_id: s.shard_id.clone(),
-            state: if s.is_closed() { "closed" } else { "open" },
-            parents: s.parent_ids().map(str::to_owned).collect(),
-            starting_hash_key: s.starting_hash_key.to_string(),
-            ending_hash_key: s.ending_hash_key.to_string(),
-            share: share_of_key_space(s),
-            starting_sequence_number: s.starting_sequence_number.clone(),
-            ending_sequence_number: s.ending_sequence_number.clone(),
+        .map(|s| {
+            // ListShards always reports the range.
+            let (first, last) = s
+                .sequence_number_range
+                .as_ref()
+                .map_or((String::new(), None), |r| (r.start.clone(), r.end.clone()));
+            ShardRow {
+                shard_id: s.shard_id.to_string(),
+                state: if s.is_closed() { "closed" } else { "open" },
+                parents: s.parent_shard_ids.iter().map(String::from).collect(),
+                starting_hash_key: s.hash_key_range.start.to_string(),
+                ending_hash_key: s.hash_key_range.end.to_string(),
+                share: share_of_key_space(s),
+                starting_sequence_number: first,
+                ending_sequence_number: last,
+            }
         })
         .collect();
     let open = rows.iter().filter(|r| r.state == "open").count();
@@ -443,8 +450,8 @@ async fn describe(k: &Kinesis, args: DescribeArgs) -> anyhow::Result<()> {
     output::print(&text)
 }
 
-fn share_of_key_space(s: &ShardInfo) -> f64 {
-    let width = s.ending_hash_key.saturating_sub(s.starting_hash_key) as f64 + 1.0;
+fn share_of_key_space(s: &Shard) -> f64 {
+    let width = s.hash_key_range.end.saturating_sub(s.hash_key_range.start) as f64 + 1.0;
     width / (u128::MAX as f64 + 1.0) * 100.0
 }
 
@@ -458,11 +465,7 @@ pub(crate) fn shard_id_arg(arg: &str) -> String {
 }
 
 /// The open shard `arg` names, or a one-line error listing the open shards.
-fn find_open_shard<'a>(
-    stream: &str,
-    shards: &'a [ShardInfo],
-    arg: &str,
-) -> anyhow::Result<&'a ShardInfo> {
+fn find_open_shard<'a>(stream: &str, shards: &'a [Shard], arg: &str) -> anyhow::Result<&'a Shard> {
     let id = shard_id_arg(arg);
     let open: Vec<&str> = shards
         .iter()
@@ -485,7 +488,7 @@ fn find_open_shard<'a>(
 async fn split(k: &Kinesis, args: SplitArgs) -> anyhow::Result<()> {
     let shards = k.shards(&args.name).await?;
     let shard = find_open_shard(&args.name, &shards, &args.shard)?;
-    let (start, end) = shard.hash_key_range();
+    let HashKeyRange { start, end } = shard.hash_key_range;
     if start == end {
         bail!(
             "shard {} covers a single hash key and cannot be split",
@@ -531,17 +534,18 @@ async fn merge(k: &Kinesis, args: MergeArgs) -> anyhow::Result<()> {
     if a.shard_id == b.shard_id {
         bail!("cannot merge shard {} with itself", a.shard_id);
     }
-    let adjacent = a.ending_hash_key.checked_add(1) == Some(b.starting_hash_key)
-        || b.ending_hash_key.checked_add(1) == Some(a.starting_hash_key);
+    let (ra, rb) = (a.hash_key_range, b.hash_key_range);
+    let adjacent =
+        ra.end.checked_add(1) == Some(rb.start) || rb.end.checked_add(1) == Some(ra.start);
     if !adjacent {
         bail!(
             "shards {} ({}..{}) and {} ({}..{}) are not adjacent: one's range must end right before the other's starts",
             a.shard_id,
-            a.starting_hash_key,
-            a.ending_hash_key,
+            ra.start,
+            ra.end,
             b.shard_id,
-            b.starting_hash_key,
-            b.ending_hash_key
+            rb.start,
+            rb.end
         );
     }
     k.client
@@ -574,11 +578,8 @@ async fn children_of(k: &Kinesis, stream: &str, parents: &[&str]) -> anyhow::Res
     let shards = k.shards(stream).await?;
     let mut children: Vec<String> = shards
         .iter()
-        .filter(|s| {
-            let own: Vec<&str> = s.parent_ids().collect();
-            parents.iter().all(|p| own.contains(p))
-        })
-        .map(|s| s.shard_id.clone())
+        .filter(|s| parents.iter().all(|p| s.is_child_of(p)))
+        .map(|s| s.shard_id.to_string())
         .collect();
     children.sort();
     if children.is_empty() {
@@ -657,17 +658,19 @@ fn confirm(name: &str) -> anyhow::Result<bool> {
 
 #[cfg(test)]
 mod tests {
+    use kinesis_fleet_retrieval::SequenceNumberRange;
+
     use super::*;
 
-    fn shard(id: &str, start: u128, end: u128, closed: bool) -> ShardInfo {
-        ShardInfo {
+    fn shard(id: &str, start: u128, end: u128, closed: bool) -> Shard {
+        Shard {
             shard_id: id.into(),
-            parent_shard_id: None,
-            adjacent_parent_shard_id: None,
-            starting_hash_key: start,
-            ending_hash_key: end,
-            starting_sequence_number: "1".into(),
-            ending_sequence_number: closed.then(|| "2".into()),
+            parent_shard_ids: Vec::new(),
+            hash_key_range: HashKeyRange::new(start, end),
+            sequence_number_range: Some(SequenceNumberRange {
+                start: "1".into(),
+                end: closed.then(|| "2".into()),
+            }),
         }
     }
 

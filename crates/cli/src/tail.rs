@@ -15,7 +15,7 @@ use base64::Engine;
 use kinesis_fleet::prelude::*;
 use kinesis_fleet::{PollingConfig, ShutdownHandle};
 use kinesis_fleet_retrieval::{
-    PollingReader, ReadEvent, Record as ShardRecord, ShardInfo, ShardReader, StartingPosition,
+    PollingReader, ReadEvent, Record as ShardRecord, Shard, ShardReader, StartingPosition,
 };
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -280,13 +280,13 @@ enum ShardEvent {
 /// Which shards are read, done, and may start next.
 struct Follower {
     start: Start,
-    known: HashMap<String, ShardInfo>,
-    started: HashSet<String>,
-    finished: HashSet<String>,
+    known: HashMap<ShardId, Shard>,
+    started: HashSet<ShardId>,
+    finished: HashSet<ShardId>,
 }
 
 impl Follower {
-    fn new(start: Start, shards: Vec<ShardInfo>) -> Follower {
+    fn new(start: Start, shards: Vec<Shard>) -> Follower {
         let mut f = Follower {
             start,
             known: HashMap::new(),
@@ -304,7 +304,7 @@ impl Follower {
         f
     }
 
-    fn learn(&mut self, shards: Vec<ShardInfo>) {
+    fn learn(&mut self, shards: Vec<Shard>) {
         for s in shards {
             self.known.entry(s.shard_id.clone()).or_insert(s);
         }
@@ -312,13 +312,14 @@ impl Follower {
 
     /// Shards not started whose known parents are all finished, with where
     /// each starts. Shards found after start-up begin at their first record.
-    fn ready(&mut self, initial: bool) -> Vec<(ShardInfo, StartingPosition)> {
-        let mut ready: Vec<ShardInfo> = self
+    fn ready(&mut self, initial: bool) -> Vec<(Shard, StartingPosition)> {
+        let mut ready: Vec<Shard> = self
             .known
             .values()
             .filter(|s| !self.started.contains(&s.shard_id))
             .filter(|s| {
-                s.parent_ids()
+                s.parent_shard_ids
+                    .iter()
                     .all(|p| !self.known.contains_key(p) || self.finished.contains(p))
             })
             .cloned()
@@ -350,18 +351,18 @@ async fn without_leases(
     let (tx, mut rx) = mpsc::channel::<ShardEvent>(16);
     let mut readers = JoinSet::new();
     let polling = PollingConfig::default().idle_time_between_reads(IDLE_TIME_BETWEEN_READS);
-    let spawn = |readers: &mut JoinSet<()>, ready: Vec<(ShardInfo, StartingPosition)>| {
+    let spawn = |readers: &mut JoinSet<()>, ready: Vec<(Shard, StartingPosition)>| {
         for (shard, position) in ready {
             let reader = PollingReader::spawn(
                 kinesis.client.clone(),
                 &args.stream,
                 &shard.shard_id,
                 position,
-                Some(shard.hash_key_range()),
+                Some(shard.hash_key_range),
                 polling.clone(),
             )
             .context("starting a shard reader")?;
-            readers.spawn(read_shard(reader, shard.shard_id, tx.clone()));
+            readers.spawn(read_shard(reader, shard.shard_id.into(), tx.clone()));
         }
         anyhow::Ok(())
     };
@@ -382,7 +383,7 @@ async fn without_leases(
                 }
             }
             Some(ShardEvent::Ended(shard)) => {
-                follower.finished.insert(shard);
+                follower.finished.insert(shard.into());
                 follower.learn(kinesis.shards(&args.stream).await?);
                 spawn(&mut readers, follower.ready(false))?;
             }
@@ -519,21 +520,23 @@ async fn with_application(
 
 #[cfg(test)]
 mod tests {
+    use kinesis_fleet_retrieval::{HashKeyRange, SequenceNumberRange};
+
     use super::*;
 
-    fn shard(id: &str, parents: &[&str], closed: bool) -> ShardInfo {
-        ShardInfo {
+    fn shard(id: &str, parents: &[&str], closed: bool) -> Shard {
+        Shard {
             shard_id: id.into(),
-            parent_shard_id: parents.first().map(|p| (*p).to_owned()),
-            adjacent_parent_shard_id: parents.get(1).map(|p| (*p).to_owned()),
-            starting_hash_key: 0,
-            ending_hash_key: 1,
-            starting_sequence_number: "1".into(),
-            ending_sequence_number: closed.then(|| "9".into()),
+            parent_shard_ids: parents.iter().map(|&p| p.into()).collect(),
+            hash_key_range: HashKeyRange::new(0, 1),
+            sequence_number_range: Some(SequenceNumberRange {
+                start: "1".into(),
+                end: closed.then(|| "9".into()),
+            }),
         }
     }
 
-    fn ids(ready: &[(ShardInfo, StartingPosition)]) -> Vec<&str> {
+    fn ids(ready: &[(Shard, StartingPosition)]) -> Vec<&str> {
         ready.iter().map(|(s, _)| s.shard_id.as_str()).collect()
     }
 

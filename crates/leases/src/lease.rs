@@ -1,24 +1,9 @@
 //! The lease model.
 
 use bytes::Bytes;
+use kinesis_fleet_types::HashKeyRange;
 
 use crate::sequence::ExtendedSequenceNumber;
-
-/// Inclusive range of 128-bit hash keys a shard covers (KCL's `HashKeyRangeForLease`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HashKeyRange {
-    /// First hash key of the shard.
-    pub start: u128,
-    /// Last hash key of the shard (inclusive).
-    pub end: u128,
-}
-
-impl HashKeyRange {
-    /// Whether `hash_key` falls inside the range.
-    pub fn contains(&self, hash_key: u128) -> bool {
-        (self.start..=self.end).contains(&hash_key)
-    }
-}
 
 /// A shard lease, as stored in the lease table.
 ///
@@ -92,8 +77,8 @@ impl Lease {
     }
 
     /// Sets the hash key range.
-    pub fn with_hash_key_range(mut self, start: u128, end: u128) -> Self {
-        self.hash_key_range = Some(HashKeyRange { start, end });
+    pub fn with_hash_key_range(mut self, range: HashKeyRange) -> Self {
+        self.hash_key_range = Some(range);
         self
     }
 
@@ -172,11 +157,5 @@ mod tests {
         lease.checkpoint_owner = Some("old".into());
         assert_eq!(lease.actual_owner(), Some("old"));
         assert!(lease.is_handoff_pending());
-    }
-
-    #[test]
-    fn hash_range_is_inclusive() {
-        let r = HashKeyRange { start: 10, end: 20 };
-        assert!(r.contains(10) && r.contains(20) && !r.contains(21) && !r.contains(9));
     }
 }

@@ -38,11 +38,12 @@ pub use coordinator_store::{
 };
 pub use dynamo::{DynamoCoordinatorStore, DynamoLeaseStore, DynamoStoreConfig, TableCapacity};
 pub use error::{BoxError, Error, Result};
-pub use lease::{HashKeyRange, Lease};
+pub use kinesis_fleet_types::{HashKeyRange, SequenceNumberRange, Shard, ShardId};
+pub use lease::Lease;
 pub use memory::MemoryLeaseStore;
 pub use sequence::{ExtendedSequenceNumber, MAX_SEQUENCE_NUMBER_DIGITS, SequenceNumber};
 pub use shard_sync::{
-    Shard, ShardSync, SyncReport, create_child_leases, plan_cleanup, plan_new_leases,
+    ShardSync, SyncReport, create_child_leases, plan_cleanup, plan_new_leases,
     with_inferred_parents,
 };
 pub use store::LeaseStore;

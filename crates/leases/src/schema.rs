@@ -9,9 +9,10 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use bytes::Bytes;
+use kinesis_fleet_types::HashKeyRange;
 
 use crate::error::{Error, Result};
-use crate::lease::{HashKeyRange, Lease, sorted_unique};
+use crate::lease::{Lease, sorted_unique};
 use crate::sequence::ExtendedSequenceNumber;
 
 /// Hash key of the table (S).
@@ -323,7 +324,7 @@ mod tests {
         )
         .with_parents(["shardId-000000000002", "shardId-000000000001"])
         .with_children(["shardId-000000000009", "shardId-000000000008"])
-        .with_hash_key_range(0, u128::MAX);
+        .with_hash_key_range(HashKeyRange::ALL);
         lease.lease_owner = Some("worker-a".into());
         lease.lease_counter = 42;
         lease.pending_checkpoint = Some(

@@ -26,23 +26,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use kinesis_fleet_types::{Shard, ShardId};
+
 use crate::error::{Error, Result};
-use crate::lease::{HashKeyRange, Lease};
+use crate::lease::Lease;
 use crate::sequence::{ExtendedSequenceNumber, SequenceNumber};
 use crate::store::LeaseStore;
-
-/// A shard as shard sync sees it: what ListShards or `ChildShards` says.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Shard {
-    /// The shard id.
-    pub shard_id: String,
-    /// Its parent and adjacent parent (after a merge), if any.
-    pub parent_shard_ids: Vec<String>,
-    /// The hash keys it covers.
-    pub hash_key_range: HashKeyRange,
-    /// Whether the shard is closed (has an ending sequence number).
-    pub closed: bool,
-}
 
 /// What one sync changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -121,33 +110,27 @@ impl ShardSync {
 /// that overlap (ids grow with creation).
 pub fn with_inferred_parents(shards: &[Shard]) -> Vec<Shard> {
     // Zero-padded ids ("shardId-000000000017") sort by creation.
-    let order = |s: &Shard| (s.shard_id.len(), s.shard_id.clone());
+    let order = |s: &Shard| (s.shard_id.as_str().len(), s.shard_id.clone());
     let mut sorted: Vec<&Shard> = shards.iter().collect();
     sorted.sort_by_key(|s| order(s));
-    let overlap = |a: &HashKeyRange, b: &HashKeyRange| {
-        let r = HashKeyRange {
-            start: a.start.max(b.start),
-            end: a.end.min(b.end),
-        };
-        (r.start <= r.end).then_some(r)
-    };
-    let inferred = |i: usize| -> Vec<String> {
+    let inferred = |i: usize| -> Vec<ShardId> {
         let shard = sorted[i];
         (0..i)
             .filter(|&o| {
-                sorted[o].closed
-                    && overlap(&sorted[o].hash_key_range, &shard.hash_key_range).is_some_and(
-                        |both| {
+                sorted[o].is_closed()
+                    && sorted[o]
+                        .hash_key_range
+                        .intersection(&shard.hash_key_range)
+                        .is_some_and(|both| {
                             !sorted[o + 1..i]
                                 .iter()
-                                .any(|t| overlap(&t.hash_key_range, &both).is_some())
-                        },
-                    )
+                                .any(|t| t.hash_key_range.intersection(&both).is_some())
+                        })
             })
             .map(|o| sorted[o].shard_id.clone())
             .collect()
     };
-    let parents: BTreeMap<String, Vec<String>> = (0..sorted.len())
+    let parents: BTreeMap<ShardId, Vec<ShardId>> = (0..sorted.len())
         .filter(|&i| sorted[i].parent_shard_ids.is_empty())
         .map(|i| (sorted[i].shard_id.clone(), inferred(i)))
         .collect();
@@ -190,8 +173,8 @@ fn single_stream(leases: &[Lease]) -> impl Iterator<Item = &Lease> {
 }
 
 fn new_lease(shard: &Shard, checkpoint: ExtendedSequenceNumber) -> Lease {
-    let mut lease = Lease::new(shard.shard_id.clone(), checkpoint)
-        .with_parents(shard.parent_shard_ids.iter().cloned());
+    let mut lease = Lease::new(shard.shard_id.as_str(), checkpoint)
+        .with_parents(shard.parent_shard_ids.iter().map(ShardId::as_str));
     lease.hash_key_range = Some(shard.hash_key_range);
     lease
 }
@@ -210,7 +193,7 @@ pub fn plan_new_leases(
         s.parent_shard_ids
             .iter()
             .filter(|p| in_stream.contains(p.as_str()))
-            .cloned()
+            .map(ShardId::to_string)
             .collect()
     };
     let first_sync = leased.is_empty();
@@ -219,9 +202,9 @@ pub fn plan_new_leases(
         .filter(|s| {
             let is_root = parents_in_stream(s).is_empty();
             if !first_sync {
-                is_root && !s.closed
+                is_root && !s.is_closed()
             } else if initial.sequence_number == SequenceNumber::Latest {
-                !s.closed
+                !s.is_closed()
             } else {
                 is_root
             }
@@ -233,7 +216,7 @@ pub fn plan_new_leases(
     // Parents before children: repeat passes until no shard becomes eligible.
     let mut remaining: BTreeMap<&str, &Shard> = shards
         .iter()
-        .filter(|s| !leased.contains(&s.shard_id))
+        .filter(|s| !leased.contains(s.shard_id.as_str()))
         .map(|s| (s.shard_id.as_str(), s))
         .collect();
     loop {
@@ -249,7 +232,7 @@ pub fn plan_new_leases(
             };
             let mut lease = new_lease(shard, checkpoint);
             lease.parent_shard_ids = parents;
-            leased.insert(shard.shard_id.clone());
+            leased.insert(shard.shard_id.to_string());
             planned.push(lease);
             progress = true;
             false
@@ -269,7 +252,10 @@ pub fn plan_cleanup(shards: &[Shard], leases: &[Lease], gone: &BTreeSet<String>)
     let mut children: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for shard in shards {
         for parent in &shard.parent_shard_ids {
-            children.entry(parent).or_default().insert(&shard.shard_id);
+            children
+                .entry(parent.as_str())
+                .or_default()
+                .insert(shard.shard_id.as_str());
         }
     }
     for lease in by_shard.values() {
@@ -312,18 +298,24 @@ pub fn plan_cleanup(shards: &[Shard], leases: &[Lease], gone: &BTreeSet<String>)
 
 #[cfg(test)]
 mod tests {
+    use kinesis_fleet_types::{HashKeyRange, SequenceNumberRange};
+
     use super::*;
     use crate::memory::MemoryLeaseStore;
 
     fn shard(id: &str, parents: &[&str], closed: bool) -> Shard {
         Shard {
             shard_id: id.into(),
-            parent_shard_ids: parents.iter().map(|p| p.to_string()).collect(),
-            hash_key_range: HashKeyRange {
-                start: 0,
-                end: u128::MAX,
-            },
-            closed,
+            parent_shard_ids: parents.iter().map(|&p| p.into()).collect(),
+            hash_key_range: HashKeyRange::ALL,
+            sequence_number_range: Some(sequence_numbers(closed)),
+        }
+    }
+
+    fn sequence_numbers(closed: bool) -> SequenceNumberRange {
+        SequenceNumberRange {
+            start: "1".into(),
+            end: closed.then(|| "2".into()),
         }
     }
 
@@ -481,7 +473,7 @@ mod tests {
 
     fn ranged(id: &str, parents: &[&str], closed: bool, start: u128, end: u128) -> Shard {
         Shard {
-            hash_key_range: HashKeyRange { start, end },
+            hash_key_range: HashKeyRange::new(start, end),
             ..shard(id, parents, closed)
         }
     }
@@ -496,7 +488,7 @@ mod tests {
             ranged("d", &[], false, 67, 133),
             ranged("e", &[], false, 134, 199),
         ];
-        let parents: Vec<Vec<String>> = with_inferred_parents(&shards)
+        let parents: Vec<Vec<ShardId>> = with_inferred_parents(&shards)
             .into_iter()
             .map(|s| s.parent_shard_ids)
             .collect();
@@ -506,7 +498,7 @@ mod tests {
         // A second rescale (3 -> 2) through a generation that closed at once.
         let mut shards = shards;
         for s in &mut shards[2..] {
-            s.closed = true;
+            s.sequence_number_range = Some(sequence_numbers(true));
         }
         shards.push(ranged("f", &[], false, 0, 99));
         shards.push(ranged("g", &[], false, 100, 199));

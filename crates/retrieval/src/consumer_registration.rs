@@ -13,9 +13,9 @@ use crate::retry::{EndpointProbe, RetryPolicy, send, with_retry};
 /// Retries of one registration call (throttling: DescribeStreamConsumer
 /// allows 20 calls/s per stream, RegisterStreamConsumer 5/s per account).
 const CALL_POLICY: RetryPolicy = RetryPolicy {
-    min_delay: Duration::from_millis(200),
+    initial_delay: Duration::from_millis(200),
     max_delay: Duration::from_secs(5),
-    max_attempts: 8,
+    max_consecutive_failures: 8,
 };
 
 /// First and longest wait between two status checks while a consumer is

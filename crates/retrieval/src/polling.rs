@@ -4,17 +4,17 @@
 use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
+use kinesis_fleet_types::HashKeyRange;
 use tokio::time::Instant;
-use tokio_util::task::AbortOnDropHandle;
-use tracing::Instrument;
 
 use crate::error::{Error, Failure, Result};
-use crate::queue::{PrefetchUsage, QueueReceiver, QueueSender, queue};
-use crate::reader::{
-    FetchedBatch, ReadEvent, ShardReader, StartingPosition, child_shards_from_sdk,
-};
+use crate::queue::{PrefetchUsage, QueueSender};
+use crate::reader::{FetchedBatch, ReadEvent, ShardReader};
+use crate::reader_task::{ReadLoop, ReaderTask};
 use crate::record::{RawRecord, RecordPipeline};
 use crate::retry::{EndpointProbe, RetryPolicy, check_range, send, with_retry};
+use crate::shard::child_shards_from_sdk;
+use crate::starting_position::StartingPosition;
 
 /// Kinesis allows 5 GetRecords calls per second per shard: at least this
 /// long between the starts of two calls. A service limit, not a setting.
@@ -50,19 +50,10 @@ pub struct PollingConfig {
     /// a batch is admitted alone once the queue is empty. Allowed
     /// 1..=4 GiB - 1.
     pub max_prefetch_bytes: usize,
-    /// First delay after a throttled or failed call (before jitter).
-    /// Default 200 ms, one GetRecords slot; KCL instead sleeps its idle
-    /// time. Allowed 1 ms..=60 s.
-    pub retry_initial_delay: Duration,
-    /// Cap on any delay between retries, jitter included. Default 10 s (our
-    /// choice: long enough to ride out a throttling burst). Allowed
-    /// `retry_initial_delay`..=5 min.
-    pub retry_max_delay: Duration,
-    /// A call fails for good at this many consecutive retryable failures
-    /// (throttling, 5xx, unreachable); the reader then returns the error.
-    /// Default 10 (about 20–40 s of backoff; KCL retries forever and only
-    /// logs after 5 throttles). Allowed 1..=1 000.
-    pub max_consecutive_failures: u32,
+    /// Backoff after a throttled or failed call (throttling, 5xx,
+    /// unreachable); at `max_consecutive_failures` such failures in a row
+    /// the reader returns the error. Defaults: see [`RetryPolicy`].
+    pub retry: RetryPolicy,
 }
 
 impl Default for PollingConfig {
@@ -72,9 +63,7 @@ impl Default for PollingConfig {
             idle_time_between_reads: Duration::from_millis(1500),
             max_prefetch_records: 30_000,
             max_prefetch_bytes: 8 * 1024 * 1024,
-            retry_initial_delay: Duration::from_millis(200),
-            retry_max_delay: Duration::from_secs(10),
-            max_consecutive_failures: 10,
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -100,19 +89,24 @@ impl PollingConfig {
         self.max_prefetch_bytes = v;
         self
     }
-    /// Sets [`PollingConfig::retry_initial_delay`].
+    /// Sets [`PollingConfig::retry`].
+    pub fn retry(mut self, v: RetryPolicy) -> Self {
+        self.retry = v;
+        self
+    }
+    /// Sets [`RetryPolicy::initial_delay`] of [`PollingConfig::retry`].
     pub fn retry_initial_delay(mut self, v: Duration) -> Self {
-        self.retry_initial_delay = v;
+        self.retry.initial_delay = v;
         self
     }
-    /// Sets [`PollingConfig::retry_max_delay`].
+    /// Sets [`RetryPolicy::max_delay`] of [`PollingConfig::retry`].
     pub fn retry_max_delay(mut self, v: Duration) -> Self {
-        self.retry_max_delay = v;
+        self.retry.max_delay = v;
         self
     }
-    /// Sets [`PollingConfig::max_consecutive_failures`].
+    /// Sets [`RetryPolicy::max_consecutive_failures`] of [`PollingConfig::retry`].
     pub fn max_consecutive_failures(mut self, v: u32) -> Self {
-        self.max_consecutive_failures = v;
+        self.retry.max_consecutive_failures = v;
         self
     }
 
@@ -140,16 +134,7 @@ impl PollingConfig {
             u32::MAX as usize,
             "1..=4294967295",
         )?;
-        self.retry_policy().validate()?;
-        Ok(())
-    }
-
-    fn retry_policy(&self) -> RetryPolicy {
-        RetryPolicy {
-            min_delay: self.retry_initial_delay,
-            max_delay: self.retry_max_delay,
-            max_attempts: self.max_consecutive_failures,
-        }
+        self.retry.validate()
     }
 }
 
@@ -158,15 +143,12 @@ impl PollingConfig {
 /// [`PollingConfig::max_prefetch_records`] and
 /// [`PollingConfig::max_prefetch_bytes`].
 #[derive(Debug)]
-pub struct PollingReader {
-    queue: QueueReceiver,
-    _task: AbortOnDropHandle<()>,
-}
+pub struct PollingReader(ReaderTask);
 
 impl PollingReader {
     /// Validates `config` and spawns the prefetch task for `shard_id`.
     ///
-    /// `hash_key_range`, when `Some((start, end))`, drops deaggregated KPL
+    /// `hash_key_range`, when set, drops deaggregated KPL
     /// sub-records whose effective hash key lies outside the range (after a
     /// reshard; counted in [`crate::BatchStats::filtered_out_of_range`]);
     /// plain records are never dropped. Pass the shard's own range.
@@ -182,45 +164,41 @@ impl PollingReader {
         stream_name: impl Into<String>,
         shard_id: impl Into<String>,
         start: StartingPosition,
-        hash_key_range: Option<(u128, u128)>,
+        hash_key_range: Option<HashKeyRange>,
         config: PollingConfig,
     ) -> Result<PollingReader> {
         config.validate()?;
         let stream = stream_name.into();
         let shard_id = shard_id.into();
-        let (tx, rx) = queue(
+        let span = tracing::info_span!("polling_reader", stream = %stream, shard = %shard_id);
+        let task = ReaderTask::spawn(
             shard_id.clone(),
             config.max_prefetch_records,
             config.max_prefetch_bytes,
+            span,
+            |queue| Fetcher {
+                pipeline: RecordPipeline::new(shard_id.clone(), &start, hash_key_range),
+                client,
+                stream,
+                shard_id,
+                start,
+                config,
+                probe: EndpointProbe::default(),
+                queue,
+                last_sequence: None,
+            },
         );
-        let fetcher = Fetcher {
-            pipeline: RecordPipeline::new(shard_id.clone(), &start, hash_key_range),
-            retry: config.retry_policy(),
-            client,
-            stream: stream.clone(),
-            shard_id: shard_id.clone(),
-            start,
-            config,
-            probe: EndpointProbe::default(),
-            queue: tx,
-            last_sequence: None,
-        };
-        let span = tracing::info_span!("polling_reader", stream = %stream, shard = %shard_id);
-        let task = tokio::spawn(fetcher.run().instrument(span));
-        Ok(PollingReader {
-            queue: rx,
-            _task: AbortOnDropHandle::new(task),
-        })
+        Ok(PollingReader(task))
     }
 
     /// The shard this reader reads.
     pub fn shard_id(&self) -> &str {
-        self.queue.shard_id()
+        self.0.queue().shard_id()
     }
 
     /// What the prefetch queue holds right now.
     pub fn prefetch_usage(&self) -> PrefetchUsage {
-        self.queue.usage()
+        self.0.queue().usage()
     }
 }
 
@@ -230,7 +208,7 @@ impl ShardReader for PollingReader {
     ///
     /// Cancel-safe: the queue is only popped when the future completes.
     async fn next_event(&mut self) -> Result<Option<ReadEvent>> {
-        self.queue.next_event().await
+        self.0.queue_mut().next_event().await
     }
 }
 
@@ -241,7 +219,6 @@ struct Fetcher {
     shard_id: String,
     start: StartingPosition,
     config: PollingConfig,
-    retry: RetryPolicy,
     pipeline: RecordPipeline,
     probe: EndpointProbe,
     queue: QueueSender,
@@ -249,22 +226,19 @@ struct Fetcher {
     last_sequence: Option<String>,
 }
 
-impl Fetcher {
-    async fn run(mut self) {
-        if let Err(e) = self.fetch_loop().await {
-            tracing::warn!(error = %e, "shard reader stopped");
-            self.queue.send_error(e);
-        }
+impl ReadLoop for Fetcher {
+    fn queue(&self) -> &QueueSender {
+        &self.queue
     }
 
-    async fn fetch_loop(&mut self) -> Result<()> {
+    async fn read(&mut self) -> Result<()> {
         let mut iterator = self.shard_iterator().await?;
         // Earliest start of the next GetRecords call, retries included: the
         // 5 calls/s limit applies to them too.
         let pace = std::sync::Mutex::new(Instant::now());
         let mut expiries = 0;
         loop {
-            let out = with_retry(&self.retry, &self.shard_id, || async {
+            let out = with_retry(&self.config.retry, &self.shard_id, || async {
                 let at = *pace.lock().expect("pace lock");
                 tokio::time::sleep_until(at).await;
                 *pace.lock().expect("pace lock") = Instant::now() + MIN_TIME_BETWEEN_GET_RECORDS;
@@ -324,7 +298,9 @@ impl Fetcher {
             }
         }
     }
+}
 
+impl Fetcher {
     /// Waits for budget (backpressure), then queues the batch. `false` if
     /// the reader has been dropped.
     async fn enqueue(&self, batch: FetchedBatch) -> bool {
@@ -338,7 +314,7 @@ impl Fetcher {
 
     /// A new iterator: after the last queued record, else at the start.
     async fn shard_iterator(&self) -> Result<String> {
-        let out = with_retry(&self.retry, &self.shard_id, || {
+        let out = with_retry(&self.config.retry, &self.shard_id, || {
             let at = self.start.iterator_start(self.last_sequence.as_deref());
             let req = self
                 .client

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use kinesis_fleet_types::Shard;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::error::{Error, Result};
-use crate::reader::{ChildShard, FetchedBatch, ReadEvent};
+use crate::reader::{FetchedBatch, ReadEvent};
 
 /// How much the prefetch queue holds right now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -128,7 +129,7 @@ impl QueueSender {
     }
 
     /// Queues the shard end (outside the budgets): the last event.
-    pub(crate) fn send_shard_end(&self, child_shards: Vec<ChildShard>) {
+    pub(crate) fn send_shard_end(&self, child_shards: Vec<Shard>) {
         let _ = self.tx.send(Queued {
             event: Ok(ReadEvent::ShardEnd { child_shards }),
             _permits: None,

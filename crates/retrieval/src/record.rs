@@ -6,8 +6,9 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use kinesis_fleet_kpl::{Deaggregated, deaggregate, effective_hash_key};
+use kinesis_fleet_types::HashKeyRange;
 
-use crate::reader::StartingPosition;
+use crate::starting_position::StartingPosition;
 
 /// One user record, deaggregated.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,7 +87,7 @@ pub(crate) struct RecordPipeline {
     /// Skip user records at or before this (sequence, sub-sequence);
     /// cleared once a record past it is seen.
     skip_through: Option<(String, u64)>,
-    hash_key_range: Option<(u128, u128)>,
+    hash_key_range: Option<HashKeyRange>,
     warned_corrupt: bool,
 }
 
@@ -94,7 +95,7 @@ impl RecordPipeline {
     pub(crate) fn new(
         shard_id: impl Into<String>,
         start: &StartingPosition,
-        hash_key_range: Option<(u128, u128)>,
+        hash_key_range: Option<HashKeyRange>,
     ) -> Self {
         let skip_through = match start {
             StartingPosition::AfterCheckpoint {
@@ -206,11 +207,11 @@ impl RecordPipeline {
 
     /// Hash-range filter for KPL sub-records.
     fn in_range(&self, rec: &Record) -> bool {
-        let Some((start, end)) = self.hash_key_range else {
+        let Some(range) = self.hash_key_range else {
             return true;
         };
         match effective_hash_key(&rec.partition_key, rec.explicit_hash_key.as_deref()) {
-            Ok(h) => (start..=end).contains(&h),
+            Ok(h) => range.contains(h),
             Err(e) => {
                 // Keep what we cannot place rather than lose it.
                 tracing::debug!(shard = %self.shard_id, error = %e, "unparsable explicit hash key; record kept");
@@ -364,7 +365,7 @@ mod tests {
 
     #[test]
     fn hash_range_filter_drops_only_out_of_range_sub_records() {
-        let range = Some((100u128, 200u128));
+        let range = Some(HashKeyRange::new(100, 200));
         let mut p = RecordPipeline::new("s", &StartingPosition::TrimHorizon, range);
         let (out, stats) = p.process(vec![
             aggregate("1", &[Some(99), Some(100), Some(200), Some(201)]),
@@ -381,10 +382,18 @@ mod tests {
     #[test]
     fn hash_range_filter_uses_md5_of_partition_key_without_explicit_key() {
         let h = effective_hash_key("pk-0", None).unwrap();
-        let mut inside = RecordPipeline::new("s", &StartingPosition::TrimHorizon, Some((h, h)));
+        let mut inside = RecordPipeline::new(
+            "s",
+            &StartingPosition::TrimHorizon,
+            Some(HashKeyRange::new(h, h)),
+        );
         let (out, _) = inside.process(vec![aggregate("1", &[None])]);
         assert_eq!(out.len(), 1);
-        let other = if h == 0 { (1, u128::MAX) } else { (0, h - 1) };
+        let other = if h == 0 {
+            HashKeyRange::new(1, u128::MAX)
+        } else {
+            HashKeyRange::new(0, h - 1)
+        };
         let mut outside = RecordPipeline::new("s", &StartingPosition::TrimHorizon, Some(other));
         let (out, stats) = outside.process(vec![aggregate("1", &[None])]);
         assert!(out.is_empty());
@@ -397,7 +406,11 @@ mod tests {
         let mut bad = good.data.to_vec();
         let last = bad.len() - 1;
         bad[last] ^= 0xff; // flip a byte of the MD5 digest
-        let mut p = RecordPipeline::new("s", &StartingPosition::TrimHorizon, Some((0, 0)));
+        let mut p = RecordPipeline::new(
+            "s",
+            &StartingPosition::TrimHorizon,
+            Some(HashKeyRange::new(0, 0)),
+        );
         let (out, stats) = p.process(vec![raw("1", bad.clone()), raw("2", bad.clone())]);
         assert_eq!(seqs(&out), [("1".into(), 0), ("2".into(), 0)]);
         assert!(out.iter().all(|r| !r.aggregated));

@@ -9,15 +9,38 @@ use rand::Rng;
 
 use crate::error::{Error, Failure, Result};
 
-/// Retry settings for one kind of call.
+/// How a reader retries: delays grow exponentially from `initial_delay`,
+/// capped at `max_delay` and jittered, and the reader fails at
+/// `max_consecutive_failures`. One type for both readers:
+/// [`crate::PollingConfig::retry`] counts failed GetRecords and
+/// GetShardIterator calls, [`crate::FanOutConfig::retry`] failed or silent
+/// subscriptions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct RetryPolicy {
-    /// Delay before the first retry (before jitter).
-    pub(crate) min_delay: Duration,
-    /// Cap on any one delay, jitter included.
-    pub(crate) max_delay: Duration,
-    /// The call fails for good at this many consecutive failures (>= 1).
-    pub(crate) max_attempts: u32,
+#[non_exhaustive]
+pub struct RetryPolicy {
+    /// First delay after a failure (before jitter). Default 200 ms: one
+    /// GetRecords slot (KCL instead sleeps its idle time). Allowed
+    /// 1 ms..=60 s.
+    pub initial_delay: Duration,
+    /// Cap on any delay, jitter included. Default 10 s (our choice: long
+    /// enough to ride out a throttling burst, and the 5 s for which Kinesis
+    /// refuses a new subscription to a shard after the last one). Allowed
+    /// `initial_delay`..=5 min.
+    pub max_delay: Duration,
+    /// Fails for good at this many consecutive failures (>= 1). Default 10
+    /// (about 20–40 s of backoff; KCL retries forever and only logs after
+    /// 5 throttles). Allowed 1..=1 000.
+    pub max_consecutive_failures: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            initial_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(10),
+            max_consecutive_failures: 10,
+        }
+    }
 }
 
 /// Checks that `v` lies in `lo..=hi`; the error names the field and the range.
@@ -38,12 +61,12 @@ pub(crate) fn check_range<T: PartialOrd + std::fmt::Debug>(
 }
 
 impl RetryPolicy {
-    /// The allowed ranges of the retry settings both readers share, named as
-    /// their config fields.
+    /// Checks the allowed ranges; errors name the fields as the readers'
+    /// config setters do (`retry_initial_delay`, ...).
     pub(crate) fn validate(&self) -> Result<()> {
         check_range(
             "retry_initial_delay",
-            self.min_delay,
+            self.initial_delay,
             Duration::from_millis(1),
             Duration::from_secs(60),
             "1ms..=60s",
@@ -51,43 +74,41 @@ impl RetryPolicy {
         check_range(
             "retry_max_delay",
             self.max_delay,
-            self.min_delay,
+            self.initial_delay,
             Duration::from_secs(300),
             "retry_initial_delay..=300s",
         )?;
         check_range(
             "max_consecutive_failures",
-            self.max_attempts,
+            self.max_consecutive_failures,
             1,
             1000,
             "1..=1000",
         )
     }
-}
 
-impl RetryPolicy {
     /// Policy for `list_shards`: a few quick tries.
     pub(crate) const LIST_SHARDS: RetryPolicy = RetryPolicy {
-        min_delay: Duration::from_millis(200),
+        initial_delay: Duration::from_millis(200),
         max_delay: Duration::from_secs(2),
-        max_attempts: 6,
+        max_consecutive_failures: 6,
     };
 
     pub(crate) fn backoff(&self) -> Backoff {
         let inner = ExponentialBuilder::new()
-            .with_min_delay(self.min_delay)
+            .with_min_delay(self.initial_delay)
             .with_max_delay(self.max_delay)
             .with_factor(2.0)
-            .with_max_times(self.max_attempts.saturating_sub(1) as usize)
+            .with_max_times(self.max_consecutive_failures.saturating_sub(1) as usize)
             .build();
         Backoff { inner }
     }
 }
 
-/// Delays between consecutive failures: exponential from `min_delay`,
+/// Delays between consecutive failures: exponential from `initial_delay`,
 /// capped at `max_delay`, with "equal jitter" (each delay is uniform in
 /// `[d/2, d]`) so shards that fail together do not retry together. Ends
-/// after `max_attempts - 1` delays.
+/// after `max_consecutive_failures - 1` delays.
 pub(crate) struct Backoff {
     inner: backon::ExponentialBackoff,
 }
@@ -196,9 +217,9 @@ mod tests {
     use std::cell::Cell;
 
     const POLICY: RetryPolicy = RetryPolicy {
-        min_delay: Duration::from_millis(100),
+        initial_delay: Duration::from_millis(100),
         max_delay: Duration::from_secs(1),
-        max_attempts: 6,
+        max_consecutive_failures: 6,
     };
 
     #[test]
@@ -219,7 +240,7 @@ mod tests {
     #[test]
     fn single_attempt_policy_never_sleeps() {
         let p = RetryPolicy {
-            max_attempts: 1,
+            max_consecutive_failures: 1,
             ..POLICY
         };
         assert_eq!(p.backoff().count(), 0);

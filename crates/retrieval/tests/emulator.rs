@@ -9,8 +9,8 @@ use bytes::Bytes;
 use common::{SHARD0, assert_in_order, data, plain};
 use kinesis_fleet_kpl::{Aggregator, NewRecord};
 use kinesis_fleet_retrieval::{
-    BatchStats, ChildShard, Error, PollingConfig, PollingReader, ReadEvent, Record, ShardReader,
-    StartingPosition, list_shards,
+    BatchStats, Error, HashKeyRange, PollingConfig, PollingReader, ReadEvent, Record, Shard,
+    ShardReader, StartingPosition, list_shards,
 };
 use kinesis_fleet_testkit::LocalAws;
 use kinesis_fleet_testkit::producer::Producer;
@@ -31,7 +31,7 @@ struct Collected {
     records: Vec<Record>,
     stats: BatchStats,
     batches: usize,
-    shard_end: Option<Vec<ChildShard>>,
+    shard_end: Option<Vec<Shard>>,
 }
 
 impl Collected {
@@ -97,19 +97,19 @@ async fn list_shards_covers_the_hash_key_space() {
     let stream = stream_with_shards(&aws, 4).await;
     let mut shards = list_shards(&aws.kinesis_client(), &stream).await.unwrap();
     assert_eq!(shards.len(), 4, "{shards:#?}");
-    shards.sort_by_key(|s| s.starting_hash_key);
-    assert_eq!(shards[0].starting_hash_key, 0);
-    assert_eq!(shards[3].ending_hash_key, u128::MAX);
+    shards.sort_by_key(|s| s.hash_key_range.start);
+    assert_eq!(shards[0].hash_key_range.start, 0);
+    assert_eq!(shards[3].hash_key_range.end, u128::MAX);
     for w in shards.windows(2) {
         assert_eq!(
-            w[0].ending_hash_key + 1,
-            w[1].starting_hash_key,
+            w[0].hash_key_range.end + 1,
+            w[1].hash_key_range.start,
             "{shards:#?}"
         );
     }
     for s in &shards {
-        assert!(!s.is_closed() && s.parent_ids().count() == 0, "{s:?}");
-        assert!(s.contains_hash_key(s.starting_hash_key));
+        assert!(!s.is_closed() && s.parent_shard_ids.is_empty(), "{s:?}");
+        assert!(s.hash_key_range.contains(s.hash_key_range.start));
     }
 }
 
@@ -297,7 +297,7 @@ async fn hash_range_filter_drops_out_of_range_sub_records() {
         &stream,
         SHARD0,
         StartingPosition::TrimHorizon,
-        Some((0, mid - 1)),
+        Some(HashKeyRange::new(0, mid - 1)),
         fast(),
     )
     .unwrap();
@@ -532,16 +532,12 @@ async fn reader_of_a_split_parent_reaches_shard_end_after_its_last_record() {
     };
     let children: Vec<_> = shards.iter().filter(|s| s.shard_id != SHARD0).collect();
     for child in &children {
-        assert_eq!(
-            child.parent_ids().collect::<Vec<_>>(),
-            [SHARD0],
-            "{child:?}"
-        );
+        assert_eq!(child.parent_shard_ids, [SHARD0], "{child:?}");
     }
     assert_eq!(
         children
             .iter()
-            .map(|c| c.ending_hash_key - c.starting_hash_key)
+            .map(|c| c.hash_key_range.end - c.hash_key_range.start)
             .sum::<u128>(),
         u128::MAX - 1
     );
@@ -552,9 +548,12 @@ async fn reader_of_a_split_parent_reaches_shard_end_after_its_last_record() {
     // The service may omit ChildShards (the embedded emulator does); when
     // present they must match ListShards.
     for c in &reported {
-        assert_eq!(c.parent_shards, [SHARD0]);
-        assert!(children.iter().any(|s| s.shard_id == c.shard_id
-            && s.hash_key_range() == (c.starting_hash_key, c.ending_hash_key)));
+        assert_eq!(c.parent_shard_ids, [SHARD0]);
+        assert!(
+            children
+                .iter()
+                .any(|s| s.shard_id == c.shard_id && s.hash_key_range == c.hash_key_range)
+        );
     }
     assert!(matches!(reader.next_event().await, Ok(None)));
 

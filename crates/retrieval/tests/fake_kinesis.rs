@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region, retry::RetryConfig};
 use kinesis_fleet_retrieval::{
-    ChildShard, Error, PollingConfig, PollingReader, ReadEvent, ShardReader, StartingPosition,
+    Error, HashKeyRange, PollingConfig, PollingReader, ReadEvent, Shard, ShardReader,
+    StartingPosition,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -219,11 +220,11 @@ async fn expired_iterator_throttling_pacing_and_child_shards() {
     assert_eq!(got, ["a", "b"]);
     assert_eq!(
         end,
-        [ChildShard {
+        [Shard {
             shard_id: "shardId-000000000001".into(),
-            parent_shards: vec!["shardId-000000000000".into()],
-            starting_hash_key: 0,
-            ending_hash_key: 99,
+            parent_shard_ids: vec!["shardId-000000000000".into()],
+            hash_key_range: HashKeyRange::new(0, 99),
+            sequence_number_range: None,
         }]
     );
     assert!(matches!(next(&mut reader).await, Ok(None)));

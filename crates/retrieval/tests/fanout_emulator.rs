@@ -142,9 +142,10 @@ async fn shard_of_one_key(aws: &LocalAws, stream: &str) -> String {
         .await
         .unwrap()
         .into_iter()
-        .find(|s| s.contains_hash_key(h))
+        .find(|s| s.hash_key_range.contains(h))
         .unwrap()
         .shard_id
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,7 +208,7 @@ async fn concurrent_registrations_share_one_consumer_and_both_readers_get_record
         let want = (0..40)
             .filter(|i| {
                 let h = kinesis_fleet_kpl::effective_hash_key(&format!("pk-k-{i}"), None).unwrap();
-                shard.contains_hash_key(h)
+                shard.hash_key_range.contains(h)
             })
             .count();
         assert!(want > 0, "both shards get some of 40 keys");
@@ -391,7 +392,7 @@ async fn reader_of_a_split_parent_reaches_shard_end_with_children() {
     };
     let shards = list_shards(&client, &stream).await.unwrap();
     for c in &child_shards {
-        assert_eq!(c.parent_shards, [SHARD0]);
+        assert_eq!(c.parent_shard_ids, [SHARD0]);
         assert!(shards.iter().any(|s| s.shard_id == c.shard_id));
     }
     assert!(matches!(reader.next_event().await, Ok(None)));

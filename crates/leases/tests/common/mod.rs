@@ -1,7 +1,9 @@
 //! Scenario shared by the in-memory and the DynamoDB store tests: both must
 //! behave identically.
 
-use kinesis_fleet_leases::{Error, ExtendedSequenceNumber, Lease, LeaseStore, Result};
+use kinesis_fleet_leases::{
+    Error, ExtendedSequenceNumber, HashKeyRange, Lease, LeaseStore, Result,
+};
 
 pub(crate) fn cp(seq: &str, sub: u64) -> ExtendedSequenceNumber {
     ExtendedSequenceNumber::parse(seq, sub).unwrap()
@@ -19,7 +21,7 @@ pub(crate) fn assert_lost(result: Result<Lease>, what: &str) {
 pub(crate) async fn lease_lifecycle(store: &dyn LeaseStore) {
     let fresh = Lease::new("shardId-000000000001", ExtendedSequenceNumber::TRIM_HORIZON)
         .with_parents(["shardId-000000000000"])
-        .with_hash_key_range(0, u128::MAX / 2);
+        .with_hash_key_range(HashKeyRange::new(0, u128::MAX / 2));
     assert!(store.create_lease_if_absent(&fresh).await.unwrap());
     assert!(!store.create_lease_if_absent(&fresh).await.unwrap());
     assert_eq!(

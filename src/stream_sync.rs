@@ -1,11 +1,11 @@
-//! Shard sync for one worker: lists the stream's shards (or takes the
+//! Stream sync for one worker: lists the stream's shards (or takes the
 //! children a shard reported at its end) and hands them to the lease crate's
 //! [`ShardSync`], which creates and cleans up leases (DESIGN §5).
 
 use kinesis_fleet_leases::{
-    ExtendedSequenceNumber, HashKeyRange, LeaseStore, Shard, ShardSync, create_child_leases,
+    ExtendedSequenceNumber, LeaseStore, Shard, ShardSync, create_child_leases,
 };
-use kinesis_fleet_retrieval::{ChildShard, ShardInfo, list_shards};
+use kinesis_fleet_retrieval::list_shards;
 
 use crate::config::{InitialPosition, WorkerConfig};
 use crate::error::{Error, Result};
@@ -55,7 +55,6 @@ impl StreamSync {
             store.ensure_table().await?;
             self.table_ready = true;
         }
-        let shards: Vec<Shard> = shards.iter().map(from_listed).collect();
         let report = self.sync.sync(store, &shards).await?;
         stats.add(Counter::LeasesCreated, report.created as u64);
         stats.add(Counter::LeasesDeleted, report.deleted as u64);
@@ -84,7 +83,7 @@ pub(crate) async fn claim_children(
     me: &str,
 ) -> Result<()> {
     for child in children {
-        let Some(lease) = store.get_lease(&child.shard_id).await? else {
+        let Some(lease) = store.get_lease(child.shard_id.as_str()).await? else {
             continue;
         };
         if lease.lease_owner.is_some() {
@@ -97,29 +96,4 @@ pub(crate) async fn claim_children(
         }
     }
     Ok(())
-}
-
-/// A child named by GetRecords or SubscribeToShard.
-pub(crate) fn from_child(c: &ChildShard) -> Shard {
-    Shard {
-        shard_id: c.shard_id.clone(),
-        parent_shard_ids: c.parent_shards.clone(),
-        hash_key_range: HashKeyRange {
-            start: c.starting_hash_key,
-            end: c.ending_hash_key,
-        },
-        closed: false,
-    }
-}
-
-fn from_listed(s: &ShardInfo) -> Shard {
-    Shard {
-        shard_id: s.shard_id.clone(),
-        parent_shard_ids: s.parent_ids().map(str::to_owned).collect(),
-        hash_key_range: HashKeyRange {
-            start: s.starting_hash_key,
-            end: s.ending_hash_key,
-        },
-        closed: s.is_closed(),
-    }
 }

@@ -1,0 +1,17 @@
+//! The shard vocabulary every kinesis-fleet crate speaks.
+//!
+//! - [`ShardId`]: a shard's id.
+//! - [`HashKeyRange`]: the 128-bit hash keys a shard covers.
+//! - [`Shard`]: a shard's id, parents and hash key range, as ListShards or a
+//!   closed shard's `ChildShards` describe it.
+//!
+//! A crate of its own so that the lease crate (DynamoDB) and the retrieval
+//! crate (Kinesis) share these nouns without depending on each other's SDK.
+
+mod hash_key_range;
+mod shard;
+mod shard_id;
+
+pub use hash_key_range::HashKeyRange;
+pub use shard::{SequenceNumberRange, Shard};
+pub use shard_id::ShardId;
