@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kinesis_fleet_leases::{ExtendedSequenceNumber, Lease, LeaseStore, SequenceNumber};
+use kinesis_fleet_leases::{
+    CheckpointWrite, ExtendedSequenceNumber, Lease, LeaseStore, SequenceNumber, write_checkpoint,
+};
 use kinesis_fleet_retrieval::Record;
 use kinesis_fleet_types::ShardId;
 
-/// Writes tried when concurrent lease updates (a handoff starting) move the counter.
-const MAX_ATTEMPTS: usize = 3;
 use crate::stats::{Counter, WorkerStats};
 
 /// Why a checkpoint was not written.
@@ -193,16 +193,11 @@ impl Checkpointer {
         state: Option<Bytes>,
     ) -> Result<(), CheckpointError> {
         self.check(&position)?;
-        for _ in 0..MAX_ATTEMPTS {
-            let result = self
-                .store
-                .prepare_checkpoint(&self.lease, &self.owner, &position, state.as_deref())
-                .await;
-            if !self.counter_moved(&result, &position).await {
-                return self.apply(result);
-            }
-        }
-        self.lost_now()
+        self.write(CheckpointWrite::Prepare {
+            position: &position,
+            state: state.as_deref(),
+        })
+        .await
     }
 
     pub(crate) fn lease(&self) -> &Lease {
@@ -281,45 +276,14 @@ impl Checkpointer {
                 shard_id: self.shard_id.clone(),
             });
         }
-        for _ in 0..MAX_ATTEMPTS {
-            let result = self
-                .store
-                .update_checkpoint(&self.lease, &self.owner, &position)
-                .await;
-            if !self.counter_moved(&result, &position).await {
-                return self.apply(result);
-            }
-        }
-        self.lost_now()
+        self.write(CheckpointWrite::Commit(&position)).await
     }
 
-    /// After a failed condition: true (and the fresh lease adopted) when this
-    /// worker may still checkpoint — the counter moved because the leader
-    /// started a handoff, which keeps us as `checkpointOwner` until we finish —
-    /// and nobody else moved the checkpoint meanwhile (else writing ours
-    /// could move it backwards).
-    async fn counter_moved(
-        &mut self,
-        result: &kinesis_fleet_leases::Result<Lease>,
-        writing: &ExtendedSequenceNumber,
-    ) -> bool {
-        if !matches!(result, Err(kinesis_fleet_leases::Error::LeaseLost { .. })) {
-            return false;
-        }
-        let me = Some(&*self.owner);
-        match self.store.get_lease(&self.lease.lease_key).await {
-            Ok(Some(fresh))
-                if (fresh.checkpoint_owner.as_deref() == me
-                    || (fresh.lease_owner.as_deref() == me
-                        && fresh.checkpoint_owner.is_none()))
-                    && (fresh.checkpoint == self.lease.checkpoint
-                        || fresh.checkpoint == *writing) =>
-            {
-                self.lease = fresh;
-                true
-            }
-            _ => false,
-        }
+    /// Writes through the lease protocol's checkpoint operation, which
+    /// retries on fresh reads while only the lease counter moved.
+    async fn write(&mut self, write: CheckpointWrite<'_>) -> Result<(), CheckpointError> {
+        let result = write_checkpoint(self.store.as_ref(), &self.lease, &self.owner, write).await;
+        self.apply(result)
     }
 
     fn lost_now(&mut self) -> Result<(), CheckpointError> {

@@ -106,6 +106,17 @@ impl Lease {
     pub fn is_handoff_pending(&self) -> bool {
         self.checkpoint_owner.is_some()
     }
+
+    /// Whether `worker` may write checkpoints to this lease: it is the
+    /// `checkpointOwner` finishing a handoff, or it owns the lease and no
+    /// handoff is pending. The lease stores condition their checkpoint writes
+    /// on exactly this rule.
+    pub fn may_checkpoint(&self, worker: &str) -> bool {
+        match self.checkpoint_owner.as_deref() {
+            Some(checkpoint_owner) => checkpoint_owner == worker,
+            None => self.lease_owner.as_deref() == Some(worker),
+        }
+    }
 }
 
 pub(crate) fn sorted_unique<I, S>(items: I) -> Vec<String>
@@ -157,5 +168,17 @@ mod tests {
         lease.checkpoint_owner = Some("old".into());
         assert_eq!(lease.actual_owner(), Some("old"));
         assert!(lease.is_handoff_pending());
+    }
+
+    #[test]
+    fn checkpoint_owner_alone_may_checkpoint_during_a_handoff() {
+        let mut lease = Lease::new("s", ExtendedSequenceNumber::LATEST);
+        assert!(!lease.may_checkpoint("old"));
+        lease.lease_owner = Some("old".into());
+        assert!(lease.may_checkpoint("old"));
+        lease.lease_owner = Some("new".into());
+        lease.checkpoint_owner = Some("old".into());
+        assert!(lease.may_checkpoint("old"));
+        assert!(!lease.may_checkpoint("new"));
     }
 }

@@ -9,6 +9,8 @@
 //! - [`Coordinator`]: the fleet protocol — worker heartbeats and one leader
 //!   in the [`CoordinatorStore`] table, balanced assignment
 //!   ([`plan_assignment`]), graceful handoff and self-fencing.
+//! - [`write_checkpoint`] and [`complete_handoff`]: the lease-protocol writes
+//!   a shard consumer makes, retried on fresh reads while only the counter moved.
 //!
 //! - [`ShardSync`]: leases for a stream's shard lineage, created parents
 //!   first and deleted once their children progressed.
@@ -23,15 +25,14 @@ mod error;
 mod expiry;
 mod lease;
 mod memory;
+mod protocol_writes;
 pub mod schema;
 mod sequence;
 mod shard_sync;
 mod store;
 
 pub use assignment::{Candidate, Holder, Move, plan_assignment};
-pub use coordinator::{
-    AssignmentReport, Coordinator, CoordinatorConfig, Fence, TickPlan, complete_handoff,
-};
+pub use coordinator::{AssignmentReport, Coordinator, CoordinatorConfig, Fence, TickPlan};
 pub use coordinator_store::{
     CoordinatorStore, CoordinatorView, LeaderRecord, MemoryCoordinatorStore, WorkerRecord,
     WorkerState,
@@ -41,6 +42,7 @@ pub use error::{BoxError, Error, Result};
 pub use kinesis_fleet_types::{HashKeyRange, SequenceNumberRange, Shard, ShardId};
 pub use lease::Lease;
 pub use memory::MemoryLeaseStore;
+pub use protocol_writes::{CheckpointWrite, complete_handoff, write_checkpoint};
 pub use sequence::{ExtendedSequenceNumber, MAX_SEQUENCE_NUMBER_DIGITS, SequenceNumber};
 pub use shard_sync::{
     ShardSync, SyncReport, create_child_leases, plan_cleanup, plan_new_leases,

@@ -72,15 +72,6 @@ fn same_owners(stored: &Lease, view: &Lease) -> bool {
     stored.lease_owner == view.lease_owner && stored.checkpoint_owner == view.checkpoint_owner
 }
 
-/// `owner` may write checkpoints: it owns the lease and no handoff is
-/// pending, or it is the previous owner finishing a handoff.
-fn may_checkpoint(stored: &Lease, owner: &str) -> bool {
-    match stored.checkpoint_owner.as_deref() {
-        Some(checkpoint_owner) => checkpoint_owner == owner,
-        None => stored.lease_owner.as_deref() == Some(owner),
-    }
-}
-
 #[async_trait::async_trait]
 impl LeaseStore for MemoryLeaseStore {
     async fn ensure_table(&self) -> Result<()> {
@@ -147,7 +138,7 @@ impl LeaseStore for MemoryLeaseStore {
         check_non_empty("owner", owner)?;
         self.update(
             lease,
-            |stored| may_checkpoint(stored, owner),
+            |stored| stored.may_checkpoint(owner),
             |next| {
                 next.checkpoint = checkpoint.clone();
                 next.owner_switches_since_checkpoint = 0;
@@ -167,7 +158,7 @@ impl LeaseStore for MemoryLeaseStore {
         check_non_empty("owner", owner)?;
         self.update(
             lease,
-            |stored| may_checkpoint(stored, owner),
+            |stored| stored.may_checkpoint(owner),
             |next| {
                 next.pending_checkpoint = Some(pending.clone());
                 next.pending_checkpoint_state = state.map(Bytes::copy_from_slice);

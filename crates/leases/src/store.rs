@@ -52,8 +52,8 @@ pub trait LeaseStore: Send + Sync + 'static {
 
     /// Commits `checkpoint`.
     ///
-    /// Condition: counter as in `lease` and `owner` may checkpoint, i.e.
-    /// `(leaseOwner = owner AND no checkpointOwner) OR checkpointOwner = owner`.
+    /// Condition: counter as in `lease` and `owner` may checkpoint
+    /// ([`Lease::may_checkpoint`] on the stored lease).
     /// Sets `checkpoint`/`checkpointSubSequenceNumber`, resets
     /// `ownerSwitchesSinceCheckpoint`, bumps the counter and removes the
     /// pending checkpoint and its state. Does not check that checkpoints move

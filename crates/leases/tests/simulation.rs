@@ -2,7 +2,9 @@
 //!
 //! Every worker is a real [`Coordinator`](kinesis_fleet_leases::Coordinator)
 //! over fault-injecting wrappers of the in-memory stores; shard consumers
-//! are simulated (one record per step, a checkpoint every k records). All of
+//! are simulated (one record per step, a checkpoint every k records) and
+//! write their checkpoints and handoffs through the real protocol writes
+//! (`write_checkpoint`, `complete_handoff`). All of
 //! it runs on one current-thread tokio runtime with paused time, and every
 //! random choice comes from one seeded generator, so a seed replays exactly.
 //! The five invariants are checked after every step.

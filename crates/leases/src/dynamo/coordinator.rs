@@ -1,13 +1,15 @@
-//! [`DynamoCoordinatorStore`]: the coordinator table on DynamoDB, sharing the
-//! lease store's request plumbing (retries, error mapping, endpoint naming).
+//! [`DynamoCoordinatorStore`]: the coordinator table on DynamoDB, on the
+//! same [`DynamoTable`] plumbing as the lease store (retries, error
+//! mapping, endpoint naming).
 
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, BillingMode, KeyType, TableStatus};
+use aws_sdk_dynamodb::types::{AttributeValue, TableStatus};
 
-use super::{CallError, DynamoLeaseStore, DynamoStoreConfig, Expr, TableCapacity};
+use super::config::DynamoStoreConfig;
+use super::expr::Expr;
+use super::request::{CallError, DynamoTable};
 use crate::coordinator_store::{
     CoordinatorStore, CoordinatorView, KEY, LEADER_KEY, LeaderRecord, WORKER_KEY_PREFIX,
     WorkerRecord, WorkerState, leader_lost,
@@ -26,15 +28,14 @@ const LEADER_COUNTER: &str = "leaderCounter";
 /// The coordinator table `<application>-coordinator` on DynamoDB.
 #[derive(Clone, Debug)]
 pub struct DynamoCoordinatorStore {
-    /// The shared request plumbing, pointed at the coordinator table.
-    table: DynamoLeaseStore,
+    table: DynamoTable,
 }
 
 impl DynamoCoordinatorStore {
     /// A store for `table_name` with the default [`DynamoStoreConfig`].
     pub fn new(client: Client, table_name: impl Into<String>) -> Self {
         Self {
-            table: DynamoLeaseStore::new(client, table_name),
+            table: DynamoTable::new(client, table_name),
         }
     }
 
@@ -47,37 +48,7 @@ impl DynamoCoordinatorStore {
 
     /// The table's name.
     pub fn table_name(&self) -> &str {
-        self.table.table_name()
-    }
-
-    async fn create_table(&self) -> Result<()> {
-        let t = &self.table;
-        let billing = match t.config.capacity {
-            TableCapacity::PayPerRequest => BillingMode::PayPerRequest,
-            TableCapacity::Provisioned { .. } => BillingMode::Provisioned,
-        };
-        let result = t
-            .call(&AtomicBool::new(false), || async {
-                t.client
-                    .create_table()
-                    .table_name(&t.table)
-                    .key_schema(DynamoLeaseStore::key_element(KEY, KeyType::Hash))
-                    .attribute_definitions(DynamoLeaseStore::string_attribute(KEY))
-                    .billing_mode(billing.clone())
-                    .set_provisioned_throughput(t.throughput())
-                    .send()
-                    .await
-                    .map_err(|e| t.sdk_error("CreateTable", e))
-            })
-            .await;
-        match result {
-            Ok(_) => {
-                tracing::info!(table = %t.table, "created the coordinator table");
-                Ok(())
-            }
-            Err(CallError::ResourceInUse) => Ok(()),
-            Err(e) => Err(e.into_error()),
-        }
+        &self.table.name
     }
 
     fn malformed(key: &str, attribute: &'static str, reason: &str) -> Error {
@@ -163,7 +134,7 @@ impl DynamoCoordinatorStore {
             .call(&AtomicBool::new(false), || async {
                 t.client
                     .put_item()
-                    .table_name(&t.table)
+                    .table_name(&t.name)
                     .set_item(Some(item.clone()))
                     .condition_expression(&condition)
                     .set_expression_attribute_names(Some(expr.names.clone()))
@@ -186,32 +157,21 @@ impl DynamoCoordinatorStore {
 #[async_trait::async_trait]
 impl CoordinatorStore for DynamoCoordinatorStore {
     async fn ensure_table(&self) -> Result<()> {
-        let t = &self.table;
-        let started = tokio::time::Instant::now();
-        let deadline = started + t.config.table_ready_timeout;
-        let mut poll = Duration::from_millis(100);
-        loop {
-            let state = match t.describe().await? {
-                None => {
-                    self.create_table().await?;
-                    "creating".to_owned()
+        let table = &self.table;
+        table
+            .wait_until_ready(|| async {
+                match table.describe().await? {
+                    None => {
+                        table.create(KEY, false, "coordinator").await?;
+                        Ok(Some("creating".to_owned()))
+                    }
+                    Some(d) if matches!(d.table_status, Some(TableStatus::Active) | None) => {
+                        Ok(None)
+                    }
+                    Some(d) => Ok(Some(format!("{:?}", d.table_status))),
                 }
-                Some(table) if matches!(table.table_status, Some(TableStatus::Active) | None) => {
-                    return Ok(());
-                }
-                Some(table) => format!("{:?}", table.table_status),
-            };
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Err(Error::TableNotReady {
-                    table: t.table.clone(),
-                    waited: now - started,
-                    state,
-                });
-            }
-            tokio::time::sleep(poll.min(deadline - now)).await;
-            poll = (poll * 2).min(Duration::from_secs(5));
-        }
+            })
+            .await
     }
 
     async fn put_worker(&self, worker: &WorkerRecord) -> Result<()> {
@@ -230,7 +190,7 @@ impl CoordinatorStore for DynamoCoordinatorStore {
         t.call(&AtomicBool::new(false), || async {
             t.client
                 .put_item()
-                .table_name(&t.table)
+                .table_name(&t.name)
                 .set_item(Some(item.clone()))
                 .send()
                 .await
@@ -247,7 +207,7 @@ impl CoordinatorStore for DynamoCoordinatorStore {
         t.call(&AtomicBool::new(false), || async {
             t.client
                 .delete_item()
-                .table_name(&t.table)
+                .table_name(&t.name)
                 .key(KEY, s(&key))
                 .send()
                 .await
@@ -267,7 +227,7 @@ impl CoordinatorStore for DynamoCoordinatorStore {
                 .call(&AtomicBool::new(false), || async {
                     t.client
                         .scan()
-                        .table_name(&t.table)
+                        .table_name(&t.name)
                         .consistent_read(true)
                         .set_exclusive_start_key(start.clone())
                         .send()
@@ -326,7 +286,7 @@ impl CoordinatorStore for DynamoCoordinatorStore {
             .call(&AtomicBool::new(false), || async {
                 t.client
                     .delete_item()
-                    .table_name(&t.table)
+                    .table_name(&t.name)
                     .key(KEY, s(LEADER_KEY))
                     .condition_expression(&condition)
                     .set_expression_attribute_names(Some(expr.names.clone()))

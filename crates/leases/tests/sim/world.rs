@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use kinesis_fleet_leases::{
-    Coordinator, CoordinatorConfig, Error, ExtendedSequenceNumber, Lease, LeaseStore,
-    MemoryCoordinatorStore, MemoryLeaseStore, SequenceNumber, TickPlan, complete_handoff,
+    CheckpointWrite, Coordinator, CoordinatorConfig, Error, ExtendedSequenceNumber, Lease,
+    LeaseStore, MemoryCoordinatorStore, MemoryLeaseStore, SequenceNumber, TickPlan,
+    complete_handoff, write_checkpoint,
 };
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -699,34 +700,21 @@ pub(crate) enum CheckpointResult {
     Failed,
 }
 
-/// The root crate's checkpointer: a failed condition re-reads the lease and
-/// retries when this worker may still checkpoint (a handoff, or our own
-/// ambiguous write, moved the counter) and nobody else moved the checkpoint.
+/// A consumer's checkpoint through the real lease-protocol operation (the
+/// one the facade's `Checkpointer` calls): a failed condition re-reads the
+/// lease and retries while this worker may still checkpoint and nobody else
+/// moved the checkpoint.
 async fn checkpoint(
     store: &dyn LeaseStore,
-    mut lease: Lease,
+    lease: Lease,
     me: &str,
     position: &ExtendedSequenceNumber,
 ) -> CheckpointResult {
-    for _ in 0..3 {
-        match store.update_checkpoint(&lease, me, position).await {
-            Ok(l) => return CheckpointResult::Done(Box::new(l)),
-            Err(Error::LeaseLost { .. }) => match store.get_lease(&lease.lease_key).await {
-                Ok(Some(fresh))
-                    if (fresh.checkpoint_owner.as_deref() == Some(me)
-                        || (fresh.lease_owner.as_deref() == Some(me)
-                            && fresh.checkpoint_owner.is_none()))
-                        && (fresh.checkpoint == lease.checkpoint
-                            || fresh.checkpoint == *position) =>
-                {
-                    lease = fresh
-                }
-                _ => return CheckpointResult::Lost,
-            },
-            Err(_) => return CheckpointResult::Failed,
-        }
+    match write_checkpoint(store, &lease, me, CheckpointWrite::Commit(position)).await {
+        Ok(l) => CheckpointResult::Done(Box::new(l)),
+        Err(Error::LeaseLost { .. }) => CheckpointResult::Lost,
+        Err(_) => CheckpointResult::Failed,
     }
-    CheckpointResult::Lost
 }
 
 /// Waits until the consumer has no checkpoint in flight; its lease and position.

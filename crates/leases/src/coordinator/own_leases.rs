@@ -1,0 +1,160 @@
+//! This worker's own leases: which to start, which it lost or hands off,
+//! releases after a fence, and handoffs of leases it no longer runs.
+
+use std::collections::BTreeSet;
+
+use super::fencing::Fencing;
+use super::{Coordinator, TickPlan};
+use crate::coordinator_store::WorkerState;
+use crate::error::Error;
+use crate::lease::Lease;
+use crate::protocol_writes::complete_handoff;
+
+impl Coordinator {
+    pub(super) async fn own_leases(&mut self, running: &BTreeSet<String>, plan: &mut TickPlan) {
+        let me = self.config.worker_id.as_str();
+        let owned: BTreeSet<String> = match self.leases.list_lease_keys_owned_by(me).await {
+            Ok(keys) => keys.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "querying this worker's leases failed");
+                return;
+            }
+        };
+        self.finished.retain(|k| owned.contains(k));
+        if self.fencing == Fencing::Clear && self.state == WorkerState::Running {
+            for key in owned.difference(running) {
+                if self.finished.contains(key) {
+                    continue;
+                }
+                match self.leases.get_lease(key).await {
+                    Ok(Some(lease)) if lease.checkpoint.is_shard_end() => {
+                        self.finished.insert(key.clone());
+                    }
+                    Ok(Some(lease))
+                        if lease.lease_owner.as_deref() == Some(me)
+                            && lease.checkpoint_owner.is_none()
+                            && self.parents_finished(&lease).await =>
+                    {
+                        plan.start.push(lease);
+                    }
+                    // Waiting on parents or on the previous owner's checkpoint.
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(lease = %key, error = %e, "reading an assigned lease failed")
+                    }
+                }
+            }
+        }
+        for key in running.difference(&owned) {
+            match self.leases.get_lease(key).await {
+                Ok(Some(lease)) if lease.checkpoint_owner.as_deref() == Some(me) => {
+                    plan.hand_off.push(key.clone());
+                }
+                // The owner index lags the table.
+                Ok(Some(lease)) if lease.lease_owner.as_deref() == Some(me) => {}
+                Ok(_) => plan.lost.push(key.clone()),
+                Err(e) => tracing::warn!(lease = %key, error = %e, "reading a held lease failed"),
+            }
+        }
+        self.leaving
+            .extend(self.owned_before.difference(&owned).cloned());
+        self.leaving.retain(|k| !owned.contains(k));
+        self.owned_before = owned;
+        self.complete_idle_handoffs(running).await;
+    }
+
+    /// Conditionally releases every unfinished lease this worker owns with no
+    /// handoff pending; whether all were handled.
+    ///
+    /// Observers may have judged this worker expired on a view read before
+    /// its heartbeat resumed, and a leader may still be writing that round:
+    /// restarting a lease it owns (which writes nothing) would race such a
+    /// take. A release bumps the counter, so a stale take fails; the leader
+    /// reassigns the lease afresh.
+    pub(super) async fn release_owned(&self) -> bool {
+        let me = self.config.worker_id.as_str();
+        let owned = match self.leases.list_lease_keys_owned_by(me).await {
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::warn!(error = %e, "querying this worker's leases failed");
+                return false;
+            }
+        };
+        let mut done = true;
+        for key in owned.iter().filter(|k| !self.finished.contains(*k)) {
+            match self.leases.get_lease(key).await {
+                Ok(Some(lease))
+                    if lease.lease_owner.as_deref() == Some(me)
+                        && lease.checkpoint_owner.is_none()
+                        && !lease.checkpoint.is_shard_end() =>
+                {
+                    match self.leases.release_lease(&lease).await {
+                        Ok(_) | Err(Error::LeaseLost { .. }) => {}
+                        Err(e) => {
+                            tracing::warn!(lease = %key, error = %e, "releasing a lease after a fence failed");
+                            done = false;
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(lease = %key, error = %e, "reading a lease to release after a fence failed");
+                    done = false;
+                }
+            }
+        }
+        done
+    }
+
+    /// Completes the handoffs of leases that left this worker while it was
+    /// not running them (never started, consumer ended, fenced): nothing is
+    /// delivered, so the new owner starts at once instead of after
+    /// `handoff_timeout`. A lease is watched until it names this worker no more.
+    pub(super) async fn complete_idle_handoffs(&mut self, running: &BTreeSet<String>) {
+        let me = self.config.worker_id.as_str();
+        let idle: Vec<String> = self.leaving.difference(running).cloned().collect();
+        for key in idle {
+            let settled = match self.leases.get_lease(&key).await {
+                Ok(Some(lease)) if lease.checkpoint_owner.as_deref() == Some(me) => {
+                    match complete_handoff(self.leases.as_ref(), &lease, me).await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!(lease = %key, error = %e, "could not complete the handoff of a lease this worker does not run");
+                            false
+                        }
+                    }
+                }
+                // The owner index lags the table: it may be handed off yet.
+                Ok(Some(lease)) if lease.lease_owner.as_deref() == Some(me) => false,
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(lease = %key, error = %e, "reading a lease handed off from this worker failed");
+                    false
+                }
+            };
+            if settled {
+                self.leaving.remove(&key);
+            }
+        }
+    }
+
+    /// Whether every parent lease has reached `SHARD_END` (or never existed).
+    pub(super) async fn parents_finished(&self, lease: &Lease) -> bool {
+        for parent in &lease.parent_shard_ids {
+            let key = match lease.stream_identifier() {
+                Some(stream) => format!("{stream}:{parent}"),
+                None => parent.clone(),
+            };
+            match self.leases.get_lease(&key).await {
+                Ok(None) => {}
+                Ok(Some(p)) if p.checkpoint.is_shard_end() => {}
+                Ok(Some(_)) => return false,
+                Err(e) => {
+                    tracing::warn!(lease = %key, error = %e, "reading a parent lease failed");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
