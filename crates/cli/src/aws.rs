@@ -30,6 +30,15 @@ use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 /// emulators accept any).
 const LOCAL_REGION: &str = "us-east-1";
 
+/// Where the missing-credentials error points for emulators: `kfleet local`
+/// when this build has it.
+#[cfg(feature = "local")]
+const EMULATORS_HINT: &str = " (`kfleet local`)";
+/// Where the missing-credentials error points for emulators: `kfleet local`
+/// when this build has it.
+#[cfg(not(feature = "local"))]
+const EMULATORS_HINT: &str = "";
+
 /// How long resolving credentials may take (SSO and `credential_process`
 /// may run a program or refresh a token).
 const CREDENTIALS_DEADLINE: Duration = Duration::from_secs(60);
@@ -142,7 +151,7 @@ impl Aws {
                 bail!(
                     "no AWS credentials for {target}{why}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
                      pick a profile with --profile or AWS_PROFILE (for SSO profiles run `aws sso login` first), \
-                     or point --endpoint-url at local emulators (`kfleet local`)"
+                     or point --endpoint-url at local emulators{EMULATORS_HINT}"
                 )
             }
             Err(_) => bail!(

@@ -7,8 +7,8 @@ use kinesis_fleet_leases::{DynamoLeaseStore, Lease, LeaseStore};
 use serde::Serialize;
 
 use crate::aws::{Aws, AwsArgs, Service, error_code};
-use crate::output::{self, Table};
-use crate::stream::Kinesis;
+use crate::kinesis::Kinesis;
+use crate::output::{self, Table, checkpoint_text};
 
 /// `kfleet leases` options.
 #[derive(Debug, clap::Args)]
@@ -66,10 +66,7 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
     leases.sort_by(|a, b| a.lease_key.cmp(&b.lease_key));
     let mut rows: Vec<LeaseRow> = leases.iter().map(row).collect();
     if let Some(stream) = &args.stream {
-        let kinesis = Kinesis {
-            client: aws.kinesis(),
-            endpoint: aws.kinesis_endpoint(),
-        };
+        let kinesis = Kinesis::new(&aws);
         kinesis.summary(stream).await?;
         for (row, lease) in rows.iter_mut().zip(&leases) {
             row.millis_behind_latest = lag(&kinesis, stream, lease).await;
@@ -91,11 +88,7 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
         "PARENTS",
         "BEHIND (ms)",
     ]);
-    for r in &rows {
-        let mut checkpoint = r.checkpoint.clone();
-        if r.checkpoint_sub_sequence > 0 {
-            checkpoint.push_str(&format!("/{}", r.checkpoint_sub_sequence));
-        }
+    for (r, lease) in rows.iter().zip(&leases) {
         let owner = match (&r.owner, &r.checkpoint_owner) {
             (Some(o), Some(from)) if o != from => format!("{from} -> {o}"),
             (Some(o), _) => o.clone(),
@@ -105,7 +98,7 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
             r.lease_key.clone(),
             owner,
             r.counter.to_string(),
-            checkpoint,
+            checkpoint_text(&lease.checkpoint),
             r.parents.join(","),
             r.millis_behind_latest
                 .map(|m| m.to_string())
@@ -120,13 +113,19 @@ pub(crate) async fn list_leases(aws: &Aws, table: &str) -> anyhow::Result<Vec<Le
     let store = DynamoLeaseStore::new(aws.dynamodb(), table);
     match store.list_leases().await {
         Ok(leases) => Ok(leases),
-        Err(kinesis_fleet_leases::Error::TableNotFound { .. }) => Err(no_lease_table(aws, table)),
-        Err(kinesis_fleet_leases::Error::Service { message, .. })
-            if message.contains("ResourceNotFoundException") =>
-        {
-            Err(no_lease_table(aws, table))
-        }
+        Err(e) if is_missing_table(&e) => Err(no_lease_table(aws, table)),
         Err(e) => Err(anyhow::Error::new(e).context(format!("reading lease table {table}"))),
+    }
+}
+
+/// Whether a lease or coordinator store error says the table does not exist.
+pub(crate) fn is_missing_table(e: &kinesis_fleet_leases::Error) -> bool {
+    match e {
+        kinesis_fleet_leases::Error::TableNotFound { .. } => true,
+        kinesis_fleet_leases::Error::Service { message, .. } => {
+            message.contains("ResourceNotFoundException")
+        }
+        _ => false,
     }
 }
 

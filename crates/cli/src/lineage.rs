@@ -4,15 +4,14 @@
 
 use std::collections::HashMap;
 
-use kinesis_fleet::ExtendedSequenceNumber;
 use kinesis_fleet_leases::Lease;
 use kinesis_fleet_retrieval::Shard;
 use serde::Serialize;
 
-use crate::aws::{Aws, AwsArgs, Service};
+use crate::aws::AwsArgs;
+use crate::kinesis::{Kinesis, shard_state};
 use crate::leases::list_leases;
-use crate::output::{self, Table};
-use crate::stream::Kinesis;
+use crate::output::{self, Table, checkpoint_text};
 
 /// `kfleet lineage` options.
 #[derive(Debug, clap::Args)]
@@ -89,16 +88,7 @@ struct Line {
 
 pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
     let table = args.lease_table.clone().or(args.application.clone());
-    let services: &[Service] = if table.is_some() {
-        &[Service::Kinesis, Service::DynamoDb]
-    } else {
-        &[Service::Kinesis]
-    };
-    let aws = Aws::connect(aws_args, services).await?;
-    let kinesis = Kinesis {
-        client: aws.kinesis(),
-        endpoint: aws.kinesis_endpoint(),
-    };
+    let (aws, kinesis) = Kinesis::connect(aws_args, table.is_some()).await?;
     let mut shards = kinesis.shards(&args.stream).await?;
     shards.sort_by(|a, b| {
         (a.hash_key_range.start, &a.shard_id).cmp(&(b.hash_key_range.start, &b.shard_id))
@@ -142,7 +132,7 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
         }
         let mut cells = vec![
             id,
-            state(shard).into(),
+            shard_state(shard).into(),
             format!(
                 "{}..{}",
                 shard.hash_key_range.start, shard.hash_key_range.end
@@ -155,7 +145,11 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
                     .and_then(|l| l.lease_owner.clone())
                     .unwrap_or_default(),
             );
-            cells.push(lease.map(|l| checkpoint(&l.checkpoint)).unwrap_or_default());
+            cells.push(
+                lease
+                    .map(|l| checkpoint_text(&l.checkpoint))
+                    .unwrap_or_default(),
+            );
         }
         out.row(cells);
     }
@@ -170,23 +164,11 @@ fn of_stream(lease: &Lease, stream: &str) -> bool {
         .is_none_or(|id| id.split(':').nth(1) == Some(stream))
 }
 
-fn state(shard: &Shard) -> &'static str {
-    if shard.is_closed() { "closed" } else { "open" }
-}
-
-/// `sequence`, or `sequence/sub` inside a KPL aggregate.
-fn checkpoint(c: &ExtendedSequenceNumber) -> String {
-    match c.sub_sequence_number {
-        0 => c.sequence_number.to_string(),
-        sub => format!("{}/{sub}", c.sequence_number),
-    }
-}
-
 fn shard_row(shards: &[Shard], tree: &Tree, i: usize, lease: Option<&Lease>) -> ShardRow {
     let shard = &shards[i];
     ShardRow {
         shard_id: shard.shard_id.to_string(),
-        state: state(shard),
+        state: shard_state(shard),
         parents: shard.parent_shard_ids.iter().map(String::from).collect(),
         children: tree.children[i]
             .iter()
@@ -270,6 +252,7 @@ mod tests {
     use kinesis_fleet_retrieval::{HashKeyRange, SequenceNumberRange, ShardId};
 
     use super::*;
+    use kinesis_fleet::ExtendedSequenceNumber;
 
     fn shard(id: u32, parents: &[u32], range: (u128, u128), closed: bool) -> Shard {
         let name = |n: &u32| ShardId::from(format!("s{n}"));
@@ -327,11 +310,7 @@ mod tests {
     }
 
     #[test]
-    fn checkpoints_and_multi_stream_keys() {
-        let seq = |s: &str, sub| ExtendedSequenceNumber::parse(s, sub).unwrap();
-        assert_eq!(checkpoint(&seq("123", 0)), "123");
-        assert_eq!(checkpoint(&seq("123", 4)), "123/4");
-        assert_eq!(checkpoint(&ExtendedSequenceNumber::SHARD_END), "SHARD_END");
+    fn multi_stream_keys() {
         let lease = |key: &str| Lease::new(key, ExtendedSequenceNumber::LATEST);
         assert!(of_stream(&lease("shardId-000000000001"), "orders"));
         assert!(of_stream(

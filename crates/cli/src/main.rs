@@ -1,17 +1,27 @@
 //! `kfleet`: run the kinesis-fleet demo and operate Kinesis consumer fleets.
+//!
+//! The `local` cargo feature (on by default) adds `demo`, `local` and `put`,
+//! which link the test kit (embedded emulators, its producer); without it the
+//! binary holds the other commands only and names the missing ones on use.
 
 mod aws;
+#[cfg(feature = "local")]
 mod demo;
+mod kinesis;
 mod leases;
 mod lineage;
+#[cfg(feature = "local")]
 mod local;
 mod output;
+#[cfg(feature = "local")]
 mod put;
 mod signal;
 mod status;
 mod stream;
 mod tail;
 mod time;
+#[cfg(not(feature = "local"))]
+mod without_local;
 
 use std::process::ExitCode;
 
@@ -19,12 +29,12 @@ use clap::{Parser, Subcommand};
 
 /// Operate Kinesis streams and kinesis-fleet (or KCL) consumer fleets.
 ///
-/// Every command except `demo` and `local` uses the standard AWS
-/// configuration: credentials and region from the environment, the profile
-/// (--profile or AWS_PROFILE, SSO and credential_process included), and
-/// endpoints from AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_KINESIS and
-/// AWS_ENDPOINT_URL_DYNAMODB or the --*endpoint-url options. Loopback
-/// endpoints (the local emulators) need no credentials.
+/// Every command that talks to AWS uses the standard AWS configuration:
+/// credentials and region from the environment, the profile (--profile or
+/// AWS_PROFILE, SSO and credential_process included), and endpoints from
+/// AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_KINESIS and AWS_ENDPOINT_URL_DYNAMODB
+/// or the --*endpoint-url options. Loopback endpoints (the local emulators)
+/// need no credentials.
 #[derive(Debug, Parser)]
 #[command(
     name = "kfleet",
@@ -32,7 +42,7 @@ use clap::{Parser, Subcommand};
     about,
     long_about,
     arg_required_else_help = true,
-    after_help = "Examples:\n  kfleet local\n  kfleet stream create orders --shards 4\n  seq 1 100 | kfleet put --stream orders\n  kfleet tail --stream orders --from trim-horizon\n  kfleet status --application orders-etl"
+    after_help = EXAMPLES
 )]
 struct Cli {
     #[command(flatten)]
@@ -41,6 +51,13 @@ struct Cli {
     command: Command,
 }
 
+/// The examples under `kfleet --help`: only commands this build has.
+#[cfg(feature = "local")]
+const EXAMPLES: &str = "Examples:\n  kfleet local\n  kfleet stream create orders --shards 4\n  seq 1 100 | kfleet put --stream orders\n  kfleet tail --stream orders --from trim-horizon\n  kfleet status --application orders-etl";
+/// The examples under `kfleet --help`: only commands this build has.
+#[cfg(not(feature = "local"))]
+const EXAMPLES: &str = "Examples:\n  kfleet stream create orders --shards 4\n  kfleet tail --stream orders --from trim-horizon\n  kfleet status --application orders-etl";
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Start local Kinesis and DynamoDB emulators, produce a mix of
@@ -48,13 +65,16 @@ enum Command {
     ///
     /// Ends with `demo: produced=N delivered=N lost=L duplicates=D`; exits 0
     /// only when nothing was lost.
+    #[cfg(feature = "local")]
     Demo(demo::Args),
     /// Run the embedded Kinesis and DynamoDB emulators in the foreground and
     /// print their endpoints.
+    #[cfg(feature = "local")]
     Local(local::Args),
     /// List, create, describe, reshard and delete streams.
     Stream(stream::Args),
     /// Write records to a stream, one per line of stdin or a file.
+    #[cfg(feature = "local")]
     Put(put::Args),
     /// Print a stream's records as JSON lines or text.
     Tail(tail::Args),
@@ -66,6 +86,17 @@ enum Command {
     /// Show a stream's shard tree: parents and children, open or closed,
     /// hash key ranges and, with --application, lease owners and checkpoints.
     Lineage(lineage::Args),
+    /// `demo`, `local` and `put` in a build without the `local` feature:
+    /// hidden from the help, they explain what is missing.
+    #[cfg(not(feature = "local"))]
+    #[command(name = "demo", hide = true)]
+    DemoWithoutLocal(without_local::Args),
+    #[cfg(not(feature = "local"))]
+    #[command(name = "local", hide = true)]
+    LocalWithoutLocal(without_local::Args),
+    #[cfg(not(feature = "local"))]
+    #[command(name = "put", hide = true)]
+    PutWithoutLocal(without_local::Args),
 }
 
 fn main() -> ExitCode {
@@ -107,14 +138,23 @@ fn main() -> ExitCode {
     let aws = cli.aws;
     let result = runtime.block_on(async {
         match cli.command {
+            #[cfg(feature = "local")]
             Command::Demo(args) => demo::run(args).await,
+            #[cfg(feature = "local")]
             Command::Local(args) => local::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Stream(args) => stream::run(&aws, args).await.map(|()| ExitCode::SUCCESS),
+            #[cfg(feature = "local")]
             Command::Put(args) => put::run(&aws, args).await.map(|()| ExitCode::SUCCESS),
             Command::Tail(args) => tail::run(&aws, args).await.map(|()| ExitCode::SUCCESS),
             Command::Leases(args) => leases::run(&aws, args).await.map(|()| ExitCode::SUCCESS),
             Command::Status(args) => status::run(&aws, args).await.map(|()| ExitCode::SUCCESS),
             Command::Lineage(args) => lineage::run(&aws, args).await.map(|()| ExitCode::SUCCESS),
+            #[cfg(not(feature = "local"))]
+            Command::DemoWithoutLocal(_) => Ok(without_local::refuse("demo")),
+            #[cfg(not(feature = "local"))]
+            Command::LocalWithoutLocal(_) => Ok(without_local::refuse("local")),
+            #[cfg(not(feature = "local"))]
+            Command::PutWithoutLocal(_) => Ok(without_local::refuse("put")),
         }
     });
     // Do not wait for readers or SDK connections still winding down.
@@ -151,4 +191,38 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     let message = message.strip_prefix("error: ").unwrap_or(&message);
     eprintln!("kfleet: {message} (see --help)");
     ExitCode::from(2)
+}
+
+#[cfg(all(test, not(feature = "local")))]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn help_leaves_out_the_commands_of_the_local_feature() {
+        let cli = Cli::command();
+        let listed: Vec<&str> = cli
+            .get_subcommands()
+            .filter(|c| !c.is_hide_set())
+            .map(|c| c.get_name())
+            .collect();
+        for missing in ["demo", "local", "put"] {
+            assert!(!listed.contains(&missing), "{listed:?}");
+        }
+        let help = Cli::command().render_long_help().to_string();
+        for missing in ["kfleet demo", "kfleet local", "kfleet put"] {
+            assert!(!help.contains(missing), "{help}");
+        }
+    }
+
+    #[test]
+    fn the_missing_commands_still_parse_with_any_arguments() {
+        let cli = Cli::try_parse_from(["kfleet", "put", "--stream", "s", "--help"]).unwrap();
+        assert!(matches!(cli.command, Command::PutWithoutLocal(_)));
+        let cli = Cli::try_parse_from(["kfleet", "demo"]).unwrap();
+        assert!(matches!(cli.command, Command::DemoWithoutLocal(_)));
+        let cli = Cli::try_parse_from(["kfleet", "local", "--data-dir", "x"]).unwrap();
+        assert!(matches!(cli.command, Command::LocalWithoutLocal(_)));
+    }
 }

@@ -5,6 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use kinesis_fleet::ExtendedSequenceNumber;
 
 /// A plain-text table: left-aligned columns, two spaces apart, `-` for
 /// empty cells.
@@ -102,34 +103,42 @@ pub(crate) fn interactive() -> bool {
 /// A spinner on stderr with `message`, ticking, when [`interactive`];
 /// otherwise a hidden one.
 pub(crate) fn spinner(message: impl Into<String>) -> ProgressBar {
+    ticking("{spinner} {msg} ({elapsed})", message.into())
+}
+
+/// A counter of records on stderr (`N records, R/s`) when [`interactive`].
+#[cfg(feature = "local")]
+pub(crate) fn counter(message: impl Into<String>) -> ProgressBar {
+    ticking(
+        "{spinner} {msg}: {human_pos} records ({per_sec}) {elapsed}",
+        message.into(),
+    )
+}
+
+/// A progress bar on stderr drawn with `template`, ticking, when
+/// [`interactive`]; otherwise a hidden one.
+fn ticking(template: &str, message: String) -> ProgressBar {
     if !interactive() {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+        ProgressStyle::with_template(template)
             .unwrap_or_else(|_| ProgressStyle::default_spinner())
             .tick_chars("|/-\\ "),
     );
-    bar.set_message(message.into());
+    bar.set_message(message);
     bar.enable_steady_tick(Duration::from_millis(120));
     bar
 }
 
-/// A counter of records on stderr (`N records, R/s`) when [`interactive`].
-pub(crate) fn counter(message: impl Into<String>) -> ProgressBar {
-    if !interactive() {
-        return ProgressBar::hidden();
+/// A checkpoint as the tables print it: `sequence`, or `sequence/sub`
+/// inside a KPL aggregate.
+pub(crate) fn checkpoint_text(c: &ExtendedSequenceNumber) -> String {
+    match c.sub_sequence_number {
+        0 => c.sequence_number.to_string(),
+        sub => format!("{}/{sub}", c.sequence_number),
     }
-    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg}: {human_pos} records ({per_sec}) {elapsed}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner())
-            .tick_chars("|/-\\ "),
-    );
-    bar.set_message(message.into());
-    bar.enable_steady_tick(Duration::from_millis(120));
-    bar
 }
 
 #[cfg(test)]
@@ -144,6 +153,17 @@ mod tests {
         assert_eq!(
             t.render(),
             "SHARD      OWNER     N\nshardId-0  -         1\ns          worker-a  22\n"
+        );
+    }
+
+    #[test]
+    fn checkpoints_show_their_sub_sequence_inside_an_aggregate() {
+        let seq = |s: &str, sub| ExtendedSequenceNumber::parse(s, sub).unwrap();
+        assert_eq!(checkpoint_text(&seq("123", 0)), "123");
+        assert_eq!(checkpoint_text(&seq("123", 4)), "123/4");
+        assert_eq!(
+            checkpoint_text(&ExtendedSequenceNumber::SHARD_END),
+            "SHARD_END"
         );
     }
 }

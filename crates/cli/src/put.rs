@@ -8,9 +8,9 @@ use kinesis_fleet::kpl::NewRecord;
 use kinesis_fleet_testkit::producer::{MAX_RECORD_BYTES, Producer, PutReport};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
-use crate::aws::{Aws, AwsArgs, Service};
+use crate::aws::AwsArgs;
+use crate::kinesis::Kinesis;
 use crate::output;
-use crate::stream::Kinesis;
 
 /// Records handed to the producer at once: large enough for full
 /// PutRecords calls and well-packed aggregates, small enough to bound memory.
@@ -113,11 +113,7 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
         ),
         None => Box::new(tokio::io::stdin()),
     };
-    let aws = Aws::connect(aws_args, &[Service::Kinesis]).await?;
-    let kinesis = Kinesis {
-        client: aws.kinesis(),
-        endpoint: aws.kinesis_endpoint(),
-    };
+    let (_, kinesis) = Kinesis::connect(aws_args, false).await?;
     kinesis.summary(&args.stream).await?;
     let producer = Producer::new(kinesis.client.clone(), &args.stream);
 

@@ -2,19 +2,21 @@
 //! shards waiting on their parents.
 //!
 //! Workers and the leader come from the coordinator table
-//! `<application>-coordinator` when it exists (read with a plain Scan, so
-//! this works whatever worker version wrote it). Without it (a KCL fleet, or
-//! one from before coordination) the lease owners stand in for workers.
+//! `<application>-coordinator` when it exists, read through the leases
+//! crate's [`DynamoCoordinatorStore`] (the one home of its schema). Without
+//! it (a KCL fleet, or one from before coordination) the lease owners stand
+//! in for workers.
 
 use std::collections::{BTreeMap, HashMap};
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use kinesis_fleet::SequenceNumber;
-use kinesis_fleet_leases::Lease;
+use kinesis_fleet_leases::{
+    CoordinatorStore, CoordinatorView, DynamoCoordinatorStore, Lease, WorkerState,
+};
 use serde::Serialize;
 
-use crate::aws::{Aws, AwsArgs, Service, error_code, sdk_error};
-use crate::leases::list_leases;
+use crate::aws::{Aws, AwsArgs, Service};
+use crate::leases::{is_missing_table, list_leases};
 use crate::output::{self, Table};
 use crate::time::{format_age, format_epoch_millis, now_millis};
 
@@ -74,6 +76,16 @@ struct WorkerRow {
     leader: bool,
 }
 
+impl WorkerRow {
+    /// Running, or a lease owner without a heartbeat item: counted in the
+    /// balance.
+    fn may_hold_leases(&self) -> bool {
+        self.state
+            .as_deref()
+            .is_none_or(|s| s == WorkerState::Running.as_str())
+    }
+}
+
 #[derive(Debug, Default, Serialize)]
 struct LeaseCounts {
     total: usize,
@@ -101,7 +113,7 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
     let lease_table = args.lease_table.clone().unwrap_or(args.application.clone());
     let leases = list_leases(&aws, &lease_table).await?;
     let coordinator_table = format!("{}-coordinator", args.application);
-    let coordinator = scan_coordinator(&aws, &coordinator_table).await?;
+    let coordinator = read_coordinator(&aws, &coordinator_table).await?;
     let status = build_status(
         &args.application,
         &lease_table,
@@ -116,47 +128,23 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
     }
 }
 
-/// Items of the coordinator table, or `None` when it does not exist.
-async fn scan_coordinator(
-    aws: &Aws,
-    table: &str,
-) -> anyhow::Result<Option<Vec<HashMap<String, AttributeValue>>>> {
-    let client = aws.dynamodb();
-    let mut items = Vec::new();
-    let mut start: Option<HashMap<String, AttributeValue>> = None;
-    loop {
-        let out = match client
-            .scan()
-            .table_name(table)
-            .consistent_read(true)
-            .set_exclusive_start_key(start.take())
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(None),
-            Err(e) => return Err(sdk_error("Scan", &aws.dynamodb_endpoint(), &e)),
-        };
-        items.extend(out.items.unwrap_or_default());
-        match out.last_evaluated_key {
-            Some(key) if !key.is_empty() => start = Some(key),
-            _ => return Ok(Some(items)),
-        }
+/// The coordinator table's workers and leader, or `None` when the table
+/// does not exist.
+async fn read_coordinator(aws: &Aws, table: &str) -> anyhow::Result<Option<CoordinatorView>> {
+    match DynamoCoordinatorStore::new(aws.dynamodb(), table)
+        .read()
+        .await
+    {
+        Ok(view) => Ok(Some(view)),
+        Err(e) if is_missing_table(&e) => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("reading coordinator table {table}"))),
     }
-}
-
-fn string(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
-    item.get(name)?.as_s().ok().cloned()
-}
-
-fn number<T: std::str::FromStr>(item: &HashMap<String, AttributeValue>, name: &str) -> Option<T> {
-    item.get(name)?.as_n().ok()?.parse().ok()
 }
 
 fn build_status(
     application: &str,
     lease_table: &str,
-    coordinator: Option<(String, Vec<HashMap<String, AttributeValue>>)>,
+    coordinator: Option<(String, CoordinatorView)>,
     leases: &[Lease],
     now_ms: i64,
 ) -> Status {
@@ -179,36 +167,29 @@ fn build_status(
         ..Status::default()
     };
     let mut workers: BTreeMap<String, WorkerRow> = BTreeMap::new();
-    if let Some((table, items)) = coordinator {
+    if let Some((table, view)) = coordinator {
         status.coordinator_table = Some(table);
-        for item in &items {
-            let Some(key) = string(item, "key") else {
-                continue;
-            };
-            if key == "leader" {
-                let heartbeat_at: Option<i64> = number(item, "heartbeatAt");
-                status.leader = string(item, "leaderId").map(|worker_id| Leader {
+        // Stored as u64 epoch milliseconds; any real clock fits an i64.
+        let millis = |t: u64| i64::try_from(t).unwrap_or(i64::MAX);
+        status.leader = view.leader.map(|l| Leader {
+            worker_id: l.leader_id,
+            leader_counter: Some(l.leader_counter),
+            heartbeat_at_ms: Some(millis(l.heartbeat_at_ms)),
+            heartbeat_age_ms: Some(now_ms - millis(l.heartbeat_at_ms)),
+        });
+        for (worker_id, w) in view.workers {
+            workers.insert(
+                worker_id.clone(),
+                WorkerRow {
+                    leases: held.get(&worker_id).copied().unwrap_or(0),
                     worker_id,
-                    leader_counter: number(item, "leaderCounter"),
-                    heartbeat_at_ms: heartbeat_at,
-                    heartbeat_age_ms: heartbeat_at.map(|t| now_ms - t),
-                });
-            } else if let Some(id) = key.strip_prefix("worker#") {
-                let worker_id = string(item, "workerId").unwrap_or_else(|| id.to_owned());
-                let heartbeat_at: Option<i64> = number(item, "heartbeatAt");
-                workers.insert(
-                    worker_id.clone(),
-                    WorkerRow {
-                        leases: held.get(&worker_id).copied().unwrap_or(0),
-                        worker_id,
-                        state: string(item, "state"),
-                        heartbeat_counter: number(item, "heartbeatCounter"),
-                        heartbeat_age_ms: heartbeat_at.map(|t| now_ms - t),
-                        started_at_ms: number(item, "startedAt"),
-                        leader: false,
-                    },
-                );
-            }
+                    state: Some(w.state.as_str().to_owned()),
+                    heartbeat_counter: Some(w.heartbeat_counter),
+                    heartbeat_age_ms: Some(now_ms - millis(w.heartbeat_at_ms)),
+                    started_at_ms: Some(millis(w.started_at_ms)),
+                    leader: false,
+                },
+            );
         }
     }
     // Owners without a heartbeat item: every owner when there is no coordinator.
@@ -233,7 +214,7 @@ fn build_status(
     let counts: Vec<usize> = status
         .workers
         .iter()
-        .filter(|w| w.state.as_deref().is_none_or(|s| s == "RUNNING"))
+        .filter(|w| w.may_hold_leases())
         .map(|w| w.leases)
         .collect();
     if let (Some(min), Some(max)) = (counts.iter().min(), counts.iter().max()) {
@@ -296,11 +277,7 @@ fn render(s: &Status) -> String {
     ));
     match &s.balance {
         Some(b) => {
-            let running = s
-                .workers
-                .iter()
-                .filter(|w| w.state.as_deref().is_none_or(|st| st == "RUNNING"))
-                .count();
+            let running = s.workers.iter().filter(|w| w.may_hold_leases()).count();
             out.push_str(&format!(
                 "balance      {running} worker{}: min {}, max {}, mean {:.1} leases per worker\n",
                 if running == 1 { "" } else { "s" },
@@ -369,6 +346,7 @@ fn render(s: &Status) -> String {
 mod tests {
     use super::*;
     use kinesis_fleet::ExtendedSequenceNumber;
+    use kinesis_fleet_leases::{LeaderRecord, WorkerRecord};
 
     fn lease(key: &str, owner: Option<&str>, parents: &[&str], done: bool) -> Lease {
         let mut l = Lease::new(
@@ -384,19 +362,14 @@ mod tests {
         l
     }
 
-    fn item(pairs: &[(&str, AttributeValue)]) -> HashMap<String, AttributeValue> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.clone()))
-            .collect()
-    }
-
-    fn s(v: &str) -> AttributeValue {
-        AttributeValue::S(v.into())
-    }
-
-    fn n(v: i64) -> AttributeValue {
-        AttributeValue::N(v.to_string())
+    fn worker(id: &str, counter: u64, heartbeat_at_ms: u64, started_at_ms: u64) -> WorkerRecord {
+        WorkerRecord {
+            worker_id: id.into(),
+            heartbeat_counter: counter,
+            heartbeat_at_ms,
+            started_at_ms,
+            state: WorkerState::Running,
+        }
     }
 
     #[test]
@@ -430,30 +403,17 @@ mod tests {
 
     #[test]
     fn coordinator_workers_leader_and_idle_workers() {
-        let items = vec![
-            item(&[
-                ("key", s("leader")),
-                ("leaderId", s("w1")),
-                ("leaderCounter", n(7)),
-                ("heartbeatAt", n(9_000)),
-            ]),
-            item(&[
-                ("key", s("worker#w1")),
-                ("workerId", s("w1")),
-                ("heartbeatCounter", n(3)),
-                ("heartbeatAt", n(9_500)),
-                ("startedAt", n(1_000)),
-                ("state", s("RUNNING")),
-            ]),
-            item(&[
-                ("key", s("worker#w2")),
-                ("workerId", s("w2")),
-                ("heartbeatCounter", n(1)),
-                ("heartbeatAt", n(9_900)),
-                ("startedAt", n(2_000)),
-                ("state", s("RUNNING")),
-            ]),
-        ];
+        let view = CoordinatorView {
+            leader: Some(LeaderRecord {
+                leader_id: "w1".into(),
+                leader_counter: 7,
+                heartbeat_at_ms: 9_000,
+            }),
+            workers: [worker("w1", 3, 9_500, 1_000), worker("w2", 1, 9_900, 2_000)]
+                .into_iter()
+                .map(|w| (w.worker_id.clone(), w))
+                .collect(),
+        };
         let leases = [
             lease("s-0", Some("w1"), &[], false),
             lease("s-1", Some("w1"), &[], false),
@@ -461,7 +421,7 @@ mod tests {
         let st = build_status(
             "app",
             "app",
-            Some(("app-coordinator".into(), items)),
+            Some(("app-coordinator".into(), view)),
             &leases,
             10_000,
         );

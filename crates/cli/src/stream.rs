@@ -2,23 +2,16 @@
 //! streams.
 
 use std::io::IsTerminal;
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::types::{
-    ScalingType, StreamDescriptionSummary, StreamMode, StreamModeDetails, StreamStatus,
-};
+use aws_sdk_kinesis::types::{ScalingType, StreamMode, StreamModeDetails};
 use clap::Subcommand;
 use kinesis_fleet_retrieval::{HashKeyRange, Shard};
 use serde::Serialize;
 
-use crate::aws::{Aws, AwsArgs, Service, error_code, sdk_error};
+use crate::aws::{AwsArgs, error_code, sdk_error};
+use crate::kinesis::{Kinesis, shard_state};
 use crate::output::{self, Table};
-
-/// Longest wait for a stream to become ACTIVE (resharding a large stream
-/// can take many minutes) or to disappear.
-const WAIT_DEADLINE: Duration = Duration::from_secs(30 * 60);
 
 /// `kfleet stream` options.
 #[derive(Debug, clap::Args)]
@@ -161,11 +154,7 @@ struct DeleteArgs {
 }
 
 pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
-    let aws = Aws::connect(aws_args, &[Service::Kinesis]).await?;
-    let kinesis = Kinesis {
-        client: aws.kinesis(),
-        endpoint: aws.kinesis_endpoint(),
-    };
+    let (_, kinesis) = Kinesis::connect(aws_args, false).await?;
     match args.command {
         StreamCommand::List(a) => list(&kinesis, a).await,
         StreamCommand::Create(a) => create(&kinesis, a).await,
@@ -174,79 +163,6 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
         StreamCommand::Merge(a) => merge(&kinesis, a).await,
         StreamCommand::Scale(a) => scale(&kinesis, a).await,
         StreamCommand::Delete(a) => delete(&kinesis, a).await,
-    }
-}
-
-/// A Kinesis client and where it points, for error messages.
-#[derive(Debug, Clone)]
-pub(crate) struct Kinesis {
-    pub(crate) client: Client,
-    pub(crate) endpoint: String,
-}
-
-impl Kinesis {
-    /// DescribeStreamSummary; a missing stream is a clear error.
-    pub(crate) async fn summary(&self, name: &str) -> anyhow::Result<StreamDescriptionSummary> {
-        match self
-            .client
-            .describe_stream_summary()
-            .stream_name(name)
-            .send()
-            .await
-        {
-            Ok(out) => out
-                .stream_description_summary
-                .context("DescribeStreamSummary returned no summary"),
-            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {
-                Err(self.no_such_stream(name))
-            }
-            Err(e) => Err(sdk_error("DescribeStreamSummary", &self.endpoint, &e)),
-        }
-    }
-
-    /// Every shard of the stream, open and closed.
-    pub(crate) async fn shards(&self, name: &str) -> anyhow::Result<Vec<Shard>> {
-        kinesis_fleet_retrieval::list_shards(&self.client, name)
-            .await
-            .map_err(|e| match e {
-                kinesis_fleet_retrieval::Error::StreamNotFound { .. } => self.no_such_stream(name),
-                other => anyhow::Error::new(other).context("listing shards"),
-            })
-    }
-
-    pub(crate) fn no_such_stream(&self, name: &str) -> anyhow::Error {
-        anyhow::anyhow!(
-            "stream {name:?} does not exist at {} (check the name, --region and --profile; `kfleet stream list` shows the streams)",
-            self.endpoint
-        )
-    }
-
-    /// Polls until the stream is ACTIVE (or, with `gone`, until it no longer exists).
-    async fn wait(&self, name: &str, what: &str, gone: bool) -> anyhow::Result<()> {
-        let bar = output::spinner(format!("{what}: waiting for stream {name}"));
-        let started = Instant::now();
-        let mut delay = Duration::from_millis(50);
-        let mut last;
-        loop {
-            match self.summary(name).await {
-                Ok(s) if !gone && s.stream_status() == &StreamStatus::Active => break,
-                Ok(s) => last = s.stream_status().as_str().to_owned(),
-                Err(_) if gone => break,
-                Err(e) => return Err(e),
-            }
-            if started.elapsed() > WAIT_DEADLINE {
-                bar.finish_and_clear();
-                bail!(
-                    "stream {name} is still {last} after {:?}; it may finish later (check with `kfleet stream describe {name}`)",
-                    started.elapsed()
-                );
-            }
-            bar.set_message(format!("{what}: stream {name} is {last}"));
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
-        }
-        bar.finish_and_clear();
-        Ok(())
     }
 }
 
@@ -391,7 +307,7 @@ async fn describe(k: &Kinesis, args: DescribeArgs) -> anyhow::Result<()> {
                 .map_or((String::new(), None), |r| (r.start.clone(), r.end.clone()));
             ShardRow {
                 shard_id: s.shard_id.to_string(),
-                state: if s.is_closed() { "closed" } else { "open" },
+                state: shard_state(s),
                 parents: s.parent_shard_ids.iter().map(String::from).collect(),
                 starting_hash_key: s.hash_key_range.start.to_string(),
                 ending_hash_key: s.hash_key_range.end.to_string(),

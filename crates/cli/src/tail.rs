@@ -21,8 +21,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::aws::{Aws, AwsArgs, Service};
-use crate::stream::Kinesis;
+use crate::aws::{Aws, AwsArgs};
+use crate::kinesis::Kinesis;
 use crate::time::{parse_duration, parse_timestamp};
 
 /// Wait between GetRecords calls on a caught-up shard. Shorter than the
@@ -120,16 +120,7 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
     if args.max_records == Some(0) {
         return Ok(());
     }
-    let services: &[Service] = if args.application.is_some() {
-        &[Service::Kinesis, Service::DynamoDb]
-    } else {
-        &[Service::Kinesis]
-    };
-    let aws = Aws::connect(aws_args, services).await?;
-    let kinesis = Kinesis {
-        client: aws.kinesis(),
-        endpoint: aws.kinesis_endpoint(),
-    };
+    let (aws, kinesis) = Kinesis::connect(aws_args, args.application.is_some()).await?;
     // A missing stream is a one-line error before anything else starts.
     kinesis.summary(&args.stream).await?;
     let sink = Arc::new(Sink::new(&args));

@@ -30,6 +30,7 @@
 //! ```
 
 mod checker;
+mod record;
 mod recorder;
 mod reshard;
 mod sender;
@@ -38,9 +39,10 @@ mod workload;
 use std::time::Duration;
 
 pub use checker::{Report, check};
+pub use record::WorkloadRecord;
 pub use recorder::Recorder;
 pub use reshard::{Lineage, LineageShard, Reshard, ShardRange};
-pub use workload::{RunningWorkload, Workload, WorkloadRecord, Written};
+pub use workload::{RunningWorkload, Workload, Written};
 
 use crate::Result;
 

@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use super::workload::WorkloadRecord;
+use super::record::WorkloadRecord;
 
 /// Collects what record processors saw: deliveries, checkpoints and worker
 /// crashes, in the order the calls arrive. Clones share one log, so hand one

@@ -8,8 +8,8 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use kinesis_fleet_kpl::{AggregatedRecord, Aggregator};
 
+use super::record::WorkloadRecord;
 use super::reshard::{ShardRange, list_lineage};
-use super::workload::WorkloadRecord;
 use crate::producer::Producer;
 use crate::{Error, Result};
 

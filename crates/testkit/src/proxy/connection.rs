@@ -1,0 +1,314 @@
+//! The proxy thread's work: accepting client connections and forwarding
+//! each one to the upstream under the current fault.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+
+use super::fault::{Direction, Fault, FaultState};
+use super::http::RequestCounter;
+use super::stats::{OpenGuard, Stats};
+
+/// Bytes read from a socket at once.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Chunks in flight per direction (read, not yet written). Small, so a peer
+/// that stops reading pushes back on the sender through TCP flow control.
+const QUEUE_CHUNKS: usize = 4;
+
+/// How long connecting to the upstream may take before the client connection
+/// is closed.
+const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Under [`Fault::Reset`], how long a new connection is read (to count its
+/// request) before it is reset.
+const RESET_GRACE: Duration = Duration::from_millis(50);
+
+/// Most connections taken from the listen backlog when a reset is requested.
+const BACKLOG_DRAIN_LIMIT: usize = 1024;
+
+pub(super) async fn accept_loop(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    faults: watch::Receiver<FaultState>,
+    stats: Arc<Stats>,
+    shutdown: oneshot::Receiver<()>,
+) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut changes = faults.clone();
+    let mut resets_seen = changes.borrow_and_update().resets;
+    let spawn = |client: TcpStream, resets: u64| {
+        stats.connections_opened.fetch_add(1, Ordering::Relaxed);
+        let faults = faults.clone();
+        let stats = Arc::clone(&stats);
+        tokio::spawn(async move {
+            stats.connections_open.fetch_add(1, Ordering::Relaxed);
+            let _open = OpenGuard(&stats);
+            proxy_connection(client, upstream, resets, faults, &stats).await;
+        });
+    };
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let resets = changes.borrow_and_update().resets;
+                if resets != resets_seen {
+                    // Connections the kernel has established but we have not
+                    // accepted yet existed before the reset: reset them too,
+                    // even if the fault is lifted before they would be served.
+                    for _ in 0..BACKLOG_DRAIN_LIMIT {
+                        let pending = std::future::poll_fn(|cx| {
+                            std::task::Poll::Ready(match listener.poll_accept(cx) {
+                                std::task::Poll::Ready(Ok((client, _))) => Some(client),
+                                _ => None,
+                            })
+                        });
+                        match pending.await {
+                            Some(client) => spawn(client, resets_seen),
+                            None => break,
+                        }
+                    }
+                    resets_seen = resets;
+                }
+            }
+            accepted = listener.accept() => match accepted {
+                Ok((client, _)) => spawn(client, resets_seen),
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly.
+                    tracing::debug!("fault proxy accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Serves one client connection accepted when `resets` resets had been
+/// requested.
+async fn proxy_connection(
+    client: TcpStream,
+    upstream: SocketAddr,
+    resets: u64,
+    faults: watch::Receiver<FaultState>,
+    stats: &Stats,
+) {
+    let state = *faults.borrow();
+    let mut counter = RequestCounter::default();
+    if state.fault == Fault::Reset || state.resets != resets {
+        refuse(client, &mut counter, stats).await;
+        return;
+    }
+    let mut reset_faults = faults.clone();
+    let upstream = tokio::select! {
+        biased;
+        _ = reset_after(&mut reset_faults, resets) => {
+            refuse(client, &mut counter, stats).await;
+            return;
+        }
+        connected = tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, TcpStream::connect(upstream)) => {
+            match connected {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(%upstream, "fault proxy could not connect upstream: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%upstream, "fault proxy timed out connecting upstream");
+                    return;
+                }
+            }
+        }
+    };
+    let _ = client.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut upstream_read, mut upstream_write) = upstream.into_split();
+    let reset = {
+        let to_upstream = forward(
+            &mut client_read,
+            &mut upstream_write,
+            Direction::ToUpstream,
+            &faults,
+            Some((&mut counter, stats)),
+        );
+        let to_client = forward(
+            &mut upstream_read,
+            &mut client_write,
+            Direction::ToClient,
+            &faults,
+            None,
+        );
+        tokio::select! {
+            biased;
+            _ = reset_after(&mut reset_faults, resets) => true,
+            result = async { tokio::try_join!(to_upstream, to_client) } => {
+                if let Err(e) = result {
+                    tracing::debug!("fault proxy connection ended: {e}");
+                }
+                false
+            }
+        }
+    };
+    if reset {
+        // Reunite the halves so dropping them closes without a FIN first.
+        for stream in [
+            client_read.reunite(client_write),
+            upstream_read.reunite(upstream_write),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let _ = stream.set_zero_linger();
+        }
+    }
+}
+
+/// Resolves once [`Fault::Reset`] was set after the connection saw `resets`.
+async fn reset_after(faults: &mut watch::Receiver<FaultState>, resets: u64) {
+    if faults.wait_for(|s| s.resets != resets).await.is_err() {
+        // The handle is gone: the runtime is shutting down.
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Resets a connection accepted under [`Fault::Reset`], after counting the
+/// request it sends within [`RESET_GRACE`].
+async fn refuse(mut client: TcpStream, counter: &mut RequestCounter, stats: &Stats) {
+    let _ = tokio::time::timeout(RESET_GRACE, async {
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            match client.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if counter.feed(&buf[..n], |op| stats.count_request(op)) > 0 {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let _ = client.set_zero_linger();
+}
+
+/// One chunk read from a socket, or the end of its stream.
+struct Chunk {
+    /// When it may be written (read time plus any [`Fault::Delay`]).
+    due: Instant,
+    /// `None`: the source closed its side (EOF).
+    data: Option<Vec<u8>>,
+}
+
+/// Copies `src` to `dst` under the current fault until `src` ends (then
+/// half-closes `dst`) or either side fails.
+async fn forward(
+    src: &mut OwnedReadHalf,
+    dst: &mut OwnedWriteHalf,
+    direction: Direction,
+    faults: &watch::Receiver<FaultState>,
+    mut counter: Option<(&mut RequestCounter, &Stats)>,
+) -> io::Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(QUEUE_CHUNKS);
+    let mut read_faults = faults.clone();
+    let read = async move {
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            // Held back: leave the bytes in the kernel so the sender feels it.
+            if read_faults
+                .wait_for(|s| !direction.held(s.fault))
+                .await
+                .is_err()
+            {
+                return Ok(());
+            }
+            let n = src.read(&mut buf).await?;
+            let now = Instant::now();
+            if n == 0 {
+                let _ = tx
+                    .send(Chunk {
+                        due: now,
+                        data: None,
+                    })
+                    .await;
+                return Ok(());
+            }
+            if let Some((counter, stats)) = counter.as_mut() {
+                counter.feed(&buf[..n], |op| stats.count_request(op));
+            }
+            let fault = read_faults.borrow().fault;
+            if Direction::discarded(fault) {
+                continue;
+            }
+            let due = match fault {
+                Fault::Delay(d) => now + d,
+                _ => now,
+            };
+            let chunk = Chunk {
+                due,
+                data: Some(buf[..n].to_vec()),
+            };
+            if tx.send(chunk).await.is_err() {
+                return Ok(());
+            }
+        }
+    };
+    let mut write_faults = faults.clone();
+    let write = async move {
+        while let Some(chunk) = rx.recv().await {
+            // Lifting the delay releases delayed chunks at once.
+            tokio::select! {
+                _ = tokio::time::sleep_until(chunk.due) => {}
+                _ = write_faults.wait_for(|s| !matches!(s.fault, Fault::Delay(_))) => {}
+            }
+            match chunk.data {
+                Some(data) => {
+                    let fault = wait_until_released(&mut write_faults, direction).await;
+                    if !Direction::discarded(fault) {
+                        dst.write_all(&data).await?;
+                    }
+                }
+                None => {
+                    // A blackhole swallows the FIN too; pass it on once lifted.
+                    let mut fault = wait_until_released(&mut write_faults, direction).await;
+                    while fault == Fault::Blackhole {
+                        if write_faults.changed().await.is_err() {
+                            return Ok(());
+                        }
+                        fault = wait_until_released(&mut write_faults, direction).await;
+                    }
+                    dst.shutdown().await?;
+                    return Ok(());
+                }
+            }
+        }
+        Ok::<(), io::Error>(())
+    };
+    tokio::try_join!(read, write).map(|_| ())
+}
+
+/// Waits while `direction` is held back and returns the fault then in force.
+async fn wait_until_released(
+    faults: &mut watch::Receiver<FaultState>,
+    direction: Direction,
+) -> Fault {
+    let released = faults
+        .wait_for(|s| !direction.held(s.fault))
+        .await
+        .map(|state| state.fault);
+    match released {
+        Ok(fault) => fault,
+        Err(_) => std::future::pending().await,
+    }
+}

@@ -1,0 +1,59 @@
+//! The faults a [`super::FaultProxy`] injects, and what each does to the
+//! bytes flowing in either direction.
+
+use std::time::Duration;
+
+/// What the proxy does to traffic. Takes effect at once on existing and new
+/// connections ([`FaultProxy::set_fault`](super::FaultProxy::set_fault)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// Pass everything through.
+    #[default]
+    None,
+    /// Keep connections open, read and discard bytes in both directions;
+    /// new connections are accepted and treated the same. Clients hang until
+    /// their own timeouts fire. Closes (FIN) are not passed on either.
+    Blackhole,
+    /// Forward every chunk this long after it was read, in both directions
+    /// (added latency; chunks are not delayed behind each other).
+    Delay(Duration),
+    /// Reset every existing connection at once (TCP RST, `SO_LINGER` 0) and
+    /// reset new ones right after accept, once their first request has been
+    /// read and counted (at most 50 ms). Nothing reaches the upstream.
+    Reset,
+    /// Keep connections open and keep forwarding client → server, but hold
+    /// back everything server → client: the proxy stops reading from the
+    /// upstream, so TCP flow control pushes back on it. Nothing is lost:
+    /// when the fault is lifted the held bytes are delivered in order (an
+    /// event stream resumes, a pending response arrives late).
+    StallResponses,
+}
+
+/// The fault plus a counter of [`Fault::Reset`]s, so a reset that is lifted
+/// again before a connection task runs still resets that connection.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct FaultState {
+    pub(super) fault: Fault,
+    pub(super) resets: u64,
+}
+
+/// Direction of a byte stream through the proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Direction {
+    ToUpstream,
+    ToClient,
+}
+
+impl Direction {
+    /// Whether bytes in this direction are to be held back (not read, not
+    /// written) under `fault`.
+    pub(super) fn held(self, fault: Fault) -> bool {
+        self == Direction::ToClient && fault == Fault::StallResponses
+    }
+
+    /// Whether bytes in this direction are to be thrown away under `fault`.
+    pub(super) fn discarded(fault: Fault) -> bool {
+        matches!(fault, Fault::Blackhole | Fault::Reset)
+    }
+}

@@ -1,0 +1,272 @@
+//! Counting HTTP/1.1 requests by operation in a client → server byte
+//! stream, without affecting what is forwarded.
+
+/// Key under which [`FaultProxy::request_counts`](super::FaultProxy::request_counts) counts HTTP/1.1 requests
+/// that carry no `X-Amz-Target` header.
+pub const NO_TARGET: &str = "(no X-Amz-Target)";
+
+/// Longest HTTP/1.1 request head (or chunk-size/trailer line) the request
+/// counter buffers; past it, it stops parsing the connection.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// Finds HTTP/1.1 request heads in a client → server byte stream, fed in
+/// arbitrary pieces, and reports each request's operation. Bodies are skipped
+/// by `Content-Length` or `Transfer-Encoding: chunked`. Anything it cannot
+/// follow (HTTP/2, an upgrade, a malformed head) turns it off for the rest of
+/// the connection; it never affects forwarding.
+#[derive(Debug, Default)]
+pub(super) struct RequestCounter {
+    state: ScanState,
+    /// Bytes of the head or line being assembled.
+    pending: Vec<u8>,
+    /// The current request asked for a protocol upgrade: stop after its body.
+    upgrade: bool,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+enum ScanState {
+    #[default]
+    Head,
+    Body(u64),
+    ChunkSize,
+    /// Chunk data plus its trailing CRLF.
+    ChunkData(u64),
+    Trailers,
+    Off,
+}
+
+impl RequestCounter {
+    /// Feeds the next bytes; calls `on_request` with the operation of every
+    /// request head completed and returns how many there were.
+    pub(super) fn feed(&mut self, mut data: &[u8], mut on_request: impl FnMut(&str)) -> usize {
+        let mut seen = 0;
+        while !data.is_empty() {
+            match self.state {
+                ScanState::Off => return seen,
+                ScanState::Head => {
+                    if self.pending.is_empty() {
+                        // Stray CRLFs between requests are allowed (RFC 9112 2.2).
+                        let skip = data.iter().take_while(|b| matches!(b, b'\r' | b'\n'));
+                        data = &data[skip.count()..];
+                        if data.is_empty() {
+                            break;
+                        }
+                    }
+                    let Some(used) = self.take_until(data, b"\r\n\r\n") else {
+                        data = &[];
+                        continue;
+                    };
+                    data = &data[used..];
+                    let head = std::mem::take(&mut self.pending);
+                    match self.parse_head(&head) {
+                        Some(operation) => {
+                            on_request(operation.as_deref().unwrap_or(NO_TARGET));
+                            seen += 1;
+                        }
+                        None => self.state = ScanState::Off,
+                    }
+                }
+                ScanState::Body(remaining) => {
+                    let n = remaining.min(data.len() as u64);
+                    data = &data[n as usize..];
+                    self.state = ScanState::Body(remaining - n);
+                    self.finish_body_if_done();
+                }
+                ScanState::ChunkData(remaining) => {
+                    let n = remaining.min(data.len() as u64);
+                    data = &data[n as usize..];
+                    self.state = if remaining == n {
+                        ScanState::ChunkSize
+                    } else {
+                        ScanState::ChunkData(remaining - n)
+                    };
+                }
+                ScanState::ChunkSize => {
+                    let Some(used) = self.take_until(data, b"\r\n") else {
+                        data = &[];
+                        continue;
+                    };
+                    data = &data[used..];
+                    let line = std::mem::take(&mut self.pending);
+                    let size = std::str::from_utf8(&line[..line.len() - 2])
+                        .ok()
+                        .map(|l| l.split(';').next().unwrap_or("").trim())
+                        .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+                    self.state = match size {
+                        Some(0) => ScanState::Trailers,
+                        Some(n) => ScanState::ChunkData(n.saturating_add(2)),
+                        None => ScanState::Off,
+                    };
+                }
+                ScanState::Trailers => {
+                    let Some(used) = self.take_until(data, b"\r\n") else {
+                        data = &[];
+                        continue;
+                    };
+                    data = &data[used..];
+                    let line = std::mem::take(&mut self.pending);
+                    if line == b"\r\n" {
+                        self.state = ScanState::Body(0);
+                        self.finish_body_if_done();
+                    }
+                }
+            }
+        }
+        // A request without a body ends with its head.
+        self.finish_body_if_done();
+        seen
+    }
+
+    /// Appends `data` to `pending` up to and including `delimiter`; returns
+    /// how many bytes of `data` were used, or `None` if all were and the
+    /// delimiter is still missing (turning the counter off past [`MAX_HEAD`]).
+    fn take_until(&mut self, data: &[u8], delimiter: &[u8]) -> Option<usize> {
+        let searched = self.pending.len().saturating_sub(delimiter.len() - 1);
+        let old_len = self.pending.len();
+        self.pending.extend_from_slice(data);
+        match self.pending[searched..]
+            .windows(delimiter.len())
+            .position(|w| w == delimiter)
+        {
+            Some(at) => {
+                let end = searched + at + delimiter.len();
+                self.pending.truncate(end);
+                Some(end - old_len)
+            }
+            None => {
+                if self.pending.len() > MAX_HEAD {
+                    self.pending = Vec::new();
+                    self.state = ScanState::Off;
+                }
+                None
+            }
+        }
+    }
+
+    /// Parses a complete request head and sets the body state. Returns the
+    /// operation (`Some(None)`: no `X-Amz-Target`), or `None` to stop.
+    fn parse_head(&mut self, head: &[u8]) -> Option<Option<String>> {
+        let head = std::str::from_utf8(head).ok()?;
+        let mut lines = head.split("\r\n");
+        let request_line = lines.next()?;
+        if request_line.starts_with("PRI * HTTP/2") || !request_line.ends_with("HTTP/1.1") {
+            // The HTTP/2 preface, or a protocol we do not follow.
+            return None;
+        }
+        let mut operation = None;
+        let mut length = 0u64;
+        let mut chunked = false;
+        for line in lines.filter(|l| !l.is_empty()) {
+            let (name, value) = line.split_once(':')?;
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("x-amz-target") {
+                let op = value.rsplit('.').next().unwrap_or(value);
+                operation = Some(op.to_owned());
+            } else if name.eq_ignore_ascii_case("content-length") {
+                length = value.parse().ok()?;
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = value
+                    .rsplit(',')
+                    .next()
+                    .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
+            } else if name.eq_ignore_ascii_case("upgrade") {
+                self.upgrade = true;
+            }
+        }
+        self.state = if chunked {
+            ScanState::ChunkSize
+        } else {
+            ScanState::Body(length)
+        };
+        Some(operation)
+    }
+
+    fn finish_body_if_done(&mut self) {
+        if self.state == ScanState::Body(0) {
+            self.state = if self.upgrade {
+                ScanState::Off
+            } else {
+                ScanState::Head
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count_all(pieces: &[&[u8]]) -> (Vec<String>, ScanState) {
+        let mut counter = RequestCounter::default();
+        let mut ops = Vec::new();
+        for piece in pieces {
+            counter.feed(piece, |op| ops.push(op.to_owned()));
+        }
+        (ops, counter.state)
+    }
+
+    fn request(target: &str, body: &str) -> String {
+        format!(
+            "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Amz-Target: {target}\r\n\
+             content-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    #[test]
+    fn keep_alive_requests_in_any_split() {
+        let stream = format!(
+            "{}{}{}",
+            request("DynamoDB_20120810.PutItem", "{\"a\":\"\r\n\r\n\"}"),
+            request("DynamoDB_20120810.GetItem", ""),
+            request("Kinesis_20131202.GetRecords", "{}"),
+        );
+        let bytes = stream.as_bytes();
+        let want = ["PutItem", "GetItem", "GetRecords"];
+        for split in 0..bytes.len() {
+            let (ops, state) = count_all(&[&bytes[..split], &bytes[split..]]);
+            assert_eq!(ops, want, "split at {split}");
+            assert_eq!(state, ScanState::Head);
+        }
+        let singles: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(count_all(&singles).0, want);
+    }
+
+    #[test]
+    fn chunked_bodies_are_skipped() {
+        let stream = "POST / HTTP/1.1\r\nx-amz-target: A.First\r\n\
+                      Transfer-Encoding: chunked\r\n\r\n\
+                      5;ext=1\r\nhello\r\n3\r\n\r\n\r\n\r\n0\r\nTrailer: x\r\n\r\n\
+                      GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+            .as_bytes();
+        for split in 0..stream.len() {
+            let (ops, state) = count_all(&[&stream[..split], &stream[split..]]);
+            assert_eq!(ops, ["First", NO_TARGET], "split at {split}");
+            assert_eq!(state, ScanState::Head);
+        }
+    }
+
+    #[test]
+    fn http2_and_upgrades_stop_counting() {
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        let (ops, state) = count_all(&[preface, request("X.Y", "").as_bytes()]);
+        assert!(ops.is_empty(), "{ops:?}");
+        assert_eq!(state, ScanState::Off);
+
+        let upgrade = "GET / HTTP/1.1\r\nUpgrade: h2c\r\nX-Amz-Target: A.B\r\n\r\n";
+        let (ops, state) = count_all(&[upgrade.as_bytes(), request("X.Y", "").as_bytes()]);
+        assert_eq!(ops, ["B"]);
+        assert_eq!(state, ScanState::Off);
+    }
+
+    #[test]
+    fn garbage_turns_counting_off() {
+        let (ops, state) = count_all(&[b"POST / HTTP/1.1\r\nno colon here\r\n\r\n"]);
+        assert!(ops.is_empty());
+        assert_eq!(state, ScanState::Off);
+        let huge = vec![b'a'; MAX_HEAD + 10];
+        let (ops, state) = count_all(&[&huge]);
+        assert!(ops.is_empty());
+        assert_eq!(state, ScanState::Off);
+    }
+}
