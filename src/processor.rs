@@ -127,7 +127,7 @@ impl<F> FnProcessor<F> {
 #[async_trait]
 impl<F, Fut> RecordProcessor for FnProcessor<F>
 where
-    F: Fn(RecordBatch) -> Fut + Send + Sync + 'static,
+    F: Fn(&RecordBatch) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
 {
     async fn process_records(
@@ -135,7 +135,7 @@ where
         batch: &RecordBatch,
         checkpointer: &mut Checkpointer,
     ) -> Result<(), BoxError> {
-        (self.handler)(batch.clone()).await?;
+        (self.handler)(batch).await?;
         checkpointer.checkpoint().await?;
         Ok(())
     }
