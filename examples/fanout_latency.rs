@@ -74,21 +74,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .initial_position(InitialPosition::TrimHorizon)
             .heartbeat_interval(Duration::from_millis(250))
             .retrieval(retrieval(&app))
-            .processor_fn(move |batch: RecordBatch| {
-                let s = s.clone();
-                async move {
-                    let at = now_nanos();
-                    let mut s = s.lock().unwrap();
-                    for r in &batch.records {
-                        if let Some(put) = std::str::from_utf8(&r.data)
-                            .ok()
-                            .and_then(|t| t.parse::<u128>().ok())
-                        {
-                            s.push(Duration::from_nanos(at.saturating_sub(put) as u64));
-                        }
+            .processor_fn(move |batch: &RecordBatch| {
+                let at = now_nanos();
+                let mut s = s.lock().unwrap();
+                for r in &batch.records {
+                    if let Some(put) = std::str::from_utf8(&r.data)
+                        .ok()
+                        .and_then(|t| t.parse::<u128>().ok())
+                    {
+                        s.push(Duration::from_nanos(at.saturating_sub(put) as u64));
                     }
-                    Ok(())
                 }
+                std::future::ready(Ok(()))
             })
             .build_with_clients(aws.kinesis_client(), aws.dynamodb_client())?;
         let handle = worker.shutdown_handle();

@@ -317,3 +317,167 @@ impl Checkpointer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use kinesis_fleet_leases::{ExtendedSequenceNumber, LeaseStore, MemoryLeaseStore};
+
+    use super::CheckpointError;
+    use crate::test_fixture::{
+        OTHER_WORKER, SHARD, WORKER, checkpointer, position, record, taken_lease,
+    };
+
+    async fn stored(store: &MemoryLeaseStore) -> kinesis_fleet_leases::Lease {
+        store.get_lease(SHARD).await.unwrap().expect("lease")
+    }
+
+    fn refused(result: Result<(), CheckpointError>) -> &'static str {
+        match result {
+            Err(CheckpointError::InvalidSequence { reason, .. }) => reason,
+            other => panic!("expected InvalidSequence, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn checkpoint_writes_the_last_delivered_position_once() {
+        let store = Arc::new(MemoryLeaseStore::new());
+        let lease = taken_lease(&store, ExtendedSequenceNumber::TRIM_HORIZON).await;
+        let mut cp = checkpointer(&store, lease, None);
+        cp.checkpoint().await.unwrap();
+        let untouched = stored(&store).await;
+        assert_eq!(untouched.checkpoint, ExtendedSequenceNumber::TRIM_HORIZON);
+
+        cp.set_last_delivered(position(3));
+        cp.checkpoint().await.unwrap();
+        let written = stored(&store).await;
+        assert_eq!(written.checkpoint, position(3));
+        assert_eq!(cp.last_checkpoint(), &position(3));
+        cp.checkpoint().await.unwrap();
+        assert_eq!(
+            stored(&store).await.lease_counter,
+            written.lease_counter,
+            "nothing new: no write"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn checkpoints_never_go_backwards() {
+        let store = Arc::new(MemoryLeaseStore::new());
+        let lease = taken_lease(&store, ExtendedSequenceNumber::TRIM_HORIZON).await;
+        let mut cp = checkpointer(&store, lease, Some(5));
+        cp.checkpoint_at(position(5)).await.unwrap();
+        let reason = refused(cp.checkpoint_at(position(3)).await);
+        assert!(reason.contains("before the last checkpoint"), "{reason}");
+        assert_eq!(stored(&store).await.checkpoint, position(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn checkpoints_never_pass_the_last_delivered_record() {
+        let store = Arc::new(MemoryLeaseStore::new());
+        let lease = taken_lease(&store, ExtendedSequenceNumber::TRIM_HORIZON).await;
+        let mut cp = checkpointer(&store, lease, Some(3));
+        let reason = refused(cp.checkpoint_at(position(4)).await);
+        assert!(
+            reason.contains("after the last record delivered"),
+            "{reason}"
+        );
+        refused(cp.checkpoint_record(&record(4)).await);
+        cp.checkpoint_record(&record(2)).await.unwrap();
+        assert_eq!(stored(&store).await.checkpoint, position(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shard_end_only_once_the_shard_ended_and_no_other_sentinel() {
+        let store = Arc::new(MemoryLeaseStore::new());
+        let lease = taken_lease(&store, ExtendedSequenceNumber::TRIM_HORIZON).await;
+        let mut cp = checkpointer(&store, lease, Some(3));
+        let reason = refused(cp.checkpoint_at(ExtendedSequenceNumber::SHARD_END).await);
+        assert!(reason.contains("SHARD_END"), "{reason}");
+        refused(cp.checkpoint_at(ExtendedSequenceNumber::LATEST).await);
+        assert_eq!(
+            stored(&store).await.checkpoint,
+            ExtendedSequenceNumber::TRIM_HORIZON
+        );
+
+        cp.set_shard_end_reached();
+        cp.checkpoint().await.unwrap();
+        assert!(stored(&store).await.checkpoint.is_shard_end());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_phase_checkpoint_prepares_then_commits() {
+        let store = Arc::new(MemoryLeaseStore::new());
+        let lease = taken_lease(&store, ExtendedSequenceNumber::TRIM_HORIZON).await;
+        let mut cp = checkpointer(&store, lease, None);
+        refused(cp.prepare_checkpoint(None).await.map(drop));
+
+        cp.set_last_delivered(position(3));
+        let state = Bytes::from_static(b"state");
+        let prepared = cp.prepare_checkpoint(Some(state.clone())).await.unwrap();
+        assert_eq!(prepared, position(3));
+        assert_eq!(cp.pending_checkpoint(), Some(&position(3)));
+        let lease = stored(&store).await;
+        assert_eq!(lease.checkpoint, ExtendedSequenceNumber::TRIM_HORIZON);
+        assert_eq!(lease.pending_checkpoint, Some(position(3)));
+        assert_eq!(lease.pending_checkpoint_state, Some(state));
+
+        cp.checkpoint_at(prepared).await.unwrap();
+        let lease = stored(&store).await;
+        assert_eq!(lease.checkpoint, position(3));
+        assert_eq!(lease.pending_checkpoint, None);
+        assert_eq!(lease.pending_checkpoint_state, None);
+        assert_eq!(cp.pending_checkpoint(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_lease_refuses_this_and_every_later_checkpoint() {
+        let store = Arc::new(MemoryLeaseStore::new());
+        let lease = taken_lease(&store, ExtendedSequenceNumber::TRIM_HORIZON).await;
+        let mut cp = checkpointer(&store, lease.clone(), Some(3));
+        let taken = store.take_lease(&lease, OTHER_WORKER).await.unwrap();
+
+        let lost = cp.checkpoint().await;
+        assert!(
+            matches!(lost, Err(CheckpointError::LeaseLost { .. })),
+            "{lost:?}"
+        );
+        assert!(!lost.unwrap_err().is_retryable());
+        assert!(cp.is_lease_lost());
+        let later = cp.prepare_checkpoint(None).await;
+        assert!(
+            matches!(later, Err(CheckpointError::LeaseLost { .. })),
+            "{later:?}"
+        );
+        assert_eq!(
+            stored(&store).await,
+            taken,
+            "the new owner's lease is untouched"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn checkpoints_go_on_during_a_handoff_and_stop_once_it_completes() {
+        let store = Arc::new(MemoryLeaseStore::new());
+        let lease = taken_lease(&store, ExtendedSequenceNumber::TRIM_HORIZON).await;
+        let mut cp = checkpointer(&store, lease.clone(), Some(3));
+        let handing_off = store.initiate_handoff(&lease, OTHER_WORKER).await.unwrap();
+        assert_eq!(handing_off.checkpoint_owner.as_deref(), Some(WORKER));
+
+        cp.checkpoint().await.unwrap();
+        let lease = stored(&store).await;
+        assert_eq!(lease.checkpoint, position(3));
+        assert_eq!(lease.lease_owner.as_deref(), Some(OTHER_WORKER));
+
+        store.complete_handoff(&lease, WORKER).await.unwrap();
+        cp.set_last_delivered(position(4));
+        let after = cp.checkpoint().await;
+        assert!(
+            matches!(after, Err(CheckpointError::LeaseLost { .. })),
+            "{after:?}"
+        );
+        assert_eq!(stored(&store).await.checkpoint, position(3));
+    }
+}

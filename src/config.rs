@@ -2,6 +2,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use kinesis_fleet_leases::CoordinatorConfig;
+
 use crate::error::{Error, Result};
 use crate::reader::Retrieval;
 
@@ -70,14 +72,17 @@ pub struct WorkerConfig {
     /// not changed for this long is dead, and its leases are reassigned.
     /// Default: 10 s (KCL's `failoverTimeMillis`).
     pub failover_time: Duration,
-    /// Between heartbeats. A worker that completes none for
-    /// `failover_time × 2/3` fences itself (stops delivering). Default:
-    /// `failover_time / 6`, so it gets several tries first.
+    /// Between heartbeats, when set. A worker that completes none for
+    /// `failover_time × 2/3` fences itself (stops delivering). Default
+    /// (`None`): derived from `failover_time` by the lease coordinator
+    /// (`failover_time / 6`), so it gets several tries before the fence.
     pub heartbeat_interval: Option<Duration>,
-    /// Between the leader's assignment rounds; a worker joining or leaving
-    /// triggers one at once. Default: `failover_time / 2`.
+    /// Between the leader's assignment rounds, when set; a worker joining or
+    /// leaving triggers one at once. Default (`None`): derived from
+    /// `failover_time` by the lease coordinator (`failover_time / 2`).
     pub assignment_interval: Option<Duration>,
-    /// A graceful handoff not completed within this is forced. Default: `failover_time`.
+    /// A graceful handoff not completed within this is forced, when set.
+    /// Default (`None`): `failover_time`, as derived by the lease coordinator.
     pub handoff_timeout: Option<Duration>,
     /// How often shards are listed to create leases for new shards; a shard
     /// reaching its end also triggers a sync. Default: 60 s (KCL's `shardSyncIntervalMillis`).
@@ -132,18 +137,18 @@ impl WorkerConfig {
         if self.failover_time < Duration::from_secs(1) {
             return Err(Error::invalid("failover_time", "must be at least 1 s"));
         }
-        if self.heartbeat_interval().is_zero()
-            || self.heartbeat_interval() >= self.failover_time * 2 / 3
+        let timing = self.coordination(self.worker_id.as_deref().unwrap_or_default());
+        if timing.heartbeat_interval.is_zero() || timing.heartbeat_interval >= timing.fence_after()
         {
             return Err(Error::invalid(
                 "heartbeat_interval",
                 "must be positive and below failover_time × 2/3 (the self-fencing deadline)",
             ));
         }
-        if self.assignment_interval().is_zero() {
+        if timing.assignment_interval.is_zero() {
             return Err(Error::invalid("assignment_interval", "must be positive"));
         }
-        if self.handoff_timeout().is_zero() {
+        if timing.handoff_timeout.is_zero() {
             return Err(Error::invalid("handoff_timeout", "must be positive"));
         }
         if self.shard_sync_interval < Duration::from_secs(1) {
@@ -188,19 +193,22 @@ impl WorkerConfig {
             .unwrap_or(&self.application_name)
     }
 
-    /// The effective heartbeat interval.
-    pub fn heartbeat_interval(&self) -> Duration {
-        self.heartbeat_interval.unwrap_or(self.failover_time / 6)
-    }
-
-    /// The effective assignment interval.
-    pub fn assignment_interval(&self) -> Duration {
-        self.assignment_interval.unwrap_or(self.failover_time / 2)
-    }
-
-    /// The effective handoff timeout.
-    pub fn handoff_timeout(&self) -> Duration {
-        self.handoff_timeout.unwrap_or(self.failover_time)
+    /// The lease coordinator's settings for `worker_id`: the intervals left
+    /// unset are derived from `failover_time` by [`CoordinatorConfig::new`],
+    /// their one home.
+    pub(crate) fn coordination(&self, worker_id: &str) -> CoordinatorConfig {
+        let mut coordination = CoordinatorConfig::new(worker_id, self.failover_time);
+        if let Some(interval) = self.heartbeat_interval {
+            coordination.heartbeat_interval = interval;
+        }
+        if let Some(interval) = self.assignment_interval {
+            coordination.assignment_interval = interval;
+        }
+        if let Some(timeout) = self.handoff_timeout {
+            coordination.handoff_timeout = timeout;
+        }
+        coordination.max_leases_per_worker = self.max_leases_per_worker;
+        coordination
     }
 }
 
@@ -250,9 +258,24 @@ mod tests {
     fn defaults_are_valid_once_names_are_set() {
         valid().validate().unwrap();
         assert_eq!(valid().lease_table(), "orders-etl");
-        assert_eq!(valid().heartbeat_interval(), Duration::from_secs(10) / 6);
-        assert_eq!(valid().assignment_interval(), Duration::from_secs(5));
-        assert_eq!(valid().handoff_timeout(), Duration::from_secs(10));
+        let timing = valid().coordination("w");
+        assert_eq!(timing.heartbeat_interval, Duration::from_secs(10) / 6);
+        assert_eq!(timing.assignment_interval, Duration::from_secs(5));
+        assert_eq!(timing.handoff_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn set_intervals_override_the_derived_ones() {
+        let mut c = valid();
+        c.failover_time = Duration::from_secs(30);
+        c.heartbeat_interval = Some(Duration::from_secs(2));
+        c.max_leases_per_worker = 4;
+        let timing = c.coordination("w");
+        assert_eq!(timing.worker_id, "w");
+        assert_eq!(timing.heartbeat_interval, Duration::from_secs(2));
+        assert_eq!(timing.assignment_interval, Duration::from_secs(15));
+        assert_eq!(timing.handoff_timeout, Duration::from_secs(30));
+        assert_eq!(timing.max_leases_per_worker, 4);
     }
 
     #[test]

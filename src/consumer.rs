@@ -16,13 +16,13 @@ use crate::checkpointer::Checkpointer;
 use crate::config::{InitialPosition, ProcessorErrorPolicy, WorkerConfig};
 use crate::error::Error;
 use crate::processor::{Initialize, RecordBatch, RecordProcessor};
-use crate::reader::ReaderFactory;
+use crate::reader::OpenShardReader;
 use crate::stats::{Counter, WorkerStats};
 
 /// What every shard consumer of one worker shares.
 pub(crate) struct ShardContext {
     pub(crate) config: Arc<WorkerConfig>,
-    pub(crate) readers: ReaderFactory,
+    pub(crate) readers: Arc<dyn OpenShardReader>,
     pub(crate) store: Arc<dyn LeaseStore>,
     pub(crate) worker_id: Arc<str>,
     pub(crate) stats: Arc<WorkerStats>,
@@ -390,5 +390,373 @@ impl std::fmt::Display for ErrorChain<'_> {
             source = s.source();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use kinesis_fleet_leases::{ExtendedSequenceNumber, LeaseStore};
+    use kinesis_fleet_retrieval::StartingPosition;
+    use tokio::time::{Instant, sleep};
+
+    use super::ShardOutcome;
+    use crate::config::ProcessorErrorPolicy;
+    use crate::stats::Counter;
+    use crate::test_fixture::{
+        Behaviour, CHILD, Event, FAILOVER, OTHER_WORKER, Scripted, ShardFixture, WORKER, position,
+    };
+
+    fn children(outcome: &ShardOutcome) -> Vec<&str> {
+        match outcome {
+            ShardOutcome::Ended { child_shards } => {
+                child_shards.iter().map(|c| c.shard_id.as_str()).collect()
+            }
+            other => panic!("expected the shard to end, got {other:?}"),
+        }
+    }
+
+    fn shard_ended_calls(fixture: &ShardFixture) -> usize {
+        let events = fixture.events();
+        events.iter().filter(|e| **e == Event::ShardEnded).count()
+    }
+
+    fn checkpointing() -> Behaviour {
+        Behaviour {
+            checkpoint_batches: true,
+            ..Behaviour::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_redelivers_a_failed_batch_after_backoff_until_it_succeeds() {
+        let fixture = ShardFixture::new(ProcessorErrorPolicy::Retry {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+        })
+        .await;
+        let started = Instant::now();
+        let outcome = fixture
+            .run(
+                vec![
+                    Scripted::Batch(vec![1, 2]),
+                    Scripted::Batch(vec![3]),
+                    Scripted::ShardEnd,
+                ],
+                Behaviour {
+                    failing_batches: 2,
+                    ..checkpointing()
+                },
+            )
+            .await;
+        assert_eq!(children(&outcome), [CHILD]);
+        assert_eq!(
+            fixture.delivered(),
+            [vec![1, 2], vec![1, 2], vec![1, 2], vec![3]]
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "two retries back off 100 ms, then 200 ms; took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(fixture.stats.get(Counter::ProcessorErrors), 2);
+        assert_eq!(fixture.stats.get(Counter::BatchesSkipped), 0);
+        assert_eq!(fixture.stats.get(Counter::RecordsDelivered), 3);
+        assert!(fixture.lease().await.checkpoint.is_shard_end());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn skip_moves_on_without_redelivering_the_failed_batch() {
+        let fixture = ShardFixture::new(ProcessorErrorPolicy::Skip).await;
+        let outcome = fixture
+            .run(
+                vec![
+                    Scripted::Batch(vec![1]),
+                    Scripted::Batch(vec![2]),
+                    Scripted::ShardEnd,
+                ],
+                Behaviour {
+                    failing_batches: 1,
+                    ..checkpointing()
+                },
+            )
+            .await;
+        assert_eq!(children(&outcome), [CHILD]);
+        assert_eq!(fixture.delivered(), [vec![1], vec![2]]);
+        assert_eq!(fixture.stats.get(Counter::ProcessorErrors), 1);
+        assert_eq!(fixture.stats.get(Counter::BatchesSkipped), 1);
+        assert!(fixture.lease().await.checkpoint.is_shard_end());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stop_shard_calls_shutdown_requested_and_releases_the_lease() {
+        let fixture = ShardFixture::new(ProcessorErrorPolicy::StopShard).await;
+        let outcome = fixture
+            .run(
+                vec![Scripted::Batch(vec![1]), Scripted::Batch(vec![2])],
+                Behaviour {
+                    failing_batches: 1,
+                    ..checkpointing()
+                },
+            )
+            .await;
+        assert!(matches!(outcome, ShardOutcome::Stopped), "{outcome:?}");
+        assert_eq!(fixture.delivered(), [vec![1]]);
+        assert_eq!(fixture.events().last(), Some(&Event::ShutdownRequested));
+        let lease = fixture.lease().await;
+        assert_eq!(
+            lease.lease_owner, None,
+            "released for the leader to reassign"
+        );
+        assert_eq!(lease.checkpoint, ExtendedSequenceNumber::TRIM_HORIZON);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shard_ended_is_called_again_until_shard_end_is_checkpointed() {
+        // Even under Skip: children wait for the parent's SHARD_END.
+        let fixture = ShardFixture::new(ProcessorErrorPolicy::Skip).await;
+        let outcome = fixture
+            .run(
+                vec![Scripted::Batch(vec![1]), Scripted::ShardEnd],
+                Behaviour {
+                    shard_end_checkpoint_from_call: 3,
+                    ..checkpointing()
+                },
+            )
+            .await;
+        assert_eq!(children(&outcome), [CHILD]);
+        assert_eq!(shard_ended_calls(&fixture), 3);
+        assert_eq!(fixture.stats.get(Counter::ProcessorErrors), 2);
+        let lease = fixture.lease().await;
+        assert!(lease.checkpoint.is_shard_end());
+        assert_eq!(
+            lease.lease_owner.as_deref(),
+            Some(WORKER),
+            "a finished lease is kept, not released"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn graceful_handoff_checkpoints_before_the_new_owner_starts() {
+        let fixture = ShardFixture::new(ProcessorErrorPolicy::default()).await;
+        let consumer = fixture
+            .start(
+                vec![Scripted::Batch(vec![1, 2]), Scripted::Batch(vec![3])],
+                Behaviour {
+                    checkpoint_on_shutdown: true,
+                    ..Behaviour::default()
+                },
+            )
+            .await;
+        sleep(Duration::from_secs(1)).await;
+        // The leader moves the lease; this worker stays checkpoint owner until it finishes.
+        let lease = fixture.lease().await;
+        fixture
+            .store
+            .initiate_handoff(&lease, OTHER_WORKER)
+            .await
+            .unwrap();
+        consumer.signals.handoff.cancel();
+        let outcome = consumer.outcome.await.unwrap();
+        assert!(matches!(outcome, ShardOutcome::HandedOff), "{outcome:?}");
+        assert_eq!(
+            fixture.events()[1..],
+            [
+                Event::Process(vec![1, 2]),
+                Event::Process(vec![3]),
+                Event::ShutdownRequested,
+                Event::Checkpointed,
+            ]
+        );
+        let lease = fixture.lease().await;
+        assert_eq!(lease.checkpoint, position(3), "nothing is replayed");
+        assert_eq!(lease.lease_owner.as_deref(), Some(OTHER_WORKER));
+        assert_eq!(lease.checkpoint_owner, None, "the new owner may start");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fenced_worker_delivers_nothing_more_and_keeps_the_lease() {
+        let fixture = ShardFixture::new(ProcessorErrorPolicy::default()).await;
+        let outcome = fixture
+            .run(
+                vec![
+                    Scripted::Batch(vec![1]),
+                    // No heartbeat meanwhile: the fence falls at FAILOVER × 2/3.
+                    Scripted::Wait(FAILOVER),
+                    Scripted::Batch(vec![2]),
+                ],
+                checkpointing(),
+            )
+            .await;
+        assert!(matches!(outcome, ShardOutcome::LeaseLost), "{outcome:?}");
+        assert_eq!(fixture.delivered(), [vec![1]]);
+        assert_eq!(fixture.events().last(), Some(&Event::LeaseLost));
+        assert!(!fixture.events().contains(&Event::ShutdownRequested));
+        assert_eq!(fixture.stats.get(Counter::LeasesLost), 1);
+        let lease = fixture.lease().await;
+        assert_eq!(lease.checkpoint, position(1));
+        assert_eq!(
+            lease.lease_owner.as_deref(),
+            Some(WORKER),
+            "a fenced worker writes nothing, not even a release"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_taken_by_another_worker_fails_the_checkpoint_and_calls_lease_lost() {
+        let fixture = ShardFixture::new(ProcessorErrorPolicy::default()).await;
+        let consumer = fixture
+            .start(
+                vec![
+                    Scripted::Batch(vec![1]),
+                    Scripted::Wait(Duration::from_secs(2)),
+                    Scripted::Batch(vec![2]),
+                ],
+                checkpointing(),
+            )
+            .await;
+        sleep(Duration::from_secs(1)).await;
+        let lease = fixture.lease().await;
+        fixture
+            .store
+            .take_lease(&lease, OTHER_WORKER)
+            .await
+            .unwrap();
+        let outcome = consumer.outcome.await.unwrap();
+        assert!(matches!(outcome, ShardOutcome::LeaseLost), "{outcome:?}");
+        assert_eq!(
+            fixture.events()[1..],
+            [
+                Event::Process(vec![1]),
+                Event::Checkpointed,
+                Event::Process(vec![2]),
+                Event::CheckpointLeaseLost,
+                Event::LeaseLost,
+            ]
+        );
+        assert_eq!(fixture.stats.get(Counter::ProcessorErrors), 0);
+        let lease = fixture.lease().await;
+        assert_eq!(lease.lease_owner.as_deref(), Some(OTHER_WORKER));
+        assert_eq!(lease.checkpoint, position(1), "the loser wrote nothing");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_lease_lost_signal_stops_at_once_without_releasing() {
+        let fixture = ShardFixture::new(ProcessorErrorPolicy::default()).await;
+        let consumer = fixture
+            .start(vec![Scripted::Batch(vec![1])], checkpointing())
+            .await;
+        sleep(Duration::from_secs(1)).await;
+        consumer.signals.lease_lost.cancel();
+        let outcome = consumer.outcome.await.unwrap();
+        assert!(matches!(outcome, ShardOutcome::LeaseLost), "{outcome:?}");
+        assert_eq!(fixture.events().last(), Some(&Event::LeaseLost));
+        assert!(!fixture.events().contains(&Event::ShutdownRequested));
+        assert_eq!(fixture.lease().await.lease_owner.as_deref(), Some(WORKER));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_checkpoints_releases_and_a_restart_resumes_after_the_checkpoint() {
+        let fixture = ShardFixture::new(ProcessorErrorPolicy::default()).await;
+        let behaviour = Behaviour {
+            checkpoint_on_shutdown: true,
+            ..Behaviour::default()
+        };
+        let consumer = fixture
+            .start(vec![Scripted::Batch(vec![1, 2])], behaviour.clone())
+            .await;
+        sleep(Duration::from_secs(1)).await;
+        consumer.signals.shutdown.cancel();
+        let outcome = consumer.outcome.await.unwrap();
+        assert!(matches!(outcome, ShardOutcome::ShutDown), "{outcome:?}");
+        assert_eq!(
+            fixture.events()[1..],
+            [
+                Event::Process(vec![1, 2]),
+                Event::ShutdownRequested,
+                Event::Checkpointed,
+            ]
+        );
+        let lease = fixture.lease().await;
+        assert_eq!(lease.checkpoint, position(2));
+        assert_eq!(lease.lease_owner, None, "released at once");
+
+        fixture.retake().await;
+        let restarted = fixture.start(Vec::new(), behaviour).await;
+        sleep(Duration::from_secs(1)).await;
+        restarted.signals.shutdown.cancel();
+        restarted.outcome.await.unwrap();
+        assert_eq!(
+            fixture.readers.opened(),
+            [
+                StartingPosition::TrimHorizon,
+                StartingPosition::AfterCheckpoint {
+                    sequence_number: "2".into(),
+                    sub_sequence_number: 0,
+                },
+            ]
+        );
+        assert!(fixture.events().contains(&Event::Initialize {
+            checkpoint: position(2),
+            pending: None,
+            state: None,
+        }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_prepared_checkpoint_comes_back_in_initialize_and_can_be_committed() {
+        let fixture = ShardFixture::new(ProcessorErrorPolicy::default()).await;
+        let state = Bytes::from_static(b"offsets");
+        let consumer = fixture
+            .start(
+                vec![Scripted::Batch(vec![1, 2])],
+                Behaviour {
+                    prepare_batches: Some(state.clone()),
+                    ..Behaviour::default()
+                },
+            )
+            .await;
+        sleep(Duration::from_secs(1)).await;
+        consumer.signals.shutdown.cancel();
+        consumer.outcome.await.unwrap();
+        let lease = fixture.lease().await;
+        assert_eq!(lease.checkpoint, ExtendedSequenceNumber::TRIM_HORIZON);
+        assert_eq!(lease.pending_checkpoint, Some(position(2)));
+
+        fixture.retake().await;
+        let restarted = fixture
+            .start(
+                vec![Scripted::Batch(vec![1, 2, 3])],
+                Behaviour {
+                    commit_pending: true,
+                    ..Behaviour::default()
+                },
+            )
+            .await;
+        sleep(Duration::from_secs(1)).await;
+        restarted.signals.shutdown.cancel();
+        restarted.outcome.await.unwrap();
+        assert!(fixture.events().contains(&Event::Initialize {
+            checkpoint: ExtendedSequenceNumber::TRIM_HORIZON,
+            pending: Some(position(2)),
+            state: Some(state),
+        }));
+        let lease = fixture.lease().await;
+        assert_eq!(lease.checkpoint, position(2));
+        assert_eq!(lease.pending_checkpoint, None);
+        assert_eq!(lease.pending_checkpoint_state, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_failure_calls_shutdown_requested_and_releases_the_lease() {
+        let fixture = ShardFixture::new(ProcessorErrorPolicy::default()).await;
+        let outcome = fixture
+            .run(vec![Scripted::Fail], Behaviour::default())
+            .await;
+        assert!(matches!(outcome, ShardOutcome::Failed(_)), "{outcome:?}");
+        assert_eq!(fixture.events().last(), Some(&Event::ShutdownRequested));
+        assert_eq!(fixture.lease().await.lease_owner, None);
     }
 }

@@ -23,10 +23,10 @@ pub enum Error {
     },
     /// Reading the stream failed (after the reader's own bounded retries).
     #[error(transparent)]
-    Retrieval(#[from] kinesis_fleet_retrieval::Error),
+    Retrieval(#[from] crate::RetrievalError),
     /// The lease table failed (after the store's own bounded retries).
     #[error(transparent)]
-    Leases(#[from] kinesis_fleet_leases::Error),
+    Leases(#[from] crate::LeaseError),
 }
 
 impl Error {

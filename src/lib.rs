@@ -41,6 +41,14 @@
 //! worker.run().await
 //! # }
 //! ```
+//!
+//! # Errors
+//!
+//! [`Error`] is what stops a worker, [`CheckpointError`] what refuses a
+//! checkpoint. The errors of the lease table and of the shard readers that
+//! they carry (`Error::Leases`, `CheckpointError::Store`, `Error::Retrieval`)
+//! are re-exported here as [`LeaseError`] and [`RetrievalError`], so matching
+//! on them needs no other crate.
 
 mod checkpointer;
 mod config;
@@ -50,14 +58,18 @@ mod processor;
 mod reader;
 mod stats;
 mod stream_sync;
+#[cfg(test)]
+mod test_fixture;
 mod worker;
 
 pub use checkpointer::{CheckpointError, Checkpointer};
 pub use config::{InitialPosition, ProcessorErrorPolicy, WorkerConfig};
 pub use error::{Error, Result};
 pub use kinesis_fleet_kpl as kpl;
-pub use kinesis_fleet_leases::{ExtendedSequenceNumber, SequenceNumber};
-pub use kinesis_fleet_retrieval::{FanOutConfig, FanOutStats, PollingConfig, Record};
+pub use kinesis_fleet_leases::{Error as LeaseError, ExtendedSequenceNumber, SequenceNumber};
+pub use kinesis_fleet_retrieval::{
+    Error as RetrievalError, FanOutConfig, FanOutStats, PollingConfig, Record,
+};
 pub use kinesis_fleet_types::ShardId;
 pub use processor::{BoxError, Initialize, RecordBatch, RecordProcessor};
 pub use reader::Retrieval;

@@ -105,7 +105,7 @@ impl<F> FnProcessor<F> {
 #[async_trait]
 impl<F, Fut> RecordProcessor for FnProcessor<F>
 where
-    F: Fn(RecordBatch) -> Fut + Send + Sync + 'static,
+    F: Fn(&RecordBatch) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
 {
     async fn process_records(
@@ -113,7 +113,7 @@ where
         batch: &RecordBatch,
         checkpointer: &mut Checkpointer,
     ) -> Result<(), BoxError> {
-        (self.handler)(batch.clone()).await?;
+        (self.handler)(batch).await?;
         checkpointer.checkpoint().await?;
         Ok(())
     }

@@ -28,6 +28,19 @@ impl Default for Retrieval {
     }
 }
 
+/// Opens the reader of one shard: the seam between a shard's lifecycle and
+/// Kinesis, so the lifecycle is tested with scripted readers.
+pub(crate) trait OpenShardReader: Send + Sync {
+    /// A reader for `shard_id` from `start`; `hash_key_range` filters
+    /// deaggregated records after a reshard.
+    fn open(
+        &self,
+        shard_id: &str,
+        start: StartingPosition,
+        hash_key_range: Option<HashKeyRange>,
+    ) -> Result<Box<dyn ShardReader>>;
+}
+
 /// Opens shard readers for one worker.
 pub(crate) struct ReaderFactory {
     kinesis: aws_sdk_kinesis::Client,
@@ -100,10 +113,10 @@ impl ReaderFactory {
             }
         }
     }
+}
 
-    /// A reader for `shard_id` from `start`; `hash_key_range` filters
-    /// deaggregated records after a reshard.
-    pub(crate) fn open(
+impl OpenShardReader for ReaderFactory {
+    fn open(
         &self,
         shard_id: &str,
         start: StartingPosition,

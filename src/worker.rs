@@ -8,14 +8,15 @@ use std::time::Duration;
 
 use aws_types::SdkConfig;
 use kinesis_fleet_leases::{
-    Coordinator, CoordinatorConfig, CoordinatorStore, DynamoCoordinatorStore, DynamoLeaseStore,
-    Fence, Lease, Shard, TickPlan,
+    Coordinator, CoordinatorStore, DynamoCoordinatorStore, DynamoLeaseStore, Fence, Lease, Shard,
+    TickPlan,
 };
 use kinesis_fleet_retrieval::PollingConfig;
 use kinesis_fleet_types::ShardId;
-use tokio::task::{Id as TaskId, JoinSet};
+use tokio::task::JoinError;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::JoinMap;
 
 use crate::config::{InitialPosition, ProcessorErrorPolicy, WorkerConfig};
 use crate::consumer::{ConsumerSignals, ErrorChain, ShardContext, ShardOutcome, consume_shard};
@@ -33,6 +34,7 @@ use crate::stream_sync::{StreamSync, claim_children, create_children};
 /// handoff, and reassigns the leases of a worker that stopped heartbeating.
 pub struct Worker {
     ctx: Arc<ShardContext>,
+    readers: Arc<ReaderFactory>,
     kinesis: aws_sdk_kinesis::Client,
     registry: Arc<dyn CoordinatorStore>,
     factory: ProcessorFactory,
@@ -67,91 +69,98 @@ impl ShutdownHandle {
 }
 
 /// Builds a [`Worker`]. Only the stream, the application and a processor are required.
+///
+/// The setters apply on top of [`config`](Self::config) whichever order they
+/// are called in; calling the same setter twice keeps the last value.
 #[must_use]
 pub struct WorkerBuilder {
-    config: WorkerConfig,
+    /// The settings the setters start from.
+    base: WorkerConfig,
+    /// The setters called, in call order, applied to `base` when building.
+    settings: Vec<Setting>,
     factory: Option<ProcessorFactory>,
 }
+
+/// One setter's change to the configuration.
+type Setting = Box<dyn FnOnce(&mut WorkerConfig) + Send + Sync>;
 
 impl std::fmt::Debug for WorkerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkerBuilder")
-            .field("config", &self.config)
+            .field("base", &self.base)
+            .field("settings", &self.settings.len())
             .finish_non_exhaustive()
     }
 }
 
 impl WorkerBuilder {
-    /// The stream to consume.
-    pub fn stream(mut self, name: impl Into<String>) -> Self {
-        self.config.stream_name = name.into();
+    fn set(mut self, setting: impl FnOnce(&mut WorkerConfig) + Send + Sync + 'static) -> Self {
+        self.settings.push(Box::new(setting));
         self
+    }
+
+    /// The stream to consume.
+    pub fn stream(self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        self.set(|c| c.stream_name = name)
     }
 
     /// The application name (names the lease table).
-    pub fn application(mut self, name: impl Into<String>) -> Self {
-        self.config.application_name = name.into();
-        self
+    pub fn application(self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        self.set(|c| c.application_name = name)
     }
 
     /// A lease table name other than the application name.
-    pub fn lease_table(mut self, name: impl Into<String>) -> Self {
-        self.config.lease_table_name = Some(name.into());
-        self
+    pub fn lease_table(self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        self.set(|c| c.lease_table_name = Some(name))
     }
 
     /// This worker's id (default: host name plus a random suffix).
-    pub fn worker_id(mut self, id: impl Into<String>) -> Self {
-        self.config.worker_id = Some(id.into());
-        self
+    pub fn worker_id(self, id: impl Into<String>) -> Self {
+        let id = id.into();
+        self.set(|c| c.worker_id = Some(id))
     }
 
     /// Where shards without a checkpoint start.
-    pub fn initial_position(mut self, position: InitialPosition) -> Self {
-        self.config.initial_position = position;
-        self
+    pub fn initial_position(self, position: InitialPosition) -> Self {
+        self.set(move |c| c.initial_position = position)
     }
 
     /// See [`WorkerConfig::failover_time`].
-    pub fn failover_time(mut self, d: Duration) -> Self {
-        self.config.failover_time = d;
-        self
+    pub fn failover_time(self, d: Duration) -> Self {
+        self.set(move |c| c.failover_time = d)
     }
 
     /// See [`WorkerConfig::heartbeat_interval`].
-    pub fn heartbeat_interval(mut self, d: Duration) -> Self {
-        self.config.heartbeat_interval = Some(d);
-        self
+    pub fn heartbeat_interval(self, d: Duration) -> Self {
+        self.set(move |c| c.heartbeat_interval = Some(d))
     }
 
     /// See [`WorkerConfig::assignment_interval`].
-    pub fn assignment_interval(mut self, d: Duration) -> Self {
-        self.config.assignment_interval = Some(d);
-        self
+    pub fn assignment_interval(self, d: Duration) -> Self {
+        self.set(move |c| c.assignment_interval = Some(d))
     }
 
     /// See [`WorkerConfig::handoff_timeout`].
-    pub fn handoff_timeout(mut self, d: Duration) -> Self {
-        self.config.handoff_timeout = Some(d);
-        self
+    pub fn handoff_timeout(self, d: Duration) -> Self {
+        self.set(move |c| c.handoff_timeout = Some(d))
     }
 
     /// See [`WorkerConfig::shard_sync_interval`].
-    pub fn shard_sync_interval(mut self, d: Duration) -> Self {
-        self.config.shard_sync_interval = d;
-        self
+    pub fn shard_sync_interval(self, d: Duration) -> Self {
+        self.set(move |c| c.shard_sync_interval = d)
     }
 
     /// See [`WorkerConfig::max_leases_per_worker`].
-    pub fn max_leases_per_worker(mut self, n: usize) -> Self {
-        self.config.max_leases_per_worker = n;
-        self
+    pub fn max_leases_per_worker(self, n: usize) -> Self {
+        self.set(move |c| c.max_leases_per_worker = n)
     }
 
     /// How records are fetched (default: polling).
-    pub fn retrieval(mut self, retrieval: Retrieval) -> Self {
-        self.config.retrieval = retrieval;
-        self
+    pub fn retrieval(self, retrieval: Retrieval) -> Self {
+        self.set(|c| c.retrieval = retrieval)
     }
 
     /// Polling with these GetRecords settings.
@@ -160,29 +169,28 @@ impl WorkerBuilder {
     }
 
     /// Records per GetRecords call, 1 to 10 000 (default 10 000); selects polling.
-    pub fn max_records(mut self, n: i32) -> Self {
-        match &mut self.config.retrieval {
+    pub fn max_records(self, n: i32) -> Self {
+        self.set(move |c| match &mut c.retrieval {
             Retrieval::Polling(polling) => polling.max_records = n,
             other => *other = Retrieval::Polling(PollingConfig::default().max_records(n)),
-        }
-        self
+        })
     }
 
     /// What to do when a processor callback fails.
-    pub fn processor_error_policy(mut self, policy: ProcessorErrorPolicy) -> Self {
-        self.config.processor_error_policy = policy;
-        self
+    pub fn processor_error_policy(self, policy: ProcessorErrorPolicy) -> Self {
+        self.set(move |c| c.processor_error_policy = policy)
     }
 
     /// See [`WorkerConfig::shutdown_timeout`].
-    pub fn shutdown_timeout(mut self, d: Duration) -> Self {
-        self.config.shutdown_timeout = d;
-        self
+    pub fn shutdown_timeout(self, d: Duration) -> Self {
+        self.set(move |c| c.shutdown_timeout = d)
     }
 
-    /// Replaces every setting at once.
+    /// The settings the other setters apply to (default:
+    /// [`WorkerConfig::default`]). Setters called before or after this one
+    /// still apply; a second call replaces the first.
     pub fn config(mut self, config: WorkerConfig) -> Self {
-        self.config = config;
+        self.base = config;
         self
     }
 
@@ -199,10 +207,25 @@ impl WorkerBuilder {
     }
 
     /// The simple entry point: `handler` gets every batch, and the batch is
-    /// checkpointed when it returns `Ok`. Errors follow the error policy.
+    /// checkpointed when the future it returns resolves to `Ok`. Errors follow
+    /// the error policy.
+    ///
+    /// The future may not borrow the batch: take what it needs from the
+    /// batch first (or clone the batch, whose payloads are reference-counted).
+    ///
+    /// ```no_run
+    /// # use kinesis_fleet::prelude::*;
+    /// let builder = Worker::builder().processor_fn(|batch: &RecordBatch| {
+    ///     let sizes: Vec<usize> = batch.records.iter().map(|r| r.data.len()).collect();
+    ///     async move {
+    ///         println!("{sizes:?}");
+    ///         Ok(())
+    ///     }
+    /// });
+    /// ```
     pub fn processor_fn<F, Fut>(mut self, handler: F) -> Self
     where
-        F: Fn(RecordBatch) -> Fut + Send + Sync + 'static,
+        F: Fn(&RecordBatch) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = std::result::Result<(), BoxError>> + Send + 'static,
     {
         let handler = Arc::new(handler);
@@ -228,42 +251,55 @@ impl WorkerBuilder {
         kinesis: aws_sdk_kinesis::Client,
         dynamodb: aws_sdk_dynamodb::Client,
     ) -> Result<Worker> {
-        self.config.validate()?;
+        let (config, factory) = self.into_parts()?;
+        let worker_id: Arc<str> = config
+            .worker_id
+            .clone()
+            .unwrap_or_else(default_worker_id)
+            .into();
+        let store = DynamoLeaseStore::new(dynamodb.clone(), config.lease_table());
+        let registry = DynamoCoordinatorStore::new(
+            dynamodb,
+            format!("{}-coordinator", config.application_name),
+        );
+        let readers = Arc::new(
+            ReaderFactory::new(
+                kinesis.clone(),
+                config.stream_name.clone(),
+                config.retrieval.clone(),
+            )
+            .with_default_consumer_name(&config.application_name),
+        );
+        Ok(Worker {
+            ctx: Arc::new(ShardContext {
+                readers: readers.clone(),
+                config: Arc::new(config),
+                store: Arc::new(store),
+                worker_id,
+                stats: Arc::default(),
+            }),
+            readers,
+            kinesis,
+            registry: Arc::new(registry),
+            factory,
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// The settings (every setter applied to the base, then validated) and the processor factory.
+    fn into_parts(self) -> Result<(WorkerConfig, ProcessorFactory)> {
+        let mut config = self.base;
+        for setting in self.settings {
+            setting(&mut config);
+        }
+        config.validate()?;
         let factory = self.factory.ok_or_else(|| {
             Error::invalid(
                 "processor",
                 "is required: call processor_factory(..) or processor_fn(..)",
             )
         })?;
-        let worker_id: Arc<str> = self
-            .config
-            .worker_id
-            .clone()
-            .unwrap_or_else(default_worker_id)
-            .into();
-        let store = DynamoLeaseStore::new(dynamodb.clone(), self.config.lease_table());
-        let registry = DynamoCoordinatorStore::new(
-            dynamodb,
-            format!("{}-coordinator", self.config.application_name),
-        );
-        Ok(Worker {
-            ctx: Arc::new(ShardContext {
-                readers: ReaderFactory::new(
-                    kinesis.clone(),
-                    self.config.stream_name.clone(),
-                    self.config.retrieval.clone(),
-                )
-                .with_default_consumer_name(&self.config.application_name),
-                config: Arc::new(self.config),
-                store: Arc::new(store),
-                worker_id,
-                stats: Arc::default(),
-            }),
-            kinesis,
-            registry: Arc::new(registry),
-            factory,
-            shutdown: CancellationToken::new(),
-        })
+        Ok((config, factory))
     }
 }
 
@@ -282,25 +318,21 @@ fn default_worker_id() -> String {
     format!("{host}-{:08x}", rand::random::<u32>())
 }
 
-/// A consumer task this worker runs.
-struct Running {
-    lease_key: String,
-    signals: ConsumerSignals,
-}
-
-/// The shard consumers of one worker.
+/// The shard consumers of one worker, keyed by lease key.
 struct Scheduler<'a> {
     worker: &'a Worker,
     fence: Fence,
-    consumers: JoinSet<ShardOutcome>,
-    running: HashMap<TaskId, Running>,
+    consumers: JoinMap<String, ShardOutcome>,
+    /// The signals of each running consumer.
+    signals: HashMap<String, ConsumerSignals>,
 }
 
 impl Worker {
     /// Starts building a worker.
     pub fn builder() -> WorkerBuilder {
         WorkerBuilder {
-            config: WorkerConfig::default(),
+            base: WorkerConfig::default(),
+            settings: Vec::new(),
             factory: None,
         }
     }
@@ -347,23 +379,19 @@ impl Worker {
         tracing::info!(worker = %self.ctx.worker_id, stream = %config.stream_name, application = %config.application_name, "worker starting");
         let mut stream_sync = StreamSync::new(config);
         self.sync_shards(&mut stream_sync).await?;
-        self.ctx.readers.prepare().await?;
-        let mut coordination =
-            CoordinatorConfig::new(self.ctx.worker_id.to_string(), config.failover_time);
-        coordination.heartbeat_interval = config.heartbeat_interval();
-        coordination.assignment_interval = config.assignment_interval();
-        coordination.handoff_timeout = config.handoff_timeout();
-        coordination.max_leases_per_worker = config.max_leases_per_worker;
+        self.readers.prepare().await?;
+        let coordination = config.coordination(&self.ctx.worker_id);
+        let heartbeat_interval = coordination.heartbeat_interval;
         let mut coordinator =
             Coordinator::new(coordination, self.ctx.store.clone(), self.registry.clone());
         coordinator.start().await?;
         let mut scheduler = Scheduler {
             worker: &self,
             fence: coordinator.fence(),
-            consumers: JoinSet::new(),
-            running: HashMap::new(),
+            consumers: JoinMap::new(),
+            signals: HashMap::new(),
         };
-        let mut heartbeat = tokio::time::interval(config.heartbeat_interval());
+        let mut heartbeat = tokio::time::interval(heartbeat_interval);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut sync = tokio::time::interval_at(
             Instant::now() + config.shard_sync_interval,
@@ -382,9 +410,9 @@ impl Worker {
                 _ = tokio::time::sleep_until(expiry.unwrap_or_else(far_future)), if expiry.is_some() => {}
                 // The leader syncs; anyone does while no leader is known.
                 _ = sync.tick() => sync_now = coordinator.is_leader() || !leader_known,
-                Some(joined) = scheduler.consumers.join_next_with_id() => {
+                Some((lease_key, joined)) = scheduler.consumers.join_next() => {
                     // A shard end makes its children ready: lease them now.
-                    ended = scheduler.reap(joined);
+                    ended = scheduler.reap(lease_key, joined);
                     if ended.is_none() { continue; }
                 }
             }
@@ -450,7 +478,7 @@ impl Worker {
             .ctx
             .config
             .max_leases_per_worker
-            .saturating_sub(scheduler.running.len());
+            .saturating_sub(scheduler.consumers.len());
         if scheduler.fence.is_fenced() || room < children.len() {
             return Ok(());
         }
@@ -460,31 +488,23 @@ impl Worker {
 
 impl Scheduler<'_> {
     fn running_keys(&self) -> BTreeSet<String> {
-        self.running.values().map(|r| r.lease_key.clone()).collect()
-    }
-
-    fn signals_of(&self, lease_key: &str) -> Option<&ConsumerSignals> {
-        self.running
-            .values()
-            .find(|r| r.lease_key == lease_key)
-            .map(|r| &r.signals)
+        self.consumers.keys().cloned().collect()
     }
 
     /// Starts, stops and hands off consumers as the coordinator says.
     fn apply(&mut self, plan: TickPlan) {
         for key in &plan.lost {
-            if let Some(signals) = self.signals_of(key) {
+            if let Some(signals) = self.signals.get(key) {
                 signals.lease_lost.cancel();
             }
         }
         for key in &plan.hand_off {
-            if let Some(signals) = self.signals_of(key) {
+            if let Some(signals) = self.signals.get(key) {
                 signals.handoff.cancel();
             }
         }
-        let running = self.running_keys();
         for lease in plan.start {
-            if !running.contains(&lease.lease_key) {
+            if !self.consumers.contains_key(&lease.lease_key) {
                 self.spawn(lease);
             }
         }
@@ -502,27 +522,20 @@ impl Scheduler<'_> {
         };
         let processor = (self.worker.factory)(&ShardId::new(lease.shard_id()));
         let lease_key = lease.lease_key.clone();
-        let handle = self.consumers.spawn(consume_shard(
-            ctx.clone(),
-            lease,
-            processor,
-            signals.clone(),
-        ));
-        self.running
-            .insert(handle.id(), Running { lease_key, signals });
+        self.signals.insert(lease_key.clone(), signals.clone());
+        self.consumers.spawn(
+            lease_key,
+            consume_shard(ctx.clone(), lease, processor, signals),
+        );
     }
 
     /// Records how a consumer ended; the children it reported when its shard ended.
     fn reap(
         &mut self,
-        joined: std::result::Result<(TaskId, ShardOutcome), tokio::task::JoinError>,
+        lease: String,
+        outcome: std::result::Result<ShardOutcome, JoinError>,
     ) -> Option<(String, Vec<Shard>)> {
-        let (id, outcome) = match joined {
-            Ok((id, outcome)) => (id, Ok(outcome)),
-            Err(e) => (e.id(), Err(e)),
-        };
-        let running = self.running.remove(&id)?;
-        let lease = running.lease_key;
+        self.signals.remove(&lease);
         match outcome {
             Ok(ShardOutcome::Ended { child_shards }) => {
                 tracing::info!(%lease, children = child_shards.len(), "shard finished");
@@ -541,12 +554,12 @@ impl Scheduler<'_> {
     /// Stops every consumer gracefully, then aborts what is left after the timeout.
     async fn shut_down(mut self) {
         let timeout = self.worker.ctx.config.shutdown_timeout;
-        for running in self.running.values() {
-            running.signals.shutdown.cancel();
+        for signals in self.signals.values() {
+            signals.shutdown.cancel();
         }
         let drained = tokio::time::timeout(timeout, async {
-            while let Some(joined) = self.consumers.join_next_with_id().await {
-                self.reap(joined);
+            while let Some((lease, joined)) = self.consumers.join_next().await {
+                self.reap(lease, joined);
             }
         })
         .await;
@@ -558,5 +571,101 @@ impl Scheduler<'_> {
             );
             self.consumers.shutdown().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::test_fixture::{Scripted, ShardFixture, WORKER};
+
+    fn noop() -> WorkerBuilder {
+        Worker::builder().processor_fn(|_: &RecordBatch| async { Ok(()) })
+    }
+
+    #[test]
+    fn setters_apply_on_top_of_config_whatever_the_order() {
+        let base = WorkerConfig {
+            failover_time: Duration::from_secs(20),
+            max_leases_per_worker: 3,
+            shard_sync_interval: Duration::from_secs(5),
+            ..WorkerConfig::default()
+        };
+        let (config, _) = noop()
+            .stream("orders")
+            .application("orders-etl")
+            .max_leases_per_worker(7)
+            .config(base)
+            .heartbeat_interval(Duration::from_secs(1))
+            .into_parts()
+            .unwrap();
+        assert_eq!(config.stream_name, "orders");
+        assert_eq!(config.application_name, "orders-etl");
+        assert_eq!(config.max_leases_per_worker, 7, "a setter wins over config");
+        assert_eq!(config.heartbeat_interval, Some(Duration::from_secs(1)));
+        assert_eq!(config.failover_time, Duration::from_secs(20));
+        assert_eq!(config.shard_sync_interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn building_validates_the_merged_settings_and_needs_a_processor() {
+        let invalid = |builder: WorkerBuilder| match builder.into_parts() {
+            Err(Error::InvalidConfig { field, .. }) => field,
+            Err(other) => panic!("expected InvalidConfig, got {other}"),
+            Ok(_) => panic!("expected InvalidConfig, got a worker"),
+        };
+        assert_eq!(invalid(noop().stream("orders")), "application");
+        let named = || Worker::builder().stream("orders").application("orders-etl");
+        assert_eq!(invalid(named()), "processor");
+        assert_eq!(
+            invalid(
+                noop()
+                    .stream("orders")
+                    .application("orders-etl")
+                    .heartbeat_interval(Duration::ZERO)
+            ),
+            "heartbeat_interval"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn processor_fn_checkpoints_each_batch_and_the_shard_end() {
+        let fixture = ShardFixture::new(ProcessorErrorPolicy::default()).await;
+        let records = Arc::new(AtomicUsize::new(0));
+        let seen = records.clone();
+        let (_, factory) = Worker::builder()
+            .stream("orders")
+            .application("orders-etl")
+            .processor_fn(move |batch: &RecordBatch| {
+                seen.fetch_add(batch.records.len(), Ordering::Relaxed);
+                async { Ok(()) }
+            })
+            .into_parts()
+            .unwrap();
+        let consumer = fixture
+            .start_processor(
+                vec![
+                    Scripted::Batch(vec![1, 2]),
+                    Scripted::Wait(Duration::from_secs(1)),
+                    Scripted::Batch(vec![3]),
+                    Scripted::Wait(Duration::from_secs(1)),
+                    Scripted::ShardEnd,
+                ],
+                factory(&ShardId::new(crate::test_fixture::SHARD)),
+            )
+            .await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(records.load(Ordering::Relaxed), 3);
+        assert_eq!(
+            fixture.lease().await.checkpoint,
+            crate::test_fixture::position(3)
+        );
+        let outcome = consumer.outcome.await.unwrap();
+        assert!(matches!(outcome, ShardOutcome::Ended { .. }), "{outcome:?}");
+        let lease = fixture.lease().await;
+        assert!(lease.checkpoint.is_shard_end());
+        assert_eq!(lease.lease_owner.as_deref(), Some(WORKER));
     }
 }

@@ -10,7 +10,7 @@ use kinesis_fleet::{Error, WorkerBuilder};
 use kinesis_fleet_testkit::LocalAws;
 
 fn noop() -> WorkerBuilder {
-    Worker::builder().processor_fn(|_batch: RecordBatch| async { Ok(()) })
+    Worker::builder().processor_fn(|_batch: &RecordBatch| async { Ok(()) })
 }
 
 fn config_error(builder: WorkerBuilder, aws: &LocalAws) -> (&'static str, String) {
@@ -66,7 +66,7 @@ async fn a_missing_stream_is_a_typed_error() {
     let aws = LocalAws::start().await.unwrap();
     let worker = build(
         worker_builder("no-such-stream", "app-missing")
-            .processor_fn(|_b: RecordBatch| async { Ok(()) }),
+            .processor_fn(|_b: &RecordBatch| async { Ok(()) }),
         &aws,
     );
     let result = tokio::time::timeout(Duration::from_secs(30), worker.run())
@@ -95,7 +95,7 @@ async fn an_unreachable_endpoint_fails_in_bounded_time_naming_it() {
             .build(),
     );
     let worker = worker_builder("orders", "app-unreachable")
-        .processor_fn(|_b: RecordBatch| async { Ok(()) })
+        .processor_fn(|_b: &RecordBatch| async { Ok(()) })
         .build_with_clients(kinesis, aws.dynamodb_client())
         .unwrap();
     let started = Instant::now();

@@ -121,10 +121,11 @@ async fn processor_fn_checkpoints_each_batch() {
     let seen = Arc::new(Mutex::new(0usize));
     let s = seen.clone();
     let worker = build(
-        worker_builder(&stream, &app).processor_fn(move |batch: RecordBatch| {
+        worker_builder(&stream, &app).processor_fn(move |batch: &RecordBatch| {
             let s = s.clone();
+            let count = batch.records.len();
             async move {
-                *s.lock().unwrap() += batch.records.len();
+                *s.lock().unwrap() += count;
                 Ok(())
             }
         }),
