@@ -13,7 +13,7 @@ use crate::reader::{FetchedBatch, ReadEvent, ShardReader};
 use crate::reader_task::{ReadLoop, ReaderTask};
 use crate::record::{RawRecord, RecordPipeline};
 use crate::retry::{EndpointProbe, RetryPolicy, check_range, send, with_retry};
-use crate::shard::child_shards_from_sdk;
+use crate::shard::{child_shards_from_sdk, stream_is_gone};
 use crate::starting_position::StartingPosition;
 
 /// Kinesis allows 5 GetRecords calls per second per shard: at least this
@@ -346,21 +346,14 @@ impl Fetcher {
 
     /// ResourceNotFound on an iterator or read: is the stream or the shard gone?
     async fn not_found(&self) -> Error {
-        let described = send!(
-            self.client
-                .describe_stream_summary()
-                .stream_name(&self.stream),
-            &self.probe,
-            "DescribeStreamSummary"
-        );
-        match described {
-            Err(Failure::NotFound) => Error::StreamNotFound {
+        if stream_is_gone(&self.client, &self.stream, &self.probe).await {
+            return Error::StreamNotFound {
                 stream: self.stream.clone(),
-            },
-            _ => Error::ShardNotFound {
-                stream: self.stream.clone(),
-                shard_id: self.shard_id.clone(),
-            },
+            };
+        }
+        Error::ShardNotFound {
+            stream: self.stream.clone(),
+            shard_id: self.shard_id.clone(),
         }
     }
 }

@@ -8,6 +8,17 @@ use kinesis_fleet_types::{HashKeyRange, SequenceNumberRange, Shard, ShardId};
 use crate::error::{Error, Failure, Result};
 use crate::retry::{EndpointProbe, RetryPolicy, send, with_retry};
 
+/// After a ResourceNotFound on one shard's call: whether the stream itself
+/// is gone (DescribeStreamSummary says so too), rather than the shard.
+pub(crate) async fn stream_is_gone(client: &Client, stream: &str, probe: &EndpointProbe) -> bool {
+    let described = send!(
+        client.describe_stream_summary().stream_name(stream),
+        probe,
+        "DescribeStreamSummary"
+    );
+    matches!(described, Err(Failure::NotFound))
+}
+
 /// Converts a shard of a ListShards page.
 fn listed_shard(s: &aws_sdk_kinesis::types::Shard) -> Result<Shard> {
     const OPERATION: &str = "ListShards";

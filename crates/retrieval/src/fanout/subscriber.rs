@@ -20,7 +20,7 @@ use crate::reader::FetchedBatch;
 use crate::reader_task::ReadLoop;
 use crate::record::{RawRecord, RecordPipeline, compare_sequence_numbers};
 use crate::retry::{EndpointProbe, send};
-use crate::shard::child_shards_from_sdk;
+use crate::shard::{child_shards_from_sdk, stream_is_gone};
 use crate::starting_position::StartingPosition;
 
 /// A subscription that could not be opened or failed with `f`: replaced
@@ -363,14 +363,7 @@ impl Subscriber {
 
     /// ResourceNotFound: is the stream, the consumer or the shard gone?
     async fn not_found(&self) -> Error {
-        let stream = send!(
-            self.client
-                .describe_stream_summary()
-                .stream_name(&self.stream),
-            &self.probe,
-            "DescribeStreamSummary"
-        );
-        if let Err(Failure::NotFound) = stream {
+        if stream_is_gone(&self.client, &self.stream, &self.probe).await {
             return Error::StreamNotFound {
                 stream: self.stream.clone(),
             };
