@@ -557,7 +557,7 @@ mod tests {
             .await
             .unwrap();
         consumer.signals.handoff.cancel();
-        let outcome = consumer.outcome.await.unwrap();
+        let outcome = consumer.ended().await;
         assert!(matches!(outcome, ShardOutcome::HandedOff), "{outcome:?}");
         assert_eq!(
             fixture.events()[1..],
@@ -622,7 +622,7 @@ mod tests {
             .take_lease(&lease, OTHER_WORKER)
             .await
             .unwrap();
-        let outcome = consumer.outcome.await.unwrap();
+        let outcome = consumer.ended().await;
         assert!(matches!(outcome, ShardOutcome::LeaseLost), "{outcome:?}");
         assert_eq!(
             fixture.events()[1..],
@@ -648,7 +648,7 @@ mod tests {
             .await;
         sleep(Duration::from_secs(1)).await;
         consumer.signals.lease_lost.cancel();
-        let outcome = consumer.outcome.await.unwrap();
+        let outcome = consumer.ended().await;
         assert!(matches!(outcome, ShardOutcome::LeaseLost), "{outcome:?}");
         assert_eq!(fixture.events().last(), Some(&Event::LeaseLost));
         assert!(!fixture.events().contains(&Event::ShutdownRequested));
@@ -667,7 +667,7 @@ mod tests {
             .await;
         sleep(Duration::from_secs(1)).await;
         consumer.signals.shutdown.cancel();
-        let outcome = consumer.outcome.await.unwrap();
+        let outcome = consumer.ended().await;
         assert!(matches!(outcome, ShardOutcome::ShutDown), "{outcome:?}");
         assert_eq!(
             fixture.events()[1..],
@@ -685,7 +685,7 @@ mod tests {
         let restarted = fixture.start(Vec::new(), behaviour).await;
         sleep(Duration::from_secs(1)).await;
         restarted.signals.shutdown.cancel();
-        restarted.outcome.await.unwrap();
+        restarted.ended().await;
         assert_eq!(
             fixture.readers.opened(),
             [
@@ -718,7 +718,7 @@ mod tests {
             .await;
         sleep(Duration::from_secs(1)).await;
         consumer.signals.shutdown.cancel();
-        consumer.outcome.await.unwrap();
+        consumer.ended().await;
         let lease = fixture.lease().await;
         assert_eq!(lease.checkpoint, ExtendedSequenceNumber::TRIM_HORIZON);
         assert_eq!(lease.pending_checkpoint, Some(position(2)));
@@ -735,7 +735,7 @@ mod tests {
             .await;
         sleep(Duration::from_secs(1)).await;
         restarted.signals.shutdown.cancel();
-        restarted.outcome.await.unwrap();
+        restarted.ended().await;
         assert!(fixture.events().contains(&Event::Initialize {
             checkpoint: ExtendedSequenceNumber::TRIM_HORIZON,
             pending: Some(position(2)),
