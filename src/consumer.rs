@@ -559,7 +559,7 @@ mod tests {
             .await
             .unwrap();
         consumer.signals.handoff.cancel();
-        let outcome = consumer.outcome.await.unwrap();
+        let outcome = consumer.ended().await;
         assert!(matches!(outcome, ShardOutcome::HandedOff), "{outcome:?}");
         assert_eq!(
             fixture.events()[1..],
@@ -624,7 +624,7 @@ mod tests {
             .take_lease(&lease, OTHER_WORKER)
             .await
             .unwrap();
-        let outcome = consumer.outcome.await.unwrap();
+        let outcome = consumer.ended().await;
         assert!(matches!(outcome, ShardOutcome::LeaseLost), "{outcome:?}");
         assert_eq!(
             fixture.events()[1..],
@@ -650,7 +650,7 @@ mod tests {
             .await;
         sleep(Duration::from_secs(1)).await;
         consumer.signals.lease_lost.cancel();
-        let outcome = consumer.outcome.await.unwrap();
+        let outcome = consumer.ended().await;
         assert!(matches!(outcome, ShardOutcome::LeaseLost), "{outcome:?}");
         assert_eq!(fixture.events().last(), Some(&Event::LeaseLost));
         assert!(!fixture.events().contains(&Event::ShutdownRequested));
@@ -669,7 +669,7 @@ mod tests {
             .await;
         sleep(Duration::from_secs(1)).await;
         consumer.signals.shutdown.cancel();
-        let outcome = consumer.outcome.await.unwrap();
+        let outcome = consumer.ended().await;
         assert!(matches!(outcome, ShardOutcome::ShutDown), "{outcome:?}");
         assert_eq!(
             fixture.events()[1..],
@@ -687,7 +687,7 @@ mod tests {
         let restarted = fixture.start(Vec::new(), behaviour).await;
         sleep(Duration::from_secs(1)).await;
         restarted.signals.shutdown.cancel();
-        restarted.outcome.await.unwrap();
+        restarted.ended().await;
         assert_eq!(
             fixture.readers.opened(),
             [
@@ -720,7 +720,7 @@ mod tests {
             .await;
         sleep(Duration::from_secs(1)).await;
         consumer.signals.shutdown.cancel();
-        consumer.outcome.await.unwrap();
+        consumer.ended().await;
         let lease = fixture.lease().await;
         assert_eq!(lease.checkpoint, ExtendedSequenceNumber::TRIM_HORIZON);
         assert_eq!(lease.pending_checkpoint, Some(position(2)));
@@ -737,7 +737,7 @@ mod tests {
             .await;
         sleep(Duration::from_secs(1)).await;
         restarted.signals.shutdown.cancel();
-        restarted.outcome.await.unwrap();
+        restarted.ended().await;
         assert!(fixture.events().contains(&Event::Initialize {
             checkpoint: ExtendedSequenceNumber::TRIM_HORIZON,
             pending: Some(position(2)),

@@ -336,7 +336,18 @@ pub(crate) struct ShardFixture {
 /// A shard consumer the fixture started.
 pub(crate) struct Started {
     pub(crate) signals: ConsumerSignals,
-    pub(crate) outcome: JoinHandle<ShardOutcome>,
+    outcome: JoinHandle<ShardOutcome>,
+}
+
+impl Started {
+    /// How the consumer ended. A consumer that never ends fails the test
+    /// instead of hanging it (paused time jumps to the deadline).
+    pub(crate) async fn ended(self) -> ShardOutcome {
+        tokio::time::timeout(Duration::from_secs(3600), self.outcome)
+            .await
+            .expect("the shard consumer did not end")
+            .expect("the shard consumer panicked")
+    }
 }
 
 impl ShardFixture {
@@ -421,7 +432,7 @@ impl ShardFixture {
 
     /// Runs a consumer until it ends by itself.
     pub(crate) async fn run(&self, script: Vec<Scripted>, behaviour: Behaviour) -> ShardOutcome {
-        self.start(script, behaviour).await.outcome.await.unwrap()
+        self.start(script, behaviour).await.ended().await
     }
 
     /// The processor callbacks so far.

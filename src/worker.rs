@@ -662,7 +662,7 @@ mod tests {
             fixture.lease().await.checkpoint,
             crate::test_fixture::position(3)
         );
-        let outcome = consumer.outcome.await.unwrap();
+        let outcome = consumer.ended().await;
         assert!(matches!(outcome, ShardOutcome::Ended { .. }), "{outcome:?}");
         let lease = fixture.lease().await;
         assert!(lease.checkpoint.is_shard_end());
