@@ -5,6 +5,7 @@ mod demo;
 mod leases;
 mod lineage;
 mod local;
+mod multilang;
 mod output;
 mod put;
 mod signal;
@@ -66,6 +67,9 @@ enum Command {
     /// Show a stream's shard tree: parents and children, open or closed,
     /// hash key ranges and, with --application, lease owners and checkpoints.
     Lineage(lineage::Args),
+    /// Run KCL MultiLang record processors (amazon_kclpy, ...) from a KCL
+    /// properties file, one child process per shard lease, without a JVM.
+    Multilang(multilang::Args),
 }
 
 fn main() -> ExitCode {
@@ -115,6 +119,7 @@ fn main() -> ExitCode {
             Command::Leases(args) => leases::run(&aws, args).await.map(|()| ExitCode::SUCCESS),
             Command::Status(args) => status::run(&aws, args).await.map(|()| ExitCode::SUCCESS),
             Command::Lineage(args) => lineage::run(&aws, args).await.map(|()| ExitCode::SUCCESS),
+            Command::Multilang(args) => multilang::run(&aws, args).await,
         }
     });
     // Do not wait for readers or SDK connections still winding down.
