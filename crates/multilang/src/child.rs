@@ -16,8 +16,6 @@ use crate::protocol::{ChildMessage, DaemonMessage, Line};
 
 /// Messages buffered between the stdout task and the driver.
 const EVENT_BUFFER: usize = 16;
-/// Longest stderr chunk logged as one line.
-const MAX_STDERR_LINE: usize = 8 * 1024;
 /// Skipped stdout lines logged at `warn` per child; later ones at `debug`.
 const WARNED_SKIPPED_LINES: usize = 20;
 /// How long a child whose stdin was closed may take to exit before it is killed.
@@ -276,22 +274,23 @@ async fn read_bounded_line(
     }
 }
 
-/// Forwards stderr to the log with the shard id, in chunks of at most
-/// [`MAX_STDERR_LINE`] bytes (amazon_kclpy's sample writes without newlines):
-/// the rest of a longer line follows as the next chunk.
+/// Forwards stderr to the log with the shard id as it arrives, a line or
+/// what is there of one (amazon_kclpy's sample writes without newlines), at
+/// most one read buffer (8 KiB) per event.
 async fn forward_stderr(mut stderr: impl AsyncBufRead + Unpin, shard: Arc<str>) {
-    let mut buf = Vec::new();
     loop {
-        buf.clear();
-        match read_bounded_line(&mut stderr, &mut buf, MAX_STDERR_LINE).await {
-            Ok(LineRead::Eof) | Err(_) => return,
-            Ok(LineRead::Line | LineRead::TooLong) => {}
+        let chunk = match stderr.fill_buf().await {
+            Ok(chunk) if !chunk.is_empty() => chunk,
+            _ => return,
+        };
+        let used = chunk.len();
+        for line in String::from_utf8_lossy(chunk).split('\n') {
+            let line = line.trim_end();
+            if !line.is_empty() {
+                tracing::info!(target: "kinesis_fleet_multilang::child", shard = %shard, "{line}");
+            }
         }
-        let text = String::from_utf8_lossy(&buf);
-        let text = text.trim_end();
-        if !text.is_empty() {
-            tracing::info!(target: "kinesis_fleet_multilang::child", shard = %shard, "{text}");
-        }
+        stderr.consume(used);
     }
 }
 

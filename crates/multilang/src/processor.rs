@@ -114,8 +114,8 @@ impl ChildSupervisor {
 /// Drives one child process for one shard lease.
 ///
 /// Any failure of the child (it exits, outlasts `timeoutInSeconds`, breaks
-/// the protocol or checkpoints out of range) kills it and fails the
-/// callback; the worker (error policy `StopShard`) then releases the lease,
+/// the protocol, or checkpoints out of range and then ends its callback)
+/// kills it and fails the callback; the worker (error policy `StopShard`) then releases the lease,
 /// and a new child resumes from the last checkpoint after a backoff.
 pub struct ChildProcessor {
     shard: ShardId,
@@ -235,7 +235,9 @@ impl RecordProcessor for ChildProcessor {
 }
 
 /// One call and response: writes `message`, then answers `checkpoint`
-/// requests until the child's `status` for it arrives.
+/// requests until the child's `status` for it arrives. A checkpoint out of
+/// range is answered (so the child learns why) and fails the exchange once
+/// the status arrives.
 async fn converse(
     child: &mut Child,
     message: &DaemonMessage,
@@ -244,9 +246,18 @@ async fn converse(
     let action = message.action();
     child.send(message).await?;
     let waiting_for = format!("waiting for the status of {action}");
+    let mut violation = None;
     loop {
         match child.next(&waiting_for).await? {
-            ChildMessage::Status { response_for } if response_for == action => return Ok(()),
+            ChildMessage::Status { response_for } if response_for == action => {
+                return match violation {
+                    None => Ok(()),
+                    Some(message) => Err(Error::Protocol {
+                        waiting_for,
+                        message,
+                    }),
+                };
+            }
             ChildMessage::Status { response_for } => {
                 return Err(Error::Protocol {
                     waiting_for,
@@ -263,26 +274,29 @@ async fn converse(
                     sub_sequence_number,
                 )
                 .await;
-                let (error, violation) = match outcome {
-                    Ok(()) => (None, None),
-                    Err(refused) => (Some(refused.name.to_owned()), refused.violation),
+                let error = match outcome {
+                    Ok(()) => None,
+                    Err(refused) => {
+                        if let Some(reason) = refused.violation {
+                            tracing::warn!(error = refused.name, %reason, "refused the child's checkpoint");
+                            violation.get_or_insert_with(|| {
+                                format!(
+                                    "checkpoint at {} (sub-sequence {}) refused with {}: {reason}",
+                                    sequence_number.as_deref().unwrap_or("null"),
+                                    sub_sequence_number.map_or("null".into(), |n| n.to_string()),
+                                    refused.name,
+                                )
+                            });
+                        }
+                        Some(refused.name.to_owned())
+                    }
                 };
                 let reply = DaemonMessage::Checkpoint {
-                    sequence_number: sequence_number.clone(),
+                    sequence_number,
                     sub_sequence_number,
                     error,
                 };
                 child.send(&reply).await?;
-                if let Some(reason) = violation {
-                    return Err(Error::Protocol {
-                        waiting_for,
-                        message: format!(
-                            "checkpoint at {} (sub-sequence {}) refused: {reason}",
-                            sequence_number.as_deref().unwrap_or("null"),
-                            sub_sequence_number.map_or("null".into(), |n| n.to_string()),
-                        ),
-                    });
-                }
             }
         }
     }
