@@ -10,6 +10,16 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_scripted_child_sees_the_java_daemons_protocol() {
+    conformance("timeoutInSeconds = 30").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_protocol_is_the_same_over_enhanced_fan_out() {
+    conformance("timeoutInSeconds = 30\nretrievalMode = FANOUT").await;
+}
+
+/// Runs the scripted child on two shards with `extra` properties.
+async fn conformance(extra: &str) {
     let (aws, stream) = local_stream(2).await;
     let scratch = Scratch::new("conformance");
     let application = aws.unique_name("conformance");
@@ -20,7 +30,7 @@ async fn a_scripted_child_sees_the_java_daemons_protocol() {
         &stream,
         &application,
         &format!("python3 {} {}", script.display(), scratch.0.display()),
-        "timeoutInSeconds = 30",
+        extra,
     );
     let written = produce(&aws, &stream, 20, 0..6).await;
     let runner = Runner::start(&properties, &aws);
