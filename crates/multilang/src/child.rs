@@ -58,19 +58,23 @@ impl Child {
             dir: settings.working_dir.clone(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty executableName"),
         })?;
-        let mut process = Command::new(program)
+        let mut command = Command::new(program);
+        command
             .args(args)
             .current_dir(&settings.working_dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| Error::Spawn {
-                program: program.clone(),
-                dir: settings.working_dir.clone(),
-                source,
-            })?;
+            .kill_on_drop(true);
+        // Its own process group: a Ctrl-C in the terminal stops us, and we
+        // stop the child after `shutdownRequested`, not the signal mid-batch.
+        #[cfg(unix)]
+        command.process_group(0);
+        let mut process = command.spawn().map_err(|source| Error::Spawn {
+            program: program.clone(),
+            dir: settings.working_dir.clone(),
+            source,
+        })?;
         let shard: Arc<str> = shard.into();
         let stdin = process.stdin.take();
         let stdout = process.stdout.take().expect("stdout is piped");

@@ -72,17 +72,6 @@ impl Properties {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Entry)> {
         self.entries.iter().map(|(k, e)| (k.as_str(), e))
     }
-
-    /// Sets `key` (for callers that override a file's values, e.g. tests).
-    pub fn set(&mut self, key: impl Into<String>, value: impl Into<String>) {
-        self.entries.insert(
-            key.into(),
-            Entry {
-                value: value.into(),
-                line: 0,
-            },
-        );
-    }
 }
 
 /// An odd number of trailing backslashes continues the line.
