@@ -216,6 +216,23 @@ impl Aws {
 }
 
 impl AwsArgs {
+    /// Fills what the options leave unset from a KCL properties file
+    /// (`kfleet multilang`): its endpoints unless an endpoint option is
+    /// given, its region unless `--region` is.
+    pub(crate) fn with_defaults(
+        mut self,
+        kinesis_endpoint: Option<String>,
+        dynamodb_endpoint: Option<String>,
+        region: Option<String>,
+    ) -> Self {
+        if self.endpoint_url.is_none() {
+            self.kinesis_endpoint_url = self.kinesis_endpoint_url.or(kinesis_endpoint);
+            self.dynamodb_endpoint_url = self.dynamodb_endpoint_url.or(dynamodb_endpoint);
+        }
+        self.region = self.region.or(region);
+        self
+    }
+
     /// The endpoint for `service`: its own flag, `--endpoint-url`,
     /// `AWS_ENDPOINT_URL_<SERVICE>`, `AWS_ENDPOINT_URL`, else `None` (the
     /// SDK's default, which also honours `endpoint_url` in the profile).

@@ -12,6 +12,7 @@ mod leases;
 mod lineage;
 #[cfg(feature = "local")]
 mod local;
+mod multilang;
 mod output;
 #[cfg(feature = "local")]
 mod put;
@@ -86,6 +87,9 @@ enum Command {
     /// Show a stream's shard tree: parents and children, open or closed,
     /// hash key ranges and, with --application, lease owners and checkpoints.
     Lineage(lineage::Args),
+    /// Run KCL MultiLang record processors (amazon_kclpy, ...) from a KCL
+    /// properties file, one child process per shard lease, without a JVM.
+    Multilang(multilang::Args),
     /// `demo`, `local` and `put` in a build without the `local` feature:
     /// hidden from the help, they explain what is missing.
     #[cfg(not(feature = "local"))]
@@ -149,6 +153,7 @@ fn main() -> ExitCode {
             Command::Leases(args) => leases::run(&aws, args).await.map(|()| ExitCode::SUCCESS),
             Command::Status(args) => status::run(&aws, args).await.map(|()| ExitCode::SUCCESS),
             Command::Lineage(args) => lineage::run(&aws, args).await.map(|()| ExitCode::SUCCESS),
+            Command::Multilang(args) => multilang::run(&aws, args).await,
             #[cfg(not(feature = "local"))]
             Command::DemoWithoutLocal(_) => Ok(without_local::refuse("demo")),
             #[cfg(not(feature = "local"))]
