@@ -37,8 +37,9 @@ impl DynamoTable {
     }
 
     /// Creates this table with the string hash key `key` and, for the lease
-    /// table, the owner index; billed as [`DynamoStoreConfig::capacity`](crate::DynamoStoreConfig::capacity)
-    /// says. Succeeds when another worker created it first.
+    /// table (`owner_index`), the owner index, billed as
+    /// [`capacity`](crate::DynamoStoreConfig::capacity) says; `what` names
+    /// the table in the log. Succeeds when another worker created it first.
     pub(super) async fn create(&self, key: &str, owner_index: bool, what: &str) -> Result<()> {
         let index = owner_index.then(|| {
             GlobalSecondaryIndex::builder()

@@ -190,6 +190,8 @@ impl LeaseStore for DynamoLeaseStore {
     /// Cancel-safe: CreateTable/UpdateTable are single requests; running
     /// this again finishes the job.
     async fn ensure_table(&self) -> Result<()> {
+        // Whether this call created the table: its index then builds with
+        // it, so wait for both.
         let created = AtomicBool::new(false);
         let (table, created) = (&self.table, &created);
         table
