@@ -9,7 +9,7 @@ use std::time::Duration;
 use aws_types::SdkConfig;
 use kinesis_fleet_leases::{
     Coordinator, CoordinatorStore, DynamoCoordinatorStore, DynamoLeaseStore, Fence, Lease, Shard,
-    TickPlan,
+    TickPlan, coordinator_table_name,
 };
 use kinesis_fleet_retrieval::PollingConfig;
 use kinesis_fleet_types::ShardId;
@@ -258,10 +258,8 @@ impl WorkerBuilder {
             .unwrap_or_else(default_worker_id)
             .into();
         let store = DynamoLeaseStore::new(dynamodb.clone(), config.lease_table());
-        let registry = DynamoCoordinatorStore::new(
-            dynamodb,
-            format!("{}-coordinator", config.application_name),
-        );
+        let registry =
+            DynamoCoordinatorStore::new(dynamodb, coordinator_table_name(&config.application_name));
         let readers = Arc::new(
             ReaderFactory::new(
                 kinesis.clone(),

@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kinesis_fleet::ExtendedSequenceNumber;
 use kinesis_fleet_leases::{
     CoordinatorStore, DynamoCoordinatorStore, DynamoLeaseStore, Lease, LeaseStore,
+    coordinator_table_name,
 };
 use kinesis_fleet_testkit::LocalAws;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -168,7 +169,7 @@ impl Fleet {
         let store = self.lease_store();
         let registry = DynamoCoordinatorStore::new(
             self.aws.dynamodb_client(),
-            format!("{}-coordinator", self.application),
+            coordinator_table_name(&self.application),
         );
         tokio::spawn(async move {
             let mut last = String::new();
@@ -340,7 +341,7 @@ impl Fleet {
     pub async fn leader(&self) -> Option<String> {
         let store = DynamoCoordinatorStore::new(
             self.aws.dynamodb_client(),
-            format!("{}-coordinator", self.application),
+            coordinator_table_name(&self.application),
         );
         store.read().await.ok()?.leader.map(|l| l.leader_id)
     }

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use kinesis_fleet::SequenceNumber;
 use kinesis_fleet_leases::{
     CoordinatorStore, CoordinatorView, DynamoCoordinatorStore, Lease, WorkerState,
+    coordinator_table_name,
 };
 use serde::Serialize;
 
@@ -112,7 +113,7 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
     let aws = Aws::connect(aws_args, &[Service::DynamoDb]).await?;
     let lease_table = args.lease_table.clone().unwrap_or(args.application.clone());
     let leases = list_leases(&aws, &lease_table).await?;
-    let coordinator_table = format!("{}-coordinator", args.application);
+    let coordinator_table = coordinator_table_name(&args.application);
     let coordinator = read_coordinator(&aws, &coordinator_table).await?;
     let status = build_status(
         &args.application,

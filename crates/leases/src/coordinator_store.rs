@@ -15,6 +15,11 @@ pub const WORKER_KEY_PREFIX: &str = "worker#";
 /// Key of the leader item.
 pub const LEADER_KEY: &str = "leader";
 
+/// The coordinator table of the application `application`: `<application>-coordinator`.
+pub fn coordinator_table_name(application: &str) -> String {
+    format!("{application}-coordinator")
+}
+
 /// A worker's lifecycle as its heartbeat item tells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]

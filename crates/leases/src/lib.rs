@@ -35,7 +35,7 @@ pub use assignment::{Candidate, Holder, Move, plan_assignment};
 pub use coordinator::{AssignmentReport, Coordinator, CoordinatorConfig, Fence, TickPlan};
 pub use coordinator_store::{
     CoordinatorStore, CoordinatorView, LeaderRecord, MemoryCoordinatorStore, WorkerRecord,
-    WorkerState,
+    WorkerState, coordinator_table_name,
 };
 pub use dynamo::{DynamoCoordinatorStore, DynamoLeaseStore, DynamoStoreConfig, TableCapacity};
 pub use error::{BoxError, Error, Result};
