@@ -16,15 +16,15 @@ const STREAM: &str = "drain";
 const TIMEOUT: Duration = Duration::from_secs(300);
 /// kcl-rs with its two waits cut: the sleep after its first shard sync (60 s)
 /// and the pause between GetRecords calls (1.5 s, 200 ms at the least).
-const KCL_TUNED: &[&str] = &["--shard-sync-millis", "1000", "--idle-millis", "200"];
+pub(crate) const KCL_TUNED: &[&str] = &["--shard-sync-millis", "1000", "--idle-millis", "200"];
 
 /// One consumer's run, in seconds since its process started.
 #[derive(Clone, Copy)]
-struct Drain {
-    first: f64,
-    done: f64,
+pub(crate) struct Drain {
+    pub(crate) first: f64,
+    pub(crate) done: f64,
     /// Records per second from the first shard's start to the last record.
-    rate: f64,
+    pub(crate) rate: f64,
 }
 
 pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
@@ -167,7 +167,8 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
     })
 }
 
-fn measure(proc: &mut Proc, total: u64) -> Drain {
+/// First record, last record and rate of a consumer that delivered `total` records.
+pub(crate) fn measure(proc: &mut Proc, total: u64) -> Drain {
     let started = proc.started();
     let events = proc.events();
     // Reading starts with the first shard (the raw reader: with the process).
@@ -223,6 +224,7 @@ fn time_of_day(line: &str) -> Option<f64> {
     Some(h.parse::<f64>().ok()? * 3600.0 + m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?)
 }
 
-fn per_second(rate: f64) -> String {
+/// A rate in thousands of records per second.
+pub(crate) fn per_second(rate: f64) -> String {
     format!("{:.1} k records/s", rate / 1000.0)
 }

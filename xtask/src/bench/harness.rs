@@ -1,5 +1,6 @@
 //! The processes the consumer sections run: the emulators
-//! (`kinesis-fleet-bench serve`), our `fleet_worker`, the kcl-rs worker
+//! (`kinesis-fleet-bench serve`), our `fleet_worker`, `kfleet multilang` with
+//! an amazon_kclpy child (`bench/peers/kclpy_noop.py`), the kcl-rs worker
 //! (`bench/peers/kcl_rs_worker.py`) and the raw reader. Consumers print JSON
 //! lines (`initialize`, `batch`, `lease_lost`), collected with arrival times.
 
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::process::{poll, timed_out};
+use super::process::{self, poll, timed_out};
 use super::{Ctx, peers};
 
 /// How long the emulators may take to start, or to answer a command that
@@ -27,6 +28,8 @@ const PREFILL_TIMEOUT: Duration = Duration::from_secs(600);
 pub(crate) enum Consumer {
     /// `examples/fleet_worker.rs --print-batches`.
     Ours,
+    /// `kfleet multilang` running `bench/peers/kclpy_noop.py` per shard.
+    Multilang,
     /// kcl-rs's `Scheduler` in polling mode, `bench/peers/kcl_rs_worker.py`.
     KclRs,
     /// `kinesis-fleet-bench raw-read`: GetRecords on every shard, nothing else.
@@ -37,6 +40,7 @@ impl Consumer {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Consumer::Ours => "ours",
+            Consumer::Multilang => "kfleet multilang",
             Consumer::KclRs => "kcl-rs",
             Consumer::RawReader => "raw reader",
         }
@@ -47,8 +51,12 @@ impl Consumer {
 pub(crate) struct Binaries {
     driver: PathBuf,
     fleet_worker: PathBuf,
+    kfleet: PathBuf,
     python: PathBuf,
     kcl_rs_worker: PathBuf,
+    /// The unpacked amazon_kclpy sources, for the MultiLang child's `PYTHONPATH`.
+    kclpy: PathBuf,
+    kclpy_noop: PathBuf,
     logs: PathBuf,
     /// `--quick`: kcl-rs skips its 60 s sleep after the first shard sync, so
     /// CI proves the peer still runs without waiting minutes for it.
@@ -56,20 +64,24 @@ pub(crate) struct Binaries {
 }
 
 impl Binaries {
-    /// Builds the driver and `fleet_worker` in release mode and installs the
-    /// Python peers. Sections get them through [`Ctx::binaries`], which
+    /// Builds the driver, `kfleet` and `fleet_worker` in release mode and
+    /// installs the Python peers and amazon_kclpy. Sections get them through [`Ctx::binaries`], which
     /// does this once per run.
     pub(crate) fn build(ctx: &Ctx) -> Result<Binaries, String> {
-        ctx.cargo_build(&["-p", "kinesis-fleet-bench"])?;
+        ctx.cargo_build(&["-p", "kinesis-fleet-bench", "-p", "kfleet"])?;
         ctx.cargo_build(&["-p", "kinesis-fleet", "--example", "fleet_worker"])?;
         let release = ctx.release_dir();
         let logs = ctx.scratch.join("logs");
         std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+        let python = peers::python(ctx)?;
         Ok(Binaries {
             driver: release.join("kinesis-fleet-bench"),
             fleet_worker: release.join("examples/fleet_worker"),
-            python: peers::python(ctx)?,
+            kfleet: release.join("kfleet"),
+            kclpy: peers::kclpy(ctx, &python)?,
+            python,
             kcl_rs_worker: ctx.root.join("bench/peers/kcl_rs_worker.py"),
+            kclpy_noop: ctx.root.join("bench/peers/kclpy_noop.py"),
             logs,
             quick: ctx.quick,
         })
@@ -82,7 +94,8 @@ impl Binaries {
 
     /// Starts a consumer of `stream` as worker `worker` of `application`
     /// (the raw reader has neither), with `extra` arguments; its stderr goes
-    /// to `<scratch>/logs/<application>-<worker>.log`.
+    /// to `<scratch>/logs/<application>-<worker>.log` (`kfleet multilang`'s
+    /// properties file to `<application>-<worker>.properties` next to it).
     pub(crate) fn spawn(
         &self,
         emulators: &Emulators,
@@ -114,6 +127,24 @@ impl Binaries {
                 }
                 c
             }
+            Consumer::Multilang => {
+                let properties = self.logs.join(format!("{application}-{worker}.properties"));
+                let text = format!(
+                    "executableName = {python} {child}\n\
+                     streamName = {stream}\n\
+                     applicationName = {application}\n\
+                     workerId = {worker}\n\
+                     initialPositionInStream = TRIM_HORIZON\n\
+                     retrievalMode = POLLING\n",
+                    python = self.python.display(),
+                    child = self.kclpy_noop.display(),
+                );
+                std::fs::write(&properties, text)
+                    .map_err(|e| format!("{}: {e}", properties.display()))?;
+                let mut c = Command::new(&self.kfleet);
+                c.arg("multilang").arg(&properties);
+                c
+            }
             Consumer::RawReader => {
                 let mut c = Command::new(&self.driver);
                 c.args(["raw-read", &emulators.kinesis, stream]);
@@ -126,6 +157,8 @@ impl Binaries {
             .args(extra)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            // For the MultiLang child, which inherits it.
+            .env("PYTHONPATH", &self.kclpy)
             .env("AWS_ENDPOINT_URL_KINESIS", &emulators.kinesis)
             .env("AWS_ENDPOINT_URL_DYNAMODB", &emulators.dynamodb)
             // kcl-rs publishes CloudWatch metrics: refused at once here.
@@ -284,6 +317,31 @@ impl Proc {
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .ok_or_else(|| format!("{path}: no VmHWM"))
+    }
+
+    /// SIGTERM, then waits up to `timeout` for it to exit (a graceful stop:
+    /// `kfleet multilang` shuts its children down); SIGKILL after that.
+    pub(crate) fn terminate(&mut self, timeout: Duration) -> Result<(), String> {
+        let pid = self.child.id().to_string();
+        process::run(
+            Command::new("kill").args(["-TERM", &pid]),
+            &format!("kill -TERM {pid}"),
+            timeout,
+        )?;
+        let exited = poll(timeout, || {
+            self.child
+                .try_wait()
+                .map(|status| status.is_some())
+                .map_err(|e| format!("waiting for {}: {e}", self.consumer.name()))
+        })?;
+        if exited {
+            return Ok(());
+        }
+        self.kill();
+        Err(timed_out(
+            &format!("{} stopping on SIGTERM", self.consumer.name()),
+            timeout,
+        ))
     }
 
     /// SIGKILL, and reap it.

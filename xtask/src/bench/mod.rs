@@ -1,5 +1,7 @@
-//! `cargo xtask bench [--quick]`: measures ours against the peers users would
-//! otherwise pick, in one run, and writes `BENCHMARKS.md`.
+//! `cargo xtask bench [--quick] [SECTION...]`: measures ours against the
+//! peers users would otherwise pick, in one run, and writes `BENCHMARKS.md`.
+//! Naming sections re-runs only those and replaces them in `BENCHMARKS.md`,
+//! keeping the others' figures (each replaced section names its run).
 //!
 //! Peers are installed into a scratch directory (`target/bench-peers/`) from
 //! PyPI and npm; nothing is installed globally.
@@ -10,6 +12,7 @@ mod drain;
 mod fleet;
 mod harness;
 mod memory;
+mod multilang;
 mod peers;
 mod process;
 mod report;
@@ -85,10 +88,12 @@ const SECTIONS: &[(&str, SectionFn)] = &[
     ("fleet", fleet::run),
     ("cost", cost::run),
     ("memory", memory::run),
+    ("multilang", multilang::run),
 ];
 
 /// Runs every section (or those whose name is in `only`) and writes the report:
-/// `BENCHMARKS.md` for a full run, `target/BENCHMARKS.quick.md` for `--quick`.
+/// `BENCHMARKS.md` for a full run (only the sections run replaced when some
+/// are named), `target/BENCHMARKS.quick.md` for `--quick`.
 pub(crate) fn run(quick: bool, only: &[String]) -> Result<(), String> {
     let root = crate::workspace_root();
     let target = target_dir(&root);
@@ -109,16 +114,25 @@ pub(crate) fn run(quick: bool, only: &[String]) -> Result<(), String> {
         eprintln!("xtask bench: {name}");
         sections.push(section(&ctx)?);
     }
-    let command = if quick {
-        "cargo xtask bench --quick"
-    } else {
-        "cargo xtask bench"
-    };
-    let markdown = report::render(&machine(), command, &sections);
     let out = if quick {
         ctx.target.join("BENCHMARKS.quick.md")
     } else {
         ctx.root.join("BENCHMARKS.md")
+    };
+    let existing = std::fs::read_to_string(&out).ok();
+    let markdown = match existing {
+        Some(existing) if !quick && !only.is_empty() => {
+            let command = format!("cargo xtask bench {}", only.join(" "));
+            report::merge(&existing, &machine(), &command, &sections)
+        }
+        _ => {
+            let command = if quick {
+                "cargo xtask bench --quick"
+            } else {
+                "cargo xtask bench"
+            };
+            report::render(&machine(), command, &sections)
+        }
     };
     std::fs::write(&out, markdown).map_err(|e| format!("{}: {e}", out.display()))?;
     eprintln!("xtask bench: wrote {}", out.display());

@@ -1,9 +1,11 @@
 //! The peers we compare against, installed into the scratch directory:
 //! Python packages (`bench/peers/requirements.txt`) into a virtualenv, npm
 //! packages (`bench/peers/package.json`, locked) with `npm ci`. Each is
-//! installed again only when its pinned list changed.
+//! installed again only when its pinned list changed. amazon_kclpy, the
+//! MultiLang processor library `kfleet multilang` runs, is unpacked from its
+//! PyPI sdist instead: its install step downloads Java jars we do not need.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -44,6 +46,51 @@ pub(crate) fn python(ctx: &Ctx) -> Result<PathBuf, String> {
     )?;
     std::fs::write(&stamp, wanted).map_err(|e| format!("{}: {e}", stamp.display()))?;
     Ok(python)
+}
+
+/// The amazon_kclpy release whose `kcl.py` the MultiLang child runs on.
+pub(crate) const KCLPY_VERSION: &str = "3.2.0";
+
+/// The unpacked amazon_kclpy sdist (for `PYTHONPATH`): `pip download` fetches
+/// it once (pip only reads its metadata; the install step that downloads the
+/// Java jars never runs).
+pub(crate) fn kclpy(ctx: &Ctx, python: &Path) -> Result<PathBuf, String> {
+    let cache = ctx.scratch.join("kclpy");
+    let name = format!("amazon_kclpy-{KCLPY_VERSION}");
+    let unpacked = cache.join(&name);
+    if unpacked.join("amazon_kclpy/kcl.py").is_file() {
+        return Ok(unpacked);
+    }
+    std::fs::create_dir_all(&cache).map_err(|e| format!("{}: {e}", cache.display()))?;
+    let requirement = format!("amazon-kclpy=={KCLPY_VERSION}");
+    process::run(
+        Command::new(python)
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                &requirement,
+                "-d",
+            ])
+            .arg(&cache),
+        &format!("pip download {requirement}"),
+        INSTALL_TIMEOUT,
+    )?;
+    process::run(
+        Command::new("tar")
+            .arg("xzf")
+            .arg(cache.join(format!("{name}.tar.gz")))
+            .arg("-C")
+            .arg(&cache),
+        &format!("tar xzf {name}.tar.gz"),
+        INSTALL_TIMEOUT,
+    )?;
+    Ok(unpacked)
 }
 
 /// The directory whose `node_modules` holds the pinned npm peers.

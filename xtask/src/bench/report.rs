@@ -35,23 +35,73 @@ pub(crate) fn render(machine: &str, command: &str, sections: &[Section]) -> Stri
          machine are noisy: compare the ratios, each taken within the same run.\n"
     );
     for section in sections {
-        let _ = writeln!(out, "## {}\n\n{}\n", section.title, section.intro);
-        let _ = writeln!(out, "| what | ours | peers | ratio | command |");
-        let _ = writeln!(out, "|---|---|---|---|---|");
-        for r in &section.rows {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | `{}` |",
-                r.what, r.ours, r.peers, r.ratio, r.command
-            );
+        out.push_str(&render_section(section, None));
+    }
+    out
+}
+
+/// Said in the header once some section comes from a run of its own.
+const SEPARATE_RUNS: &str = "A section re-run alone names its run under its heading.";
+
+/// `existing` (a rendered report) with `sections` in place of those with the
+/// same titles, new ones appended; each names the run it comes from, and the
+/// other sections' figures stay as they are.
+pub(crate) fn merge(existing: &str, machine: &str, command: &str, sections: &[Section]) -> String {
+    let run = format!("From `{command}`, run alone on {machine}.");
+    let mut parts: Vec<String> = Vec::new();
+    for line in existing.split_inclusive('\n') {
+        match parts.last_mut() {
+            Some(part) if !line.starts_with("## ") => part.push_str(line),
+            _ => parts.push(line.to_owned()),
         }
+    }
+    // parts[0] is the header (the file starts with "# Benchmarks").
+    let mut added = vec![false; sections.len()];
+    for part in parts.iter_mut().skip(1) {
+        let title = part
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("## ");
+        if let Some(i) = sections.iter().position(|s| s.title == title) {
+            *part = render_section(&sections[i], Some(&run));
+            added[i] = true;
+        }
+    }
+    for (section, _) in sections.iter().zip(added).filter(|(_, added)| !added) {
+        parts.push(render_section(section, Some(&run)));
+    }
+    if let Some(header) = parts.first_mut()
+        && !header.contains(SEPARATE_RUNS)
+    {
+        *header = format!("{} {SEPARATE_RUNS}\n\n", header.trim_end());
+    }
+    parts.concat()
+}
+
+/// One section: heading, intro (and the run it comes from, if not the
+/// header's), table and notes.
+fn render_section(section: &Section, run: Option<&str>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "## {}\n\n{}\n", section.title, section.intro);
+    if let Some(run) = run {
+        let _ = writeln!(out, "{run}\n");
+    }
+    let _ = writeln!(out, "| what | ours | peers | ratio | command |");
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    for r in &section.rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | `{}` |",
+            r.what, r.ours, r.peers, r.ratio, r.command
+        );
+    }
+    out.push('\n');
+    for note in &section.notes {
+        let _ = writeln!(out, "- {note}");
+    }
+    if !section.notes.is_empty() {
         out.push('\n');
-        for note in &section.notes {
-            let _ = writeln!(out, "- {note}");
-        }
-        if !section.notes.is_empty() {
-            out.push('\n');
-        }
     }
     out
 }
@@ -79,4 +129,56 @@ pub(crate) fn secs(seconds: f64) -> String {
 /// How a row states a goal.
 pub(crate) fn verdict(met: bool) -> &'static str {
     if met { "goal met" } else { "goal MISSED" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(title: &str, figure: &str) -> Section {
+        Section {
+            title: title.to_owned(),
+            intro: "intro".to_owned(),
+            rows: vec![Row {
+                what: "what".to_owned(),
+                ours: figure.to_owned(),
+                peers: "peers".to_owned(),
+                ratio: "ratio".to_owned(),
+                command: "cargo xtask bench".to_owned(),
+            }],
+            notes: vec!["note".to_owned()],
+        }
+    }
+
+    #[test]
+    fn merge_replaces_the_named_sections_and_keeps_the_others() {
+        let full = render(
+            "cpu",
+            "cargo xtask bench",
+            &[section("1. A", "old a"), section("2. B", "old b")],
+        );
+        let merged = merge(
+            &full,
+            "cpu2",
+            "cargo xtask bench b c",
+            &[section("2. B", "new b"), section("3. C", "new c")],
+        );
+        let run = "From `cargo xtask bench b c`, run alone on cpu2.";
+        let expected = format!(
+            "{}{}{}",
+            render("cpu", "cargo xtask bench", &[section("1. A", "old a")])
+                .replace("same run.\n", &format!("same run. {SEPARATE_RUNS}\n")),
+            render_section(&section("2. B", "new b"), Some(run)),
+            render_section(&section("3. C", "new c"), Some(run)),
+        );
+        assert_eq!(merged, expected);
+        // Merging again does not repeat the header's note.
+        let again = merge(
+            &merged,
+            "cpu2",
+            "cargo xtask bench b c",
+            &[section("2. B", "new b")],
+        );
+        assert_eq!(again, merged);
+    }
 }

@@ -3,8 +3,12 @@
 
 Usage: bad.py OUT_DIR SHARD MODE
 MODE: exit | hang | invalid_json | backwards | checkpoint_in_initialize | flood
+      | checkpoint_after_lease_taken
 The first child of SHARD misbehaves at its second processRecords (after one
-good, checkpointed batch); a marker file makes later children behave. Every
+good, checkpointed batch); a marker file makes later children behave.
+checkpoint_after_lease_taken is not misbehaviour: at its first batch the child
+waits for OUT_DIR/taken (the test gives the lease to another worker), then
+processes and checkpoints the batch as usual. Every
 child writes "shard<TAB>data" per processed record to OUT_DIR/delivered-<pid>.log
 and the daemon's checkpoint errors to OUT_DIR/errors.log.
 """
@@ -60,6 +64,9 @@ while True:
     elif action == "processRecords":
         batches += 1
         records = message["records"]
+        if MODE == "checkpoint_after_lease_taken" and misbehaving():
+            while not os.path.exists(os.path.join(OUT, "taken")):
+                time.sleep(0.05)
         if batches == 2 and MODE != "checkpoint_in_initialize" and misbehaving():
             if MODE == "exit":
                 # Half the batch processed, then gone without a checkpoint.
