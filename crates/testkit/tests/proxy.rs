@@ -249,6 +249,31 @@ async fn throttle_refuses_one_operation_as_the_service_would() {
     keys.sort_unstable();
     assert_eq!(keys, ["after", "before"], "the throttled put never arrived");
 
+    // A request head that arrives in pieces is held until complete.
+    proxy.set_fault(Fault::Throttle {
+        operation: "UpdateItem",
+    });
+    let mut raw = tokio::net::TcpStream::connect(proxy.endpoint().trim_start_matches("http://"))
+        .await
+        .expect("connect");
+    let request = raw_request("DynamoDB_20120810.UpdateItem");
+    for piece in request.chunks(20) {
+        raw.write_all(piece).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut response))
+        .await
+        .expect("answered and closed")
+        .expect("read");
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 400 "), "{response}");
+    assert!(
+        response.contains("application/x-amz-json-1.0")
+            && response.contains("dynamodb.v20120810#ProvisionedThroughputExceededException"),
+        "{response}"
+    );
+
     // Kinesis gets its own error, awsJson 1.1.
     let proxy = FaultProxy::start(aws.kinesis_endpoint())
         .await
