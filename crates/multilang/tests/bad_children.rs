@@ -16,17 +16,12 @@ async fn misbehave(mode: &str, expect_failure: bool) -> String {
     let (aws, stream) = local_stream(2).await;
     let scratch = Scratch::new(mode);
     let application = aws.unique_name(mode);
-    let script = children_dir().join("bad.py");
     let properties = write_properties(
         &scratch.0,
         &aws,
         &stream,
         &application,
-        &format!(
-            "python3 {} {} {BAD_SHARD} {mode}",
-            script.display(),
-            scratch.0.display()
-        ),
+        &bad_child(&scratch.0, BAD_SHARD, mode),
         "timeoutInSeconds = 10\nmaxRecords = 10",
     );
     let first = produce(&aws, &stream, 20, 0..6).await;

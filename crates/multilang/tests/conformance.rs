@@ -1,15 +1,21 @@
 //! The runner against a scripted child (`children/conformance.py`) that
 //! checks every message it receives, field by field and type by type, and
-//! exercises every checkpoint form and error reply; `ShutdownException`, the
-//! reply once the lease is lost, with `children/bad.py` and a lease taken by
-//! another worker.
+//! exercises every checkpoint form and error reply; with `children/bad.py`,
+//! `ShutdownException` (the reply once the lease is lost, taken by another
+//! worker) and `ThrottlingException` (the lease table throttles the write).
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
+use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::*;
+use kinesis_fleet_testkit::proxy::{Fault, FaultProxy};
+
+/// The shard whose child `bad.py` scripts.
+const SHARD: &str = "shardId-000000000000";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_scripted_child_sees_the_java_daemons_protocol() {
@@ -38,20 +44,7 @@ async fn conformance(extra: &str) {
     let written = produce(&aws, &stream, 20, 0..6).await;
     let runner = Runner::start(&properties, &aws);
     wait_for_all(&scratch.0, &written, Duration::from_secs(60)).await;
-
-    // Every checkpoint the child asked for reached the lease table: each
-    // shard's checkpoint is its last record.
-    let last = last_sequence_per_shard(&aws, &stream).await;
-    let mut checkpoints = Default::default();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::time::Instant::now() < deadline {
-        checkpoints = lease_checkpoints(&aws, &application).await;
-        if checkpoints == last {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert_eq!(checkpoints, last, "lease checkpoints vs last records");
+    wait_for_checkpoints(&aws, &stream, &application).await;
 
     let stats = runner.children.stats();
     runner.stop().await;
@@ -66,21 +59,15 @@ async fn conformance(extra: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_checkpoint_after_the_lease_was_taken_is_answered_shutdown_exception() {
-    const SHARD: &str = "shardId-000000000000";
     let (aws, stream) = local_stream(2).await;
     let scratch = Scratch::new("lease-taken");
     let application = aws.unique_name("lease-taken");
-    let script = children_dir().join("bad.py");
     let properties = write_properties(
         &scratch.0,
         &aws,
         &stream,
         &application,
-        &format!(
-            "python3 {} {} {SHARD} checkpoint_after_lease_taken",
-            script.display(),
-            scratch.0.display()
-        ),
+        &bad_child(&scratch.0, SHARD, "checkpoint_after_lease_taken"),
         "timeoutInSeconds = 30",
     );
     produce(&aws, &stream, 20, 0..3).await;
@@ -101,16 +88,86 @@ async fn a_checkpoint_after_the_lease_was_taken_is_answered_shutdown_exception()
         .await
         .expect("take the lease");
     std::fs::write(scratch.0.join("taken"), "").expect("write marker");
-    let errors = scratch.0.join("errors.log");
-    wait_until("the checkpoint's reply", Duration::from_secs(30), || {
-        std::fs::read_to_string(&errors).is_ok_and(|e| !e.is_empty())
-    })
-    .await;
+    let errors = checkpoint_errors(&scratch.0).await;
     runner.stop().await;
-    let errors = std::fs::read_to_string(&errors).unwrap_or_default();
     assert_eq!(
         errors.lines().next(),
         Some(format!("{SHARD}\tcheckpoint_after_lease_taken\tShutdownException").as_str()),
         "{errors}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_throttled_checkpoint_is_answered_throttling_exception_and_can_be_retried() {
+    // One shard: no other child's checkpoint meets the throttle.
+    let (aws, stream) = local_stream(1).await;
+    let scratch = Scratch::new("throttled");
+    let application = aws.unique_name("throttled");
+    let properties = write_properties(
+        &scratch.0,
+        &aws,
+        &stream,
+        &application,
+        &bad_child(&scratch.0, SHARD, "checkpoint_when_throttled"),
+        "timeoutInSeconds = 30",
+    );
+    let written = produce(&aws, &stream, 20, 0..3).await;
+    // The worker reaches the lease table through a proxy, each SDK call made
+    // once: only the lease store's own few retries meet the throttle, so the
+    // reply comes before the worker's lease renewals (throttled too) expire.
+    let proxy = FaultProxy::start(aws.dynamodb_endpoint())
+        .await
+        .expect("start proxy");
+    let dynamodb = aws
+        .dynamodb_config()
+        .to_builder()
+        .endpoint_url(proxy.endpoint())
+        .retry_config(RetryConfig::disabled())
+        .build();
+    let runner = Runner::start_with_dynamodb(
+        &properties,
+        &aws,
+        aws_sdk_dynamodb::Client::from_conf(dynamodb),
+    );
+    wait_until("the child to hold a batch", Duration::from_secs(60), || {
+        scratch.0.join("misbehaved").exists()
+    })
+    .await;
+    proxy.set_fault(Fault::Throttle {
+        operation: "UpdateItem",
+    });
+    std::fs::write(scratch.0.join("throttled"), "").expect("write marker");
+    let errors = checkpoint_errors(&scratch.0).await;
+    proxy.set_fault(Fault::None);
+    std::fs::write(scratch.0.join("lifted"), "").expect("write marker");
+    assert!(
+        proxy.request_count("UpdateItem") > 0,
+        "{:?}",
+        proxy.request_counts()
+    );
+
+    // The child retries the checkpoint, which now succeeds; nothing is lost.
+    wait_for_all(&scratch.0, &written, Duration::from_secs(60)).await;
+    wait_for_checkpoints(&aws, &stream, &application).await;
+    runner.stop().await;
+    assert_eq!(
+        std::fs::read_to_string(scratch.0.join("errors.log")).unwrap_or_default(),
+        errors,
+        "only the throttled checkpoint failed"
+    );
+    assert_eq!(
+        errors,
+        format!("{SHARD}\tcheckpoint_when_throttled\tThrottlingException\n"),
+    );
+}
+
+/// Waits for the first checkpoint error the `bad.py` children were told
+/// (their `errors.log`) and returns what they wrote.
+async fn checkpoint_errors(dir: &Path) -> String {
+    let errors = dir.join("errors.log");
+    wait_until("the checkpoint's reply", Duration::from_secs(30), || {
+        std::fs::read_to_string(&errors).is_ok_and(|e| !e.is_empty())
+    })
+    .await;
+    std::fs::read_to_string(&errors).unwrap_or_default()
 }

@@ -199,6 +199,102 @@ async fn counts_requests_by_operation() {
 }
 
 #[tokio::test]
+async fn throttle_refuses_one_operation_as_the_service_would() {
+    let aws = LocalAws::start().await.expect("start LocalAws");
+    let proxy = FaultProxy::start(aws.dynamodb_endpoint())
+        .await
+        .expect("start proxy");
+    // One attempt: the SDK retries throttling errors by itself.
+    let ddb = impatient_ddb_via(&aws, &proxy);
+    let table = aws.unique_name("throttled");
+    create_table(&ddb, &aws.dynamodb_client(), &table).await;
+    let put = |pk: &'static str| {
+        ddb.put_item()
+            .table_name(&table)
+            .item("pk", AttributeValue::S(pk.into()))
+            .send()
+    };
+    put("before").await.expect("PutItem");
+
+    proxy.set_fault(Fault::Throttle {
+        operation: "PutItem",
+    });
+    let err = put("throttled").await.expect_err("PutItem is throttled");
+    assert!(
+        err.as_service_error()
+            .is_some_and(|e| e.is_provisioned_throughput_exceeded_exception()),
+        "{}",
+        DisplayErrorContext(&err)
+    );
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(400));
+    // Other operations pass, on a new connection after the closed one.
+    let item = ddb
+        .get_item()
+        .table_name(&table)
+        .key("pk", AttributeValue::S("before".into()))
+        .send()
+        .await
+        .expect("GetItem passes");
+    assert!(item.item.is_some());
+    assert_eq!(proxy.request_count("PutItem"), 2, "counted, not forwarded");
+
+    proxy.set_fault(Fault::None);
+    put("after").await.expect("PutItem after the throttle");
+    let scan = ddb.scan().table_name(&table).send().await.expect("Scan");
+    let mut keys: Vec<&str> = scan
+        .items()
+        .iter()
+        .filter_map(|i| i.get("pk")?.as_s().ok().map(String::as_str))
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["after", "before"], "the throttled put never arrived");
+
+    // A request head that arrives in pieces is held until complete.
+    proxy.set_fault(Fault::Throttle {
+        operation: "UpdateItem",
+    });
+    let mut raw = tokio::net::TcpStream::connect(proxy.endpoint().trim_start_matches("http://"))
+        .await
+        .expect("connect");
+    let request = raw_request("DynamoDB_20120810.UpdateItem");
+    for piece in request.chunks(20) {
+        raw.write_all(piece).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut response))
+        .await
+        .expect("answered and closed")
+        .expect("read");
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 400 "), "{response}");
+    assert!(
+        response.contains("application/x-amz-json-1.0")
+            && response.contains("dynamodb.v20120810#ProvisionedThroughputExceededException"),
+        "{response}"
+    );
+
+    // Kinesis gets its own error, awsJson 1.1.
+    let proxy = FaultProxy::start(aws.kinesis_endpoint())
+        .await
+        .expect("start proxy");
+    proxy.set_fault(Fault::Throttle {
+        operation: "ListStreams",
+    });
+    let err = impatient_kinesis_via(&aws, &proxy)
+        .list_streams()
+        .send()
+        .await
+        .expect_err("ListStreams is throttled");
+    assert_eq!(
+        err.as_service_error().and_then(|e| e.meta().code()),
+        Some("ProvisionedThroughputExceededException"),
+        "{}",
+        DisplayErrorContext(&err)
+    );
+}
+
+#[tokio::test]
 async fn blackhole_hangs_requests_until_lifted() {
     let aws = LocalAws::start().await.expect("start LocalAws");
     let proxy = FaultProxy::start(aws.dynamodb_endpoint())

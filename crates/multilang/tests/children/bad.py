@@ -3,12 +3,15 @@
 
 Usage: bad.py OUT_DIR SHARD MODE
 MODE: exit | hang | invalid_json | backwards | checkpoint_in_initialize | flood
-      | checkpoint_after_lease_taken
+      | checkpoint_after_lease_taken | checkpoint_when_throttled
 The first child of SHARD misbehaves at its second processRecords (after one
 good, checkpointed batch); a marker file makes later children behave.
 checkpoint_after_lease_taken is not misbehaviour: at its first batch the child
 waits for OUT_DIR/taken (the test gives the lease to another worker), then
-processes and checkpoints the batch as usual. Every
+processes and checkpoints the batch as usual. checkpoint_when_throttled: at
+its first batch the child waits for OUT_DIR/throttled (the test throttles the
+lease table), checkpoints, waits for OUT_DIR/lifted, then goes on as usual
+(so the batch's checkpoint is retried). Every
 child writes "shard<TAB>data" per processed record to OUT_DIR/delivered-<pid>.log
 and the daemon's checkpoint errors to OUT_DIR/errors.log.
 """
@@ -47,6 +50,11 @@ def checkpoint(sequence_number=None, sub_sequence_number=None):
     return reply.get("error")
 
 
+def wait_for(name):
+    while not os.path.exists(os.path.join(OUT, name)):
+        time.sleep(0.05)
+
+
 def misbehaving():
     if shard != BAD_SHARD or os.path.exists(marker):
         return False
@@ -65,8 +73,11 @@ while True:
         batches += 1
         records = message["records"]
         if MODE == "checkpoint_after_lease_taken" and misbehaving():
-            while not os.path.exists(os.path.join(OUT, "taken")):
-                time.sleep(0.05)
+            wait_for("taken")
+        if MODE == "checkpoint_when_throttled" and misbehaving():
+            wait_for("throttled")
+            checkpoint()
+            wait_for("lifted")
         if batches == 2 and MODE != "checkpoint_in_initialize" and misbehaving():
             if MODE == "exit":
                 # Half the batch processed, then gone without a checkpoint.

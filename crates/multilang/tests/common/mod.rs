@@ -97,6 +97,17 @@ pub async fn produce(
     all
 }
 
+/// The command line of `children/bad.py` misbehaving on `shard` in `mode`,
+/// writing to `dir`.
+pub fn bad_child(dir: &Path, shard: &str, mode: &str) -> String {
+    let script = children_dir().join("bad.py");
+    format!(
+        "python3 {} {} {shard} {mode}",
+        script.display(),
+        dir.display()
+    )
+}
+
 /// A properties file for `stream` in `dir`: the given executable, test-friendly
 /// timings, the emulators' endpoints, plus `extra` lines.
 pub fn write_properties(
@@ -139,6 +150,16 @@ pub struct Runner {
 
 impl Runner {
     pub fn start(properties: &Path, aws: &LocalAws) -> Runner {
+        Runner::start_with_dynamodb(properties, aws, aws.dynamodb_client())
+    }
+
+    /// Like [`Runner::start`], with the worker's lease table reached through
+    /// `dynamodb` (e.g. a client behind a fault proxy).
+    pub fn start_with_dynamodb(
+        properties: &Path,
+        aws: &LocalAws,
+        dynamodb: aws_sdk_dynamodb::Client,
+    ) -> Runner {
         let config = MultiLangConfig::from_file(properties).expect("valid properties");
         config.warn_ignored();
         let children = ChildSupervisor::new(config.child.clone());
@@ -146,7 +167,7 @@ impl Runner {
             .config(config.worker.clone())
             .heartbeat_interval(Duration::from_millis(250))
             .processor_factory(children.factory())
-            .build_with_clients(aws.kinesis_client(), aws.dynamodb_client())
+            .build_with_clients(aws.kinesis_client(), dynamodb)
             .expect("valid worker config");
         let shutdown = worker.shutdown_handle();
         let task = tokio::spawn(worker.run());
@@ -225,6 +246,22 @@ pub async fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMu
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits until every shard's checkpoint in the lease table is its last
+/// record: every checkpoint the children asked for arrived, none was lost.
+pub async fn wait_for_checkpoints(aws: &LocalAws, stream: &str, application: &str) {
+    let last = last_sequence_per_shard(aws, stream).await;
+    let mut checkpoints = Default::default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        checkpoints = lease_checkpoints(aws, application).await;
+        if checkpoints == last {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(checkpoints, last, "lease checkpoints vs last records");
 }
 
 /// Each lease's checkpoint (`checkpoint` attribute) in the lease table.

@@ -14,7 +14,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::fault::{Direction, Fault, FaultState};
-use super::http::RequestCounter;
+use super::http::{self, RequestCounter};
 use super::stats::{OpenGuard, Stats};
 
 /// Bytes read from a socket at once.
@@ -135,44 +135,73 @@ async fn proxy_connection(
     let _ = upstream.set_nodelay(true);
     let (mut client_read, mut client_write) = client.into_split();
     let (mut upstream_read, mut upstream_write) = upstream.into_split();
-    let reset = {
-        let to_upstream = forward(
-            &mut client_read,
-            &mut upstream_write,
-            Direction::ToUpstream,
-            &faults,
-            Some((&mut counter, stats)),
-        );
-        let to_client = forward(
-            &mut upstream_read,
-            &mut client_write,
-            Direction::ToClient,
-            &faults,
-            None,
-        );
+    let ending = {
+        let to_upstream = async {
+            let forwarded = forward(
+                &mut client_read,
+                &mut upstream_write,
+                Direction::ToUpstream,
+                &faults,
+                Some((&mut counter, stats)),
+            );
+            match forwarded.await {
+                Ok(None) => Ok(()),
+                Ok(Some(target)) => Err(Ending::Throttled(target)),
+                Err(e) => Err(Ending::Failed(e)),
+            }
+        };
+        let to_client = async {
+            forward(
+                &mut upstream_read,
+                &mut client_write,
+                Direction::ToClient,
+                &faults,
+                None,
+            )
+            .await
+            .map(drop)
+            .map_err(Ending::Failed)
+        };
         tokio::select! {
             biased;
-            _ = reset_after(&mut reset_faults, resets) => true,
-            result = async { tokio::try_join!(to_upstream, to_client) } => {
-                if let Err(e) = result {
-                    tracing::debug!("fault proxy connection ended: {e}");
-                }
-                false
-            }
+            _ = reset_after(&mut reset_faults, resets) => Some(Ending::Reset),
+            result = async { tokio::try_join!(to_upstream, to_client) } => result.err(),
         }
     };
-    if reset {
-        // Reunite the halves so dropping them closes without a FIN first.
-        for stream in [
-            client_read.reunite(client_write),
-            upstream_read.reunite(upstream_write),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let _ = stream.set_zero_linger();
+    match ending {
+        None => {}
+        Some(Ending::Failed(e)) => tracing::debug!("fault proxy connection ended: {e}"),
+        Some(Ending::Throttled(target)) => {
+            let response = http::throttling_response(&target);
+            if let Err(e) = client_write.write_all(&response).await {
+                tracing::debug!("fault proxy could not answer a throttled request: {e}");
+            }
+            let _ = client_write.shutdown().await;
+        }
+        Some(Ending::Reset) => {
+            // Reunite the halves so dropping them closes without a FIN first.
+            for stream in [
+                client_read.reunite(client_write),
+                upstream_read.reunite(upstream_write),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let _ = stream.set_zero_linger();
+            }
         }
     }
+}
+
+/// Why a proxied connection ended before both directions closed.
+enum Ending {
+    /// [`Fault::Reset`] was set.
+    Reset,
+    /// A request was held back under [`Fault::Throttle`]; the client is to
+    /// be answered as the service with this `X-Amz-Target` would.
+    Throttled(String),
+    /// Reading or writing failed.
+    Failed(io::Error),
 }
 
 /// Resolves once [`Fault::Reset`] was set after the connection saw `resets`.
@@ -192,7 +221,7 @@ async fn refuse(mut client: TcpStream, counter: &mut RequestCounter, stats: &Sta
             match client.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if counter.feed(&buf[..n], |op| stats.count_request(op)) > 0 {
+                    if counter.feed(&buf[..n], |t| stats.count_request(http::operation(t))) > 0 {
                         break;
                     }
                 }
@@ -212,18 +241,23 @@ struct Chunk {
 }
 
 /// Copies `src` to `dst` under the current fault until `src` ends (then
-/// half-closes `dst`) or either side fails.
+/// half-closes `dst`) or either side fails. With a request `counter`, under
+/// [`Fault::Throttle`] each request head is held back until complete and
+/// a matching request ends the copy, returning its `X-Amz-Target` (empty if
+/// it has none) without forwarding it.
 async fn forward(
     src: &mut OwnedReadHalf,
     dst: &mut OwnedWriteHalf,
     direction: Direction,
     faults: &watch::Receiver<FaultState>,
     mut counter: Option<(&mut RequestCounter, &Stats)>,
-) -> io::Result<()> {
+) -> io::Result<Option<String>> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(QUEUE_CHUNKS);
     let mut read_faults = faults.clone();
     let read = async move {
         let mut buf = vec![0u8; READ_CHUNK];
+        // The start of a request whose head is incomplete, under a throttle.
+        let mut head = Vec::new();
         loop {
             // Held back: leave the bytes in the kernel so the sender feels it.
             if read_faults
@@ -231,7 +265,7 @@ async fn forward(
                 .await
                 .is_err()
             {
-                return Ok(());
+                return Ok(None);
             }
             let n = src.read(&mut buf).await?;
             let now = Instant::now();
@@ -242,12 +276,35 @@ async fn forward(
                         data: None,
                     })
                     .await;
-                return Ok(());
-            }
-            if let Some((counter, stats)) = counter.as_mut() {
-                counter.feed(&buf[..n], |op| stats.count_request(op));
+                return Ok(None);
             }
             let fault = read_faults.borrow().fault;
+            let mut data = buf[..n].to_vec();
+            if let Some((counter, stats)) = counter.as_mut() {
+                let throttled = match fault {
+                    Fault::Throttle { operation } => Some(operation),
+                    _ => None,
+                };
+                let holding =
+                    !head.is_empty() || (throttled.is_some() && counter.at_request_start());
+                let mut first_target = None;
+                counter.feed(&data, |target| {
+                    stats.count_request(http::operation(target));
+                    first_target.get_or_insert(target.map(str::to_owned));
+                });
+                if holding {
+                    head.extend_from_slice(&data);
+                    match (throttled, first_target) {
+                        (Some(operation), Some(target))
+                            if http::operation(target.as_deref()) == operation =>
+                        {
+                            return Ok(Some(target.unwrap_or_default()));
+                        }
+                        (Some(_), None) if !counter.is_off() => continue,
+                        _ => data = std::mem::take(&mut head),
+                    }
+                }
+            }
             if Direction::discarded(fault) {
                 continue;
             }
@@ -257,10 +314,10 @@ async fn forward(
             };
             let chunk = Chunk {
                 due,
-                data: Some(buf[..n].to_vec()),
+                data: Some(data),
             };
             if tx.send(chunk).await.is_err() {
-                return Ok(());
+                return Ok(None);
             }
         }
     };
@@ -295,7 +352,7 @@ async fn forward(
         }
         Ok::<(), io::Error>(())
     };
-    tokio::try_join!(read, write).map(|_| ())
+    tokio::try_join!(read, write).map(|(throttled, ())| throttled)
 }
 
 /// Waits while `direction` is held back and returns the fault then in force.

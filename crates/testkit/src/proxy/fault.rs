@@ -28,6 +28,19 @@ pub enum Fault {
     /// when the fault is lifted the held bytes are delivered in order (an
     /// event stream resumes, a pending response arrives late).
     StallResponses,
+    /// Answer every request for `operation` (the part of its `X-Amz-Target`
+    /// after the dot, as in [`FaultProxy::request_count`](super::FaultProxy::request_count),
+    /// e.g. `"UpdateItem"`) in place of the upstream, with the throttling
+    /// error of the service addressed (HTTP 400
+    /// `ProvisionedThroughputExceededException`, DynamoDB's or Kinesis'), and
+    /// close that connection; the request never reaches the upstream. Other
+    /// requests pass through. A request is only recognised at the start of
+    /// a read from the client, as every request of a client that waits for
+    /// each response is; the rest of a pipelined read passes through.
+    Throttle {
+        /// The operation to refuse.
+        operation: &'static str,
+    },
 }
 
 /// The fault plus a counter of [`Fault::Reset`]s, so a reset that is lifted

@@ -1,5 +1,5 @@
-//! Counting HTTP/1.1 requests by operation in a client → server byte
-//! stream, without affecting what is forwarded.
+//! Following HTTP/1.1 requests in a client → server byte stream (to count
+//! them by operation), and the error response a throttled request gets.
 
 /// Key under which [`FaultProxy::request_counts`](super::FaultProxy::request_counts) counts HTTP/1.1 requests
 /// that carry no `X-Amz-Target` header.
@@ -36,9 +36,14 @@ enum ScanState {
 }
 
 impl RequestCounter {
-    /// Feeds the next bytes; calls `on_request` with the operation of every
-    /// request head completed and returns how many there were.
-    pub(super) fn feed(&mut self, mut data: &[u8], mut on_request: impl FnMut(&str)) -> usize {
+    /// Feeds the next bytes; calls `on_request` with the `X-Amz-Target` of
+    /// every request head completed (`None` if it has none; see
+    /// [`operation`]) and returns how many there were.
+    pub(super) fn feed(
+        &mut self,
+        mut data: &[u8],
+        mut on_request: impl FnMut(Option<&str>),
+    ) -> usize {
         let mut seen = 0;
         while !data.is_empty() {
             match self.state {
@@ -59,8 +64,8 @@ impl RequestCounter {
                     data = &data[used..];
                     let head = std::mem::take(&mut self.pending);
                     match self.parse_head(&head) {
-                        Some(operation) => {
-                            on_request(operation.as_deref().unwrap_or(NO_TARGET));
+                        Some(target) => {
+                            on_request(target.as_deref());
                             seen += 1;
                         }
                         None => self.state = ScanState::Off,
@@ -143,8 +148,19 @@ impl RequestCounter {
         }
     }
 
+    /// Whether the counter is between requests: the next byte fed starts a
+    /// request head.
+    pub(super) fn at_request_start(&self) -> bool {
+        self.state == ScanState::Head && self.pending.is_empty()
+    }
+
+    /// Whether the counter gave up on the connection.
+    pub(super) fn is_off(&self) -> bool {
+        self.state == ScanState::Off
+    }
+
     /// Parses a complete request head and sets the body state. Returns the
-    /// operation (`Some(None)`: no `X-Amz-Target`), or `None` to stop.
+    /// `X-Amz-Target` (`Some(None)`: none), or `None` to stop.
     fn parse_head(&mut self, head: &[u8]) -> Option<Option<String>> {
         let head = std::str::from_utf8(head).ok()?;
         let mut lines = head.split("\r\n");
@@ -153,15 +169,14 @@ impl RequestCounter {
             // The HTTP/2 preface, or a protocol we do not follow.
             return None;
         }
-        let mut operation = None;
+        let mut target = None;
         let mut length = 0u64;
         let mut chunked = false;
         for line in lines.filter(|l| !l.is_empty()) {
             let (name, value) = line.split_once(':')?;
             let value = value.trim();
             if name.eq_ignore_ascii_case("x-amz-target") {
-                let op = value.rsplit('.').next().unwrap_or(value);
-                operation = Some(op.to_owned());
+                target = Some(value.to_owned());
             } else if name.eq_ignore_ascii_case("content-length") {
                 length = value.parse().ok()?;
             } else if name.eq_ignore_ascii_case("transfer-encoding") {
@@ -178,7 +193,7 @@ impl RequestCounter {
         } else {
             ScanState::Body(length)
         };
-        Some(operation)
+        Some(target)
     }
 
     fn finish_body_if_done(&mut self) {
@@ -192,6 +207,43 @@ impl RequestCounter {
     }
 }
 
+/// The operation an `X-Amz-Target` names (`DynamoDB_20120810.PutItem` →
+/// `PutItem`), [`NO_TARGET`] for a request without one.
+pub(super) fn operation(target: Option<&str>) -> &str {
+    match target {
+        Some(target) => target.rsplit('.').next().unwrap_or(target),
+        None => NO_TARGET,
+    }
+}
+
+/// The complete response (closing the connection) with which the service
+/// that `target` addresses refuses a request for exceeding its throughput:
+/// DynamoDB's awsJson 1.0 error, or Kinesis' awsJson 1.1 one otherwise.
+pub(super) fn throttling_response(target: &str) -> Vec<u8> {
+    let (content_type, error_type) = if target.starts_with("DynamoDB_") {
+        (
+            "application/x-amz-json-1.0",
+            "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+        )
+    } else {
+        (
+            "application/x-amz-json-1.1",
+            "ProvisionedThroughputExceededException",
+        )
+    };
+    let body = format!(
+        r#"{{"__type":"{error_type}","message":"Rate exceeded for {} (injected by the fault proxy)"}}"#,
+        operation(Some(target))
+    );
+    format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\nx-amzn-RequestId: fault-proxy-throttle\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,7 +252,7 @@ mod tests {
         let mut counter = RequestCounter::default();
         let mut ops = Vec::new();
         for piece in pieces {
-            counter.feed(piece, |op| ops.push(op.to_owned()));
+            counter.feed(piece, |target| ops.push(operation(target).to_owned()));
         }
         (ops, counter.state)
     }

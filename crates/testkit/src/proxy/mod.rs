@@ -3,8 +3,9 @@
 //! [`FaultProxy`] listens on a free loopback port and forwards every
 //! connection to its upstream (for example [`crate::LocalAws::dynamodb_endpoint`]).
 //! Point one client at [`FaultProxy::endpoint`] and switch [`Fault`]s on and
-//! off to cut that client off, slow it down, reset its connections or silence
-//! its responses, while other clients keep talking to the emulator directly.
+//! off to cut that client off, slow it down, reset its connections, silence
+//! its responses or throttle one operation, while other clients keep talking
+//! to the emulator directly.
 //! It also counts HTTP/1.1 requests by operation (`X-Amz-Target`).
 //!
 //! ```no_run
