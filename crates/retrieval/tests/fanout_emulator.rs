@@ -334,8 +334,15 @@ async fn silent_subscription_is_replaced_within_the_watchdog_timeout() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Silence is timed from the last message the subscription delivered,
+    // which may have arrived just before the stall (the emulators send one
+    // at least every second), so the stall starts the watchdog's clock only
+    // within one message interval.
     let fired_after = stalled.elapsed();
-    assert!(fired_after >= event_timeout, "fired early: {fired_after:?}");
+    assert!(
+        fired_after >= event_timeout / 2,
+        "fired early: {fired_after:?}"
+    );
     producer.put(plain("during", 5)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     proxy.set_fault(Fault::None);
