@@ -2,7 +2,8 @@
 //! checks every message it receives, field by field and type by type, and
 //! exercises every checkpoint form and error reply; with `children/bad.py`,
 //! `ShutdownException` (the reply once the lease is lost, taken by another
-//! worker) and `ThrottlingException` (the lease table throttles the write).
+//! worker), `ThrottlingException` (the lease table throttles the write) and
+//! `KinesisClientLibDependencyException` (the lease table fails it).
 
 mod common;
 
@@ -99,22 +100,45 @@ async fn a_checkpoint_after_the_lease_was_taken_is_answered_shutdown_exception()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_throttled_checkpoint_is_answered_throttling_exception_and_can_be_retried() {
-    // One shard: no other child's checkpoint meets the throttle.
+    refused_checkpoint(
+        Fault::Throttle {
+            operation: "UpdateItem",
+        },
+        "ThrottlingException",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_checkpoint_the_lease_table_fails_is_answered_dependency_exception_and_can_be_retried() {
+    refused_checkpoint(
+        Fault::InternalError {
+            operation: "UpdateItem",
+        },
+        "KinesisClientLibDependencyException",
+    )
+    .await;
+}
+
+/// The lease table answers the child's checkpoint with `fault` until the
+/// child was told `exception`; the child then retries it with success.
+async fn refused_checkpoint(fault: Fault, exception: &str) {
+    // One shard: no other child's checkpoint meets the fault.
     let (aws, stream) = local_stream(1).await;
-    let scratch = Scratch::new("throttled");
-    let application = aws.unique_name("throttled");
+    let scratch = Scratch::new("refused");
+    let application = aws.unique_name("refused");
     let properties = write_properties(
         &scratch.0,
         &aws,
         &stream,
         &application,
-        &bad_child(&scratch.0, SHARD, "checkpoint_when_throttled"),
+        &bad_child(&scratch.0, SHARD, "checkpoint_while_refused"),
         "timeoutInSeconds = 30",
     );
     let written = produce(&aws, &stream, 20, 0..3).await;
     // The worker reaches the lease table through a proxy, each SDK call made
-    // once: only the lease store's own few retries meet the throttle, so the
-    // reply comes before the worker's lease renewals (throttled too) expire.
+    // once: only the lease store's own few retries meet the fault, so the
+    // reply comes before the worker's lease renewals (refused too) expire.
     let proxy = FaultProxy::start(aws.dynamodb_endpoint())
         .await
         .expect("start proxy");
@@ -133,10 +157,8 @@ async fn a_throttled_checkpoint_is_answered_throttling_exception_and_can_be_retr
         scratch.0.join("misbehaved").exists()
     })
     .await;
-    proxy.set_fault(Fault::Throttle {
-        operation: "UpdateItem",
-    });
-    std::fs::write(scratch.0.join("throttled"), "").expect("write marker");
+    proxy.set_fault(fault);
+    std::fs::write(scratch.0.join("refusing"), "").expect("write marker");
     let errors = checkpoint_errors(&scratch.0).await;
     proxy.set_fault(Fault::None);
     std::fs::write(scratch.0.join("lifted"), "").expect("write marker");
@@ -153,11 +175,11 @@ async fn a_throttled_checkpoint_is_answered_throttling_exception_and_can_be_retr
     assert_eq!(
         std::fs::read_to_string(scratch.0.join("errors.log")).unwrap_or_default(),
         errors,
-        "only the throttled checkpoint failed"
+        "only the refused checkpoint failed"
     );
     assert_eq!(
         errors,
-        format!("{SHARD}\tcheckpoint_when_throttled\tThrottlingException\n"),
+        format!("{SHARD}\tcheckpoint_while_refused\t{exception}\n"),
     );
 }
 

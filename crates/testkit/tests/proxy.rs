@@ -295,6 +295,55 @@ async fn throttle_refuses_one_operation_as_the_service_would() {
 }
 
 #[tokio::test]
+async fn internal_error_fails_one_operation_as_the_service_would() {
+    let aws = LocalAws::start().await.expect("start LocalAws");
+    let proxy = FaultProxy::start(aws.dynamodb_endpoint())
+        .await
+        .expect("start proxy");
+    let ddb = impatient_ddb_via(&aws, &proxy);
+    proxy.set_fault(Fault::InternalError {
+        operation: "DescribeTable",
+    });
+    let err = ddb
+        .describe_table()
+        .table_name("any")
+        .send()
+        .await
+        .expect_err("DescribeTable fails");
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(500));
+    assert!(
+        err.as_service_error()
+            .is_some_and(|e| e.is_internal_server_error()),
+        "{}",
+        DisplayErrorContext(&err)
+    );
+    ddb.list_tables()
+        .send()
+        .await
+        .expect("other operations pass");
+    assert_eq!(proxy.request_count("DescribeTable"), 1, "counted");
+
+    let proxy = FaultProxy::start(aws.kinesis_endpoint())
+        .await
+        .expect("start proxy");
+    proxy.set_fault(Fault::InternalError {
+        operation: "ListStreams",
+    });
+    let err = impatient_kinesis_via(&aws, &proxy)
+        .list_streams()
+        .send()
+        .await
+        .expect_err("ListStreams fails");
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(500));
+    assert_eq!(
+        err.as_service_error().and_then(|e| e.meta().code()),
+        Some("InternalFailure"),
+        "{}",
+        DisplayErrorContext(&err)
+    );
+}
+
+#[tokio::test]
 async fn blackhole_hangs_requests_until_lifted() {
     let aws = LocalAws::start().await.expect("start LocalAws");
     let proxy = FaultProxy::start(aws.dynamodb_endpoint())

@@ -3,14 +3,14 @@
 
 Usage: bad.py OUT_DIR SHARD MODE
 MODE: exit | hang | invalid_json | backwards | checkpoint_in_initialize | flood
-      | checkpoint_after_lease_taken | checkpoint_when_throttled
+      | checkpoint_after_lease_taken | checkpoint_while_refused
 The first child of SHARD misbehaves at its second processRecords (after one
 good, checkpointed batch); a marker file makes later children behave.
 checkpoint_after_lease_taken is not misbehaviour: at its first batch the child
 waits for OUT_DIR/taken (the test gives the lease to another worker), then
-processes and checkpoints the batch as usual. checkpoint_when_throttled: at
-its first batch the child waits for OUT_DIR/throttled (the test throttles the
-lease table), checkpoints, waits for OUT_DIR/lifted, then goes on as usual
+processes and checkpoints the batch as usual. checkpoint_while_refused: at
+its first batch the child waits for OUT_DIR/refusing (the test makes the
+lease table refuse writes), checkpoints, waits for OUT_DIR/lifted, then goes on as usual
 (so the batch's checkpoint is retried). Every
 child writes "shard<TAB>data" per processed record to OUT_DIR/delivered-<pid>.log
 and the daemon's checkpoint errors to OUT_DIR/errors.log.
@@ -74,8 +74,8 @@ while True:
         records = message["records"]
         if MODE == "checkpoint_after_lease_taken" and misbehaving():
             wait_for("taken")
-        if MODE == "checkpoint_when_throttled" and misbehaving():
-            wait_for("throttled")
+        if MODE == "checkpoint_while_refused" and misbehaving():
+            wait_for("refusing")
             checkpoint()
             wait_for("lifted")
         if batches == 2 and MODE != "checkpoint_in_initialize" and misbehaving():

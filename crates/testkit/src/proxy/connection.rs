@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use super::fault::{Direction, Fault, FaultState};
+use super::fault::{Direction, Fault, FaultState, Refusal};
 use super::http::{self, RequestCounter};
 use super::stats::{OpenGuard, Stats};
 
@@ -146,7 +146,7 @@ async fn proxy_connection(
             );
             match forwarded.await {
                 Ok(None) => Ok(()),
-                Ok(Some(target)) => Err(Ending::Throttled(target)),
+                Ok(Some(refused)) => Err(Ending::Refused(refused)),
                 Err(e) => Err(Ending::Failed(e)),
             }
         };
@@ -171,10 +171,10 @@ async fn proxy_connection(
     match ending {
         None => {}
         Some(Ending::Failed(e)) => tracing::debug!("fault proxy connection ended: {e}"),
-        Some(Ending::Throttled(target)) => {
-            let response = http::throttling_response(&target);
+        Some(Ending::Refused((target, refusal))) => {
+            let response = http::refusal_response(&target, refusal);
             if let Err(e) = client_write.write_all(&response).await {
-                tracing::debug!("fault proxy could not answer a throttled request: {e}");
+                tracing::debug!("fault proxy could not answer a refused request: {e}");
             }
             let _ = client_write.shutdown().await;
         }
@@ -197,9 +197,9 @@ async fn proxy_connection(
 enum Ending {
     /// [`Fault::Reset`] was set.
     Reset,
-    /// A request was held back under [`Fault::Throttle`]; the client is to
+    /// A request was held back under [`Fault::refusal`]; the client is to
     /// be answered as the service with this `X-Amz-Target` would.
-    Throttled(String),
+    Refused((String, Refusal)),
     /// Reading or writing failed.
     Failed(io::Error),
 }
@@ -242,21 +242,22 @@ struct Chunk {
 
 /// Copies `src` to `dst` under the current fault until `src` ends (then
 /// half-closes `dst`) or either side fails. With a request `counter`, under
-/// [`Fault::Throttle`] each request head is held back until complete and
-/// a matching request ends the copy, returning its `X-Amz-Target` (empty if
-/// it has none) without forwarding it.
+/// a fault with a [`Fault::refusal`] each request head is held back until
+/// complete and a matching request ends the copy, returning its
+/// `X-Amz-Target` (empty if it has none) and the refusal, without forwarding
+/// it.
 async fn forward(
     src: &mut OwnedReadHalf,
     dst: &mut OwnedWriteHalf,
     direction: Direction,
     faults: &watch::Receiver<FaultState>,
     mut counter: Option<(&mut RequestCounter, &Stats)>,
-) -> io::Result<Option<String>> {
+) -> io::Result<Option<(String, Refusal)>> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(QUEUE_CHUNKS);
     let mut read_faults = faults.clone();
     let read = async move {
         let mut buf = vec![0u8; READ_CHUNK];
-        // The start of a request whose head is incomplete, under a throttle.
+        // The start of a request whose head is incomplete, under a refusal.
         let mut head = Vec::new();
         loop {
             // Held back: leave the bytes in the kernel so the sender feels it.
@@ -281,12 +282,8 @@ async fn forward(
             let fault = read_faults.borrow().fault;
             let mut data = buf[..n].to_vec();
             if let Some((counter, stats)) = counter.as_mut() {
-                let throttled = match fault {
-                    Fault::Throttle { operation } => Some(operation),
-                    _ => None,
-                };
-                let holding =
-                    !head.is_empty() || (throttled.is_some() && counter.at_request_start());
+                let refusal = fault.refusal();
+                let holding = !head.is_empty() || (refusal.is_some() && counter.at_request_start());
                 let mut first_target = None;
                 counter.feed(&data, |target| {
                     stats.count_request(http::operation(target));
@@ -294,11 +291,11 @@ async fn forward(
                 });
                 if holding {
                     head.extend_from_slice(&data);
-                    match (throttled, first_target) {
-                        (Some(operation), Some(target))
+                    match (refusal, first_target) {
+                        (Some((operation, refusal)), Some(target))
                             if http::operation(target.as_deref()) == operation =>
                         {
-                            return Ok(Some(target.unwrap_or_default()));
+                            return Ok(Some((target.unwrap_or_default(), refusal)));
                         }
                         (Some(_), None) if !counter.is_off() => continue,
                         _ => data = std::mem::take(&mut head),
@@ -352,7 +349,7 @@ async fn forward(
         }
         Ok::<(), io::Error>(())
     };
-    tokio::try_join!(read, write).map(|(throttled, ())| throttled)
+    tokio::try_join!(read, write).map(|(refused, ())| refused)
 }
 
 /// Waits while `direction` is held back and returns the fault then in force.

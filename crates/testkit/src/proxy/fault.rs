@@ -41,6 +41,35 @@ pub enum Fault {
         /// The operation to refuse.
         operation: &'static str,
     },
+    /// Answer every request for `operation` as [`Fault::Throttle`] does, but
+    /// with the service's internal error (HTTP 500, DynamoDB's
+    /// `InternalServerError` or Kinesis' `InternalFailure`): a failure that
+    /// is neither throttling nor the caller's fault.
+    InternalError {
+        /// The operation to fail.
+        operation: &'static str,
+    },
+}
+
+impl Fault {
+    /// The operation this fault answers in place of the upstream, and with
+    /// which error, if it is one that does.
+    pub(super) fn refusal(self) -> Option<(&'static str, Refusal)> {
+        match self {
+            Fault::Throttle { operation } => Some((operation, Refusal::Throttling)),
+            Fault::InternalError { operation } => Some((operation, Refusal::InternalError)),
+            _ => None,
+        }
+    }
+}
+
+/// The error with which the proxy answers a refused request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// [`Fault::Throttle`].
+    Throttling,
+    /// [`Fault::InternalError`].
+    InternalError,
 }
 
 /// The fault plus a counter of [`Fault::Reset`]s, so a reset that is lifted

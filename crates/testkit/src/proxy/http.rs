@@ -1,5 +1,7 @@
 //! Following HTTP/1.1 requests in a client → server byte stream (to count
-//! them by operation), and the error response a throttled request gets.
+//! them by operation), and the error response a refused request gets.
+
+use super::fault::Refusal;
 
 /// Key under which [`FaultProxy::request_counts`](super::FaultProxy::request_counts) counts HTTP/1.1 requests
 /// that carry no `X-Amz-Target` header.
@@ -217,27 +219,42 @@ pub(super) fn operation(target: Option<&str>) -> &str {
 }
 
 /// The complete response (closing the connection) with which the service
-/// that `target` addresses refuses a request for exceeding its throughput:
-/// DynamoDB's awsJson 1.0 error, or Kinesis' awsJson 1.1 one otherwise.
-pub(super) fn throttling_response(target: &str) -> Vec<u8> {
-    let (content_type, error_type) = if target.starts_with("DynamoDB_") {
+/// that `target` addresses answers a request it refuses: DynamoDB's awsJson
+/// 1.0 error, or Kinesis' awsJson 1.1 one otherwise.
+pub(super) fn refusal_response(target: &str, refusal: Refusal) -> Vec<u8> {
+    let dynamodb = target.starts_with("DynamoDB_");
+    let (status, error_type, message) = match refusal {
+        Refusal::Throttling => (
+            "400 Bad Request",
+            "ProvisionedThroughputExceededException",
+            "Rate exceeded for",
+        ),
+        Refusal::InternalError if dynamodb => (
+            "500 Internal Server Error",
+            "InternalServerError",
+            "Internal server error in",
+        ),
+        Refusal::InternalError => (
+            "500 Internal Server Error",
+            "InternalFailure",
+            "Internal failure in",
+        ),
+    };
+    let (content_type, error_type) = if dynamodb {
         (
             "application/x-amz-json-1.0",
-            "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+            format!("com.amazonaws.dynamodb.v20120810#{error_type}"),
         )
     } else {
-        (
-            "application/x-amz-json-1.1",
-            "ProvisionedThroughputExceededException",
-        )
+        ("application/x-amz-json-1.1", error_type.to_owned())
     };
     let body = format!(
-        r#"{{"__type":"{error_type}","message":"Rate exceeded for {} (injected by the fault proxy)"}}"#,
+        r#"{{"__type":"{error_type}","message":"{message} {} (injected by the fault proxy)"}}"#,
         operation(Some(target))
     );
     format!(
-        "HTTP/1.1 400 Bad Request\r\nContent-Type: {content_type}\r\n\
-         Content-Length: {}\r\nx-amzn-RequestId: fault-proxy-throttle\r\n\
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\nx-amzn-RequestId: fault-proxy-refusal\r\n\
          Connection: close\r\n\r\n{body}",
         body.len()
     )
