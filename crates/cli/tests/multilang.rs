@@ -173,26 +173,12 @@ async fn two_processes_share_a_stream_and_sigterm_hands_shards_over() {
     );
 
     // Checkpoints in the lease table, as `kfleet leases` shows them.
-    let leases = Command::new(env!("CARGO_BIN_EXE_kfleet"))
-        .args(["leases", "--application", &application])
-        .env("AWS_ENDPOINT_URL_KINESIS", aws.kinesis_endpoint())
-        .env("AWS_ENDPOINT_URL_DYNAMODB", aws.dynamodb_endpoint())
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .expect("kfleet leases");
-    let table = String::from_utf8_lossy(&leases.stdout);
-    assert!(leases.status.success(), "{table}");
-    let rows: Vec<&str> = table
-        .lines()
-        .filter(|l| l.starts_with("shardId-"))
-        .collect();
-    assert_eq!(rows.len(), 4, "{table}");
-    for row in rows {
-        let checkpoint = row.split_whitespace().nth(3).unwrap_or_default();
+    let checkpoints = lease_checkpoints(&aws, &application);
+    assert_eq!(checkpoints.len(), 4, "{checkpoints:?}");
+    for checkpoint in checkpoints.values() {
         assert!(
             checkpoint.chars().all(|c| c.is_ascii_digit()) && checkpoint.len() > 20,
-            "{table}"
+            "{checkpoints:?}"
         );
     }
     let _ = std::fs::remove_dir_all(&dir);

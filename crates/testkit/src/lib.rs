@@ -10,7 +10,8 @@
 //!   processes. Install once with `npm ci --prefix testenv`.
 //!
 //! [`producer`] writes records; [`resharding`] tests consumers while a stream
-//! is split, merged and scaled; [`proxy`] injects network faults.
+//! is split, merged and scaled; [`proxy`] injects network faults;
+//! [`read_back`] reads a stream back from TRIM_HORIZON.
 //!
 //! ```no_run
 //! # async fn demo() -> kinesis_fleet_testkit::Result<()> {
@@ -26,6 +27,7 @@ mod error;
 mod npm;
 pub mod producer;
 pub mod proxy;
+pub mod read_back;
 pub mod resharding;
 
 use std::path::PathBuf;

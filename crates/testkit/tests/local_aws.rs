@@ -1,7 +1,5 @@
 //! LocalAws end to end, against the backend chosen by KINESIS_FLEET_BACKEND.
 
-mod common;
-
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
@@ -10,8 +8,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::ShardIteratorType;
-use common::read_from_trim_horizon;
-use kinesis_fleet_testkit::LocalAws;
+use kinesis_fleet_testkit::{LocalAws, read_back};
 
 /// Reads every record of every shard of `stream` from TRIM_HORIZON, as
 /// (shard id, partition key, data) in shard order.
@@ -27,7 +24,10 @@ async fn read_all(aws: &LocalAws, stream: &str) -> Vec<(String, String, Vec<u8>)
         .unwrap_or_default();
     let mut out = Vec::new();
     for shard in shards {
-        for resp in read_from_trim_horizon(&client, stream, shard.shard_id()).await {
+        for resp in read_back::read_shard(&client, stream, shard.shard_id())
+            .await
+            .expect("read the shard back")
+        {
             for r in resp.records() {
                 out.push((
                     shard.shard_id().to_owned(),

@@ -1,15 +1,12 @@
 //! Producer against the backend chosen by KINESIS_FLEET_BACKEND: plain and
 //! KPL-aggregated puts read back with GetRecords on every shard.
 
-mod common;
-
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use common::read_from_trim_horizon;
 use kinesis_fleet_kpl::{Deaggregated, deaggregate, effective_hash_key};
-use kinesis_fleet_testkit::LocalAws;
 use kinesis_fleet_testkit::producer::{NewRecord, Producer};
+use kinesis_fleet_testkit::{LocalAws, read_back};
 
 /// A user record as read back.
 #[derive(Debug)]
@@ -38,7 +35,10 @@ async fn read_all(aws: &LocalAws, stream: &str) -> Vec<Read> {
             range.starting_hash_key().parse().unwrap(),
             range.ending_hash_key().parse().unwrap(),
         );
-        for resp in read_from_trim_horizon(&client, stream, shard.shard_id()).await {
+        for resp in read_back::read_shard(&client, stream, shard.shard_id())
+            .await
+            .expect("read the shard back")
+        {
             for r in resp.records() {
                 let data = Bytes::copy_from_slice(r.data().as_ref());
                 match deaggregate(&data) {

@@ -2,18 +2,15 @@
 //! reshard actions give the expected lineage, the workload writes parseable
 //! records, and a stale aggregate is resent to the right shard.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::read_from_trim_horizon;
 use kinesis_fleet_kpl::{Deaggregated, deaggregate};
 use kinesis_fleet_testkit::resharding::{
     Lineage, Reshard, ShardRange, Workload, WorkloadRecord, Written,
 };
-use kinesis_fleet_testkit::{Backend, Error, LocalAws};
+use kinesis_fleet_testkit::{Backend, Error, LocalAws, read_back};
 
 const SHARD0: &str = "shardId-000000000000";
 const SHARD1: &str = "shardId-000000000001";
@@ -140,7 +137,10 @@ async fn read_shard(aws: &LocalAws, stream: &str, shard: &ShardRange) -> ShardCo
         records: Vec::new(),
         child_shards: None,
     };
-    for resp in read_from_trim_horizon(&client, stream, &shard.shard_id).await {
+    for resp in read_back::read_shard(&client, stream, &shard.shard_id)
+        .await
+        .expect("read the shard back")
+    {
         for r in resp.records() {
             let data = Bytes::copy_from_slice(r.data().as_ref());
             let users = match deaggregate(&data) {

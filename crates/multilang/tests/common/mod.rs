@@ -12,8 +12,8 @@ use bytes::Bytes;
 use kinesis_fleet::kpl::NewRecord;
 use kinesis_fleet::{ShutdownHandle, Worker};
 use kinesis_fleet_multilang::{ChildSupervisor, MultiLangConfig};
-use kinesis_fleet_testkit::LocalAws;
 use kinesis_fleet_testkit::producer::Producer;
+use kinesis_fleet_testkit::{LocalAws, read_back};
 
 /// A scratch folder removed on drop.
 pub struct Scratch(pub PathBuf);
@@ -283,48 +283,13 @@ pub async fn lease_checkpoints(aws: &LocalAws, table: &str) -> BTreeMap<String, 
         .collect()
 }
 
-/// The latest sequence number each shard's records carried, per the delivery
-/// logs: what a fully caught-up checkpoint must be.
+/// The latest sequence number each shard's records carried: what a fully
+/// caught-up checkpoint must be.
 pub async fn last_sequence_per_shard(aws: &LocalAws, stream: &str) -> BTreeMap<String, String> {
-    let kinesis = aws.kinesis_client();
-    let shards = kinesis
-        .list_shards()
-        .stream_name(stream)
-        .send()
+    read_back::sequence_numbers(&aws.kinesis_client(), stream)
         .await
-        .expect("list shards");
-    let mut out = BTreeMap::new();
-    for shard in shards.shards() {
-        let mut iterator = kinesis
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .expect("shard iterator")
-            .shard_iterator
-            .map(|s| s.to_owned());
-        let mut last = None;
-        for _ in 0..20 {
-            let Some(it) = iterator.take() else { break };
-            let page = kinesis
-                .get_records()
-                .shard_iterator(it)
-                .send()
-                .await
-                .expect("get records");
-            if let Some(r) = page.records().last() {
-                last = Some(r.sequence_number().to_owned());
-            }
-            if page.records().is_empty() && page.millis_behind_latest() == Some(0) {
-                break;
-            }
-            iterator = page.next_shard_iterator().map(str::to_owned);
-        }
-        if let Some(last) = last {
-            out.insert(shard.shard_id().to_owned(), last);
-        }
-    }
-    out
+        .expect("read the stream back")
+        .into_iter()
+        .filter_map(|(shard, sequences)| Some((shard, sequences.last()?.clone())))
+        .collect()
 }

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kinesis_fleet_testkit::LocalAws;
+use kinesis_fleet_testkit::{LocalAws, read_back};
 
 const KCLPY: &str = "amazon_kclpy-3.2.0";
 
@@ -75,44 +75,12 @@ pub fn logged_records(stderr_by_shard: &BTreeMap<String, String>) -> Vec<(String
 
 /// Every sequence number in the stream, all shards (plain records only).
 pub async fn all_sequence_numbers(aws: &LocalAws, stream: &str) -> BTreeSet<String> {
-    let kinesis = aws.kinesis_client();
-    let shards = kinesis
-        .list_shards()
-        .stream_name(stream)
-        .send()
+    read_back::sequence_numbers(&aws.kinesis_client(), stream)
         .await
-        .expect("list shards");
-    let mut out = BTreeSet::new();
-    for shard in shards.shards() {
-        let mut iterator = kinesis
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .expect("shard iterator")
-            .shard_iterator;
-        for _ in 0..50 {
-            let Some(it) = iterator.take() else { break };
-            let page = kinesis
-                .get_records()
-                .shard_iterator(it)
-                .send()
-                .await
-                .expect("get records");
-            out.extend(
-                page.records()
-                    .iter()
-                    .map(|r| r.sequence_number().to_owned()),
-            );
-            if page.records().is_empty() && page.millis_behind_latest() == Some(0) {
-                break;
-            }
-            iterator = page.next_shard_iterator().map(str::to_owned);
-        }
-    }
-    out
+        .expect("read the stream back")
+        .into_values()
+        .flatten()
+        .collect()
 }
 
 pub async fn put_plain(aws: &LocalAws, stream: &str, keys: usize, rounds: std::ops::Range<usize>) {
