@@ -9,7 +9,7 @@ use std::time::Duration;
 use aws_types::SdkConfig;
 use kinesis_fleet_leases::{
     Coordinator, CoordinatorStore, DynamoCoordinatorStore, DynamoLeaseStore, Fence, Lease, Shard,
-    TickPlan, coordinator_table_name,
+    TickPlan, coordinator_table_name, record_child_shards,
 };
 use kinesis_fleet_retrieval::PollingConfig;
 use kinesis_fleet_types::ShardId;
@@ -453,7 +453,8 @@ impl Worker {
 
     /// A consumer read `shard` to its end: lease its children, from the
     /// `ChildShards` it reported or, when the service sent none, from
-    /// ListShards; then take them if this worker has room.
+    /// ListShards; record them on the finished lease (`childShardIds`); then
+    /// take them if this worker has room.
     async fn shard_ended(
         &self,
         sync: &mut StreamSync,
@@ -472,6 +473,12 @@ impl Worker {
             create_children(store, &reported, &self.ctx.stats).await?;
             reported
         };
+        if !children.is_empty() {
+            let ids: Vec<String> = children.iter().map(|c| c.shard_id.to_string()).collect();
+            if let Err(e) = record_child_shards(store, shard, &ids).await {
+                tracing::warn!(%shard, error = %e, "could not record the children on the finished lease");
+            }
+        }
         let room = self
             .ctx
             .config

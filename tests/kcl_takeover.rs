@@ -140,3 +140,77 @@ async fn leases_of_a_departed_kcl_fleet_resume_after_their_checkpoints() {
         records.len()
     );
 }
+
+/// What a KCL fleet expects of a lease table a worker leaves: a finished
+/// parent names its children (`childShardIds`, a string set, as KCL 2.3+
+/// writes it) and a graceful stop releases it too, so the stopped worker
+/// owns nothing and no KCL worker counts it as live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_parent_names_its_children_and_a_stop_releases_it() {
+    const PARENT: &str = "shardId-000000000000";
+    let (aws, stream) = local_stream(1).await;
+    let app = aws.unique_name("finished");
+    produce(&aws, &stream, 10, 0..2, |_| false).await;
+    let worker = build(
+        worker_builder(&stream, &app).processor_fn(|_: &RecordBatch| async { Ok(()) }),
+        &aws,
+    );
+    let (handle, join) = spawn_worker(worker);
+    kinesis_fleet_testkit::resharding::Reshard::new(aws.kinesis_client(), &stream)
+        .split_evenly(PARENT)
+        .await
+        .expect("split");
+    let mut children: Vec<String> =
+        kinesis_fleet_retrieval::list_shards(&aws.kinesis_client(), &stream)
+            .await
+            .expect("ListShards")
+            .into_iter()
+            .filter(|s| s.is_child_of(PARENT))
+            .map(|s| s.shard_id.to_string())
+            .collect();
+    children.sort();
+    assert_eq!(children.len(), 2);
+
+    let ddb = aws.dynamodb_client();
+    let parent = || async {
+        ddb.get_item()
+            .table_name(&app)
+            .key("leaseKey", AttributeValue::S(PARENT.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("GetItem")
+            .item
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut item = parent().await;
+    while !item.contains_key("childShardIds") {
+        assert!(Instant::now() < deadline, "no childShardIds on {item:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        item = parent().await;
+    }
+    assert_eq!(
+        item.get("checkpoint")
+            .and_then(|v| v.as_s().ok())
+            .map(String::as_str),
+        Some("SHARD_END")
+    );
+    let mut recorded = item["childShardIds"].as_ss().expect("a string set").clone();
+    recorded.sort();
+    assert_eq!(recorded, children);
+    assert!(
+        item.contains_key("leaseOwner"),
+        "owned while running: {item:?}"
+    );
+
+    stop(handle, join).await;
+    let item = parent().await;
+    assert_eq!(item.get("leaseOwner"), None, "released on stop: {item:?}");
+    assert_eq!(
+        item.get("checkpoint")
+            .and_then(|v| v.as_s().ok())
+            .map(String::as_str),
+        Some("SHARD_END")
+    );
+}

@@ -13,12 +13,12 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, bail};
 use base64::Engine;
 use kinesis_fleet::prelude::*;
-use kinesis_fleet::{PollingConfig, ShutdownHandle};
+use kinesis_fleet::{PollingConfig, ShutdownHandle, WorkerConfig};
 use kinesis_fleet_retrieval::{
     PollingReader, ReadEvent, Record as ShardRecord, Shard, ShardReader, StartingPosition,
 };
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::aws::{Aws, AwsArgs};
@@ -414,6 +414,8 @@ async fn read_shard(mut reader: PollingReader, shard: String, tx: mpsc::Sender<S
 struct TailProcessor {
     sink: Arc<Sink>,
     shutdown: Arc<Mutex<Option<ShutdownHandle>>>,
+    /// Set once this tail holds a lease of the application.
+    leased: Arc<watch::Sender<bool>>,
     /// A record of this shard was delivered but not printed: never
     /// checkpoint past it (SHARD_END included).
     skipped: bool,
@@ -435,6 +437,11 @@ impl TailProcessor {
 
 #[async_trait]
 impl RecordProcessor for TailProcessor {
+    async fn initialize(&mut self, _: &Initialize) -> Result<(), BoxError> {
+        self.leased.send_replace(true);
+        Ok(())
+    }
+
     async fn process_records(
         &mut self,
         batch: &RecordBatch,
@@ -472,8 +479,11 @@ async fn with_application(
     sink: Arc<Sink>,
 ) -> anyhow::Result<()> {
     let shutdown: Arc<Mutex<Option<ShutdownHandle>>> = Arc::default();
+    let leased = Arc::new(watch::Sender::new(false));
     let factory_sink = sink.clone();
     let factory_shutdown = shutdown.clone();
+    let factory_leased = leased.clone();
+    let failover_time = WorkerConfig::default().failover_time;
     let worker = Worker::builder()
         .stream(&args.stream)
         .application(&application)
@@ -486,6 +496,7 @@ async fn with_application(
         .processor_factory(move |_: &ShardId| TailProcessor {
             sink: factory_sink.clone(),
             shutdown: factory_shutdown.clone(),
+            leased: factory_leased.clone(),
             skipped: false,
         })
         .build_with_clients(aws.kinesis(), aws.dynamodb())
@@ -494,18 +505,62 @@ async fn with_application(
     *shutdown.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle.clone());
     let run = worker.run();
     tokio::pin!(run);
-    let idle = idle_timer(&sink, args.idle_timeout);
+    // The idle clock starts once the tail holds a lease: until then the
+    // leases may still belong to a departed worker, and move only after
+    // failover time plus a leader round. Waiting longer than that means
+    // live workers hold every lease.
+    let lease_wait = args.idle_timeout.map(|idle| idle + 2 * failover_time);
+    let idle = async {
+        let mut held = leased.subscribe();
+        tokio::select! {
+            _ = held.wait_for(|held| *held) => {}
+            _ = sleep_or_never(lease_wait) => return Idle::NoLease,
+        }
+        idle_timer(&sink, args.idle_timeout).await;
+        Idle::NoRecords
+    };
     tokio::pin!(idle);
     let stop = crate::signal::shutdown_signal();
     tokio::pin!(stop);
-    loop {
+    let mut ended = None;
+    let result = loop {
         tokio::select! {
-            result = &mut run => {
-                return result.with_context(|| format!("worker of application {application}"));
+            result = &mut run => break result,
+            why = &mut idle, if !handle.is_shutdown() => {
+                ended = Some(why);
+                handle.shutdown();
             }
-            _ = &mut idle, if !handle.is_shutdown() => handle.shutdown(),
             _ = &mut stop, if !handle.is_shutdown() => handle.shutdown(),
         }
+    };
+    result.with_context(|| format!("worker of application {application}"))?;
+    let leases = format!("see `kfleet leases --application {application}`");
+    match (ended, lease_wait) {
+        (Some(Idle::NoLease), Some(waited)) => bail!(
+            "held no lease of application {application} within {waited:?}: live workers hold \
+             every lease ({leases})"
+        ),
+        _ if !*leased.borrow() => bail!(
+            "stopped before holding a lease of application {application} (leases of a departed \
+             worker move after {failover_time:?} plus a leader round; {leases})"
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Why the idle timer of a tail with `--application` fired.
+enum Idle {
+    /// The tail held no lease within the lease wait.
+    NoLease,
+    /// No record was printed for the idle timeout.
+    NoRecords,
+}
+
+/// Sleeps for `duration`, or forever without one.
+async fn sleep_or_never(duration: Option<Duration>) {
+    match duration {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -42,7 +42,9 @@ pub use error::{BoxError, Error, Result};
 pub use kinesis_fleet_types::{HashKeyRange, SequenceNumberRange, Shard, ShardId};
 pub use lease::Lease;
 pub use memory::MemoryLeaseStore;
-pub use protocol_writes::{CheckpointWrite, complete_handoff, write_checkpoint};
+pub use protocol_writes::{
+    CheckpointWrite, complete_handoff, record_child_shards, write_checkpoint,
+};
 pub use sequence::{ExtendedSequenceNumber, MAX_SEQUENCE_NUMBER_DIGITS, SequenceNumber};
 pub use shard_sync::{
     ShardSync, SyncReport, create_child_leases, plan_cleanup, plan_new_leases,

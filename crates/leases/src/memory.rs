@@ -8,7 +8,7 @@ use bytes::Bytes;
 use crate::error::{Error, Result};
 use crate::lease::Lease;
 use crate::sequence::ExtendedSequenceNumber;
-use crate::store::{LeaseStore, check_non_empty};
+use crate::store::{LeaseStore, check_non_empty, child_shard_ids};
 
 /// An in-memory lease table with exactly the conditional semantics of
 /// [`DynamoLeaseStore`](crate::DynamoLeaseStore), for unit tests and simulations.
@@ -199,6 +199,11 @@ impl LeaseStore for MemoryLeaseStore {
             |stored| stored.checkpoint_owner.as_deref() == Some(owner),
             |next| next.checkpoint_owner = None,
         )
+    }
+
+    async fn set_child_shard_ids(&self, lease: &Lease, children: &[String]) -> Result<Lease> {
+        let children = child_shard_ids(children)?;
+        self.update(lease, |_| true, |next| next.child_shard_ids = children)
     }
 
     async fn delete_lease(&self, lease: &Lease) -> Result<()> {

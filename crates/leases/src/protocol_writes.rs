@@ -5,8 +5,8 @@
 //! write whose condition failed only because the counter moved (the owners
 //! it cares about are unchanged) is retried on a fresh read instead of being
 //! reported as a lost lease. [`write_on_fresh_reads`] is that one mechanism;
-//! the coordinator's assignment writes, [`complete_handoff`] and
-//! [`write_checkpoint`] all go through it.
+//! the coordinator's assignment writes, [`complete_handoff`],
+//! [`write_checkpoint`] and [`record_child_shards`] all go through it.
 
 use crate::error::{Error, Result};
 use crate::lease::Lease;
@@ -103,6 +103,34 @@ pub async fn complete_handoff(store: &dyn LeaseStore, lease: &Lease, me: &str) -
         lease,
         |_, fresh| fresh.checkpoint_owner.as_deref() == Some(me),
         |lease| async move { store.complete_handoff(&lease, me).await },
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Records `children` as the child shards of the finished lease
+/// `parent_key` ([`LeaseStore::set_child_shard_ids`]) unless it already
+/// names them; an absent lease is left alone.
+pub async fn record_child_shards(
+    store: &dyn LeaseStore,
+    parent_key: &str,
+    children: &[String],
+) -> Result<()> {
+    let wanted = crate::store::child_shard_ids(children)?;
+    let Some(lease) = store.get_lease(parent_key).await? else {
+        return Ok(());
+    };
+    if lease.child_shard_ids == wanted {
+        return Ok(());
+    }
+    write_on_fresh_reads(
+        store,
+        &lease,
+        |_, fresh| fresh.child_shard_ids != wanted,
+        |lease| {
+            let wanted = &wanted;
+            async move { store.set_child_shard_ids(&lease, wanted).await }
+        },
     )
     .await
     .map(|_| ())

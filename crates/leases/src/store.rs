@@ -94,6 +94,13 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// Removes `checkpointOwner`, bumps the counter; the new owner may start.
     async fn complete_handoff(&self, lease: &Lease, owner: &str) -> Result<Lease>;
 
+    /// Records the shards a finished lease's shard was split or merged into
+    /// (`childShardIds`, as KCL 2.3+ writes on a `SHARD_END` parent).
+    ///
+    /// Condition: counter as in `lease`. Sets `childShardIds` to `children`
+    /// (sorted, deduplicated; must not be empty), bumps the counter.
+    async fn set_child_shard_ids(&self, lease: &Lease, children: &[String]) -> Result<Lease>;
+
     /// Deletes the lease if its counter is still `lease.lease_counter`;
     /// deleting an absent lease succeeds.
     async fn delete_lease(&self, lease: &Lease) -> Result<()>;
@@ -123,4 +130,17 @@ pub(crate) fn handoff_source(lease: &Lease) -> Result<&str> {
             reason: format!("{} has no owner to hand off from", lease.lease_key),
         }),
     }
+}
+
+/// The `childShardIds` to store for `children`: sorted and deduplicated;
+/// a finished shard has at least one child.
+pub(crate) fn child_shard_ids(children: &[String]) -> Result<Vec<String>> {
+    let ids = crate::lease::sorted_unique(children.iter().map(String::as_str));
+    if ids.is_empty() || ids.iter().any(String::is_empty) {
+        return Err(crate::Error::InvalidArgument {
+            argument: "children",
+            reason: "must name at least one shard, none empty".into(),
+        });
+    }
+    Ok(ids)
 }

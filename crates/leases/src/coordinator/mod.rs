@@ -340,9 +340,11 @@ impl Coordinator {
         self.heartbeat().await
     }
 
-    /// Leaves the fleet: resigns leadership and marks the worker stopped so
-    /// the leader reassigns anything left at once and forgets the worker.
+    /// Leaves the fleet: releases the finished leases it still owns,
+    /// resigns leadership and marks the worker stopped so the leader
+    /// reassigns anything left at once and forgets the worker.
     pub async fn stop(&mut self) -> Result<()> {
+        self.release_finished().await;
         if let Some(leader) = self.leader.take() {
             self.registry.resign_leader(&leader).await?;
         }

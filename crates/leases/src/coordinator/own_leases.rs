@@ -72,6 +72,29 @@ impl Coordinator {
     /// take. A release bumps the counter, so a stale take fails; the leader
     /// reassigns the lease afresh.
     pub(super) async fn release_owned(&self) -> bool {
+        self.release_owned_where(
+            |key| !self.finished.contains(key),
+            |lease| lease.checkpoint_owner.is_none() && !lease.checkpoint.is_shard_end(),
+        )
+        .await
+    }
+
+    /// Conditionally releases the finished (`SHARD_END`) leases this worker
+    /// still owns, so that no fleet, a KCL one included, counts a stopped
+    /// worker as live; whether all were handled.
+    pub(super) async fn release_finished(&self) -> bool {
+        self.release_owned_where(|_| true, |lease| lease.checkpoint.is_shard_end())
+            .await
+    }
+
+    /// Conditionally releases every lease this worker owns whose key passes
+    /// `consider` and whose stored copy passes `releasable`; whether all were
+    /// handled (a lease lost meanwhile counts as handled).
+    async fn release_owned_where(
+        &self,
+        consider: impl Fn(&str) -> bool,
+        releasable: impl Fn(&Lease) -> bool,
+    ) -> bool {
         let me = self.config.worker_id.as_str();
         let owned = match self.leases.list_lease_keys_owned_by(me).await {
             Ok(keys) => keys,
@@ -81,24 +104,22 @@ impl Coordinator {
             }
         };
         let mut done = true;
-        for key in owned.iter().filter(|k| !self.finished.contains(*k)) {
+        for key in owned.iter().filter(|k| consider(k)) {
             match self.leases.get_lease(key).await {
                 Ok(Some(lease))
-                    if lease.lease_owner.as_deref() == Some(me)
-                        && lease.checkpoint_owner.is_none()
-                        && !lease.checkpoint.is_shard_end() =>
+                    if lease.lease_owner.as_deref() == Some(me) && releasable(&lease) =>
                 {
                     match self.leases.release_lease(&lease).await {
                         Ok(_) | Err(Error::LeaseLost { .. }) => {}
                         Err(e) => {
-                            tracing::warn!(lease = %key, error = %e, "releasing a lease after a fence failed");
+                            tracing::warn!(lease = %key, error = %e, "releasing a lease failed");
                             done = false;
                         }
                     }
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(lease = %key, error = %e, "reading a lease to release after a fence failed");
+                    tracing::warn!(lease = %key, error = %e, "reading a lease to release failed");
                     done = false;
                 }
             }

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::lease::Lease;
 use crate::schema::{self, Item, n, s};
 use crate::sequence::ExtendedSequenceNumber;
-use crate::store::{LeaseStore, check_non_empty, handoff_source};
+use crate::store::{LeaseStore, check_non_empty, child_shard_ids, handoff_source};
 
 /// A [`LeaseStore`] on a DynamoDB table with the KCL 2.x/3.x schema (see [`crate::schema`]).
 ///
@@ -481,6 +481,25 @@ impl LeaseStore for DynamoLeaseStore {
         self.update(lease, expr, condition, update, |stored| {
             stored.checkpoint_owner.is_none()
         })
+        .await
+    }
+
+    /// One conditional UpdateItem (atomic: cancel-safe).
+    async fn set_child_shard_ids(&self, lease: &Lease, children: &[String]) -> Result<Lease> {
+        let children = child_shard_ids(children)?;
+        let mut expr = Expr::default();
+        let ids = expr.name(schema::CHILD_SHARD_IDS);
+        let value = expr.value("children", AttributeValue::Ss(children.clone()));
+        let bump = expr.bump_counter(lease);
+        let update = format!("{bump}, {ids} = {value}");
+        let key = expr.name(schema::LEASE_KEY);
+        self.update(
+            lease,
+            expr,
+            format!("attribute_exists({key})"),
+            update,
+            |stored| stored.child_shard_ids == children,
+        )
         .await
     }
 

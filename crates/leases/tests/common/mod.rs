@@ -17,7 +17,8 @@ pub(crate) fn assert_lost(result: Result<Lease>, what: &str) {
     }
 }
 
-/// Take -> checkpoint -> prepare -> checkpoint, fencing, handoff, release, delete.
+/// Take -> checkpoint -> prepare -> checkpoint, fencing, handoff, shard end
+/// and children, release, delete.
 pub(crate) async fn lease_lifecycle(store: &dyn LeaseStore) {
     let fresh = Lease::new("shardId-000000000001", ExtendedSequenceNumber::TRIM_HORIZON)
         .with_parents(["shardId-000000000000"])
@@ -132,10 +133,46 @@ pub(crate) async fn lease_lifecycle(store: &dyn LeaseStore) {
     );
     let w3_cp = store.update_checkpoint(&handed, "w3", &c4).await.unwrap();
 
+    // The shard's end: SHARD_END, then its children recorded (sorted, once).
+    let ended = store
+        .update_checkpoint(&w3_cp, "w3", &ExtendedSequenceNumber::SHARD_END)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.set_child_shard_ids(&ended, &[]).await,
+        Err(Error::InvalidArgument { .. })
+    ));
+    let children = [
+        "shardId-000000000003".to_owned(),
+        "shardId-000000000002".to_owned(),
+    ];
+    assert_lost(
+        store.set_child_shard_ids(&w3_cp, &children).await,
+        "stale view",
+    );
+    let with_children = store.set_child_shard_ids(&ended, &children).await.unwrap();
+    assert_eq!(
+        with_children.child_shard_ids,
+        ["shardId-000000000002", "shardId-000000000003"]
+    );
+    assert_eq!(with_children.lease_counter, ended.lease_counter + 1);
+    assert_eq!(
+        store.get_lease(&fresh.lease_key).await.unwrap(),
+        Some(with_children.clone())
+    );
+    // Recorded again from a stale view: re-read, already there, nothing written.
+    kinesis_fleet_leases::record_child_shards(store, &fresh.lease_key, &children)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_lease(&fresh.lease_key).await.unwrap(),
+        Some(with_children.clone())
+    );
+
     // Release, then delete conditionally (deleting twice is fine).
-    let released = store.release_lease(&w3_cp).await.unwrap();
+    let released = store.release_lease(&with_children).await.unwrap();
     assert_eq!(released.lease_owner, None);
-    assert_eq!(released.checkpoint, c4);
+    assert_eq!(released.checkpoint, ExtendedSequenceNumber::SHARD_END);
     assert!(matches!(
         store.delete_lease(&w3_cp).await,
         Err(Error::LeaseLost { .. })

@@ -380,6 +380,16 @@ impl LeaseStore for FaultyLeaseStore {
             .await
     }
 
+    async fn set_child_shard_ids(&self, lease: &Lease, children: &[String]) -> Result<Lease> {
+        self.faults
+            .run(
+                &self.counters,
+                Op::ConditionalWrite,
+                self.inner.set_child_shard_ids(lease, children),
+            )
+            .await
+    }
+
     async fn delete_lease(&self, lease: &Lease) -> Result<()> {
         self.faults
             .run(
