@@ -296,6 +296,44 @@ impl Reader<'_> {
     }
 }
 
+/// The size DynamoDB bills `item` by: each attribute's name plus its value.
+/// Strings and binaries count their length; numbers one byte per two
+/// significant digits plus one; sets their elements; maps and lists their
+/// elements plus 3 bytes and 1 per element; booleans and nulls 1 byte.
+pub fn item_size(item: &Item) -> usize {
+    item.iter()
+        .map(|(name, value)| name.len() + value_size(value))
+        .sum()
+}
+
+fn value_size(value: &AttributeValue) -> usize {
+    let number = |n: &str| {
+        let digits = n
+            .trim_start_matches('-')
+            .trim_start_matches(['0', '.'])
+            .chars()
+            .filter(char::is_ascii_digit)
+            .count();
+        digits.div_ceil(2) + 1
+    };
+    match value {
+        AttributeValue::S(v) => v.len(),
+        AttributeValue::N(v) => number(v),
+        AttributeValue::B(v) => v.as_ref().len(),
+        AttributeValue::Ss(v) => v.iter().map(String::len).sum(),
+        AttributeValue::Ns(v) => v.iter().map(|n| number(n)).sum(),
+        AttributeValue::Bs(v) => v.iter().map(|b| b.as_ref().len()).sum(),
+        AttributeValue::L(v) => 3 + v.iter().map(|e| 1 + value_size(e)).sum::<usize>(),
+        AttributeValue::M(v) => {
+            3 + v
+                .iter()
+                .map(|(k, e)| 1 + k.len() + value_size(e))
+                .sum::<usize>()
+        }
+        _ => 1,
+    }
+}
+
 pub(crate) fn s(v: &str) -> AttributeValue {
     AttributeValue::S(v.to_owned())
 }
@@ -312,6 +350,22 @@ pub(crate) fn b(v: &[u8]) -> AttributeValue {
 mod tests {
     use super::*;
     use crate::sequence::SequenceNumber;
+
+    #[test]
+    fn item_size_follows_dynamodb_billing() {
+        let item = Item::from([
+            ("leaseKey".to_owned(), s("shardId-000000000001")),
+            ("leaseCounter".to_owned(), n(12345)),
+            (
+                "parentShardId".to_owned(),
+                AttributeValue::Ss(vec!["ab".into(), "cde".into()]),
+            ),
+            ("state".to_owned(), b(&[1, 2, 3])),
+        ]);
+        // 8 + 20, 12 + (5 digits -> 3 + 1), 13 + 5, 5 + 3
+        assert_eq!(item_size(&item), 28 + 16 + 18 + 8);
+        assert_eq!(value_size(&AttributeValue::N("-0.00120".into())), 3);
+    }
 
     fn full_lease() -> Lease {
         let mut lease = Lease::new(

@@ -15,6 +15,9 @@
 //!   `SIM_SEED=1234 cargo test -p kinesis-fleet-leases --test simulation -- replay --nocapture`
 //! - The large fleet (10 000 shards, 500 workers):
 //!   `cargo test --release -p kinesis-fleet-leases --test simulation -- --ignored large_fleet --nocapture`
+//! - The coordination cost table (capacity units and dollars, ours measured
+//!   here against the KCL 2.x and 3.x designs computed from their defaults):
+//!   `cargo test --release -p kinesis-fleet-leases --test simulation -- --ignored cost_table --nocapture`
 
 mod sim;
 
@@ -158,6 +161,30 @@ fn ignoring_the_fence_deadline_is_caught() {
 fn large_fleet() {
     let report = sim::large::large_fleet();
     println!("{report}");
+}
+
+#[test]
+fn capacity_units_follow_dynamodb_billing() {
+    use sim::capacity::{get, scan, write};
+    assert_eq!(get(0).read, 1.0, "a strongly consistent miss costs one unit");
+    assert_eq!(get(4097).read, 2.0);
+    // Summed per page, rounded up per page; pages end at 1 MB.
+    assert_eq!(scan([300; 100], true).read, 8.0);
+    assert_eq!(scan([300; 100], false).read, 4.0);
+    assert_eq!(scan([600 * 1024, 600 * 1024], true).read, 300.0);
+    assert_eq!(scan([], false).read, 0.5, "an empty page still costs");
+    // The larger of before and after, per KB; owner changes write the index.
+    let w = write(900, 1100, Some("a"), Some("b"));
+    assert_eq!((w.write, w.index_write), (2.0, 2.0));
+    let w = write(300, 300, None, Some("a"));
+    assert_eq!((w.write, w.index_write), (1.0, 1.0));
+    assert_eq!(write(300, 300, Some("a"), Some("a")).index_write, 0.0);
+}
+
+#[test]
+#[ignore = "minutes: run with --release, see the module docs"]
+fn cost_table() {
+    println!("{}", sim::cost::cost_table());
 }
 
 #[test]

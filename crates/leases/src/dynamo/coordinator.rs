@@ -109,7 +109,23 @@ impl DynamoCoordinatorStore {
         Ok(())
     }
 
-    fn leader_item(leader: &LeaderRecord) -> Item {
+    /// The coordinator-table item of `worker`'s heartbeat, as written.
+    pub fn worker_item(worker: &WorkerRecord) -> Item {
+        Item::from([
+            (
+                KEY.to_owned(),
+                s(&format!("{WORKER_KEY_PREFIX}{}", worker.worker_id)),
+            ),
+            (WORKER_ID.to_owned(), s(&worker.worker_id)),
+            (HEARTBEAT_COUNTER.to_owned(), n(worker.heartbeat_counter)),
+            (HEARTBEAT_AT.to_owned(), n(worker.heartbeat_at_ms)),
+            (STARTED_AT.to_owned(), n(worker.started_at_ms)),
+            (STATE.to_owned(), s(worker.state.as_str())),
+        ])
+    }
+
+    /// The coordinator-table item of `leader`, as written.
+    pub fn leader_item(leader: &LeaderRecord) -> Item {
         Item::from([
             (KEY.to_owned(), s(LEADER_KEY)),
             (LEADER_ID.to_owned(), s(&leader.leader_id)),
@@ -176,17 +192,7 @@ impl CoordinatorStore for DynamoCoordinatorStore {
 
     async fn put_worker(&self, worker: &WorkerRecord) -> Result<()> {
         let t = &self.table;
-        let item = Item::from([
-            (
-                KEY.to_owned(),
-                s(&format!("{WORKER_KEY_PREFIX}{}", worker.worker_id)),
-            ),
-            (WORKER_ID.to_owned(), s(&worker.worker_id)),
-            (HEARTBEAT_COUNTER.to_owned(), n(worker.heartbeat_counter)),
-            (HEARTBEAT_AT.to_owned(), n(worker.heartbeat_at_ms)),
-            (STARTED_AT.to_owned(), n(worker.started_at_ms)),
-            (STATE.to_owned(), s(worker.state.as_str())),
-        ]);
+        let item = Self::worker_item(worker);
         t.call(&AtomicBool::new(false), || async {
             t.client
                 .put_item()

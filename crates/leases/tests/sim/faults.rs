@@ -12,6 +12,7 @@ use kinesis_fleet_leases::{
     LeaseStore, MemoryCoordinatorStore, MemoryLeaseStore, Result, WorkerRecord,
 };
 
+use super::capacity::{self, Units};
 use super::rng::Rng;
 
 /// The requests the stores make, as DynamoDB would bill them.
@@ -92,10 +93,11 @@ impl Op {
     }
 }
 
-/// Requests per operation, over the whole fleet.
+/// Requests and capacity units per operation, over the whole fleet.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     calls: [AtomicU64; Op::ALL.len()],
+    units: Mutex<[Units; Op::ALL.len()]>,
     /// Lease items returned by scans.
     pub(crate) scanned_items: AtomicU64,
 }
@@ -103,6 +105,19 @@ pub(crate) struct Counters {
 impl Counters {
     fn add(&self, op: Op) {
         self.calls[op as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn charge(&self, op: Op, units: Units) {
+        let mut all = self.units.lock().unwrap();
+        let sum = &mut all[op as usize];
+        sum.read += units.read;
+        sum.write += units.write;
+        sum.index_write += units.index_write;
+    }
+
+    /// Capacity units consumed so far, per operation in [`Op::ALL`] order.
+    pub(crate) fn units(&self) -> Vec<Units> {
+        self.units.lock().unwrap().to_vec()
     }
 
     pub(crate) fn get(&self, op: Op) -> u64 {
@@ -257,6 +272,23 @@ pub(crate) struct FaultyLeaseStore {
     pub(crate) counters: Arc<Counters>,
 }
 
+impl FaultyLeaseStore {
+    /// Runs a conditional write from the view `lease` and charges what it
+    /// consumed.
+    async fn lease_write(
+        &self,
+        op: Op,
+        lease: &Lease,
+        write: impl Future<Output = Result<Lease>>,
+    ) -> Result<Lease> {
+        let result = self.faults.run(&self.counters, op, write).await;
+        if let Some(units) = capacity::lease_write(lease, &result) {
+            self.counters.charge(op, units);
+        }
+        result
+    }
+}
+
 #[async_trait::async_trait]
 impl LeaseStore for FaultyLeaseStore {
     async fn ensure_table(&self) -> Result<()> {
@@ -264,18 +296,33 @@ impl LeaseStore for FaultyLeaseStore {
     }
 
     async fn create_lease_if_absent(&self, lease: &Lease) -> Result<bool> {
-        let r = self.faults.run(
-            &self.counters,
-            Op::ConditionalWrite,
-            self.inner.create_lease_if_absent(lease),
-        );
-        r.await
+        let created = self
+            .faults
+            .run(
+                &self.counters,
+                Op::ConditionalWrite,
+                self.inner.create_lease_if_absent(lease),
+            )
+            .await;
+        if let Ok(created) = created {
+            let owner = lease.lease_owner.as_deref().filter(|_| created);
+            let size = capacity::lease_size(lease);
+            self.counters.charge(
+                Op::ConditionalWrite,
+                capacity::write(size, size, None, owner),
+            );
+        }
+        created
     }
 
     async fn get_lease(&self, lease_key: &str) -> Result<Option<Lease>> {
-        self.faults
+        let lease = self
+            .faults
             .run(&self.counters, Op::Get, self.inner.get_lease(lease_key))
-            .await
+            .await?;
+        let size = lease.as_ref().map_or(0, capacity::lease_size);
+        self.counters.charge(Op::Get, capacity::get(size));
+        Ok(lease)
     }
 
     async fn list_leases(&self) -> Result<Vec<Lease>> {
@@ -286,36 +333,39 @@ impl LeaseStore for FaultyLeaseStore {
         self.counters
             .scanned_items
             .fetch_add(leases.len() as u64, Ordering::Relaxed);
+        self.counters.charge(
+            Op::Scan,
+            capacity::scan(leases.iter().map(capacity::lease_size), true),
+        );
         Ok(leases)
     }
 
     async fn list_lease_keys_owned_by(&self, owner: &str) -> Result<Vec<String>> {
-        self.faults
+        let keys = self
+            .faults
             .run(
                 &self.counters,
                 Op::Query,
                 self.inner.list_lease_keys_owned_by(owner),
             )
-            .await
+            .await?;
+        let sizes = keys.iter().map(|k| capacity::index_entry_size(k, owner));
+        self.counters
+            .charge(Op::Query, capacity::scan(sizes, false));
+        Ok(keys)
     }
 
     async fn take_lease(&self, lease: &Lease, owner: &str) -> Result<Lease> {
-        self.faults
-            .run(
-                &self.counters,
-                Op::ConditionalWrite,
-                self.inner.take_lease(lease, owner),
-            )
-            .await
+        self.lease_write(
+            Op::ConditionalWrite,
+            lease,
+            self.inner.take_lease(lease, owner),
+        )
+        .await
     }
 
     async fn renew_lease(&self, lease: &Lease) -> Result<Lease> {
-        self.faults
-            .run(
-                &self.counters,
-                Op::ConditionalWrite,
-                self.inner.renew_lease(lease),
-            )
+        self.lease_write(Op::ConditionalWrite, lease, self.inner.renew_lease(lease))
             .await
     }
 
@@ -325,13 +375,12 @@ impl LeaseStore for FaultyLeaseStore {
         owner: &str,
         checkpoint: &ExtendedSequenceNumber,
     ) -> Result<Lease> {
-        self.faults
-            .run(
-                &self.counters,
-                Op::Checkpoint,
-                self.inner.update_checkpoint(lease, owner, checkpoint),
-            )
-            .await
+        self.lease_write(
+            Op::Checkpoint,
+            lease,
+            self.inner.update_checkpoint(lease, owner, checkpoint),
+        )
+        .await
     }
 
     async fn prepare_checkpoint(
@@ -341,63 +390,67 @@ impl LeaseStore for FaultyLeaseStore {
         pending: &ExtendedSequenceNumber,
         state: Option<&[u8]>,
     ) -> Result<Lease> {
-        self.faults
-            .run(
-                &self.counters,
-                Op::Checkpoint,
-                self.inner.prepare_checkpoint(lease, owner, pending, state),
-            )
-            .await
+        self.lease_write(
+            Op::Checkpoint,
+            lease,
+            self.inner.prepare_checkpoint(lease, owner, pending, state),
+        )
+        .await
     }
 
     async fn release_lease(&self, lease: &Lease) -> Result<Lease> {
-        self.faults
-            .run(
-                &self.counters,
-                Op::ConditionalWrite,
-                self.inner.release_lease(lease),
-            )
+        self.lease_write(Op::ConditionalWrite, lease, self.inner.release_lease(lease))
             .await
     }
 
     async fn initiate_handoff(&self, lease: &Lease, new_owner: &str) -> Result<Lease> {
-        self.faults
-            .run(
-                &self.counters,
-                Op::ConditionalWrite,
-                self.inner.initiate_handoff(lease, new_owner),
-            )
-            .await
+        self.lease_write(
+            Op::ConditionalWrite,
+            lease,
+            self.inner.initiate_handoff(lease, new_owner),
+        )
+        .await
     }
 
     async fn complete_handoff(&self, lease: &Lease, owner: &str) -> Result<Lease> {
-        self.faults
-            .run(
-                &self.counters,
-                Op::ConditionalWrite,
-                self.inner.complete_handoff(lease, owner),
-            )
-            .await
+        self.lease_write(
+            Op::ConditionalWrite,
+            lease,
+            self.inner.complete_handoff(lease, owner),
+        )
+        .await
     }
 
     async fn set_child_shard_ids(&self, lease: &Lease, children: &[String]) -> Result<Lease> {
-        self.faults
-            .run(
-                &self.counters,
-                Op::ConditionalWrite,
-                self.inner.set_child_shard_ids(lease, children),
-            )
-            .await
+        self.lease_write(
+            Op::ConditionalWrite,
+            lease,
+            self.inner.set_child_shard_ids(lease, children),
+        )
+        .await
     }
 
     async fn delete_lease(&self, lease: &Lease) -> Result<()> {
-        self.faults
+        let deleted = self
+            .faults
             .run(
                 &self.counters,
                 Op::ConditionalWrite,
                 self.inner.delete_lease(lease),
             )
-            .await
+            .await;
+        let owner = lease.lease_owner.as_deref();
+        let size = capacity::lease_size(lease);
+        match &deleted {
+            Ok(()) => self
+                .counters
+                .charge(Op::ConditionalWrite, capacity::write(size, 0, owner, None)),
+            Err(Error::LeaseLost { .. }) => self
+                .counters
+                .charge(Op::ConditionalWrite, capacity::write(size, 0, None, None)),
+            Err(_) => {}
+        }
+        deleted
     }
 }
 
@@ -406,6 +459,26 @@ pub(crate) struct FaultyCoordinatorStore {
     pub(crate) inner: Arc<MemoryCoordinatorStore>,
     pub(crate) faults: Arc<Faults>,
     pub(crate) counters: Arc<Counters>,
+}
+
+impl FaultyCoordinatorStore {
+    /// Charges a conditional write of the leader item, from `expected` (if
+    /// any) to its `result` (a failed condition pays for the old item).
+    fn charge_leader_write(
+        &self,
+        op: Op,
+        expected: Option<&LeaderRecord>,
+        result: &Result<LeaderRecord>,
+    ) {
+        let before = expected.map_or(0, capacity::leader_size);
+        let after = match result {
+            Ok(record) => capacity::leader_size(record),
+            Err(Error::LeaseLost { .. }) => 0,
+            Err(_) => return,
+        };
+        self.counters
+            .charge(op, capacity::write(before, after, None, None));
+    }
 }
 
 #[async_trait::async_trait]
@@ -417,7 +490,11 @@ impl CoordinatorStore for FaultyCoordinatorStore {
     async fn put_worker(&self, worker: &WorkerRecord) -> Result<()> {
         self.faults
             .run(&self.counters, Op::Heartbeat, self.inner.put_worker(worker))
-            .await
+            .await?;
+        let size = capacity::worker_size(worker);
+        self.counters
+            .charge(Op::Heartbeat, capacity::write(size, size, None, None));
+        Ok(())
     }
 
     async fn delete_worker(&self, worker_id: &str) -> Result<()> {
@@ -427,13 +504,26 @@ impl CoordinatorStore for FaultyCoordinatorStore {
                 Op::CoordinatorDelete,
                 self.inner.delete_worker(worker_id),
             )
-            .await
+            .await?;
+        // A worker item is far below one write unit.
+        self.counters
+            .charge(Op::CoordinatorDelete, capacity::write(1, 0, None, None));
+        Ok(())
     }
 
     async fn read(&self) -> Result<CoordinatorView> {
-        self.faults
+        let view = self
+            .faults
             .run(&self.counters, Op::CoordinatorRead, self.inner.read())
-            .await
+            .await?;
+        let sizes = view
+            .workers
+            .values()
+            .map(capacity::worker_size)
+            .chain(view.leader.iter().map(capacity::leader_size));
+        self.counters
+            .charge(Op::CoordinatorRead, capacity::scan(sizes, true));
+        Ok(view)
     }
 
     async fn claim_leader(
@@ -442,23 +532,29 @@ impl CoordinatorStore for FaultyCoordinatorStore {
         expected: Option<&LeaderRecord>,
         now_ms: u64,
     ) -> Result<LeaderRecord> {
-        self.faults
+        let claimed = self
+            .faults
             .run(
                 &self.counters,
                 Op::LeaderClaim,
                 self.inner.claim_leader(me, expected, now_ms),
             )
-            .await
+            .await;
+        self.charge_leader_write(Op::LeaderClaim, expected, &claimed);
+        claimed
     }
 
     async fn renew_leader(&self, current: &LeaderRecord, now_ms: u64) -> Result<LeaderRecord> {
-        self.faults
+        let renewed = self
+            .faults
             .run(
                 &self.counters,
                 Op::LeaderRenewal,
                 self.inner.renew_leader(current, now_ms),
             )
-            .await
+            .await;
+        self.charge_leader_write(Op::LeaderRenewal, Some(current), &renewed);
+        renewed
     }
 
     async fn resign_leader(&self, current: &LeaderRecord) -> Result<()> {
@@ -468,6 +564,10 @@ impl CoordinatorStore for FaultyCoordinatorStore {
                 Op::CoordinatorDelete,
                 self.inner.resign_leader(current),
             )
-            .await
+            .await?;
+        let size = capacity::leader_size(current);
+        self.counters
+            .charge(Op::CoordinatorDelete, capacity::write(size, 0, None, None));
+        Ok(())
     }
 }

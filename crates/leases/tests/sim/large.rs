@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::capacity::Units;
 use super::faults::Op;
 use super::world::{Life, Params, World, lock};
 
@@ -92,7 +93,8 @@ pub(crate) fn large_fleet() -> String {
                 });
             }
             if t == STEADY_FROM {
-                steady = Some(lock(&sim).counters.snapshot());
+                let world = lock(&sim);
+                steady = Some((world.counters.snapshot(), world.counters.units()));
             }
             let writes = lock(&sim).deliver();
             World::spawn_checkpoints(&sim, writes);
@@ -160,18 +162,46 @@ pub(crate) fn large_fleet() -> String {
                 scan
             );
         }
-        let now = world.counters.snapshot();
-        let base = steady.unwrap_or_else(|| vec![0; now.len()]);
+        let (now, now_units) = (world.counters.snapshot(), world.counters.units());
+        let (base, base_units) =
+            steady.unwrap_or_else(|| (vec![0; now.len()], vec![Units::default(); now.len()]));
         let minutes = (end - STEADY_FROM).as_secs_f64() / 60.0;
-        let _ = writeln!(out, "DynamoDB requests per minute, steady state ({:?}..{end:?}, {} workers):", STEADY_FROM, WAVES * PER_WAVE - CRASHES);
+        let _ = writeln!(
+            out,
+            "DynamoDB requests and capacity units per minute, steady state ({:?}..{end:?}, {} workers; units from the items' sizes, see sim/capacity.rs):",
+            STEADY_FROM,
+            WAVES * PER_WAVE - CRASHES
+        );
+        let _ = writeln!(
+            out,
+            "  {:<28} {:>10} {:>10} {:>10} {:>10}",
+            "", "requests", "read CU", "write CU", "index WCU"
+        );
+        let mut total = Units::default();
         for (i, op) in Op::ALL.iter().enumerate() {
+            let units = Units {
+                read: (now_units[i].read - base_units[i].read) / minutes,
+                write: (now_units[i].write - base_units[i].write) / minutes,
+                index_write: (now_units[i].index_write - base_units[i].index_write) / minutes,
+            };
+            total.read += units.read;
+            total.write += units.write;
+            total.index_write += units.index_write;
             let _ = writeln!(
                 out,
-                "  {:<28} {:>10.0}",
+                "  {:<28} {:>10.0} {:>10.0} {:>10.0} {:>10.0}",
                 op.name(),
-                (now[i] - base[i]) as f64 / minutes
+                (now[i] - base[i]) as f64 / minutes,
+                units.read,
+                units.write,
+                units.index_write
             );
         }
+        let _ = writeln!(
+            out,
+            "  {:<28} {:>10} {:>10.0} {:>10.0} {:>10.0}",
+            "total", "", total.read, total.write, total.index_write
+        );
         let _ = writeln!(
             out,
             "  (scanned lease items per minute: {:.0})",

@@ -1,5 +1,7 @@
 //! The simulation's parts: fault injection, the world, the invariants.
 
+pub(crate) mod capacity;
+pub(crate) mod cost;
 pub(crate) mod faults;
 pub(crate) mod invariants;
 pub(crate) mod large;
