@@ -166,7 +166,11 @@ fn large_fleet() {
 #[test]
 fn capacity_units_follow_dynamodb_billing() {
     use sim::capacity::{get, scan, write};
-    assert_eq!(get(0).read, 1.0, "a strongly consistent miss costs one unit");
+    assert_eq!(
+        get(0).read,
+        1.0,
+        "a strongly consistent miss costs one unit"
+    );
     assert_eq!(get(4097).read, 2.0);
     // Summed per page, rounded up per page; pages end at 1 MB.
     assert_eq!(scan([300; 100], true).read, 8.0);

@@ -20,7 +20,7 @@ use super::rng::Rng;
 pub(crate) enum Op {
     /// Worker heartbeat (PutItem on the coordinator table).
     Heartbeat,
-    /// Reading the coordinator table (one small Query/Scan).
+    /// Reading the coordinator table (a strongly consistent Scan).
     CoordinatorRead,
     /// Claiming leadership (conditional PutItem).
     LeaderClaim,
@@ -57,7 +57,7 @@ impl Op {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Op::Heartbeat => "heartbeats (PutItem)",
-            Op::CoordinatorRead => "coordinator reads (Query)",
+            Op::CoordinatorRead => "coordinator reads (Scan)",
             Op::LeaderClaim => "leader claims",
             Op::LeaderRenewal => "leader renewals",
             Op::CoordinatorDelete => "coordinator deletes",
@@ -86,8 +86,8 @@ impl Op {
             Op::Heartbeat | Op::LeaderClaim => "PutItem",
             Op::LeaderRenewal | Op::ConditionalWrite | Op::Checkpoint => "UpdateItem",
             Op::CoordinatorDelete => "DeleteItem",
-            Op::CoordinatorRead | Op::Query => "Query",
-            Op::Scan => "Scan",
+            Op::Query => "Query",
+            Op::CoordinatorRead | Op::Scan => "Scan",
             Op::Get => "GetItem",
         }
     }
