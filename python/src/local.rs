@@ -1,7 +1,7 @@
 //! `kinesis_fleet.testing.LocalAws`: the test kit's emulators, producer and
 //! resharding helpers, driven from Python on the shared runtime.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use kinesis_fleet_testkit::producer::{NewRecord, Producer};
@@ -18,8 +18,9 @@ pub(crate) struct NativeLocalAws {
     kinesis_endpoint: String,
     dynamodb_endpoint: String,
     backend: &'static str,
-    /// The emulators until `close()`.
-    aws: Mutex<Option<LocalAws>>,
+    /// The emulators until `close()`. The lock is held only to clone the
+    /// `Arc`, never across a call (which runs without the GIL).
+    aws: Mutex<Option<Arc<LocalAws>>>,
 }
 
 fn local_error(what: &str, error: &dyn std::error::Error) -> PyErr {
@@ -46,7 +47,7 @@ impl NativeLocalAws {
             kinesis_endpoint: aws.kinesis_endpoint().to_owned(),
             dynamodb_endpoint: aws.dynamodb_endpoint().to_owned(),
             backend: backend.as_str(),
-            aws: Mutex::new(Some(aws)),
+            aws: Mutex::new(Some(Arc::new(aws))),
         })
     }
 
@@ -155,12 +156,16 @@ impl NativeLocalAws {
 }
 
 impl NativeLocalAws {
+    fn running(&self) -> PyResult<Arc<LocalAws>> {
+        self.aws
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| LocalAwsError::new_err("the local emulators were closed"))
+    }
+
     fn with<T>(&self, f: impl FnOnce(&LocalAws) -> PyResult<T>) -> PyResult<T> {
-        let guard = self.aws.lock().unwrap_or_else(|e| e.into_inner());
-        match guard.as_ref() {
-            Some(aws) => f(aws),
-            None => Err(LocalAwsError::new_err("the local emulators were closed")),
-        }
+        f(&*self.running()?)
     }
 
     /// Runs a call against the emulators with the GIL released.
@@ -170,10 +175,7 @@ impl NativeLocalAws {
         call: impl AsyncFnOnce(&LocalAws) -> PyResult<T> + Send,
     ) -> PyResult<T> {
         let runtime = runtime::get()?;
-        let guard = self.aws.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(aws) = guard.as_ref() else {
-            return Err(LocalAwsError::new_err("the local emulators were closed"));
-        };
-        py.detach(|| runtime.block_on(call(aws)))
+        let aws = self.running()?;
+        py.detach(|| runtime.block_on(call(&aws)))
     }
 }
