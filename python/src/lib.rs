@@ -2,9 +2,9 @@
 //!
 //! A thin binding over the `kinesis-fleet` facade: Python processors are
 //! wrapped in one [`RecordProcessor`](kinesis_fleet::RecordProcessor)
-//! implementation ([`processor`]), workers are built with the facade's
-//! `WorkerBuilder` ([`worker`]), and `kinesis_fleet.testing.LocalAws` is the
-//! test kit's `LocalAws` ([`local`]). The Python-facing API (keyword
+//! implementation (module `processor`), workers are built with the facade's
+//! `WorkerBuilder` (module `worker`), and `kinesis_fleet.testing.LocalAws` is
+//! the test kit's `LocalAws` (module `local`). The Python-facing API (keyword
 //! arguments, the `RecordProcessor` base class, signal handling) lives in the
 //! pure-Python package next to this crate.
 
