@@ -48,6 +48,27 @@ pub(crate) fn python(ctx: &Ctx) -> Result<PathBuf, String> {
     Ok(python)
 }
 
+/// Installs our Python package (`python/`, a release build by maturin) into
+/// the peers' virtualenv; pip and cargo rebuild only what changed.
+pub(crate) fn kinesis_fleet(ctx: &Ctx, python: &Path) -> Result<(), String> {
+    process::run(
+        Command::new(python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--force-reinstall",
+                "--no-deps",
+            ])
+            .arg(ctx.root.join("python"))
+            .env("CARGO_TARGET_DIR", &ctx.target),
+        "pip install ./python",
+        INSTALL_TIMEOUT,
+    )
+}
+
 /// The amazon_kclpy release whose `kcl.py` the MultiLang child runs on.
 pub(crate) const KCLPY_VERSION: &str = "3.2.0";
 
