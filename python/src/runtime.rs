@@ -1,5 +1,6 @@
 //! The one tokio runtime every worker and emulator of the process runs on.
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use pyo3::PyResult;
@@ -19,11 +20,14 @@ pub(crate) fn get() -> PyResult<&'static Runtime> {
         return Ok(runtime);
     }
     let filter = tracing_subscriber::EnvFilter::try_from_env(LOG_ENV)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        // Our crates' warnings only: the emulators of `LocalAws` log every
+        // expected error response (a table that does not exist yet) as a warning.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("kinesis_fleet=warn"));
     // Fails only if the embedding program installed a subscriber already: keep it.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
     let runtime = Builder::new_multi_thread()
         .enable_all()
