@@ -49,10 +49,16 @@ pub(crate) fn python(ctx: &Ctx) -> Result<PathBuf, String> {
 }
 
 /// Installs our Python package (`python/`, a release build by maturin) into
-/// the peers' virtualenv; pip and cargo rebuild only what changed.
+/// the peers' virtualenv; pip and cargo rebuild only what changed. `--quick`
+/// installs a debug build instead: it shares the artifacts of the test
+/// suite's build, and the quick run measures nothing.
 pub(crate) fn kinesis_fleet(ctx: &Ctx, python: &Path) -> Result<(), String> {
+    let mut command = Command::new(python);
+    if ctx.quick {
+        command.env("MATURIN_PEP517_ARGS", "--profile dev");
+    }
     process::run(
-        Command::new(python)
+        command
             .args([
                 "-m",
                 "pip",
