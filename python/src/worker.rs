@@ -130,7 +130,20 @@ impl NativeWorker {
                 }
                 builder.retrieval(Retrieval::Polling(polling))
             }
-            "fanout" => builder.retrieval(Retrieval::FanOut(FanOutConfig::default())),
+            "fanout" => {
+                for (field, set) in [
+                    ("max_records", max_records.is_some()),
+                    ("poll_interval", poll_interval.is_some()),
+                ] {
+                    if set {
+                        return Err(config_error(
+                            field,
+                            "applies to retrieval=\"polling\" only".to_owned(),
+                        ));
+                    }
+                }
+                builder.retrieval(Retrieval::FanOut(FanOutConfig::default()))
+            }
             other => {
                 return Err(config_error(
                     "retrieval",

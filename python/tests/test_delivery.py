@@ -173,6 +173,7 @@ def test_function_form_under_run_async(aws: LocalAws) -> None:
         ("error_policy", dict(error_policy="ignore")),
         ("retrieval", dict(retrieval="carrier-pigeon")),
         ("processor", dict(processor=Collect())),
+        ("poll_interval", dict(retrieval="fanout", poll_interval=0.1)),
     ],
 )
 def test_configuration_errors_name_the_field(aws: LocalAws, field: str, kwargs: Dict[str, object]) -> None:
