@@ -135,8 +135,8 @@ def test_ctrl_c_shuts_down_gracefully_then_raises(aws: LocalAws, processes: List
     w.signal(signal.SIGINT)
     assert w.wait() == 130
     assert w.of("exit")[0]["how"] == "KeyboardInterrupt"
-    assert {e["shard"] for e in w.of("shutdown_requested")} == w.shards() | {e["shard"] for e in w.of("shutdown_requested")}
-    assert len(w.of("shutdown_requested")) == 2
+    # Both shards got shutdown_requested (and checkpointed) before the exit.
+    assert len(w.of("shutdown_requested")) == 2 and w.shards() == set()
     # The leases were released: a new worker resumes at once, replaying nothing.
     n = python_worker(aws, stream, app, "py-next")
     processes.append(n)
