@@ -1,14 +1,18 @@
 //! Project automation. `cargo xtask test` runs every suite: the whole
 //! workspace against the embedded emulators, then the end-to-end suites again
 //! against the npm emulators (installing them into `testenv/` if needed).
+//! The Python package's suite runs after the embedded run (it starts the
+//! embedded emulators itself; the npm run skips it).
 //! `cargo xtask bench` measures ours against the peers and writes `BENCHMARKS.md`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 mod bench;
+mod python;
 
 const USAGE: &str = "usage: cargo xtask test [--backend embedded|npm|all]
+       cargo xtask test python          (only the Python package's suite)
        cargo xtask bench [--quick] [SECTION...]";
 
 fn main() -> ExitCode {
@@ -18,6 +22,7 @@ fn main() -> ExitCode {
         ["test", "--backend", "all"] => test(&["embedded", "npm"]),
         ["test", "--backend", "embedded"] => test(&["embedded"]),
         ["test", "--backend", "npm"] => test(&["npm"]),
+        ["test", "python"] => python::test(&workspace_root()),
         ["bench", ref rest @ ..] => {
             let quick = rest.contains(&"--quick");
             let only: Vec<String> = rest
@@ -49,8 +54,12 @@ fn test(backends: &[&str]) -> Result<(), String> {
     let root = workspace_root();
     for backend in backends {
         match *backend {
-            // Everything: unit tests, integration suites, doc tests.
-            "embedded" => cargo(&root, "embedded", &["test", "--workspace"])?,
+            // Everything: unit tests, integration suites, doc tests, then
+            // the Python package's suite.
+            "embedded" => {
+                cargo(&root, "embedded", &["test", "--workspace"])?;
+                python::test(&root)?;
+            }
             // The suites that talk to emulators (every `tests/` target).
             _ => {
                 install_npm_emulators(&root)?;

@@ -34,6 +34,8 @@ pub(crate) enum Consumer {
     KclRs,
     /// `kinesis-fleet-bench raw-read`: GetRecords on every shard, nothing else.
     RawReader,
+    /// Our Python package (`python/`), `bench/peers/kinesis_fleet_noop.py`.
+    Python,
 }
 
 impl Consumer {
@@ -43,6 +45,7 @@ impl Consumer {
             Consumer::Multilang => "kfleet multilang",
             Consumer::KclRs => "kcl-rs",
             Consumer::RawReader => "raw reader",
+            Consumer::Python => "kinesis_fleet (Python)",
         }
     }
 }
@@ -57,6 +60,7 @@ pub(crate) struct Binaries {
     /// The unpacked amazon_kclpy sources, for the MultiLang child's `PYTHONPATH`.
     kclpy: PathBuf,
     kclpy_noop: PathBuf,
+    kinesis_fleet_noop: PathBuf,
     logs: PathBuf,
     /// `--quick`: kcl-rs skips its 60 s sleep after the first shard sync, so
     /// CI proves the peer still runs without waiting minutes for it.
@@ -82,6 +86,7 @@ impl Binaries {
             python,
             kcl_rs_worker: ctx.root.join("bench/peers/kcl_rs_worker.py"),
             kclpy_noop: ctx.root.join("bench/peers/kclpy_noop.py"),
+            kinesis_fleet_noop: ctx.root.join("bench/peers/kinesis_fleet_noop.py"),
             logs,
             quick: ctx.quick,
         })
@@ -143,6 +148,11 @@ impl Binaries {
                     .map_err(|e| format!("{}: {e}", properties.display()))?;
                 let mut c = Command::new(&self.kfleet);
                 c.arg("multilang").arg(&properties);
+                c
+            }
+            Consumer::Python => {
+                let mut c = Command::new(&self.python);
+                c.arg(&self.kinesis_fleet_noop).args(identity);
                 c
             }
             Consumer::RawReader => {

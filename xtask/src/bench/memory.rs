@@ -66,7 +66,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
 
 /// Waits until `proc` started `shards` shards and delivered `records`
 /// records, lets it run on, and returns its peak RSS in MiB.
-fn peak_rss_mib(proc: &mut Proc, shards: u32, records: u64) -> Result<f64, String> {
+pub(crate) fn peak_rss_mib(proc: &mut Proc, shards: u32, records: u64) -> Result<f64, String> {
     let started = poll(TIMEOUT, || {
         proc.check_alive()?;
         let started = proc

@@ -15,6 +15,7 @@ mod memory;
 mod multilang;
 mod peers;
 mod process;
+mod python;
 mod report;
 
 use std::cell::OnceCell;
@@ -34,7 +35,7 @@ pub(crate) struct Ctx {
     /// The workspace root.
     pub(crate) root: PathBuf,
     /// Cargo's target directory (honours `CARGO_TARGET_DIR`).
-    target: PathBuf,
+    pub(crate) target: PathBuf,
     /// Where peers are installed and inputs written; survives between runs.
     pub(crate) scratch: PathBuf,
     /// A reduced size for CI: proves the command runs, not how fast.
@@ -89,6 +90,7 @@ const SECTIONS: &[(&str, SectionFn)] = &[
     ("cost", cost::run),
     ("memory", memory::run),
     ("multilang", multilang::run),
+    ("python", python::run),
 ];
 
 /// Runs every section (or those whose name is in `only`) and writes the report:

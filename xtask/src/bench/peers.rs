@@ -48,6 +48,33 @@ pub(crate) fn python(ctx: &Ctx) -> Result<PathBuf, String> {
     Ok(python)
 }
 
+/// Installs our Python package (`python/`, a release build by maturin) into
+/// the peers' virtualenv; pip and cargo rebuild only what changed. `--quick`
+/// installs a debug build instead: it shares the artifacts of the test
+/// suite's build, and the quick run measures nothing.
+pub(crate) fn kinesis_fleet(ctx: &Ctx, python: &Path) -> Result<(), String> {
+    let mut command = Command::new(python);
+    if ctx.quick {
+        command.env("MATURIN_PEP517_ARGS", "--profile dev");
+    }
+    process::run(
+        command
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--force-reinstall",
+                "--no-deps",
+            ])
+            .arg(ctx.root.join("python"))
+            .env("CARGO_TARGET_DIR", &ctx.target),
+        "pip install ./python",
+        INSTALL_TIMEOUT,
+    )
+}
+
 /// The amazon_kclpy release whose `kcl.py` the MultiLang child runs on.
 pub(crate) const KCLPY_VERSION: &str = "3.2.0";
 
