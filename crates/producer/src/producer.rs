@@ -200,6 +200,25 @@ impl Producer {
         Ok(RecordHandle { rx })
     }
 
+    /// Sends `records` in order, flushes, and waits for each: their receipts
+    /// in order, or the first error (the records after a failed one are
+    /// still sent).
+    pub async fn put_all(
+        &self,
+        records: impl IntoIterator<Item = NewRecord>,
+    ) -> Result<Vec<Receipt>> {
+        let mut handles = Vec::new();
+        for record in records {
+            handles.push(self.send(record).await?);
+        }
+        self.flush().await?;
+        let mut receipts = Vec::with_capacity(handles.len());
+        for handle in handles {
+            receipts.push(handle.await?);
+        }
+        Ok(receipts)
+    }
+
     /// Sends everything accepted so far without waiting for the maximum
     /// buffered time, and waits until each of those records is resolved
     /// (written, or failed: see its handle).

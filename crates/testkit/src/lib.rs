@@ -9,7 +9,7 @@
 //! - `npm`: kinesis-mock (`kinesis-local`) and dynalite as Node.js child
 //!   processes. Install once with `npm ci --prefix testenv`.
 //!
-//! [`producer`] writes records; [`resharding`] tests consumers while a stream
+//! [`resharding`] tests consumers while a stream
 //! is split, merged and scaled; [`proxy`] injects network faults.
 //!
 //! ```no_run
@@ -24,7 +24,6 @@
 mod embedded;
 mod error;
 mod npm;
-pub mod producer;
 pub mod proxy;
 pub mod resharding;
 

@@ -1,6 +1,8 @@
-//! Producer against the backend chosen by KINESIS_FLEET_BACKEND: plain and
-//! KPL-aggregated puts read back with GetRecords on every shard.
+//! The producer against the backend chosen by KINESIS_FLEET_BACKEND: plain
+//! and KPL-aggregated puts read back with GetRecords on every shard.
 
+// The test kit's GetRecords fixture, shared with its own suites.
+#[path = "../../testkit/tests/common/mod.rs"]
 mod common;
 
 use std::collections::HashMap;
@@ -8,8 +10,8 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use common::read_from_trim_horizon;
 use kinesis_fleet_kpl::{Deaggregated, deaggregate, effective_hash_key};
+use kinesis_fleet_producer::{Counter, Error, NewRecord, Producer, ProducerConfig};
 use kinesis_fleet_testkit::LocalAws;
-use kinesis_fleet_testkit::producer::{NewRecord, Producer};
 
 /// A user record as read back.
 #[derive(Debug)]
@@ -101,34 +103,54 @@ fn check(input: &[NewRecord], read: &[Read], aggregated: bool) {
     assert_eq!(by_key, expected, "same records, same order per key");
 }
 
+async fn producer(aws: &LocalAws, stream: &str, aggregation: bool) -> Producer {
+    let config = ProducerConfig::default().aggregation(aggregation);
+    Producer::new(aws.kinesis_client(), stream, config)
+        .await
+        .expect("producer")
+}
+
 #[tokio::test]
 async fn plain_and_aggregated_puts_read_back_in_order() {
     let aws = LocalAws::start().await.expect("start LocalAws");
     let stream = aws.unique_name("producer");
     aws.create_stream(&stream, 2).await.expect("create stream");
-    let producer = Producer::new(aws.kinesis_client(), &stream);
+    let producer = producer(&aws, &stream, false).await;
 
-    // 600 plain records: two PutRecords calls.
+    // 600 plain records of 12 keys.
     let plain = records("plain", 12, 50);
-    let report = producer.put(plain.clone()).await.expect("put");
-    assert_eq!(report.user_records, 600);
-    assert_eq!(report.kinesis_records, 600);
-    assert!(report.calls >= 2, "{report:?}");
+    let receipts = producer.put_all(plain.clone()).await.expect("put");
+    assert_eq!(receipts.len(), 600);
+    assert!(
+        receipts
+            .iter()
+            .all(|r| !r.aggregated && r.sub_sequence_number == 0)
+    );
+    let stats = producer.stats();
+    assert_eq!(stats.get(Counter::UserRecordsPut), 600);
+    assert_eq!(stats.get(Counter::KinesisRecordsPut), 600);
+    producer.close().await.expect("close");
     let read = read_all(&aws, &stream).await;
     check(&plain, &read, false);
 
     // A second stream for the aggregated records keeps the check simple.
     let stream2 = aws.unique_name("producer-agg");
     aws.create_stream(&stream2, 2).await.expect("create stream");
-    let producer = Producer::new(aws.kinesis_client(), &stream2);
+    let producer = self::producer(&aws, &stream2, true).await;
     let agg = records("agg", 12, 50);
-    let report = producer
-        .put_aggregated(agg.clone())
-        .await
-        .expect("put_aggregated");
-    assert_eq!(report.user_records, 600);
-    // Small records: one aggregate per shard.
-    assert_eq!(report.kinesis_records, 2, "{report:?}");
+    let receipts = producer.put_all(agg.clone()).await.expect("put aggregated");
+    // Sub-sequence numbers count up within each aggregate.
+    for pair in receipts
+        .windows(2)
+        .filter(|p| p[0].sequence_number == p[1].sequence_number)
+    {
+        assert_eq!(pair[1].sub_sequence_number, pair[0].sub_sequence_number + 1);
+    }
+    let stats = producer.stats();
+    assert_eq!(stats.get(Counter::UserRecordsPut), 600);
+    // Small records, one flush: one aggregate per shard.
+    assert_eq!(stats.get(Counter::KinesisRecordsPut), 2, "{stats:?}");
+    assert_eq!(stats.aggregation_ratio(), 300.0);
     let read = read_all(&aws, &stream2).await;
     check(&agg, &read, true);
 }
@@ -138,36 +160,78 @@ async fn large_records_are_split_across_calls_and_aggregates() {
     let aws = LocalAws::start().await.expect("start LocalAws");
     let stream = aws.unique_name("big");
     aws.create_stream(&stream, 2).await.expect("create stream");
-    let producer = Producer::new(aws.kinesis_client(), &stream);
     // 12 records of 600 KiB: 7.2 MiB, more than one 5 MiB call; aggregated,
     // no two fit in one 1 MiB aggregate.
     let big: Vec<NewRecord> = (0..12)
         .map(|i| NewRecord::new(format!("k{}", i % 3), vec![i as u8; 600 * 1024]))
         .collect();
-    let report = producer.put(big.clone()).await.expect("put");
-    assert!(report.calls >= 2, "{report:?}");
-    let report = producer
-        .put_aggregated(big.clone())
-        .await
-        .expect("put_aggregated");
-    assert_eq!(report.kinesis_records, 12, "{report:?}");
-    assert!(report.calls >= 2, "{report:?}");
+    for aggregation in [false, true] {
+        let producer = producer(&aws, &stream, aggregation).await;
+        producer.put_all(big.clone()).await.expect("put");
+        let stats = producer.stats();
+        assert_eq!(stats.get(Counter::KinesisRecordsPut), 12, "{stats:?}");
+        assert!(stats.get(Counter::PutRecordsCalls) >= 2, "{stats:?}");
+    }
     let read = read_all(&aws, &stream).await;
     assert_eq!(read.len(), 24);
 }
 
 #[tokio::test]
-async fn oversized_record_is_rejected_before_sending() {
+async fn invalid_records_are_rejected_before_sending() {
     let aws = LocalAws::start().await.expect("start LocalAws");
-    let producer = Producer::new(aws.kinesis_client(), "never-created");
+    let stream = aws.unique_name("invalid");
+    aws.create_stream(&stream, 1).await.expect("create stream");
+    let producer = producer(&aws, &stream, true).await;
     let err = producer
-        .put(vec![NewRecord::new("k", vec![0u8; 1024 * 1024])])
+        .send(NewRecord::new("k", vec![0u8; 1024 * 1024]))
         .await
         .expect_err("1 MiB of data plus a key is over the limit");
     assert!(
         matches!(
             err,
-            kinesis_fleet_testkit::Error::RecordTooLarge { index: 0, .. }
+            Error::RecordTooLarge {
+                size: 1_048_577,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = producer
+        .send(NewRecord::new("", "x"))
+        .await
+        .expect_err("empty key");
+    assert!(matches!(err, Error::InvalidRecord(_)), "{err}");
+    let err = producer
+        .send(NewRecord::new("k", "x").with_explicit_hash_key("-1"))
+        .await
+        .expect_err("negative hash key");
+    assert!(matches!(err, Error::InvalidRecord(_)), "{err}");
+    producer.close().await.expect("close");
+    let err = producer
+        .send(NewRecord::new("k", "x"))
+        .await
+        .expect_err("closed");
+    assert_eq!(err, Error::Closed);
+    assert_eq!(producer.stats().get(Counter::PutRecordsCalls), 0);
+}
+
+#[tokio::test]
+async fn a_missing_stream_fails_at_start() {
+    let aws = LocalAws::start().await.expect("start LocalAws");
+    let err = Producer::new(
+        aws.kinesis_client(),
+        "never-created",
+        ProducerConfig::default(),
+    )
+    .await
+    .expect_err("no such stream");
+    assert!(
+        matches!(
+            err,
+            Error::ListShards {
+                retryable: false,
+                ..
+            }
         ),
         "{err}"
     );
