@@ -418,26 +418,34 @@ impl Engine {
     }
 
     /// When [`poll_batch`](Self::poll_batch) may next have something to
-    /// send, if anything is buffered.
+    /// send that it did not have at `now`: the next buffered-time deadline,
+    /// retry delay or rate-limit refill. Entries held only by an entry in
+    /// flight or a stale map wait for that call's outcome or the refresh
+    /// instead, so no time is returned for them.
     pub(crate) fn next_wakeup(&mut self, now: Instant) -> Option<Instant> {
         let linger = self.config.max_buffered_time;
         let mut next: Option<Instant> = None;
-        let mut at = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
-        for state in self.shards.values_mut() {
+        let mut at = |t: Instant| {
+            if t > now {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        for (id, state) in &mut self.shards {
             if let Some(m) = state.open_members.first() {
                 at(m.submitted + linger);
             }
-            if let Some(front) = state.ready.front() {
-                at(front
-                    .not_before
-                    .unwrap_or(now)
-                    .max(front.first_submitted() + linger));
-                if let Some(until) = state.bucket.as_mut().and_then(|b| b.blocked_until(now)) {
-                    at(until);
-                }
-                if let Some(t) = front.not_before {
-                    at(t);
-                }
+            let Some(front) = state.ready.front() else {
+                continue;
+            };
+            if self.suspect.contains(id) {
+                continue;
+            }
+            at(front.first_submitted() + linger);
+            if let Some(t) = front.not_before {
+                at(t);
+            }
+            if let Some(until) = state.bucket.as_mut().and_then(|b| b.blocked_until(now)) {
+                at(until);
             }
         }
         next

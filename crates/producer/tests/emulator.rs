@@ -375,3 +375,131 @@ async fn per_key_order_holds_while_puts_are_throttled() {
         check(&input, &read, aggregation);
     }
 }
+
+/// A split while records flow: every record's handle names a shard whose
+/// range holds its hash key; read back as a KCL reader does (dropping the
+/// sub-records outside the range of the shard they were read from), every
+/// record is there once and in send order per key; the stray copies are
+/// exactly the sub-records the producer sent again after its shard map
+/// turned out stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_while_producing_loses_duplicates_and_reorders_nothing() {
+    use kinesis_fleet_testkit::resharding::Reshard;
+
+    let aws = LocalAws::start().await.expect("start LocalAws");
+    let stream = aws.unique_name("split");
+    aws.create_stream(&stream, 1).await.expect("create stream");
+    let config = ProducerConfig::default().max_buffered_time(std::time::Duration::from_millis(5));
+    let producer = Producer::new(aws.kinesis_client(), &stream, config)
+        .await
+        .expect("producer");
+    // 16 keys spread evenly over the hash key space, alternating between its
+    // halves, so an aggregate built for the parent spans both children.
+    let keys = 16u128;
+    let record = |i: u128| {
+        let k = (i % 2) * (keys / 2) + (i / 2) % (keys / 2);
+        NewRecord::new(format!("key-{k}"), format!("record {i}"))
+            .with_explicit_hash_key((u128::MAX / keys * k + 1).to_string())
+    };
+    let reshard = Reshard::new(aws.kinesis_client(), &stream);
+    let parent = reshard.open_shards().await.expect("open shards")[0]
+        .shard_id
+        .clone();
+    let mut split = None;
+    let mut sent = Vec::new();
+    let mut handles = Vec::new();
+    for i in 0..1200u128 {
+        if i == 300 {
+            // The split runs while records keep flowing.
+            let (reshard, parent) = (Reshard::new(aws.kinesis_client(), &stream), parent.clone());
+            split = Some(tokio::spawn(
+                async move { reshard.split_evenly(&parent).await },
+            ));
+        }
+        sent.push(record(i));
+        handles.push(producer.send(record(i)).await.expect("send"));
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    split
+        .expect("split started")
+        .await
+        .expect("split task")
+        .expect("split");
+    producer.close().await.expect("close");
+
+    let client = aws.kinesis_client();
+    let shards = client
+        .list_shards()
+        .stream_name(&stream)
+        .send()
+        .await
+        .expect("ListShards")
+        .shards
+        .unwrap_or_default();
+    assert_eq!(shards.len(), 3, "the parent and its two children");
+    let range_of = |id: &str| {
+        let shard = shards
+            .iter()
+            .find(|s| s.shard_id() == id)
+            .expect("listed shard");
+        let range = shard.hash_key_range().expect("hash key range");
+        let start: u128 = range.starting_hash_key().parse().unwrap();
+        let end: u128 = range.ending_hash_key().parse().unwrap();
+        start..=end
+    };
+    for (record, handle) in sent.iter().zip(handles) {
+        let receipt = handle.await.expect("written");
+        let hash_key =
+            effective_hash_key(&record.partition_key, record.explicit_hash_key.as_deref()).unwrap();
+        assert!(
+            range_of(receipt.shard_id.as_str()).contains(&hash_key),
+            "{receipt:?}"
+        );
+    }
+
+    // Read as a KCL reader: parent first (ListShards lists it first), then
+    // the children; sub-records outside the shard's range are dropped.
+    let (mut kept, mut dropped) = (HashMap::<String, Vec<Bytes>>::new(), 0u64);
+    for shard in &shards {
+        let range = range_of(shard.shard_id());
+        for page in read_from_trim_horizon(&client, &stream, shard.shard_id()).await {
+            for r in page.records() {
+                let Deaggregated::Aggregated(users) =
+                    deaggregate(&Bytes::copy_from_slice(r.data().as_ref()))
+                else {
+                    panic!("every record is an aggregate");
+                };
+                for user in users {
+                    if range.contains(&user.effective_hash_key().unwrap()) {
+                        kept.entry(user.partition_key).or_default().push(user.data);
+                    } else {
+                        dropped += 1;
+                    }
+                }
+            }
+        }
+    }
+    let mut expected = HashMap::<String, Vec<Bytes>>::new();
+    for r in &sent {
+        expected
+            .entry(r.partition_key.clone())
+            .or_default()
+            .push(r.data.clone());
+    }
+    assert_eq!(kept, expected, "each record once, in send order per key");
+    let stats = producer.stats();
+    println!(
+        "split while producing: {dropped} stray sub-records dropped by the reader, {} resent, {} map refreshes",
+        stats.get(Counter::MisroutedUserRecords),
+        stats.get(Counter::ShardMapRefreshes)
+    );
+    assert!(
+        stats.get(Counter::ShardMapRefreshes) >= 1,
+        "the split was noticed"
+    );
+    assert_eq!(
+        dropped,
+        stats.get(Counter::MisroutedUserRecords),
+        "{stats:?}"
+    );
+}
