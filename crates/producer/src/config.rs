@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::{Error, Result};
+
 /// Producer settings; the defaults are the KPL's where it has one.
 ///
 /// ```
@@ -135,6 +137,47 @@ impl ProducerConfig {
     pub fn shard_map_refresh(mut self, every: Duration) -> Self {
         self.shard_map_refresh = every;
         self
+    }
+
+    /// Checks every field; the error names the first one out of range.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |field: &'static str, allowed: &str| {
+            Err(Error::InvalidConfig {
+                field,
+                allowed: allowed.to_owned(),
+            })
+        };
+        if !(1..=kinesis_fleet_kpl::MAX_RECORD_BYTES).contains(&self.aggregation_max_bytes) {
+            return invalid("aggregation_max_bytes", "1 to 1048576 bytes");
+        }
+        if self.max_outstanding_bytes == 0 {
+            return invalid("max_outstanding_bytes", "at least 1 byte");
+        }
+        if self.max_concurrent_calls == 0 {
+            return invalid("max_concurrent_calls", "at least 1");
+        }
+        if self.record_ttl.is_zero() {
+            return invalid("record_ttl", "more than 0");
+        }
+        if self.max_backoff < self.base_backoff {
+            return invalid("max_backoff", "at least base_backoff");
+        }
+        if self.shard_map_refresh.is_zero() {
+            return invalid("shard_map_refresh", "more than 0");
+        }
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if let Some(limit) = self.shard_rate_limit {
+            if !positive(limit.bytes_per_sec) {
+                return invalid("shard_rate_limit.bytes_per_sec", "a finite number above 0");
+            }
+            if !positive(limit.records_per_sec) {
+                return invalid(
+                    "shard_rate_limit.records_per_sec",
+                    "a finite number above 0",
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The retry delay before attempt `attempts + 1`, without jitter.

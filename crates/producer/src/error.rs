@@ -51,6 +51,14 @@ pub enum Error {
         /// Whether listing again later may succeed.
         retryable: bool,
     },
+    /// A [`ProducerConfig`](crate::ProducerConfig) field is out of range.
+    #[error("invalid producer config: {field} must be {allowed}")]
+    InvalidConfig {
+        /// The field.
+        field: &'static str,
+        /// What it may be.
+        allowed: String,
+    },
     /// The producer was closed (or its task stopped) before the record was
     /// accepted or resolved.
     #[error("the producer is closed")]
@@ -66,6 +74,7 @@ impl Error {
             Error::InvalidRecord(_)
             | Error::RecordTooLarge { .. }
             | Error::Kinesis { .. }
+            | Error::InvalidConfig { .. }
             | Error::Closed => false,
         }
     }

@@ -118,13 +118,24 @@ impl std::fmt::Debug for Command {
 impl Producer {
     /// Lists the shards of `stream` and starts the producer's task.
     ///
-    /// Fails with [`Error::ListShards`] if the stream cannot be listed (for
-    /// example, it does not exist). Must be called within a Tokio runtime.
+    /// Fails with [`Error::InvalidConfig`] for a field out of range, or
+    /// [`Error::ListShards`] if the stream cannot be listed (for example, it
+    /// does not exist). Must be called within a Tokio runtime.
+    ///
+    /// The task is not tied to the handles: after the last clone is dropped
+    /// it still sends what was accepted, then ends, so nothing accepted is
+    /// lost by dropping a producer (await [`close`](Self::close) to know when
+    /// it is done).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it resolves starts nothing.
     pub async fn new(
         client: aws_sdk_kinesis::Client,
         stream: impl Into<String>,
         config: ProducerConfig,
     ) -> Result<Producer> {
+        config.validate()?;
         let stream = stream.into();
         let map = ShardMap::list(&client, &stream).await?;
         let stats = Arc::new(Stats::new(&stream));
@@ -170,8 +181,10 @@ impl Producer {
     /// ([`Error::InvalidRecord`], [`Error::RecordTooLarge`]) or a closed
     /// producer ([`Error::Closed`]).
     ///
-    /// Cancel safety: if the future is dropped before it resolves, the
-    /// record was not accepted.
+    /// # Cancel safety
+    ///
+    /// If the future is dropped before it resolves, the record was not
+    /// accepted.
     pub async fn send(&self, record: NewRecord) -> Result<RecordHandle> {
         let hash_key = validate(&record)?;
         let size = record.partition_key.len() + record.data.len();
@@ -203,6 +216,11 @@ impl Producer {
     /// Sends `records` in order, flushes, and waits for each: their receipts
     /// in order, or the first error (the records after a failed one are
     /// still sent).
+    ///
+    /// # Cancel safety
+    ///
+    /// Records accepted before the future is dropped are still sent; the
+    /// rest are not.
     pub async fn put_all(
         &self,
         records: impl IntoIterator<Item = NewRecord>,
@@ -222,6 +240,11 @@ impl Producer {
     /// Sends everything accepted so far without waiting for the maximum
     /// buffered time, and waits until each of those records is resolved
     /// (written, or failed: see its handle).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future only stops the waiting; what it started to send
+    /// is sent.
     pub async fn flush(&self) -> Result<()> {
         let (tx, rx) = oneshot::channel();
         self.inner
@@ -234,6 +257,11 @@ impl Producer {
     /// Stops accepting records ([`send`](Self::send) fails with
     /// [`Error::Closed`]), sends everything accepted and waits until each
     /// record is resolved and the task has ended. Closing twice is fine.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future only stops the waiting: the producer is closed
+    /// and still sends what it accepted.
     pub async fn close(&self) -> Result<()> {
         self.inner.closed.store(true, Ordering::Release);
         let (tx, rx) = oneshot::channel();

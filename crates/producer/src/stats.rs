@@ -70,9 +70,18 @@ impl Counter {
 }
 
 /// A point-in-time copy of a producer's counters.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct StatsSnapshot {
     counts: [u64; COUNTERS.len()],
+}
+
+impl std::fmt::Debug for StatsSnapshot {
+    /// Each counter by its metric name.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(COUNTERS.iter().map(|c| (c.metric_name(), self.get(*c))))
+            .finish()
+    }
 }
 
 impl StatsSnapshot {

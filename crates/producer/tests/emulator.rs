@@ -216,6 +216,58 @@ async fn invalid_records_are_rejected_before_sending() {
 }
 
 #[tokio::test]
+async fn public_futures_are_send() {
+    fn is_send<T: Send>(_: &T) {}
+    fn is_send_sync<T: Send + Sync>() {}
+    is_send_sync::<Producer>();
+    is_send_sync::<kinesis_fleet_producer::RecordHandle>();
+    let aws = LocalAws::start().await.expect("start LocalAws");
+    let stream = aws.unique_name("send");
+    aws.create_stream(&stream, 1).await.expect("create stream");
+    let config = ProducerConfig::default();
+    is_send(&Producer::new(
+        aws.kinesis_client(),
+        &stream,
+        config.clone(),
+    ));
+    let p = Producer::new(aws.kinesis_client(), &stream, config)
+        .await
+        .expect("producer");
+    is_send(&p.send(NewRecord::new("k", "v")));
+    is_send(&p.put_all(Vec::new()));
+    is_send(&p.flush());
+    is_send(&p.close());
+}
+
+#[tokio::test]
+async fn an_invalid_config_names_the_field() {
+    let aws = LocalAws::start().await.expect("start LocalAws");
+    let mut config = ProducerConfig::default();
+    config.max_concurrent_calls = 0;
+    let err = Producer::new(aws.kinesis_client(), "s", config)
+        .await
+        .expect_err("no calls allowed");
+    assert_eq!(
+        err.to_string(),
+        "invalid producer config: max_concurrent_calls must be at least 1"
+    );
+    let config = ProducerConfig::default().aggregation_max_bytes(2 << 20);
+    let err = Producer::new(aws.kinesis_client(), "s", config)
+        .await
+        .expect_err("too large");
+    assert!(
+        matches!(
+            err,
+            Error::InvalidConfig {
+                field: "aggregation_max_bytes",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn a_missing_stream_fails_at_start() {
     let aws = LocalAws::start().await.expect("start LocalAws");
     let err = Producer::new(
