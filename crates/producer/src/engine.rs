@@ -10,11 +10,19 @@
 //! # Order
 //!
 //! An entry's *order key* is its shard when aggregating (an aggregate holds
-//! many keys) and its partition key within its shard otherwise. At most one entry per order
-//! key is in flight, and a failed entry goes back to the front of its
-//! shard's queue, so no later entry of its key is sent before it succeeds
-//! or expires: per partition key and shard, Kinesis receives records in
-//! `send` order, each once.
+//! many keys) and its partition key within its shard otherwise. Only one
+//! call per order key is in flight, and a failed entry goes back to the
+//! front of its shard's queue, so no later entry of its key is sent while it
+//! is retried.
+//!
+//! - Aggregating, a call carries one aggregate per shard: each shard
+//!   receives its aggregates in `send` order, each once.
+//! - Plain records of one key may share a call (one record per key per
+//!   round trip would make a hot key crawl). If one of them fails, it and
+//!   the records of its key after it in that call are sent again, in order,
+//!   even those that were written (counted as duplicates): a reader of the
+//!   key may see a record before an earlier one that failed, then both
+//!   again in `send` order; the last copies are always in `send` order.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -380,7 +388,11 @@ impl Engine {
                     }
                     bucket.take(entry.size(), now);
                 }
-                blocked.insert(entry.order_key.clone());
+                // One aggregate per shard per call; plain records of a key
+                // may follow each other.
+                if matches!(entry.order_key, OrderKey::Shard(_)) {
+                    blocked.insert(entry.order_key.clone());
+                }
                 count += 1;
                 bytes += entry.size();
                 indexes.push(i);
@@ -468,7 +480,18 @@ impl Engine {
         }
         match outcome {
             CallOutcome::Answered(results) if results.len() == batch.entries.len() => {
+                // Order keys with a failed entry in this call: their later
+                // entries go again after it, written or not.
+                let mut broken: HashSet<OrderKey> = HashSet::new();
                 for (mut entry, result) in batch.entries.into_iter().zip(results) {
+                    if broken.contains(&entry.order_key) {
+                        if matches!(result, EntryOutcome::Written { .. }) {
+                            self.stats.add(Counter::Duplicates, 1);
+                        }
+                        entry.last_error = "an earlier record of its key failed".to_owned();
+                        retry.push(entry);
+                        continue;
+                    }
                     match result {
                         EntryOutcome::Written {
                             shard_id,
@@ -496,6 +519,7 @@ impl Engine {
                                 self.stats.add(Counter::Throttles, 1);
                             }
                             entry.last_error = format!("{code}: {message}");
+                            broken.insert(entry.order_key.clone());
                             retry.push(entry);
                         }
                     }
@@ -777,7 +801,9 @@ mod tests {
                     if entry.aggregated {
                         prop_assert!(entry.size() <= max_aggregate);
                     }
-                    prop_assert!(keys_in_call.insert(entry.order_key.clone()), "one entry per order key");
+                    if entry.aggregated {
+                        prop_assert!(keys_in_call.insert(entry.order_key.clone()), "one aggregate per shard");
+                    }
                     let records = carried(entry);
                     for (_, id) in &records {
                         let hash_key = engine_hash_key(&records, *id, entry);
@@ -800,7 +826,25 @@ mod tests {
                     resolved += 1;
                 }
             }
-            prop_assert_eq!(written, sent);
+            // Each key's records were written in send order once the replays
+            // are counted: keeping each record's last copy gives the send
+            // order. Replays happen only in plain mode.
+            let mut copies = 0;
+            for (key, ids) in &written {
+                let last_copies: Vec<u64> = ids
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, id)| !ids[i + 1..].contains(id))
+                    .map(|(_, id)| *id)
+                    .collect();
+                prop_assert_eq!(&last_copies, &sent[key], "{:?}: {:?}", key, ids);
+                copies += ids.len() - last_copies.len();
+            }
+            prop_assert_eq!(written.len(), sent.len());
+            prop_assert_eq!(copies as u64, engine.stats.snapshot().get(Counter::Duplicates));
+            if aggregation {
+                prop_assert_eq!(copies, 0);
+            }
             prop_assert!(engine.is_idle());
         }
     }

@@ -12,11 +12,15 @@
 //!   call, 1 MiB per record with its key); a record waits at most the
 //!   maximum buffered time (default 100 ms) before it is sent.
 //! - **Retries** of failed entries with jittered exponential backoff, up to
-//!   the record TTL. **Per-key order**: at most one Kinesis record per
-//!   partition key and shard (per shard when aggregating) is in flight, and
-//!   a failed one is retried before anything after it, so each key's records
-//!   reach their shard in `send` order, each once. A record that expires
-//!   leaves a gap; later records of its key are still sent.
+//!   the record TTL. **Per-key order**: one PutRecords call per partition key
+//!   and shard (per shard when aggregating) is in flight, and a failed record
+//!   is retried before anything after it is sent. Aggregating, each shard
+//!   receives its aggregates in `send` order, each once. Plain records of a
+//!   key may share a call; if one fails, the records of its key after it in
+//!   that call are sent again after it, written or not, so the last copies
+//!   are in `send` order (a reader may see a replayed stretch,
+//!   [`Counter::Duplicates`]). A record that expires leaves a gap; later
+//!   records of its key are still sent.
 //! - **Per-shard rate limits** (1 MiB/s and 1 000 records/s by default) and
 //!   **back-pressure**: [`Producer::send`] waits while too many bytes are
 //!   unresolved.

@@ -20,6 +20,9 @@ pub enum Counter {
     Retries,
     /// Entries or calls refused with `ProvisionedThroughputExceededException`.
     Throttles,
+    /// Plain records written again, although already written, to keep their
+    /// key's order after an earlier record of the key failed in the same call.
+    Duplicates,
     /// User records of an aggregate that landed on a shard whose range
     /// excludes them (a stale shard map), sent again.
     MisroutedUserRecords,
@@ -28,13 +31,14 @@ pub enum Counter {
 }
 
 /// Every counter, in snapshot order.
-const COUNTERS: [Counter; 8] = [
+const COUNTERS: [Counter; 9] = [
     Counter::UserRecordsPut,
     Counter::UserRecordsFailed,
     Counter::KinesisRecordsPut,
     Counter::PutRecordsCalls,
     Counter::Retries,
     Counter::Throttles,
+    Counter::Duplicates,
     Counter::MisroutedUserRecords,
     Counter::ShardMapRefreshes,
 ];
@@ -59,6 +63,7 @@ impl Counter {
             Counter::PutRecordsCalls => "kinesis_fleet_producer_put_records_calls_total",
             Counter::Retries => "kinesis_fleet_producer_retries_total",
             Counter::Throttles => "kinesis_fleet_producer_throttles_total",
+            Counter::Duplicates => "kinesis_fleet_producer_duplicates_total",
             Counter::MisroutedUserRecords => "kinesis_fleet_producer_misrouted_user_records_total",
             Counter::ShardMapRefreshes => "kinesis_fleet_producer_shard_map_refreshes_total",
         }
