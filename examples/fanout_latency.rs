@@ -19,11 +19,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use kinesis_fleet::prelude::*;
+use kinesis_fleet::producer::{Producer, ProducerConfig};
 use kinesis_fleet::{PollingConfig, Retrieval};
 use kinesis_fleet_kpl::NewRecord;
 use kinesis_fleet_retrieval::FanOutConfig;
 use kinesis_fleet_testkit::LocalAws;
-use kinesis_fleet_testkit::producer::Producer;
 
 type Samples = Arc<Mutex<Vec<Duration>>>;
 
@@ -95,16 +95,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Let every worker take its leases and open its readers.
     tokio::time::sleep(Duration::from_secs(5)).await;
 
-    let producer = Producer::new(aws.kinesis_client(), &stream);
+    let config = ProducerConfig::default().aggregation(false);
+    let producer = Producer::new(aws.kinesis_client(), &stream, config).await?;
     let rounds = seconds * 10;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     for round in 0..rounds {
         tick.tick().await;
         let put = now_nanos().to_string();
-        let records = (0..10)
+        let records: Vec<_> = (0..10)
             .map(|i| NewRecord::new(format!("key-{round}-{i}"), Bytes::from(put.clone())))
             .collect();
-        producer.put(records).await?;
+        producer.put_all(records).await?;
     }
     let produced = (rounds * 10) as usize;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -67,6 +67,7 @@ pub use config::{InitialPosition, ProcessorErrorPolicy, WorkerConfig};
 pub use error::{Error, Result};
 pub use kinesis_fleet_kpl as kpl;
 pub use kinesis_fleet_leases::{Error as LeaseError, ExtendedSequenceNumber, SequenceNumber};
+pub use kinesis_fleet_producer as producer;
 pub use kinesis_fleet_retrieval::{
     Error as RetrievalError, FanOutConfig, FanOutStats, PollingConfig, Record,
 };

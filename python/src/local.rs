@@ -1,10 +1,10 @@
-//! `kinesis_fleet.testing.LocalAws`: the test kit's emulators, producer and
+//! `kinesis_fleet.testing.LocalAws`: the test kit's emulators, the producer and
 //! resharding helpers, driven from Python on the shared runtime.
 
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use kinesis_fleet_testkit::producer::{NewRecord, Producer};
+use kinesis_fleet::producer::{Counter, NewRecord, Producer, ProducerConfig};
 use kinesis_fleet_testkit::resharding::Reshard;
 use kinesis_fleet_testkit::{Backend, LocalAws, REGION};
 use pyo3::prelude::*;
@@ -101,15 +101,16 @@ impl NativeLocalAws {
             .map(|(key, data)| NewRecord::new(key, Bytes::from(data)))
             .collect();
         self.block(py, async move |aws| {
-            let producer = Producer::new(aws.kinesis_client(), stream);
-            let report = if aggregated {
-                producer.put_aggregated(records).await
-            } else {
-                producer.put(records).await
+            let failed = |e: kinesis_fleet::producer::Error| {
+                local_error(&format!("writing to stream {stream}"), &e)
             };
-            report
-                .map(|r| r.kinesis_records)
-                .map_err(|e| local_error(&format!("writing to stream {stream}"), &e))
+            let config = ProducerConfig::default().aggregation(aggregated);
+            let producer = Producer::new(aws.kinesis_client(), stream, config)
+                .await
+                .map_err(failed)?;
+            producer.put_all(records).await.map_err(failed)?;
+            producer.close().await.map_err(failed)?;
+            Ok(producer.stats().get(Counter::KinesisRecordsPut) as usize)
         })
     }
 

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kinesis_fleet::ExtendedSequenceNumber;
+use kinesis_fleet::producer::ProducerConfig;
 use kinesis_fleet_leases::{
     CoordinatorStore, DynamoCoordinatorStore, DynamoLeaseStore, Lease, LeaseStore,
     coordinator_table_name,
@@ -476,13 +477,17 @@ pub struct Producer {
 
 impl Producer {
     pub fn start(aws: &LocalAws, stream: &str, keys: usize, every: Duration) -> Producer {
-        let producer = kinesis_fleet_testkit::producer::Producer::new(aws.kinesis_client(), stream);
+        let (client, stream) = (aws.kinesis_client(), stream.to_owned());
         let written = Arc::new(Mutex::new(0));
         let w = written.clone();
         let task = tokio::spawn(async move {
+            let config = ProducerConfig::default().aggregation(false);
+            let producer = kinesis_fleet::producer::Producer::new(client, stream, config)
+                .await
+                .expect("producer");
             for round in 0.. {
-                let records = (0..keys).map(|k| super::user_record(k, round)).collect();
-                if producer.put(records).await.is_ok() {
+                let records = (0..keys).map(|k| super::user_record(k, round));
+                if producer.put_all(records).await.is_ok() {
                     *w.lock().unwrap() += keys;
                 }
                 tokio::time::sleep(every).await;

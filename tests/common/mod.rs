@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kinesis_fleet::prelude::*;
+use kinesis_fleet::producer::{Producer, ProducerConfig};
 use kinesis_fleet::{PollingConfig, WorkerBuilder};
 use kinesis_fleet_kpl::NewRecord;
 use kinesis_fleet_testkit::LocalAws;
-use kinesis_fleet_testkit::producer::Producer;
 
 /// Emulators plus a fresh stream with `shards` shards.
 pub async fn local_stream(shards: u32) -> (LocalAws, String) {
@@ -83,15 +83,21 @@ pub async fn produce(
     rounds: std::ops::Range<usize>,
     aggregated: impl Fn(usize) -> bool,
 ) -> usize {
-    let producer = Producer::new(aws.kinesis_client(), stream);
+    let client = aws.kinesis_client();
+    let config = ProducerConfig::default();
+    let plain = Producer::new(client.clone(), stream, config.clone().aggregation(false));
+    let plain = plain.await.expect("plain producer");
+    let aggregating = Producer::new(client, stream, config)
+        .await
+        .expect("producer");
     let mut total = 0;
     for round in rounds {
         let records: Vec<NewRecord> = (0..keys).map(|k| user_record(k, round)).collect();
         total += records.len();
         let report = if aggregated(round) {
-            producer.put_aggregated(records).await
+            aggregating.put_all(records).await
         } else {
-            producer.put(records).await
+            plain.put_all(records).await
         };
         report.expect("put records");
     }

@@ -128,13 +128,18 @@ pub async fn a_new_worker_resumes_after_the_checkpoint(mode: Mode) {
     let (aws, stream) = local_stream(1).await;
     let app = aws.unique_name("app");
     // One aggregate of 300 records, then 100 plain records.
-    let producer = kinesis_fleet_testkit::producer::Producer::new(aws.kinesis_client(), &stream);
-    producer
-        .put_aggregated((0..300).map(|i| user_record(0, i)).collect())
+    let client = aws.kinesis_client();
+    let config = ProducerConfig::default();
+    Producer::new(client.clone(), &stream, config.clone())
+        .await
+        .unwrap()
+        .put_all((0..300).map(|i| user_record(0, i)))
         .await
         .unwrap();
-    producer
-        .put((300..400).map(|i| user_record(0, i)).collect())
+    Producer::new(client, &stream, config.aggregation(false))
+        .await
+        .unwrap()
+        .put_all((300..400).map(|i| user_record(0, i)))
         .await
         .unwrap();
 

@@ -16,7 +16,7 @@
 //!   past the proxy, so it is not counted.
 
 use bytes::Bytes;
-use kinesis_fleet_testkit::producer::{NewRecord, Producer};
+use kinesis_fleet_producer::{NewRecord, Producer, ProducerConfig};
 use kinesis_fleet_testkit::resharding::Reshard;
 use kinesis_fleet_testkit::{Backend, FaultProxy, LocalAws};
 use serde_json::{Value, json};
@@ -98,18 +98,24 @@ async fn create(
     for (shard, range) in shards.iter().enumerate() {
         // Every record of this task lands in this shard.
         let hash_key = range.start.to_string();
-        let producer = Producer::new(client.clone(), stream);
+        // Loading as fast as the emulator takes it: no shard rate limit.
+        let config = ProducerConfig::default()
+            .aggregation(false)
+            .shard_rate_limit(None);
+        let producer = Producer::new(client.clone(), stream, config)
+            .await
+            .map_err(|e| e.to_string())?;
         tasks.spawn(async move {
             let mut written = 0;
             while written < per_shard {
                 let end = (written + PUT_CHUNK).min(per_shard);
-                let records = (written..end)
+                let records: Vec<_> = (written..end)
                     .map(|i| {
                         NewRecord::new(format!("k{i}"), payload(shard, i, bytes))
                             .with_explicit_hash_key(hash_key.clone())
                     })
                     .collect();
-                producer.put(records).await.map_err(|e| e.to_string())?;
+                producer.put_all(records).await.map_err(|e| e.to_string())?;
                 written = end;
             }
             Ok::<usize, String>(written)

@@ -10,8 +10,8 @@ use anyhow::Context;
 use bytes::Bytes;
 use kinesis_fleet::kpl::NewRecord;
 use kinesis_fleet::prelude::*;
+use kinesis_fleet::producer::{Producer, ProducerConfig};
 use kinesis_fleet::{PollingConfig, WorkerStats};
-use kinesis_fleet_testkit::producer::Producer;
 use kinesis_fleet_testkit::{Backend, LocalAws};
 
 /// `kfleet demo` options.
@@ -106,7 +106,15 @@ impl RecordProcessor for DemoProcessor {
 
 /// Produces `records` user records over `keys` keys in rounds: one counter
 /// per key per round, four aggregated rounds for every plain one.
-async fn produce(producer: Producer, records: u64, keys: u64) -> anyhow::Result<()> {
+async fn produce(
+    client: aws_sdk_kinesis::Client,
+    stream: String,
+    records: u64,
+    keys: u64,
+) -> anyhow::Result<()> {
+    let config = ProducerConfig::default();
+    let plain = Producer::new(client.clone(), &stream, config.clone().aggregation(false)).await?;
+    let aggregating = Producer::new(client, &stream, config).await?;
     let mut next = 0;
     let mut round = 0;
     while next < records {
@@ -115,10 +123,13 @@ async fn produce(producer: Producer, records: u64, keys: u64) -> anyhow::Result<
             .collect();
         next += batch.len() as u64;
         if round % 5 == 4 {
-            producer.put(batch).await.context("putting plain records")?;
+            plain
+                .put_all(batch)
+                .await
+                .context("putting plain records")?;
         } else {
-            producer
-                .put_aggregated(batch)
+            aggregating
+                .put_all(batch)
                 .await
                 .context("putting aggregated records")?;
         }
@@ -160,7 +171,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let shutdown = worker.shutdown_handle();
     let worker_task = tokio::spawn(worker.run());
     let producer_task = tokio::spawn(produce(
-        Producer::new(aws.kinesis_client(), &stream),
+        aws.kinesis_client(),
+        stream.clone(),
         args.records,
         args.keys,
     ));

@@ -1,8 +1,8 @@
 //! `kfleet`: run the kinesis-fleet demo and operate Kinesis consumer fleets.
 //!
-//! The `local` cargo feature (on by default) adds `demo`, `local` and `put`,
-//! which link the test kit (embedded emulators, its producer); without it the
-//! binary holds the other commands only and names the missing ones on use.
+//! The `local` cargo feature (on by default) adds `demo` and `local`, which
+//! link the test kit (embedded emulators); without it the binary holds the
+//! other commands only and names the missing ones on use.
 
 mod aws;
 #[cfg(feature = "local")]
@@ -14,7 +14,6 @@ mod lineage;
 mod local;
 mod multilang;
 mod output;
-#[cfg(feature = "local")]
 mod put;
 mod signal;
 mod status;
@@ -57,7 +56,7 @@ struct Cli {
 const EXAMPLES: &str = "Examples:\n  kfleet local\n  kfleet stream create orders --shards 4\n  seq 1 100 | kfleet put --stream orders\n  kfleet tail --stream orders --from trim-horizon\n  kfleet status --application orders-etl";
 /// The examples under `kfleet --help`: only commands this build has.
 #[cfg(not(feature = "local"))]
-const EXAMPLES: &str = "Examples:\n  kfleet stream create orders --shards 4\n  kfleet tail --stream orders --from trim-horizon\n  kfleet status --application orders-etl";
+const EXAMPLES: &str = "Examples:\n  kfleet stream create orders --shards 4\n  seq 1 100 | kfleet put --stream orders\n  kfleet tail --stream orders --from trim-horizon\n  kfleet status --application orders-etl";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -74,8 +73,8 @@ enum Command {
     Local(local::Args),
     /// List, create, describe, reshard and delete streams.
     Stream(stream::Args),
-    /// Write records to a stream, one per line of stdin or a file.
-    #[cfg(feature = "local")]
+    /// Write records to a stream, one per line of stdin or a file, as they
+    /// are read.
     Put(put::Args),
     /// Print a stream's records as JSON lines or text.
     Tail(tail::Args),
@@ -90,7 +89,7 @@ enum Command {
     /// Run KCL MultiLang record processors (amazon_kclpy, ...) from a KCL
     /// properties file, one child process per shard lease, without a JVM.
     Multilang(multilang::Args),
-    /// `demo`, `local` and `put` in a build without the `local` feature:
+    /// `demo` and `local` in a build without the `local` feature:
     /// hidden from the help, they explain what is missing.
     #[cfg(not(feature = "local"))]
     #[command(name = "demo", hide = true)]
@@ -98,9 +97,6 @@ enum Command {
     #[cfg(not(feature = "local"))]
     #[command(name = "local", hide = true)]
     LocalWithoutLocal(without_local::Args),
-    #[cfg(not(feature = "local"))]
-    #[command(name = "put", hide = true)]
-    PutWithoutLocal(without_local::Args),
 }
 
 fn main() -> ExitCode {
@@ -147,7 +143,6 @@ fn main() -> ExitCode {
             #[cfg(feature = "local")]
             Command::Local(args) => local::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Stream(args) => stream::run(&aws, args).await.map(|()| ExitCode::SUCCESS),
-            #[cfg(feature = "local")]
             Command::Put(args) => put::run(&aws, args).await.map(|()| ExitCode::SUCCESS),
             Command::Tail(args) => tail::run(&aws, args).await.map(|()| ExitCode::SUCCESS),
             Command::Leases(args) => leases::run(&aws, args).await.map(|()| ExitCode::SUCCESS),
@@ -158,8 +153,6 @@ fn main() -> ExitCode {
             Command::DemoWithoutLocal(_) => Ok(without_local::refuse("demo")),
             #[cfg(not(feature = "local"))]
             Command::LocalWithoutLocal(_) => Ok(without_local::refuse("local")),
-            #[cfg(not(feature = "local"))]
-            Command::PutWithoutLocal(_) => Ok(without_local::refuse("put")),
         }
     });
     // Do not wait for readers or SDK connections still winding down.
@@ -212,20 +205,18 @@ mod tests {
             .filter(|c| !c.is_hide_set())
             .map(|c| c.get_name())
             .collect();
-        for missing in ["demo", "local", "put"] {
+        for missing in ["demo", "local"] {
             assert!(!listed.contains(&missing), "{listed:?}");
         }
         let help = Cli::command().render_long_help().to_string();
-        for missing in ["kfleet demo", "kfleet local", "kfleet put"] {
+        for missing in ["kfleet demo", "kfleet local"] {
             assert!(!help.contains(missing), "{help}");
         }
     }
 
     #[test]
     fn the_missing_commands_still_parse_with_any_arguments() {
-        let cli = Cli::try_parse_from(["kfleet", "put", "--stream", "s", "--help"]).unwrap();
-        assert!(matches!(cli.command, Command::PutWithoutLocal(_)));
-        let cli = Cli::try_parse_from(["kfleet", "demo"]).unwrap();
+        let cli = Cli::try_parse_from(["kfleet", "demo", "--records", "5", "--help"]).unwrap();
         assert!(matches!(cli.command, Command::DemoWithoutLocal(_)));
         let cli = Cli::try_parse_from(["kfleet", "local", "--data-dir", "x"]).unwrap();
         assert!(matches!(cli.command, Command::LocalWithoutLocal(_)));

@@ -107,7 +107,6 @@ pub(crate) fn spinner(message: impl Into<String>) -> ProgressBar {
 }
 
 /// A counter of records on stderr (`N records, R/s`) when [`interactive`].
-#[cfg(feature = "local")]
 pub(crate) fn counter(message: impl Into<String>) -> ProgressBar {
     ticking(
         "{spinner} {msg}: {human_pos} records ({per_sec}) {elapsed}",

@@ -1,35 +1,33 @@
-//! `kfleet put`: one record per input line, written with PutRecords.
+//! `kfleet put`: one record per input line, sent as it is read through the
+//! kinesis-fleet producer.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use kinesis_fleet::kpl::NewRecord;
-use kinesis_fleet_testkit::producer::{MAX_RECORD_BYTES, Producer, PutReport};
+use kinesis_fleet::producer::{Counter, Error, Producer, ProducerConfig, RecordHandle};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::mpsc;
 
 use crate::aws::AwsArgs;
 use crate::kinesis::Kinesis;
 use crate::output;
 
-/// Records handed to the producer at once: large enough for full
-/// PutRecords calls and well-packed aggregates, small enough to bound memory.
-const CHUNK_RECORDS: usize = 10_000;
-/// Bytes handed to the producer at once.
-const CHUNK_BYTES: usize = 16 * 1024 * 1024;
-
 /// `kfleet put` options.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
-Each non-empty input line becomes one record (without its line ending). Records are sent with \
-PutRecords in batches within the service limits (500 records, 5 MiB per call, 1 MiB per record); \
-failed entries are retried with backoff, keeping the order of records of one partition key \
-(with --aggregate: of one shard).
+Each non-empty input line becomes one record (without its line ending), sent as soon as it is read: \
+a line is in the stream within --max-buffered-time, so `tail -f app.log | kfleet put --stream logs` \
+streams. Records are batched with PutRecords within the service limits (500 records, 5 MiB per \
+call, 1 MiB per record) and each shard's rate limit (1 MiB/s, 1000 records/s); failed entries are \
+retried with backoff, keeping the order of records of one partition key.
 
 Examples:
   seq 1 1000 | kfleet put --stream orders
   kfleet put --stream orders --file orders.jsonl --key-field customer.id --aggregate
-  echo 'hello' | kfleet put --stream orders --partition-key greeting")]
+  tail -f app.log | kfleet put --stream logs --partition-key app-1 --aggregate")]
 pub(crate) struct Args {
     /// Stream to write to.
     #[arg(long, short)]
@@ -50,6 +48,10 @@ pub(crate) struct Args {
     /// as a JSON object; `a.b` reaches into nested objects.
     #[arg(long, value_name = "FIELD")]
     key_field: Option<String>,
+    /// Longest time a line waits to be batched with others, in
+    /// milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    max_buffered_time: u64,
 }
 
 /// Where partition keys come from.
@@ -115,112 +117,115 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
     };
     let (_, kinesis) = Kinesis::connect(aws_args, false).await?;
     kinesis.summary(&args.stream).await?;
-    let producer = Producer::new(kinesis.client.clone(), &args.stream);
+    let config = ProducerConfig::default()
+        .aggregation(args.aggregate)
+        .max_buffered_time(Duration::from_millis(args.max_buffered_time));
+    let producer = Producer::new(kinesis.client.clone(), &args.stream, config)
+        .await
+        .with_context(|| format!("starting a producer for {}", args.stream))?;
 
     let bar = output::counter(format!("put to {}", args.stream));
-    let mut total = PutReport::default();
+    let (handles, receipts) = mpsc::unbounded_channel();
+    let mut acknowledged = tokio::spawn(acknowledge(receipts, bar.clone()));
     let mut reader = BufReader::new(input);
     let mut line = Vec::new();
-    let mut chunk: Vec<NewRecord> = Vec::new();
-    let mut chunk_bytes = 0;
-    let mut chunk_first_line = 1;
     let mut line_no = 0u64;
     loop {
         line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .await
-            .context("reading the input")?;
-        let eof = n == 0;
-        if !eof {
-            line_no += 1;
-            if line.last() == Some(&b'\n') {
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-            }
-            if !line.is_empty() {
-                let key = keys.key_for(line_no, &line)?;
-                let size = line.len() + key.len();
-                if size > MAX_RECORD_BYTES {
-                    bail!(
-                        "line {line_no}: the record is {size} bytes with its partition key; Kinesis takes at most {MAX_RECORD_BYTES} (1 MiB) per record{}",
-                        written_so_far(&total)
-                    );
-                }
-                if chunk.is_empty() {
-                    chunk_first_line = line_no;
-                }
-                chunk_bytes += size;
-                chunk.push(NewRecord::new(key, Bytes::copy_from_slice(&line)));
-            }
-        }
-        if !chunk.is_empty() && (eof || chunk.len() >= CHUNK_RECORDS || chunk_bytes >= CHUNK_BYTES)
-        {
-            let records = std::mem::take(&mut chunk);
-            let count = records.len() as u64;
-            chunk_bytes = 0;
-            let report = if args.aggregate {
-                producer.put_aggregated(records).await
-            } else {
-                producer.put(records).await
-            };
-            let report = report.map_err(|e| put_error(e, chunk_first_line, &total))?;
-            add(&mut total, &report);
-            bar.inc(count);
-        }
-        if eof {
+        let n = tokio::select! {
+            read = reader.read_until(b'\n', &mut line) => read.context("reading the input")?,
+            // Ends early only when a record failed.
+            written = &mut acknowledged => return Err(failed(written, &producer).await),
+        };
+        if n == 0 {
             break;
         }
+        line_no += 1;
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        }
+        if line.is_empty() {
+            continue;
+        }
+        let record = keys
+            .key_for(line_no, &line)
+            .map(|key| NewRecord::new(key, Bytes::copy_from_slice(&line)));
+        let sent = match record {
+            Ok(record) => producer.send(record).await.map_err(|e| match e {
+                Error::RecordTooLarge { size, max } => anyhow::anyhow!(
+                    "line {line_no}: the record is {size} bytes with its partition key; Kinesis takes at most {max} (1 MiB) per record"
+                ),
+                other => anyhow::anyhow!("line {line_no}: {other}"),
+            }),
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok(handle) => {
+                // The receiver lives until every handle was awaited.
+                let _ = handles.send((line_no, handle));
+            }
+            Err(e) => {
+                // Everything read before the bad line is still sent.
+                producer.close().await?;
+                drop(handles);
+                let written = acknowledged.await.context("the acknowledging task")?;
+                return Err(match written {
+                    Ok(0) => e.context("nothing was written"),
+                    Ok(n) => e.context(format!("{n} records before it were written")),
+                    Err(put) => put,
+                });
+            }
+        }
     }
+    producer.close().await?;
+    drop(handles);
+    let written = acknowledged.await.context("the acknowledging task")??;
     bar.finish_and_clear();
+    let stats = producer.stats();
     output::print(&format!(
-        "put: records={} kinesis_records={} calls={} retries={} duplicates={}\n",
-        total.user_records, total.kinesis_records, total.calls, total.retries, total.duplicates
+        "put: records={written} kinesis_records={} calls={} retries={} throttles={}\n",
+        stats.get(Counter::KinesisRecordsPut),
+        stats.get(Counter::PutRecordsCalls),
+        stats.get(Counter::Retries),
+        stats.get(Counter::Throttles),
     ))
 }
 
-fn add(total: &mut PutReport, r: &PutReport) {
-    total.user_records += r.user_records;
-    total.kinesis_records += r.kinesis_records;
-    total.calls += r.calls;
-    total.retries += r.retries;
-    total.duplicates += r.duplicates;
-}
-
-fn written_so_far(total: &PutReport) -> String {
-    if total.user_records == 0 {
-        " (nothing was written)".to_owned()
-    } else {
-        format!(" ({} records before it were written)", total.user_records)
-    }
-}
-
-/// Names the input line of a producer error that points at a record.
-fn put_error(
-    e: kinesis_fleet_testkit::Error,
-    chunk_first_line: u64,
-    total: &PutReport,
-) -> anyhow::Error {
-    use kinesis_fleet_testkit::Error;
-    // The index counts records of the chunk, which skips empty lines; it
-    // is exact when the input has none.
-    let line = |index: usize| chunk_first_line + index as u64;
-    let written = written_so_far(total);
-    match e {
-        Error::Aggregation { index, source } => {
-            anyhow::anyhow!(
-                "record {} (about line {}): {source}{written}",
-                index + 1,
-                line(index)
-            )
+/// Awaits the handles in input order; the number of records written, or
+/// the first failure (naming its line and how many were written before).
+async fn acknowledge(
+    mut handles: mpsc::UnboundedReceiver<(u64, RecordHandle)>,
+    bar: indicatif::ProgressBar,
+) -> anyhow::Result<u64> {
+    let mut written = 0u64;
+    while let Some((line_no, handle)) = handles.recv().await {
+        if let Err(e) = handle.await {
+            let before = match written {
+                0 => "nothing before it was written".to_owned(),
+                n => format!("the {n} records before it were written"),
+            };
+            bail!("line {line_no}: not written ({e}); {before}");
         }
-        Error::RecordTooLarge { index, size } => anyhow::anyhow!(
-            "record at about line {}: {size} bytes with its partition key; Kinesis takes at most 1 MiB{written}",
-            line(index)
-        ),
-        other => anyhow::Error::new(other).context(format!("put{written}")),
+        written += 1;
+        bar.inc(1);
+    }
+    Ok(written)
+}
+
+/// The error that ended the acknowledging task early, after closing the
+/// producer.
+async fn failed(
+    written: Result<anyhow::Result<u64>, tokio::task::JoinError>,
+    producer: &Producer,
+) -> anyhow::Error {
+    let _ = producer.close().await;
+    match written {
+        Ok(Err(e)) => e,
+        Ok(Ok(n)) => anyhow::anyhow!("stopped acknowledging after {n} records"),
+        Err(e) => anyhow::Error::new(e).context("the acknowledging task"),
     }
 }
 

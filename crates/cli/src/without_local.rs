@@ -1,4 +1,4 @@
-//! `demo`, `local` and `put` in a binary built without the `local` feature:
+//! `demo` and `local` in a binary built without the `local` feature:
 //! the commands are hidden from the help, and running one says why it is
 //! missing instead of "unrecognized subcommand".
 
@@ -22,7 +22,7 @@ pub(crate) fn refuse(command: &str) -> ExitCode {
 
 fn message(command: &str) -> String {
     format!(
-        "`{command}` is not in this build: kfleet was built without its `local` feature (the embedded emulators and the test kit's producer); build it with default features to get `demo`, `local` and `put`"
+        "`{command}` is not in this build: kfleet was built without its `local` feature (the embedded emulators); build it with default features to get `demo` and `local`"
     )
 }
 
@@ -32,8 +32,8 @@ mod tests {
 
     #[test]
     fn names_the_command_and_the_feature() {
-        let text = message("put");
-        assert!(text.starts_with("`put` is not in this build"), "{text}");
+        let text = message("demo");
+        assert!(text.starts_with("`demo` is not in this build"), "{text}");
         assert!(text.contains("`local` feature"), "{text}");
     }
 }

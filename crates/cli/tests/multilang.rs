@@ -13,8 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kinesis_fleet::kpl::NewRecord;
+use kinesis_fleet::producer::{Producer, ProducerConfig};
 use kinesis_fleet_testkit::LocalAws;
-use kinesis_fleet_testkit::producer::Producer;
 use kinesis_fleet_testkit::resharding::Reshard;
 
 /// A `kfleet multilang` process; killed on drop.
@@ -69,17 +69,20 @@ impl Drop for Multilang {
 }
 
 async fn put(aws: &LocalAws, stream: &str, rounds: std::ops::Range<usize>) -> BTreeSet<String> {
-    let producer = Producer::new(aws.kinesis_client(), stream);
+    let config = ProducerConfig::default().aggregation(false);
+    let producer = Producer::new(aws.kinesis_client(), stream, config)
+        .await
+        .expect("producer");
     let mut written = BTreeSet::new();
     for round in rounds {
-        let records = (0..10)
+        let records: Vec<NewRecord> = (0..10)
             .map(|k| {
                 let data = format!("key-{k}:{round}");
                 written.insert(data.clone());
                 NewRecord::new(format!("key-{k}"), bytes::Bytes::from(data))
             })
             .collect();
-        producer.put(records).await.expect("put");
+        producer.put_all(records).await.expect("put");
     }
     written
 }

@@ -78,12 +78,17 @@ impl Local {
     /// `kfleet ARGS` against the emulators, through the standard endpoint
     /// variables and without any credentials or profile.
     fn kfleet(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        run(self.command(args), stdin)
+    }
+
+    /// The command `kfleet ARGS` against the emulators, not started.
+    fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kfleet"));
         cmd.args(args);
         without_aws_environment(&mut cmd, &self.config);
         cmd.env("AWS_ENDPOINT_URL_KINESIS", &self.kinesis)
             .env("AWS_ENDPOINT_URL_DYNAMODB", &self.dynamodb);
-        run(cmd, stdin)
+        cmd
     }
 
     /// Like [`Local::kfleet`], asserting success; returns stdout.
@@ -523,6 +528,72 @@ fn lineage_shows_the_shard_tree_and_leases() {
     assert_eq!(by_id(4)["ending_hash_key"], u128::MAX.to_string(), "{json}");
     assert!(by_id(1)["lease"]["checkpoint"].is_string(), "{json}");
     assert!(by_id(2)["lease"].is_null(), "{json}");
+}
+
+/// `kfleet put` sends as it reads: each line written to a pipe that stays
+/// open is read back from the stream before the next one is written (the
+/// way `tail -f app.log | kfleet put` is used).
+#[test]
+fn put_sends_each_line_of_a_slow_pipe_while_it_is_open() {
+    let local = Local::start();
+    let stream = "kfleet-slow-pipe";
+    local.ok(&["stream", "create", stream, "--shards", "2"], None);
+    for aggregate in [false, true] {
+        let mut args = vec!["put", "--stream", stream];
+        if aggregate {
+            args.push("--aggregate");
+        }
+        let mut put = local
+            .command(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kfleet put");
+        let mut pipe = put.stdin.take().expect("piped stdin");
+        let mut written = Vec::new();
+        for i in 0..3 {
+            let line = format!("slow line {i} aggregate={aggregate}");
+            writeln!(pipe, "{line}").expect("write a line");
+            pipe.flush().expect("flush the pipe");
+            written.push(line);
+            let count = (if aggregate { 3 } else { 0 }) + written.len();
+            let out = local.ok(
+                &[
+                    "tail",
+                    "--stream",
+                    stream,
+                    "--from",
+                    "trim-horizon",
+                    "--max-records",
+                    &count.to_string(),
+                    "--idle-timeout",
+                    "20s",
+                    "--format",
+                    "text",
+                ],
+                None,
+            );
+            assert!(
+                out.lines().any(|l| l == written[i]),
+                "line {i} not in the stream while the pipe is open: {out:?}"
+            );
+            assert_eq!(out.lines().count(), count, "{out}");
+            assert!(
+                put.try_wait().expect("poll kfleet put").is_none(),
+                "kfleet put ended early"
+            );
+        }
+        drop(pipe);
+        let out = put.wait_with_output().expect("kfleet put");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.starts_with("put: records=3 "), "{stdout}");
+    }
 }
 
 #[test]

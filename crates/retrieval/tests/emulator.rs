@@ -8,12 +8,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{SHARD0, assert_in_order, data, plain};
 use kinesis_fleet_kpl::{Aggregator, NewRecord};
+use kinesis_fleet_producer::{Producer, ProducerConfig};
 use kinesis_fleet_retrieval::{
     BatchStats, Error, HashKeyRange, PollingConfig, PollingReader, ReadEvent, Record, Shard,
     ShardReader, StartingPosition, list_shards,
 };
 use kinesis_fleet_testkit::LocalAws;
-use kinesis_fleet_testkit::producer::Producer;
 use tokio::time::{Instant, timeout};
 
 /// Fast settings for tests: short idle time, quick retries.
@@ -117,15 +117,15 @@ async fn list_shards_covers_the_hash_key_space() {
 async fn reads_plain_aggregated_and_corrupt_records_exactly_once_in_order() {
     let aws = LocalAws::start().await.unwrap();
     let stream = stream_with_shards(&aws, 1).await;
-    let producer = Producer::new(aws.kinesis_client(), &stream);
-    producer.put(plain("a", 5)).await.unwrap();
-    producer.put_aggregated(plain("agg", 10)).await.unwrap();
+    let (producer, aggregating) = producers(aws.kinesis_client(), &stream).await;
+    producer.put_all(plain("a", 5)).await.unwrap();
+    aggregating.put_all(plain("agg", 10)).await.unwrap();
     let corrupt = corrupt_aggregate();
     producer
-        .put(vec![NewRecord::new("pk-corrupt", corrupt.clone())])
+        .put_all(vec![NewRecord::new("pk-corrupt", corrupt.clone())])
         .await
         .unwrap();
-    producer.put(plain("b", 3)).await.unwrap();
+    producer.put_all(plain("b", 3)).await.unwrap();
 
     // Small GetRecords pages so the reader loops over several batches.
     let mut reader = PollingReader::spawn(
@@ -188,10 +188,10 @@ async fn reads_plain_aggregated_and_corrupt_records_exactly_once_in_order() {
 async fn after_checkpoint_resumes_inside_an_aggregate() {
     let aws = LocalAws::start().await.unwrap();
     let stream = stream_with_shards(&aws, 1).await;
-    let producer = Producer::new(aws.kinesis_client(), &stream);
-    producer.put(plain("x", 1)).await.unwrap();
-    producer.put_aggregated(plain("agg", 5)).await.unwrap();
-    producer.put(plain("y", 1)).await.unwrap();
+    let (producer, aggregating) = producers(aws.kinesis_client(), &stream).await;
+    producer.put_all(plain("x", 1)).await.unwrap();
+    aggregating.put_all(plain("agg", 5)).await.unwrap();
+    producer.put_all(plain("y", 1)).await.unwrap();
 
     let mut first = PollingReader::spawn(
         aws.kinesis_client(),
@@ -246,8 +246,8 @@ async fn after_checkpoint_resumes_inside_an_aggregate() {
 async fn latest_sees_only_records_put_after_the_iterator() {
     let aws = LocalAws::start().await.unwrap();
     let stream = stream_with_shards(&aws, 1).await;
-    let producer = Producer::new(aws.kinesis_client(), &stream);
-    producer.put(plain("old", 3)).await.unwrap();
+    let producer = plain_producer(aws.kinesis_client(), &stream).await;
+    producer.put_all(plain("old", 3)).await.unwrap();
 
     let mut reader = PollingReader::spawn(
         aws.kinesis_client(),
@@ -263,7 +263,7 @@ async fn latest_sees_only_records_put_after_the_iterator() {
         Ok(Ok(Some(ReadEvent::Batch(b)))) => assert!(b.records.is_empty(), "{b:?}"),
         other => panic!("{other:?}"),
     }
-    producer.put(plain("new", 2)).await.unwrap();
+    producer.put_all(plain("new", 2)).await.unwrap();
     let c = collect(&mut reader, 2, false).await;
     assert_eq!(data(&c.records), ["new-0", "new-1"]);
 }
@@ -282,13 +282,13 @@ async fn hash_range_filter_drops_out_of_range_sub_records() {
         assert!(agg.add(r).unwrap().is_none());
     }
     let agg = agg.flush().unwrap();
-    let producer = Producer::new(aws.kinesis_client(), &stream);
+    let producer = plain_producer(aws.kinesis_client(), &stream).await;
     producer
-        .put(vec![NewRecord::new("pk-agg", agg.data)])
+        .put_all(vec![NewRecord::new("pk-agg", agg.data)])
         .await
         .unwrap();
     producer
-        .put(vec![NewRecord::new("pk-plain", "plain")])
+        .put_all(vec![NewRecord::new("pk-plain", "plain")])
         .await
         .unwrap();
 
@@ -310,11 +310,11 @@ async fn hash_range_filter_drops_out_of_range_sub_records() {
 async fn prefetch_stays_within_budget_when_nobody_consumes() {
     let aws = LocalAws::start().await.unwrap();
     let stream = stream_with_shards(&aws, 1).await;
-    let producer = Producer::new(aws.kinesis_client(), &stream);
+    let producer = plain_producer(aws.kinesis_client(), &stream).await;
     let records: Vec<NewRecord> = (0..120)
         .map(|i| NewRecord::new(format!("pk-{i}"), format!("{i:0>50}")))
         .collect();
-    producer.put(records).await.unwrap();
+    producer.put_all(records).await.unwrap();
 
     // By records: 25 user records, pages of 10.
     let mut reader = PollingReader::spawn(
@@ -490,8 +490,8 @@ async fn reader_of_a_split_parent_reaches_shard_end_after_its_last_record() {
     let aws = LocalAws::start().await.unwrap();
     let stream = stream_with_shards(&aws, 1).await;
     let client = aws.kinesis_client();
-    let producer = Producer::new(client.clone(), &stream);
-    producer.put(plain("before", 4)).await.unwrap();
+    let producer = plain_producer(client.clone(), &stream).await;
+    producer.put_all(plain("before", 4)).await.unwrap();
 
     let mut reader = PollingReader::spawn(
         client.clone(),
@@ -570,4 +570,18 @@ async fn reader_of_a_split_parent_reaches_shard_end_after_its_last_record() {
     let all = collect(&mut fresh, 4, true).await;
     assert_eq!(data(&all.records), data(&first.records));
     assert!(all.shard_end.is_some());
+}
+
+async fn plain_producer(client: aws_sdk_kinesis::Client, stream: &str) -> Producer {
+    let config = ProducerConfig::default().aggregation(false);
+    Producer::new(client, stream, config).await.unwrap()
+}
+
+/// A plain and an aggregating producer for `stream`.
+async fn producers(client: aws_sdk_kinesis::Client, stream: &str) -> (Producer, Producer) {
+    let aggregating = Producer::new(client.clone(), stream, ProducerConfig::default());
+    (
+        plain_producer(client, stream).await,
+        aggregating.await.unwrap(),
+    )
 }

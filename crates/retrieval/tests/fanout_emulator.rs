@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use common::{SHARD0, assert_in_order, data, plain};
 use kinesis_fleet_kpl::NewRecord;
+use kinesis_fleet_producer::{Producer, ProducerConfig};
 use kinesis_fleet_retrieval::{
     FanOutConfig, FanOutReader, ReadEvent, Record, ShardReader, StartingPosition, list_shards,
     register_stream_consumer,
 };
-use kinesis_fleet_testkit::producer::Producer;
 use kinesis_fleet_testkit::{Backend, Fault, FaultProxy, LocalAws};
 use tokio::time::{Instant, timeout};
 
@@ -115,8 +115,12 @@ fn produce_in_background(
     per_round: usize,
     pause: Duration,
 ) -> tokio::task::JoinHandle<Vec<String>> {
-    let producer = Producer::new(aws.kinesis_client(), stream);
+    let (client, stream) = (aws.kinesis_client(), stream.to_owned());
     tokio::spawn(async move {
+        let config = ProducerConfig::default();
+        let plain = Producer::new(client.clone(), &stream, config.clone().aggregation(false));
+        let plain = plain.await.unwrap();
+        let aggregated = Producer::new(client, &stream, config).await.unwrap();
         let mut all = Vec::new();
         for round in 0..rounds {
             // One partition key per run keeps everything on one shard.
@@ -125,9 +129,9 @@ fn produce_in_background(
                 .collect();
             all.extend(data_of(&records));
             if round % 2 == 0 {
-                producer.put(records).await.unwrap();
+                plain.put_all(records).await.unwrap();
             } else {
-                producer.put_aggregated(records).await.unwrap();
+                aggregated.put_all(records).await.unwrap();
             }
             tokio::time::sleep(pause).await;
         }
@@ -195,10 +199,16 @@ async fn concurrent_registrations_share_one_consumer_and_both_readers_get_record
             fast(),
         ));
     }
-    Producer::new(aws.kinesis_client(), &stream)
-        .put(plain("k", 40))
-        .await
-        .unwrap();
+    Producer::new(
+        aws.kinesis_client(),
+        &stream,
+        ProducerConfig::default().aggregation(false),
+    )
+    .await
+    .unwrap()
+    .put_all(plain("k", 40))
+    .await
+    .unwrap();
     let shards = list_shards(&a, &stream).await.unwrap();
     for reader in &mut readers {
         let shard = shards
@@ -316,8 +326,14 @@ async fn silent_subscription_is_replaced_within_the_watchdog_timeout() {
     let config = fast().event_timeout(event_timeout);
     let stats = config.stats.clone();
     let mut reader = spawn_reader(via_proxy, &stream, &arn, SHARD0, config);
-    let producer = Producer::new(aws.kinesis_client(), &stream);
-    producer.put(plain("before", 5)).await.unwrap();
+    let producer = Producer::new(
+        aws.kinesis_client(),
+        &stream,
+        ProducerConfig::default().aggregation(false),
+    )
+    .await
+    .unwrap();
+    producer.put_all(plain("before", 5)).await.unwrap();
     let (before, _) = collect(&mut reader, 5, Duration::from_secs(20)).await;
     assert_eq!(data(&before), data_of(&plain("before", 5)));
     assert_eq!(stats.snapshot().resubscribed_watchdog, 0);
@@ -343,7 +359,7 @@ async fn silent_subscription_is_replaced_within_the_watchdog_timeout() {
         fired_after >= event_timeout / 2,
         "fired early: {fired_after:?}"
     );
-    producer.put(plain("during", 5)).await.unwrap();
+    producer.put_all(plain("during", 5)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     proxy.set_fault(Fault::None);
     let (after, _) = collect(&mut reader, 5, Duration::from_secs(20)).await;
@@ -376,10 +392,16 @@ async fn a_slow_reader_backpressures_the_subscription() {
 async fn reader_of_a_split_parent_reaches_shard_end_with_children() {
     let (aws, stream, arn) = setup(1).await;
     let client = aws.kinesis_client();
-    Producer::new(client.clone(), &stream)
-        .put(plain("before", 4))
-        .await
-        .unwrap();
+    Producer::new(
+        client.clone(),
+        &stream,
+        ProducerConfig::default().aggregation(false),
+    )
+    .await
+    .unwrap()
+    .put_all(plain("before", 4))
+    .await
+    .unwrap();
     let config = fast().shard_end_check_interval(Duration::from_millis(500));
     let mut reader = spawn_reader(client.clone(), &stream, &arn, SHARD0, config);
     let (first, _) = collect(&mut reader, 4, Duration::from_secs(20)).await;

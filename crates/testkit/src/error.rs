@@ -97,45 +97,9 @@ pub enum Error {
         /// The last observed state.
         last_seen: String,
     },
-    /// A record exceeds the 1 MiB PutRecords limit (data plus partition key).
-    #[error(
-        "record {index} is {size} bytes (data + partition key); Kinesis accepts at most 1 MiB per record: split it"
-    )]
-    RecordTooLarge {
-        /// Index in the input vector.
-        index: usize,
-        /// Size in bytes.
-        size: usize,
-    },
-    /// A record has an empty or too long (> 256 chars) partition key.
-    #[error("record {index} has a partition key of {len} characters; Kinesis needs 1 to 256")]
-    InvalidPartitionKey {
-        /// Index in the input vector.
-        index: usize,
-        /// Length in characters.
-        len: usize,
-    },
-    /// Some entries were still failing after the bounded retries.
-    #[error(
-        "PutRecords: {failed} entries still failed after {attempts} attempts (last error: {last_error}); the stream is throttled or the emulator is overloaded: put fewer records or slow down"
-    )]
-    PutRecordsExhausted {
-        /// Entries left to send or resend (some may have been written once).
-        failed: usize,
-        /// Attempts made.
-        attempts: usize,
-        /// Error code and message of the last failed entry.
-        last_error: String,
-    },
-    /// KPL aggregation rejected a record (bad keys, or too large alone).
-    #[error("KPL aggregation rejected record {index}: {source}")]
-    Aggregation {
-        /// Index in the input vector.
-        index: usize,
-        /// The aggregator's error.
-        #[source]
-        source: kinesis_fleet_kpl::Error,
-    },
+    /// The production producer failed.
+    #[error(transparent)]
+    Producer(#[from] kinesis_fleet_producer::Error),
     /// A shard listed by ListShards has no parsable hash key range.
     #[error(
         "ListShards returned shard {shard_id} of stream {stream} without a valid hash key range"
@@ -145,16 +109,6 @@ pub enum Error {
         stream: String,
         /// The shard.
         shard_id: String,
-    },
-    /// No open shard's hash key range holds a record's effective hash key.
-    #[error(
-        "no open shard of stream {stream} holds hash key {hash_key}; is the stream being resharded?"
-    )]
-    NoShardForHashKey {
-        /// The stream.
-        stream: String,
-        /// The effective hash key.
-        hash_key: u128,
     },
     /// A reshard names a shard that is not open (closed or unknown).
     #[error(
@@ -201,20 +155,15 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Kinesis { retryable, .. } => *retryable,
-            Error::PutRecordsExhausted { .. } | Error::NotReady { .. } | Error::Timeout { .. } => {
-                true
-            }
+            Error::NotReady { .. } | Error::Timeout { .. } => true,
+            Error::Producer(e) => e.is_retryable(),
             Error::InvalidBackend { .. }
             | Error::EmbeddedStart { .. }
             | Error::NodeMissing { .. }
             | Error::TestenvMissing { .. }
             | Error::EmulatorExited { .. }
             | Error::Io { .. }
-            | Error::RecordTooLarge { .. }
-            | Error::InvalidPartitionKey { .. }
-            | Error::Aggregation { .. }
             | Error::BadShard { .. }
-            | Error::NoShardForHashKey { .. }
             | Error::ShardNotOpen { .. }
             | Error::ShardsNotAdjacent { .. }
             | Error::Unsplittable { .. }

@@ -9,9 +9,9 @@
 //! - `npm`: kinesis-mock (`kinesis-local`) and dynalite as Node.js child
 //!   processes. Install once with `npm ci --prefix testenv`.
 //!
-//! [`producer`] writes records; [`resharding`] tests consumers while a stream
-//! is split, merged and scaled; [`proxy`] injects network faults;
-//! [`read_back`] reads a stream back from TRIM_HORIZON.
+//! [`resharding`] tests consumers while a stream is split, merged and
+//! scaled; [`proxy`] injects network faults; [`read_back`] reads a stream
+//! back from TRIM_HORIZON.
 //!
 //! ```no_run
 //! # async fn demo() -> kinesis_fleet_testkit::Result<()> {
@@ -25,7 +25,6 @@
 mod embedded;
 mod error;
 mod npm;
-pub mod producer;
 pub mod proxy;
 pub mod read_back;
 pub mod resharding;

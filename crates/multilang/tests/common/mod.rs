@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kinesis_fleet::kpl::NewRecord;
+use kinesis_fleet::producer::{Producer, ProducerConfig};
 use kinesis_fleet::{ShutdownHandle, Worker};
 use kinesis_fleet_multilang::{ChildSupervisor, MultiLangConfig};
-use kinesis_fleet_testkit::producer::Producer;
 use kinesis_fleet_testkit::{LocalAws, read_back};
 
 /// A scratch folder removed on drop.
@@ -77,7 +77,13 @@ pub async fn produce(
     keys: usize,
     rounds: std::ops::Range<usize>,
 ) -> BTreeSet<String> {
-    let producer = Producer::new(aws.kinesis_client(), stream);
+    let client = aws.kinesis_client();
+    let config = ProducerConfig::default();
+    let plain = Producer::new(client.clone(), stream, config.clone().aggregation(false));
+    let plain = plain.await.expect("plain producer");
+    let aggregating = Producer::new(client, stream, config)
+        .await
+        .expect("producer");
     let mut all = BTreeSet::new();
     for round in rounds {
         let records: Vec<NewRecord> = (0..keys)
@@ -88,9 +94,9 @@ pub async fn produce(
             })
             .collect();
         let report = if round % 3 == 2 {
-            producer.put_aggregated(records).await
+            aggregating.put_all(records).await
         } else {
-            producer.put(records).await
+            plain.put_all(records).await
         };
         report.expect("put records");
     }

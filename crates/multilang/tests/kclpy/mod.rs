@@ -84,9 +84,12 @@ pub async fn all_sequence_numbers(aws: &LocalAws, stream: &str) -> BTreeSet<Stri
 }
 
 pub async fn put_plain(aws: &LocalAws, stream: &str, keys: usize, rounds: std::ops::Range<usize>) {
-    let producer = kinesis_fleet_testkit::producer::Producer::new(aws.kinesis_client(), stream);
+    let config = kinesis_fleet::producer::ProducerConfig::default().aggregation(false);
+    let producer = kinesis_fleet::producer::Producer::new(aws.kinesis_client(), stream, config)
+        .await
+        .expect("producer");
     for round in rounds {
-        let records = (0..keys)
+        let records: Vec<_> = (0..keys)
             .map(|k| {
                 kinesis_fleet::kpl::NewRecord::new(
                     format!("key-{k}"),
@@ -94,7 +97,7 @@ pub async fn put_plain(aws: &LocalAws, stream: &str, keys: usize, rounds: std::o
                 )
             })
             .collect();
-        producer.put(records).await.expect("put records");
+        producer.put_all(records).await.expect("put records");
     }
 }
 

@@ -33,7 +33,6 @@ mod checker;
 mod record;
 mod recorder;
 mod reshard;
-mod sender;
 mod workload;
 
 use std::time::Duration;

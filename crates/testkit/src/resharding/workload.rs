@@ -11,9 +11,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
+use kinesis_fleet_producer::{Counter, MAX_RECORDS_PER_CALL, Producer, ProducerConfig};
+
 use super::record::WorkloadRecord;
-use super::sender::Sender;
-use crate::producer::MAX_RECORDS_PER_CALL;
 use crate::{Error, Result};
 
 /// What a workload wrote: per (producer, key), the highest counter that was
@@ -139,12 +139,12 @@ impl Workload {
         self
     }
 
-    /// Packs each put into KPL aggregates, one per shard of a cached shard
-    /// map that is refreshed, as the KPL does, only when an aggregate lands
-    /// on another shard than predicted. Sub-records such an aggregate holds
-    /// outside the range of the shard it landed on are written again to the
-    /// right shard ([`Written::resent_misrouted`]); consumers must drop the
-    /// first copy.
+    /// Packs each put into KPL aggregates with the production producer
+    /// (`kinesis-fleet-producer`), one per shard of its shard map, which is
+    /// refreshed when an aggregate lands on another shard than predicted.
+    /// Sub-records such an aggregate holds outside the range of the shard it
+    /// landed on are written again to the right shard
+    /// ([`Written::resent_misrouted`]); consumers must drop the first copy.
     pub fn aggregate(mut self, on: bool) -> Workload {
         self.aggregate = on;
         self
@@ -182,6 +182,14 @@ impl Workload {
         let slot = u128::MAX / total;
         let position = u128::from(index) * u128::from(self.producers) + u128::from(producer);
         (name, Some(slot * position + slot / 2))
+    }
+
+    /// How each producer's [`Producer`] is configured: records are retried
+    /// until the workload stops.
+    fn producer_config(&self) -> ProducerConfig {
+        ProducerConfig::default()
+            .aggregation(self.aggregate)
+            .record_ttl(Duration::from_secs(24 * 3600))
     }
 
     /// Time between two puts of one producer (at least 1 ms).
@@ -284,7 +292,12 @@ async fn run_producer(
             }
         })
         .collect();
-    let mut sender = Sender::new(config.client.clone(), &config.stream, config.aggregate);
+    let sender = Producer::new(
+        config.client.clone(),
+        config.stream.clone(),
+        config.producer_config(),
+    )
+    .await?;
     let mut ticker = tokio::time::interval(config.period());
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next_key = 0;
@@ -307,10 +320,21 @@ async fn run_producer(
         let resent = tokio::select! {
             biased;
             _ = stopped.wait_for(|stop| *stop) => return Ok(()),
-            sent = sender.send(&batch) => sent?,
+            sent = send(&sender, &batch) => sent?,
         };
         written.lock().acknowledge(&batch, resent);
     }
+}
+
+/// Puts `batch` and waits until every record is written; returns how many
+/// sub-records were resent after their aggregate was misrouted.
+async fn send(producer: &Producer, batch: &[WorkloadRecord]) -> Result<u64> {
+    let misrouted = || producer.stats().get(Counter::MisroutedUserRecords);
+    let before = misrouted();
+    producer
+        .put_all(batch.iter().map(WorkloadRecord::new_record))
+        .await?;
+    Ok(misrouted() - before)
 }
 
 #[cfg(test)]

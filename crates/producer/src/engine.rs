@@ -1,0 +1,999 @@
+//! The producer's state machine, free of I/O: user records in, PutRecords
+//! batches out, call outcomes in, resolved records out.
+//!
+//! Each user record (a [`Member`]) is routed to the open shard its hash key
+//! maps to. With aggregation its shard's open aggregate collects it; an
+//! aggregate is closed when full or when its oldest record has waited the
+//! maximum buffered time, and then queues as an [`Entry`] of its shard.
+//! Without aggregation every record is an entry.
+//!
+//! # Order
+//!
+//! An entry's *order key* is its shard when aggregating (an aggregate holds
+//! many keys) and its partition key within its shard otherwise. Only one
+//! call per order key is in flight, and a failed entry goes back to the
+//! front of its shard's queue, so no later entry of its key is sent while it
+//! is retried.
+//!
+//! - Aggregating, a call carries one aggregate per shard: each shard
+//!   receives its aggregates in `send` order, each once.
+//! - Plain records of one key may share a call (one record per key per
+//!   round trip would make a hot key crawl). If one of them fails, it and
+//!   the records of its key after it in that call are sent again, in order,
+//!   even those that were written (counted as duplicates): a reader of the
+//!   key may see a record before an earlier one that failed, then both
+//!   again in `send` order; the last copies are always in `send` order.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use bytes::Bytes;
+use kinesis_fleet_kpl::{AggregatedRecord, Aggregator, NewRecord};
+use kinesis_fleet_types::ShardId;
+use tokio::time::{Duration, Instant};
+
+use crate::rate::TokenBucket;
+use crate::shard_map::ShardMap;
+use crate::stats::{Counter, Stats};
+use crate::{Error, ProducerConfig, Receipt, Result};
+
+/// Most entries in one PutRecords call.
+pub const MAX_RECORDS_PER_CALL: usize = 500;
+/// Most bytes (data plus partition keys) in one PutRecords call.
+pub const MAX_BYTES_PER_CALL: usize = 5 * 1024 * 1024;
+/// Entries of one shard's queue looked at per batch, so a long queue behind
+/// one busy key costs bounded time.
+const SCAN_PER_SHARD: usize = 2 * MAX_RECORDS_PER_CALL;
+
+/// The code Kinesis answers a throttled entry or call with.
+pub(crate) const THROTTLED: &str = "ProvisionedThroughputExceededException";
+
+/// One user record accepted by the producer.
+#[derive(Clone, Debug)]
+pub(crate) struct Member {
+    /// Increasing in `send` order.
+    pub(crate) id: u64,
+    pub(crate) record: NewRecord,
+    pub(crate) hash_key: u128,
+    pub(crate) submitted: Instant,
+}
+
+/// What keeps the order of an entry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum OrderKey {
+    Shard(ShardId),
+    /// A partition key within a shard (one key with several explicit hash
+    /// keys may span shards, which Kinesis does not order among).
+    PartitionKey(ShardId, String),
+}
+
+/// One Kinesis record to put: an aggregate or a plain record.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    predicted: ShardId,
+    order_key: OrderKey,
+    pub(crate) partition_key: String,
+    pub(crate) explicit_hash_key: Option<String>,
+    pub(crate) data: Bytes,
+    members: Vec<Member>,
+    aggregated: bool,
+    /// Closed because the next record did not fit: send without waiting.
+    full: bool,
+    attempts: u32,
+    not_before: Option<Instant>,
+    last_error: String,
+}
+
+impl Entry {
+    fn plain(shard: ShardId, order_key: OrderKey, member: Member) -> Entry {
+        Entry {
+            predicted: shard,
+            order_key,
+            partition_key: member.record.partition_key.clone(),
+            explicit_hash_key: member.record.explicit_hash_key.clone(),
+            data: member.record.data.clone(),
+            members: vec![member],
+            aggregated: false,
+            full: false,
+            attempts: 0,
+            not_before: None,
+            last_error: String::new(),
+        }
+    }
+
+    fn aggregate(
+        shard: ShardId,
+        record: AggregatedRecord,
+        members: Vec<Member>,
+        full: bool,
+    ) -> Entry {
+        debug_assert_eq!(record.user_records, members.len());
+        Entry {
+            order_key: OrderKey::Shard(shard.clone()),
+            predicted: shard,
+            partition_key: record.partition_key,
+            explicit_hash_key: record.explicit_hash_key,
+            data: record.data,
+            members,
+            aggregated: true,
+            full,
+            attempts: 0,
+            not_before: None,
+            last_error: String::new(),
+        }
+    }
+
+    /// What Kinesis counts for it: data plus partition key.
+    pub(crate) fn size(&self) -> usize {
+        self.data.len() + self.partition_key.len()
+    }
+
+    fn first_submitted(&self) -> Instant {
+        self.members[0].submitted
+    }
+
+    fn into_members(self) -> Vec<Member> {
+        self.members
+    }
+}
+
+/// Entries to send in one PutRecords call.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub(crate) entries: Vec<Entry>,
+}
+
+/// Kinesis' answer to one entry.
+#[derive(Clone, Debug)]
+pub(crate) enum EntryOutcome {
+    Written {
+        shard_id: String,
+        sequence_number: String,
+    },
+    Failed {
+        code: String,
+        message: String,
+    },
+}
+
+/// Kinesis' answer to one call.
+#[derive(Clone, Debug)]
+pub(crate) enum CallOutcome {
+    /// One outcome per entry, in order.
+    Answered(Vec<EntryOutcome>),
+    /// The whole call failed.
+    Failed {
+        message: String,
+        retryable: bool,
+        throttled: bool,
+    },
+}
+
+/// A user record resolved.
+#[derive(Debug)]
+pub(crate) struct Done {
+    pub(crate) id: u64,
+    pub(crate) result: Result<Receipt>,
+}
+
+/// One shard's buffers.
+#[derive(Debug)]
+struct ShardState {
+    open: Aggregator,
+    open_members: Vec<Member>,
+    ready: VecDeque<Entry>,
+    in_flight: usize,
+    bucket: Option<TokenBucket>,
+}
+
+impl ShardState {
+    fn new(config: &ProducerConfig, now: Instant) -> ShardState {
+        ShardState {
+            open: Aggregator::with_max_bytes(config.aggregation_max_bytes),
+            open_members: Vec::new(),
+            ready: VecDeque::new(),
+            in_flight: 0,
+            bucket: config.shard_rate_limit.map(|l| TokenBucket::new(l, now)),
+        }
+    }
+
+    /// Moves the open aggregate, if any, to the queue.
+    fn close_open(&mut self, shard: &ShardId, full: bool) {
+        if let Some(record) = self.open.flush() {
+            let members = std::mem::take(&mut self.open_members);
+            self.ready
+                .push_back(Entry::aggregate(shard.clone(), record, members, full));
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.open_members.is_empty() && self.ready.is_empty() && self.in_flight == 0
+    }
+}
+
+/// The state machine; see the [module docs](self).
+#[derive(Debug)]
+pub(crate) struct Engine {
+    config: ProducerConfig,
+    stats: std::sync::Arc<Stats>,
+    map: ShardMap,
+    shards: HashMap<ShardId, ShardState>,
+    /// Order keys with an entry in flight.
+    busy: HashSet<OrderKey>,
+    /// Shards an aggregate was predicted for but did not land on: nothing is
+    /// sent to them until the map is refreshed.
+    suspect: HashSet<ShardId>,
+    /// Aggregates that landed on another shard than predicted, with where
+    /// they landed; resolved once the map knows that shard's range.
+    misrouted: Vec<(Entry, String, String)>,
+    /// Records no open shard covered.
+    unrouted: Vec<Member>,
+    /// A refreshed map, applied once no entry is in flight to a shard it
+    /// closes.
+    pending_map: Option<ShardMap>,
+    needs_refresh: bool,
+    flushing: bool,
+}
+
+impl Engine {
+    pub(crate) fn new(
+        config: ProducerConfig,
+        stats: std::sync::Arc<Stats>,
+        map: ShardMap,
+    ) -> Engine {
+        Engine {
+            config,
+            stats,
+            map,
+            shards: HashMap::new(),
+            busy: HashSet::new(),
+            suspect: HashSet::new(),
+            misrouted: Vec::new(),
+            unrouted: Vec::new(),
+            pending_map: None,
+            needs_refresh: false,
+            flushing: false,
+        }
+    }
+
+    /// Whether the shard map should be listed again.
+    pub(crate) fn needs_refresh(&self) -> bool {
+        self.needs_refresh
+    }
+
+    /// While set, everything buffered is sent without waiting.
+    pub(crate) fn set_flushing(&mut self, on: bool) {
+        self.flushing = on;
+    }
+
+    /// Whether nothing is buffered or in flight.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.shards.values().all(ShardState::is_empty)
+            && self.misrouted.is_empty()
+            && self.unrouted.is_empty()
+    }
+
+    /// Accepts a validated user record.
+    pub(crate) fn submit(&mut self, member: Member, now: Instant) -> Option<Done> {
+        let Some(shard) = self.map.shard_for(member.hash_key).cloned() else {
+            self.unrouted.push(member);
+            self.needs_refresh = true;
+            return None;
+        };
+        let state = self
+            .shards
+            .entry(shard.clone())
+            .or_insert_with(|| ShardState::new(&self.config, now));
+        if !self.config.aggregation {
+            let key = OrderKey::PartitionKey(shard.clone(), member.record.partition_key.clone());
+            state.ready.push_back(Entry::plain(shard, key, member));
+            return None;
+        }
+        match state.open.add(member.record.clone()) {
+            Ok(None) => state.open_members.push(member),
+            Ok(Some(full)) => {
+                let members = std::mem::take(&mut state.open_members);
+                state
+                    .ready
+                    .push_back(Entry::aggregate(shard, full, members, true));
+                state.open_members.push(member);
+            }
+            Err(kinesis_fleet_kpl::Error::RecordTooLarge { .. }) => {
+                // Too large to aggregate but valid for Kinesis: alone, plain.
+                state.close_open(&shard, true);
+                let key = OrderKey::Shard(shard.clone());
+                state.ready.push_back(Entry::plain(shard, key, member));
+            }
+            Err(e) => {
+                return Some(Done {
+                    id: member.id,
+                    result: Err(e.into()),
+                });
+            }
+        }
+        None
+    }
+
+    /// Whether `shard` may be sent to now (not suspect, not closed by a map
+    /// waiting to be applied).
+    fn sendable_shard(&self, shard: &ShardId) -> bool {
+        !self.suspect.contains(shard) && self.pending_map.as_ref().is_none_or(|m| m.is_open(shard))
+    }
+
+    /// Whether an entry at the front of a queue waits for a retry delay.
+    fn backing_off(entry: &Entry, now: Instant) -> bool {
+        entry.not_before.is_some_and(|t| t > now)
+    }
+
+    /// The next PutRecords call to make, if one is due: a record has waited
+    /// the maximum buffered time, an aggregate is full, a full call's worth
+    /// is queued, or a flush is on. A due call takes along whatever else can
+    /// be sent.
+    pub(crate) fn poll_batch(&mut self, now: Instant) -> Option<Batch> {
+        let linger = self.config.max_buffered_time;
+        for (id, state) in &mut self.shards {
+            let due = state
+                .open_members
+                .first()
+                .is_some_and(|m| self.flushing || m.submitted + linger <= now);
+            if due {
+                state.close_open(id, false);
+            }
+        }
+        let (mut queued, mut queued_bytes, mut due) = (0, 0, self.flushing);
+        for (id, state) in &self.shards {
+            if !self.sendable_shard(id) {
+                continue;
+            }
+            queued += state.ready.len();
+            if let Some(front) = state.ready.front() {
+                queued_bytes += front.size();
+                due |= !Self::backing_off(front, now)
+                    && (front.full || front.first_submitted() + linger <= now);
+            }
+        }
+        if !(due || queued >= MAX_RECORDS_PER_CALL || queued_bytes >= MAX_BYTES_PER_CALL) {
+            return None;
+        }
+
+        let mut picks: Vec<(ShardId, Vec<usize>)> = Vec::new();
+        let (mut count, mut bytes) = (0, 0);
+        // Keys taken into this call or waiting for a retry: one entry per
+        // order key per call, none after one that backs off.
+        let mut blocked: HashSet<OrderKey> = HashSet::new();
+        'shards: for (id, state) in &mut self.shards {
+            if state.ready.is_empty()
+                || self.suspect.contains(id)
+                || self.pending_map.as_ref().is_some_and(|m| !m.is_open(id))
+            {
+                continue;
+            }
+            let mut indexes = Vec::new();
+            for (i, entry) in state.ready.iter().enumerate().take(SCAN_PER_SHARD) {
+                if self.busy.contains(&entry.order_key) || blocked.contains(&entry.order_key) {
+                    continue;
+                }
+                if Self::backing_off(entry, now) {
+                    blocked.insert(entry.order_key.clone());
+                    continue;
+                }
+                if count == MAX_RECORDS_PER_CALL || bytes + entry.size() > MAX_BYTES_PER_CALL {
+                    if !indexes.is_empty() {
+                        picks.push((id.clone(), indexes));
+                    }
+                    break 'shards;
+                }
+                if let Some(bucket) = &mut state.bucket {
+                    if bucket.blocked_until(now).is_some() {
+                        break;
+                    }
+                    bucket.take(entry.size(), now);
+                }
+                // One aggregate per shard per call; plain records of a key
+                // may follow each other.
+                if matches!(entry.order_key, OrderKey::Shard(_)) {
+                    blocked.insert(entry.order_key.clone());
+                }
+                count += 1;
+                bytes += entry.size();
+                indexes.push(i);
+            }
+            if !indexes.is_empty() {
+                picks.push((id.clone(), indexes));
+            }
+        }
+        if picks.is_empty() {
+            return None;
+        }
+        let mut entries = Vec::with_capacity(count);
+        for (id, indexes) in picks {
+            let state = self
+                .shards
+                .get_mut(&id)
+                .expect("picked from an existing shard");
+            let mut taken: Vec<Entry> = indexes
+                .into_iter()
+                .rev()
+                .filter_map(|i| state.ready.remove(i))
+                .collect();
+            taken.reverse();
+            state.in_flight += taken.len();
+            for entry in &mut taken {
+                entry.attempts += 1;
+                if entry.attempts > 1 {
+                    self.stats.add(Counter::Retries, 1);
+                }
+                self.busy.insert(entry.order_key.clone());
+            }
+            entries.extend(taken);
+        }
+        Some(Batch { entries })
+    }
+
+    /// When [`poll_batch`](Self::poll_batch) may next have something to
+    /// send that it did not have at `now`: the next buffered-time deadline,
+    /// retry delay or rate-limit refill. Entries held only by an entry in
+    /// flight or a stale map wait for that call's outcome or the refresh
+    /// instead, so no time is returned for them.
+    pub(crate) fn next_wakeup(&mut self, now: Instant) -> Option<Instant> {
+        let linger = self.config.max_buffered_time;
+        let mut next: Option<Instant> = None;
+        let mut at = |t: Instant| {
+            if t > now {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        for (id, state) in &mut self.shards {
+            if let Some(m) = state.open_members.first() {
+                at(m.submitted + linger);
+            }
+            let Some(front) = state.ready.front() else {
+                continue;
+            };
+            if self.suspect.contains(id) {
+                continue;
+            }
+            at(front.first_submitted() + linger);
+            if let Some(t) = front.not_before {
+                at(t);
+            }
+            if let Some(until) = state.bucket.as_mut().and_then(|b| b.blocked_until(now)) {
+                at(until);
+            }
+        }
+        next
+    }
+
+    /// Applies a call's outcome to its entries.
+    pub(crate) fn on_response(
+        &mut self,
+        batch: Batch,
+        outcome: CallOutcome,
+        now: Instant,
+    ) -> Vec<Done> {
+        let mut done = Vec::new();
+        let mut retry = Vec::new();
+        for entry in &batch.entries {
+            self.busy.remove(&entry.order_key);
+            if let Some(state) = self.shards.get_mut(&entry.predicted) {
+                state.in_flight -= 1;
+            }
+        }
+        match outcome {
+            CallOutcome::Answered(results) if results.len() == batch.entries.len() => {
+                // Order keys with a failed entry in this call: their later
+                // entries go again after it, written or not.
+                let mut broken: HashSet<OrderKey> = HashSet::new();
+                for (mut entry, result) in batch.entries.into_iter().zip(results) {
+                    if broken.contains(&entry.order_key) {
+                        if matches!(result, EntryOutcome::Written { .. }) {
+                            self.stats.add(Counter::Duplicates, 1);
+                        }
+                        entry.last_error = "an earlier record of its key failed".to_owned();
+                        retry.push(entry);
+                        continue;
+                    }
+                    match result {
+                        EntryOutcome::Written {
+                            shard_id,
+                            sequence_number,
+                        } => {
+                            if shard_id == entry.predicted.as_str() {
+                                self.complete(entry, &shard_id, &sequence_number, &mut done);
+                                continue;
+                            }
+                            tracing::debug!(
+                                predicted = %entry.predicted,
+                                landed = %shard_id,
+                                "a record landed on another shard than predicted; refreshing the shard map"
+                            );
+                            self.needs_refresh = true;
+                            if entry.aggregated {
+                                self.suspect.insert(entry.predicted.clone());
+                                self.misrouted.push((entry, shard_id, sequence_number));
+                            } else {
+                                self.complete(entry, &shard_id, &sequence_number, &mut done);
+                            }
+                        }
+                        EntryOutcome::Failed { code, message } => {
+                            if code == THROTTLED {
+                                self.stats.add(Counter::Throttles, 1);
+                            }
+                            entry.last_error = format!("{code}: {message}");
+                            broken.insert(entry.order_key.clone());
+                            retry.push(entry);
+                        }
+                    }
+                }
+            }
+            CallOutcome::Answered(results) => {
+                let message = format!(
+                    "sent {} entries, got {} results",
+                    batch.entries.len(),
+                    results.len()
+                );
+                for mut entry in batch.entries {
+                    entry.last_error = message.clone();
+                    retry.push(entry);
+                }
+            }
+            CallOutcome::Failed {
+                message,
+                retryable,
+                throttled,
+            } => {
+                if throttled {
+                    self.stats
+                        .add(Counter::Throttles, batch.entries.len() as u64);
+                }
+                for mut entry in batch.entries {
+                    if retryable {
+                        entry.last_error = message.clone();
+                        retry.push(entry);
+                    } else {
+                        let error = Error::Kinesis {
+                            operation: "PutRecords",
+                            message: message.clone(),
+                        };
+                        fail(entry.into_members(), &error, &self.stats, &mut done);
+                    }
+                }
+            }
+        }
+        self.requeue(retry, now, &mut done);
+        done.extend(self.apply_pending_map(now));
+        done
+    }
+
+    /// Puts failed entries back in front of their shards' queues, in order,
+    /// after a backoff; fails those past their TTL.
+    fn requeue(&mut self, entries: Vec<Entry>, now: Instant, done: &mut Vec<Done>) {
+        for mut entry in entries.into_iter().rev() {
+            if entry.first_submitted() + self.config.record_ttl <= now {
+                let error = Error::Expired {
+                    attempts: entry.attempts,
+                    ttl: self.config.record_ttl,
+                    last_error: std::mem::take(&mut entry.last_error),
+                };
+                fail(entry.into_members(), &error, &self.stats, done);
+                continue;
+            }
+            let delay = self.config.backoff_for(entry.attempts);
+            entry.not_before = Some(now + delay.mul_f64(rand::random_range(0.5..=1.0)));
+            match self.shards.get_mut(&entry.predicted) {
+                Some(state) => state.ready.push_front(entry),
+                None => self.unrouted.extend(entry.into_members()),
+            }
+        }
+    }
+
+    fn complete(&self, entry: Entry, shard_id: &str, sequence_number: &str, done: &mut Vec<Done>) {
+        self.stats.kinesis_record_put(entry.members.len());
+        let shard_id = ShardId::from(shard_id);
+        for (sub, member) in entry.members.into_iter().enumerate() {
+            done.push(Done {
+                id: member.id,
+                result: Ok(Receipt {
+                    shard_id: shard_id.clone(),
+                    sequence_number: sequence_number.to_owned(),
+                    sub_sequence_number: if entry.aggregated { sub as u64 } else { 0 },
+                    aggregated: entry.aggregated,
+                    attempts: entry.attempts,
+                }),
+            });
+        }
+    }
+
+    /// Takes a freshly listed map. It is applied at once unless an entry is
+    /// in flight to a shard it closes (then after that entry's outcome), or
+    /// unless it does not know a shard a record landed on yet (then it is
+    /// dropped and the map is to be listed again).
+    pub(crate) fn set_map(&mut self, map: ShardMap, now: Instant) -> Vec<Done> {
+        self.stats.add(Counter::ShardMapRefreshes, 1);
+        if self
+            .misrouted
+            .iter()
+            .any(|(_, landed, _)| map.range(landed).is_none())
+        {
+            self.needs_refresh = true;
+            return Vec::new();
+        }
+        self.needs_refresh = false;
+        self.pending_map = Some(map);
+        self.apply_pending_map(now)
+    }
+
+    fn apply_pending_map(&mut self, now: Instant) -> Vec<Done> {
+        let Some(map) = &self.pending_map else {
+            return Vec::new();
+        };
+        if self
+            .shards
+            .iter()
+            .any(|(id, state)| state.in_flight > 0 && !map.is_open(id))
+        {
+            return Vec::new();
+        }
+        let map = self.pending_map.take().expect("checked above");
+        let mut done = Vec::new();
+        let mut reroute = std::mem::take(&mut self.unrouted);
+        for (entry, landed, sequence_number) in std::mem::take(&mut self.misrouted) {
+            let range = map
+                .range(&landed)
+                .expect("set_map checked every landed shard");
+            let attempts = entry.attempts;
+            let shard_id = ShardId::from(landed);
+            let mut inside = 0;
+            for (sub, member) in entry.members.into_iter().enumerate() {
+                if range.contains(member.hash_key) {
+                    inside += 1;
+                    done.push(Done {
+                        id: member.id,
+                        result: Ok(Receipt {
+                            shard_id: shard_id.clone(),
+                            sequence_number: sequence_number.clone(),
+                            sub_sequence_number: sub as u64,
+                            aggregated: true,
+                            attempts,
+                        }),
+                    });
+                } else {
+                    self.stats.add(Counter::MisroutedUserRecords, 1);
+                    reroute.push(member);
+                }
+            }
+            if inside > 0 {
+                self.stats.kinesis_record_put(inside);
+            }
+        }
+        let stale: Vec<ShardId> = self
+            .shards
+            .keys()
+            .filter(|id| !map.is_open(id))
+            .cloned()
+            .collect();
+        for id in stale {
+            let state = self.shards.remove(&id).expect("listed above");
+            reroute.extend(state.ready.into_iter().flat_map(Entry::into_members));
+            reroute.extend(state.open_members);
+        }
+        self.map = map;
+        self.suspect.clear();
+        // Send order per key: the earliest accepted first.
+        reroute.sort_by_key(|m| m.id);
+        for member in reroute {
+            done.extend(self.submit(member, now));
+        }
+        done
+    }
+}
+
+fn fail(members: Vec<Member>, error: &Error, stats: &Stats, done: &mut Vec<Done>) {
+    stats.add(Counter::UserRecordsFailed, members.len() as u64);
+    for member in members {
+        done.push(Done {
+            id: member.id,
+            result: Err(error.clone()),
+        });
+    }
+}
+
+/// How long to wait at least between two ListShards refreshes.
+pub(crate) const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use kinesis_fleet_kpl::{Deaggregated, deaggregate};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::shard_map::tests::shard;
+
+    const HALF: u128 = u128::MAX / 2;
+
+    fn engine(config: ProducerConfig, map: ShardMap) -> Engine {
+        Engine::new(config, std::sync::Arc::new(Stats::new("test")), map)
+    }
+
+    fn member(id: u64, key: &str, ehk: Option<u128>, len: usize, now: Instant) -> Member {
+        let mut record = NewRecord::new(key, format!("{id:08}{}", "x".repeat(len)));
+        record.explicit_hash_key = ehk.map(|k| k.to_string());
+        let hash_key =
+            kinesis_fleet_kpl::effective_hash_key(key, record.explicit_hash_key.as_deref())
+                .unwrap();
+        Member {
+            id,
+            record,
+            hash_key,
+            submitted: now,
+        }
+    }
+
+    /// The user records an entry carries, decoded from what would be sent.
+    fn carried(entry: &Entry) -> Vec<(String, u64)> {
+        let id = |data: &[u8]| {
+            std::str::from_utf8(&data[..8])
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        };
+        if !entry.aggregated {
+            return vec![(entry.partition_key.clone(), id(&entry.data))];
+        }
+        let Deaggregated::Aggregated(records) = deaggregate(&entry.data) else {
+            panic!("not an aggregate");
+        };
+        records
+            .iter()
+            .map(|r| (r.partition_key.clone(), id(&r.data)))
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever fails, every record is written exactly once, each key's
+        /// records in send order, every aggregate holds only records of the
+        /// shard it is sent to, and no call or record exceeds its limits.
+        #[test]
+        fn order_limits_and_routing_hold_under_partial_failures(
+            aggregation in any::<bool>(),
+            records in prop::collection::vec((0..6u8, prop::option::of(any::<u128>()), 0..40_000usize), 1..300),
+            failures in prop::collection::vec(any::<bool>(), 64),
+            whole_call_failures in prop::collection::vec(0..8u8, 16),
+            max_aggregate in 2_000..200_000usize,
+        ) {
+            let config = ProducerConfig::default()
+                .aggregation(aggregation)
+                .aggregation_max_bytes(max_aggregate)
+                .shard_rate_limit(None)
+                .record_ttl(Duration::from_secs(3600));
+            let map = ShardMap::new([shard("low", 0, HALF, false), shard("high", HALF + 1, u128::MAX, false)]);
+            let mut engine = engine(config.clone(), map.clone());
+            let start = Instant::now();
+            let mut sent: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
+            for (id, (key, ehk, len)) in records.iter().enumerate() {
+                let m = member(id as u64, &format!("key-{key}"), *ehk, *len, start);
+                let routed = map.shard_for(m.hash_key).unwrap().to_string();
+                sent.entry((m.record.partition_key.clone(), routed)).or_default().push(id as u64);
+                prop_assert!(engine.submit(m, start).is_none());
+            }
+            let mut written: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
+            let mut resolved = 0;
+            let (mut now, mut round, mut coin) = (start, 0, 0);
+            while resolved < records.len() {
+                round += 1;
+                prop_assert!(round < 10_000, "no progress");
+                now += Duration::from_millis(150);
+                let Some(batch) = engine.poll_batch(now) else { continue };
+                prop_assert!(batch.entries.len() <= MAX_RECORDS_PER_CALL);
+                prop_assert!(batch.entries.iter().map(Entry::size).sum::<usize>() <= MAX_BYTES_PER_CALL);
+                if whole_call_failures[round % 16] == 0 {
+                    let outcome = CallOutcome::Failed { message: "boom".into(), retryable: true, throttled: true };
+                    prop_assert!(engine.on_response(batch, outcome, now).is_empty());
+                    continue;
+                }
+                let mut keys_in_call = HashSet::new();
+                let mut outcomes = Vec::new();
+                for entry in &batch.entries {
+                    prop_assert!(entry.size() <= crate::MAX_RECORD_BYTES);
+                    if entry.aggregated {
+                        prop_assert!(entry.size() <= max_aggregate);
+                    }
+                    if entry.aggregated {
+                        prop_assert!(keys_in_call.insert(entry.order_key.clone()), "one aggregate per shard");
+                    }
+                    let records = carried(entry);
+                    for (_, id) in &records {
+                        let hash_key = engine_hash_key(&records, *id, entry);
+                        prop_assert_eq!(map.shard_for(hash_key), Some(&entry.predicted));
+                    }
+                    coin += 1;
+                    if failures[coin % failures.len()] && coin % 3 != 0 {
+                        outcomes.push(EntryOutcome::Failed { code: THROTTLED.into(), message: "slow down".into() });
+                    } else {
+                        for (key, id) in records {
+                            written.entry((key, entry.predicted.to_string())).or_default().push(id);
+                        }
+                        outcomes.push(EntryOutcome::Written { shard_id: entry.predicted.to_string(), sequence_number: format!("{coin}") });
+                    }
+                }
+                for done in engine.on_response(batch, CallOutcome::Answered(outcomes), now) {
+                    let receipt = done.result.expect("no record fails within the TTL");
+                    let hash_key = records_hash_key(&records, done.id);
+                    prop_assert_eq!(map.shard_for(hash_key), Some(&receipt.shard_id));
+                    resolved += 1;
+                }
+            }
+            // Each key's records were written in send order once the replays
+            // are counted: keeping each record's last copy gives the send
+            // order. Replays happen only in plain mode.
+            let mut copies = 0;
+            for (key, ids) in &written {
+                let last_copies: Vec<u64> = ids
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, id)| !ids[i + 1..].contains(id))
+                    .map(|(_, id)| *id)
+                    .collect();
+                prop_assert_eq!(&last_copies, &sent[key], "{:?}: {:?}", key, ids);
+                copies += ids.len() - last_copies.len();
+            }
+            prop_assert_eq!(written.len(), sent.len());
+            prop_assert_eq!(copies as u64, engine.stats.snapshot().get(Counter::Duplicates));
+            if aggregation {
+                prop_assert_eq!(copies, 0);
+            }
+            prop_assert!(engine.is_idle());
+        }
+    }
+
+    fn records_hash_key(records: &[(u8, Option<u128>, usize)], id: u64) -> u128 {
+        let (key, ehk, _) = records[id as usize];
+        ehk.unwrap_or_else(|| {
+            kinesis_fleet_kpl::effective_hash_key(&format!("key-{key}"), None).unwrap()
+        })
+    }
+
+    /// The hash key of record `id` carried by `entry`, from the entry itself.
+    fn engine_hash_key(_records: &[(String, u64)], id: u64, entry: &Entry) -> u128 {
+        entry
+            .members
+            .iter()
+            .find(|m| m.id == id)
+            .expect("member carried")
+            .hash_key
+    }
+
+    #[test]
+    fn a_misrouted_aggregate_is_split_by_the_refreshed_map() {
+        let config = ProducerConfig::default().shard_rate_limit(None);
+        let mut engine = engine(
+            config,
+            ShardMap::new([shard("parent", 0, u128::MAX, false)]),
+        );
+        let now = Instant::now();
+        // Alternating low and high hash keys, two keys.
+        for id in 0..6 {
+            let ehk = if id % 2 == 0 { 10 } else { HALF + 10 };
+            assert!(
+                engine
+                    .submit(member(id, &format!("k{}", id % 2), Some(ehk), 5, now), now)
+                    .is_none()
+            );
+        }
+        let batch = engine.poll_batch(now + Duration::from_millis(100)).unwrap();
+        assert_eq!(batch.entries.len(), 1);
+        // More records arrive for the parent while the aggregate is in flight.
+        assert!(
+            engine
+                .submit(member(6, "k0", Some(10), 5, now), now)
+                .is_none()
+        );
+        assert!(
+            engine
+                .submit(member(7, "k1", Some(HALF + 10), 5, now), now)
+                .is_none()
+        );
+        let landed = EntryOutcome::Written {
+            shard_id: "low".into(),
+            sequence_number: "1".into(),
+        };
+        let done = engine.on_response(batch, CallOutcome::Answered(vec![landed]), now);
+        assert!(
+            done.is_empty(),
+            "held until the map tells the landed shard's range"
+        );
+        assert!(engine.needs_refresh());
+        assert!(
+            engine.poll_batch(now + Duration::from_secs(1)).is_none(),
+            "the parent is suspect"
+        );
+
+        let map = ShardMap::new([
+            shard("parent", 0, u128::MAX, true),
+            shard("low", 0, HALF, false),
+            shard("high", HALF + 1, u128::MAX, false),
+        ]);
+        let done = engine.set_map(map, now);
+        let subs: Vec<(u64, u64)> = done
+            .iter()
+            .map(|d| (d.id, d.result.as_ref().unwrap().sub_sequence_number))
+            .collect();
+        assert_eq!(
+            subs,
+            [(0, 0), (2, 2), (4, 4)],
+            "the low records stay where they landed"
+        );
+        let later = now + Duration::from_secs(1);
+        let mut by_shard: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        while let Some(batch) = engine.poll_batch(later) {
+            for entry in &batch.entries {
+                let ids = entry.members.iter().map(|m| m.id);
+                by_shard
+                    .entry(entry.predicted.to_string())
+                    .or_default()
+                    .extend(ids);
+            }
+        }
+        assert_eq!(by_shard["high"], [1, 3, 5, 7]);
+        assert_eq!(by_shard["low"], [6]);
+        assert_eq!(
+            engine.stats.snapshot().get(Counter::MisroutedUserRecords),
+            3
+        );
+    }
+
+    #[test]
+    fn records_wait_for_the_buffered_time_unless_flushed() {
+        let config = ProducerConfig::default().max_buffered_time(Duration::from_millis(100));
+        let mut engine = engine(config, ShardMap::new([shard("s", 0, u128::MAX, false)]));
+        let now = Instant::now();
+        assert!(engine.submit(member(0, "k", None, 1, now), now).is_none());
+        assert!(engine.poll_batch(now + Duration::from_millis(99)).is_none());
+        assert_eq!(
+            engine.next_wakeup(now),
+            Some(now + Duration::from_millis(100))
+        );
+        engine.set_flushing(true);
+        assert_eq!(engine.poll_batch(now).unwrap().entries.len(), 1);
+    }
+
+    #[test]
+    fn the_rate_limit_spreads_a_shard_over_time() {
+        let config = ProducerConfig::default()
+            .aggregation(false)
+            .shard_rate_limit(Some(crate::RateLimit {
+                bytes_per_sec: 1e9,
+                records_per_sec: 10.0,
+            }));
+        let mut engine = engine(config, ShardMap::new([shard("s", 0, u128::MAX, false)]));
+        let now = Instant::now();
+        for id in 0..30 {
+            assert!(
+                engine
+                    .submit(member(id, &format!("k{id}"), None, 1, now), now)
+                    .is_none()
+            );
+        }
+        engine.set_flushing(true);
+        let first = engine.poll_batch(now).unwrap();
+        assert_eq!(first.entries.len(), 10);
+        assert!(engine.poll_batch(now).is_none());
+        let wake = engine.next_wakeup(now).unwrap();
+        assert!(
+            wake > now && wake <= now + Duration::from_millis(100),
+            "{:?}",
+            wake - now
+        );
+        assert_eq!(
+            engine
+                .poll_batch(now + Duration::from_millis(500))
+                .unwrap()
+                .entries
+                .len(),
+            5
+        );
+    }
+}

@@ -1,0 +1,542 @@
+//! The [`Producer`] handle and the task that drives the [`Engine`].
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use kinesis_fleet_kpl::{MAX_PARTITION_KEY_CHARS, MAX_RECORD_BYTES, NewRecord, effective_hash_key};
+use kinesis_fleet_types::ShardId;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until};
+
+use crate::engine::{
+    Batch, CallOutcome, Done, Engine, EntryOutcome, MIN_REFRESH_INTERVAL, Member, THROTTLED,
+};
+use crate::shard_map::ShardMap;
+use crate::stats::{Stats, StatsSnapshot};
+use crate::{Error, ProducerConfig, Result};
+
+/// Where a user record was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Receipt {
+    /// The shard it landed on.
+    pub shard_id: ShardId,
+    /// Sequence number of the Kinesis record holding it.
+    pub sequence_number: String,
+    /// Its index in the aggregate (0 for a plain record), as a KCL consumer
+    /// reports it.
+    pub sub_sequence_number: u64,
+    /// Whether it was written inside a KPL aggregate.
+    pub aggregated: bool,
+    /// PutRecords attempts its Kinesis record took.
+    pub attempts: u32,
+}
+
+/// Resolves to where one user record was written, or why it was not.
+///
+/// Dropping the handle does not cancel the record.
+#[derive(Debug)]
+#[must_use = "the record is sent either way; await the handle to learn whether it was written"]
+pub struct RecordHandle {
+    rx: oneshot::Receiver<Result<Receipt>>,
+}
+
+impl Future for RecordHandle {
+    type Output = Result<Receipt>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(Error::Closed)))
+    }
+}
+
+enum Command {
+    Record {
+        record: NewRecord,
+        hash_key: u128,
+        tx: oneshot::Sender<Result<Receipt>>,
+        permit: OwnedSemaphorePermit,
+        size: usize,
+    },
+    Flush(oneshot::Sender<()>),
+    Close(oneshot::Sender<()>),
+}
+
+/// A Kinesis producer for one stream: aggregation by shard map, batching,
+/// retries in order, per-shard rate limits, back-pressure.
+///
+/// Cloning is cheap; clones share one background task. The task keeps
+/// running until [`close`](Self::close) or until every clone is dropped;
+/// either way what was accepted is sent first.
+///
+/// ```no_run
+/// # async fn demo(client: aws_sdk_kinesis::Client) -> Result<(), kinesis_fleet_producer::Error> {
+/// use kinesis_fleet_producer::{NewRecord, Producer, ProducerConfig};
+///
+/// let producer = Producer::new(client, "orders", ProducerConfig::default()).await?;
+/// let handle = producer.send(NewRecord::new("customer-7", "order 1")).await?;
+/// producer.flush().await?;
+/// let receipt = handle.await?;
+/// println!("{} {} {}", receipt.shard_id, receipt.sequence_number, receipt.sub_sequence_number);
+/// producer.close().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Producer {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    stream: String,
+    tx: mpsc::UnboundedSender<Command>,
+    permits: Arc<Semaphore>,
+    max_permits: usize,
+    closed: AtomicBool,
+    stats: Arc<Stats>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::Record { .. } => "Record",
+            Command::Flush(_) => "Flush",
+            Command::Close(_) => "Close",
+        })
+    }
+}
+
+impl Producer {
+    /// Lists the shards of `stream` and starts the producer's task.
+    ///
+    /// Fails with [`Error::InvalidConfig`] for a field out of range, or
+    /// [`Error::ListShards`] if the stream cannot be listed (for example, it
+    /// does not exist). Must be called within a Tokio runtime.
+    ///
+    /// The task is not tied to the handles: after the last clone is dropped
+    /// it still sends what was accepted, then ends, so nothing accepted is
+    /// lost by dropping a producer (await [`close`](Self::close) to know when
+    /// it is done).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it resolves starts nothing.
+    pub async fn new(
+        client: aws_sdk_kinesis::Client,
+        stream: impl Into<String>,
+        config: ProducerConfig,
+    ) -> Result<Producer> {
+        config.validate()?;
+        let stream = stream.into();
+        let map = ShardMap::list(&client, &stream).await?;
+        let stats = Arc::new(Stats::new(&stream));
+        let max_permits = config.max_outstanding_bytes.min(Semaphore::MAX_PERMITS);
+        let permits = Arc::new(Semaphore::new(max_permits));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = Task {
+            client,
+            stream: stream.clone(),
+            engine: Engine::new(config.clone(), stats.clone(), map),
+            config,
+            stats: stats.clone(),
+            pending: BTreeMap::new(),
+            buffered_bytes: 0,
+            next_id: 0,
+            flushes: Vec::new(),
+            closes: Vec::new(),
+        };
+        tokio::spawn(task.run(rx));
+        Ok(Producer {
+            inner: Arc::new(Inner {
+                stream,
+                tx,
+                permits,
+                max_permits,
+                closed: AtomicBool::new(false),
+                stats,
+            }),
+        })
+    }
+
+    /// The stream written to.
+    pub fn stream(&self) -> &str {
+        &self.inner.stream
+    }
+
+    /// Accepts a user record; waits while the producer holds
+    /// [`max_outstanding_bytes`](ProducerConfig::max_outstanding_bytes) of
+    /// unresolved records. The record is sent within the maximum buffered
+    /// time; the returned handle resolves once it is written (or failed).
+    ///
+    /// Fails at once, buffering nothing, for an invalid record
+    /// ([`Error::InvalidRecord`], [`Error::RecordTooLarge`]) or a closed
+    /// producer ([`Error::Closed`]).
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped before it resolves, the record was not
+    /// accepted.
+    pub async fn send(&self, record: NewRecord) -> Result<RecordHandle> {
+        let hash_key = validate(&record)?;
+        let size = record.partition_key.len() + record.data.len();
+        let want = u32::try_from(size.min(self.inner.max_permits)).unwrap_or(u32::MAX);
+        let permit = self
+            .inner
+            .permits
+            .clone()
+            .acquire_many_owned(want)
+            .await
+            .map_err(|_| Error::Closed)?;
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Command::Record {
+                record,
+                hash_key,
+                tx,
+                permit,
+                size,
+            })
+            .map_err(|_| Error::Closed)?;
+        Ok(RecordHandle { rx })
+    }
+
+    /// Sends `records` in order, flushes, and waits for each: their receipts
+    /// in order, or the first error (the records after a failed one are
+    /// still sent).
+    ///
+    /// # Cancel safety
+    ///
+    /// Records accepted before the future is dropped are still sent; the
+    /// rest are not.
+    pub async fn put_all(
+        &self,
+        records: impl IntoIterator<Item = NewRecord>,
+    ) -> Result<Vec<Receipt>> {
+        let mut handles = Vec::new();
+        for record in records {
+            handles.push(self.send(record).await?);
+        }
+        self.flush().await?;
+        let mut receipts = Vec::with_capacity(handles.len());
+        for handle in handles {
+            receipts.push(handle.await?);
+        }
+        Ok(receipts)
+    }
+
+    /// Sends everything accepted so far without waiting for the maximum
+    /// buffered time, and waits until each of those records is resolved
+    /// (written, or failed: see its handle).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future only stops the waiting; what it started to send
+    /// is sent.
+    pub async fn flush(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Command::Flush(tx))
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)
+    }
+
+    /// Stops accepting records ([`send`](Self::send) fails with
+    /// [`Error::Closed`]), sends everything accepted and waits until each
+    /// record is resolved and the task has ended. Closing twice is fine.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future only stops the waiting: the producer is closed
+    /// and still sends what it accepted.
+    pub async fn close(&self) -> Result<()> {
+        self.inner.closed.store(true, Ordering::Release);
+        let (tx, rx) = oneshot::channel();
+        if self.inner.tx.send(Command::Close(tx)).is_err() {
+            return Ok(());
+        }
+        // The task drops the sender when it ends.
+        let _ = rx.await;
+        self.inner.permits.close();
+        Ok(())
+    }
+
+    /// The producer's counters so far.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+}
+
+/// Checks what Kinesis would refuse; returns the record's hash key.
+fn validate(record: &NewRecord) -> Result<u128> {
+    let chars = record.partition_key.chars().count();
+    if !(1..=MAX_PARTITION_KEY_CHARS).contains(&chars) {
+        return Err(kinesis_fleet_kpl::Error::InvalidPartitionKey { chars }.into());
+    }
+    let size = record.partition_key.len() + record.data.len();
+    if size > MAX_RECORD_BYTES {
+        return Err(Error::RecordTooLarge {
+            size,
+            max: MAX_RECORD_BYTES,
+        });
+    }
+    Ok(effective_hash_key(
+        &record.partition_key,
+        record.explicit_hash_key.as_deref(),
+    )?)
+}
+
+/// An accepted, unresolved record's completion.
+struct Pending {
+    tx: oneshot::Sender<Result<Receipt>>,
+    _permit: OwnedSemaphorePermit,
+    size: usize,
+}
+
+/// The background task.
+struct Task {
+    client: aws_sdk_kinesis::Client,
+    stream: String,
+    config: ProducerConfig,
+    engine: Engine,
+    stats: Arc<Stats>,
+    pending: BTreeMap<u64, Pending>,
+    buffered_bytes: usize,
+    next_id: u64,
+    /// Flush waiters and the first id not covered by each.
+    flushes: Vec<(u64, oneshot::Sender<()>)>,
+    closes: Vec<oneshot::Sender<()>>,
+}
+
+type CallResult = (Batch, CallOutcome);
+
+impl Task {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        let mut calls: JoinSet<CallResult> = JoinSet::new();
+        let mut refresh: JoinSet<Result<ShardMap>> = JoinSet::new();
+        let mut input_open = true;
+        let mut next_periodic = Instant::now() + self.config.shard_map_refresh;
+        let mut earliest_refresh = Instant::now();
+        loop {
+            let now = Instant::now();
+            self.engine
+                .set_flushing(!self.flushes.is_empty() || !self.closes.is_empty() || !input_open);
+            while calls.len() < self.config.max_concurrent_calls {
+                let Some(batch) = self.engine.poll_batch(now) else {
+                    break;
+                };
+                calls.spawn(put_records(self.client.clone(), self.stream.clone(), batch));
+                self.stats.add(crate::Counter::PutRecordsCalls, 1);
+            }
+            if refresh.is_empty()
+                && (now >= next_periodic
+                    || (self.engine.needs_refresh() && now >= earliest_refresh))
+            {
+                let (client, stream) = (self.client.clone(), self.stream.clone());
+                refresh.spawn(async move { ShardMap::list(&client, &stream).await });
+                next_periodic = now + self.config.shard_map_refresh;
+                earliest_refresh = now + MIN_REFRESH_INTERVAL;
+            }
+            self.resolve_flushes();
+            let stopping = !input_open || !self.closes.is_empty();
+            if stopping && self.pending.is_empty() && calls.is_empty() && self.engine.is_idle() {
+                break;
+            }
+            let mut wake = self.engine.next_wakeup(now).unwrap_or(next_periodic);
+            wake = wake.min(next_periodic).max(now);
+            if self.engine.needs_refresh() && refresh.is_empty() {
+                wake = wake.min(earliest_refresh);
+            }
+            tokio::select! {
+                command = rx.recv(), if input_open => match command {
+                    Some(command) => self.handle(command),
+                    None => input_open = false,
+                },
+                Some(joined) = calls.join_next() => {
+                    let (batch, outcome) = match joined {
+                        Ok(result) => result,
+                        Err(e) => std::panic::resume_unwind(e.into_panic()),
+                    };
+                    let done = self.engine.on_response(batch, outcome, Instant::now());
+                    self.resolve(done);
+                }
+                Some(joined) = refresh.join_next() => {
+                    match joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())) {
+                        Ok(map) => {
+                            let done = self.engine.set_map(map, Instant::now());
+                            self.resolve(done);
+                        }
+                        Err(e) => tracing::warn!(stream = %self.stream, "shard map refresh failed, keeping the old map: {e}"),
+                    }
+                }
+                _ = sleep_until(wake) => {}
+            }
+            // Drain what is already queued without a wakeup per record.
+            while input_open {
+                match rx.try_recv() {
+                    Ok(command) => self.handle(command),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => input_open = false,
+                }
+            }
+        }
+        self.resolve_flushes();
+        for close in self.closes.drain(..) {
+            let _ = close.send(());
+        }
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Record {
+                record,
+                hash_key,
+                tx,
+                permit,
+                size,
+            } => {
+                let id = self.next_id;
+                self.next_id += 1;
+                self.pending.insert(
+                    id,
+                    Pending {
+                        tx,
+                        _permit: permit,
+                        size,
+                    },
+                );
+                self.buffered_bytes += size;
+                let member = Member {
+                    id,
+                    record,
+                    hash_key,
+                    submitted: Instant::now(),
+                };
+                if let Some(done) = self.engine.submit(member, Instant::now()) {
+                    self.resolve(vec![done]);
+                }
+                self.stats.buffered(self.buffered_bytes, self.pending.len());
+            }
+            Command::Flush(tx) => self.flushes.push((self.next_id, tx)),
+            Command::Close(tx) => self.closes.push(tx),
+        }
+    }
+
+    fn resolve(&mut self, done: Vec<Done>) {
+        for Done { id, result } in done {
+            if let Some(pending) = self.pending.remove(&id) {
+                self.buffered_bytes -= pending.size;
+                let _ = pending.tx.send(result);
+            }
+        }
+        self.stats.buffered(self.buffered_bytes, self.pending.len());
+    }
+
+    fn resolve_flushes(&mut self) {
+        let oldest = self.pending.keys().next().copied().unwrap_or(u64::MAX);
+        let (keep, ready): (Vec<_>, Vec<_>) = std::mem::take(&mut self.flushes)
+            .into_iter()
+            .partition(|(upto, _)| *upto > oldest);
+        self.flushes = keep;
+        for (_, tx) in ready {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// One PutRecords call.
+async fn put_records(client: aws_sdk_kinesis::Client, stream: String, batch: Batch) -> CallResult {
+    let entries = batch
+        .entries
+        .iter()
+        .map(|e| {
+            PutRecordsRequestEntry::builder()
+                .partition_key(&e.partition_key)
+                .set_explicit_hash_key(e.explicit_hash_key.clone())
+                .data(Blob::new(e.data.to_vec()))
+                .build()
+        })
+        .collect::<std::result::Result<Vec<_>, _>>();
+    let entries = match entries {
+        Ok(entries) => entries,
+        Err(e) => {
+            let outcome = CallOutcome::Failed {
+                message: format!("building an entry: {e}"),
+                retryable: false,
+                throttled: false,
+            };
+            return (batch, outcome);
+        }
+    };
+    let result = client
+        .put_records()
+        .stream_name(stream)
+        .set_records(Some(entries))
+        .send()
+        .await;
+    let outcome = match result {
+        Ok(out) => CallOutcome::Answered(
+            out.records
+                .into_iter()
+                .map(|r| match (r.error_code, r.shard_id, r.sequence_number) {
+                    (None, Some(shard_id), Some(sequence_number)) => EntryOutcome::Written {
+                        shard_id,
+                        sequence_number,
+                    },
+                    (code, _, _) => EntryOutcome::Failed {
+                        code: code.unwrap_or_else(|| "MissingResult".to_owned()),
+                        message: r.error_message.unwrap_or_default(),
+                    },
+                })
+                .collect(),
+        ),
+        Err(e) => classify(e),
+    };
+    (batch, outcome)
+}
+
+/// Whether a failed PutRecords call may be retried.
+fn classify<E>(err: SdkError<E, aws_sdk_kinesis::config::http::HttpResponse>) -> CallOutcome
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let (retryable, throttled) = match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            (true, false)
+        }
+        SdkError::ServiceError(e) => {
+            let code = e.err().code();
+            let throttled = matches!(
+                code,
+                Some(THROTTLED | "LimitExceededException" | "ThrottlingException")
+            );
+            let transient = matches!(
+                code,
+                Some("KMSThrottlingException" | "InternalFailure" | "ServiceUnavailable")
+            );
+            (
+                throttled || transient || e.raw().status().is_server_error(),
+                throttled,
+            )
+        }
+        _ => (false, false),
+    };
+    CallOutcome::Failed {
+        message: DisplayErrorContext(&err).to_string(),
+        retryable,
+        throttled,
+    }
+}
