@@ -50,6 +50,9 @@ struct Args {
     /// named after the application) instead of polling.
     #[arg(long)]
     fan_out: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9464).
+    #[arg(long, env = "KFLEET_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Prints what it sees and checkpoints after every batch.
@@ -179,6 +182,9 @@ async fn main() -> Result<(), BoxError> {
     }
     if let Some(id) = &args.worker_id {
         builder = builder.worker_id(id);
+    }
+    if let Some(addr) = args.metrics_addr {
+        builder = builder.metrics_addr(addr);
     }
     let (print, batches) = (args.print_records || args.print_batches, args.print_batches);
     let worker_id = args.worker_id.clone().unwrap_or_default();
