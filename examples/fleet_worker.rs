@@ -50,6 +50,9 @@ struct Args {
     /// named after the application) instead of polling.
     #[arg(long)]
     fan_out: bool,
+    /// Records per GetRecords call (polling; default 10 000).
+    #[arg(long, value_name = "N", conflicts_with = "fan_out")]
+    max_records: Option<i32>,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9464).
     #[arg(long, env = "KFLEET_METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -182,6 +185,9 @@ async fn main() -> Result<(), BoxError> {
     }
     if let Some(id) = &args.worker_id {
         builder = builder.worker_id(id);
+    }
+    if let Some(n) = args.max_records {
+        builder = builder.max_records(n);
     }
     if let Some(addr) = args.metrics_addr {
         builder = builder.metrics_addr(addr);
