@@ -141,6 +141,11 @@ async fn prometheus_sees_lag_leases_records_and_a_takeover() {
         "exactly one leader"
     );
 
+    // Every query of the shipped Grafana dashboard runs on the live server.
+    for query in common::prometheus::dashboard_queries() {
+        prometheus.query(&query).await;
+    }
+
     // DynamoDB capacity: both emulators answer ReturnConsumedCapacity=TOTAL.
     for (what, metric) in [
         (

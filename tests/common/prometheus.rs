@@ -135,6 +135,7 @@ impl Prometheus {
             .expect("query prometheus");
         assert_eq!(status, 200, "query {promql}: {body}");
         let json: serde_json::Value = serde_json::from_str(&body).expect("JSON answer");
+        assert_eq!(json["status"], "success", "query {promql}: {body}");
         json["data"]["result"]
             .as_array()
             .unwrap_or_else(|| panic!("query {promql}: {body}"))
@@ -188,4 +189,32 @@ impl Drop for Prometheus {
         let _ = self.child.start_kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The Grafana dashboard shipped in `deploy/grafana`.
+pub fn dashboard() -> serde_json::Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/grafana/kinesis-fleet.json"
+    );
+    let text = std::fs::read_to_string(path).expect("read the dashboard");
+    serde_json::from_str(&text).expect("the dashboard is JSON")
+}
+
+/// Every PromQL expression of the dashboard's panels, with its variables
+/// replaced as Grafana would (all streams, a 1-minute rate interval).
+pub fn dashboard_queries() -> Vec<String> {
+    dashboard()["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().cloned().unwrap_or_default())
+        .map(|target| {
+            target["expr"]
+                .as_str()
+                .expect("every target has an expr")
+                .replace("$stream", ".*")
+                .replace("$__rate_interval", "1m")
+        })
+        .collect()
 }
