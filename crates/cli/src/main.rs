@@ -16,6 +16,7 @@ mod multilang;
 mod output;
 #[cfg(feature = "local")]
 mod put;
+mod scrape;
 mod signal;
 mod status;
 mod stream;
