@@ -12,6 +12,7 @@ mod drain;
 mod fleet;
 mod harness;
 mod memory;
+mod metrics;
 mod multilang;
 mod peers;
 mod process;
@@ -89,6 +90,7 @@ const SECTIONS: &[(&str, SectionFn)] = &[
     ("cost", cost::run),
     ("memory", memory::run),
     ("multilang", multilang::run),
+    ("metrics", metrics::run),
 ];
 
 /// Runs every section (or those whose name is in `only`) and writes the report:
