@@ -50,6 +50,12 @@ struct Args {
     /// named after the application) instead of polling.
     #[arg(long)]
     fan_out: bool,
+    /// Records per GetRecords call (polling; default 10 000).
+    #[arg(long, value_name = "N", conflicts_with = "fan_out")]
+    max_records: Option<i32>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9464).
+    #[arg(long, env = "KFLEET_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Prints what it sees and checkpoints after every batch.
@@ -179,6 +185,12 @@ async fn main() -> Result<(), BoxError> {
     }
     if let Some(id) = &args.worker_id {
         builder = builder.worker_id(id);
+    }
+    if let Some(n) = args.max_records {
+        builder = builder.max_records(n);
+    }
+    if let Some(addr) = args.metrics_addr {
+        builder = builder.metrics_addr(addr);
     }
     let (print, batches) = (args.print_records || args.print_batches, args.print_batches);
     let worker_id = args.worker_id.clone().unwrap_or_default();

@@ -8,8 +8,9 @@ use kinesis_fleet_leases::{
 };
 use kinesis_fleet_retrieval::Record;
 use kinesis_fleet_types::ShardId;
+use kinesis_fleet_types::metrics::result;
 
-use crate::stats::{Counter, WorkerStats};
+use crate::stats::WorkerStats;
 
 /// Why a checkpoint was not written.
 #[derive(Debug, thiserror::Error)]
@@ -300,20 +301,29 @@ impl Checkpointer {
         match result {
             Ok(lease) => {
                 self.lease = lease;
-                self.stats.add(Counter::Checkpoints, 1);
+                self.stats.checkpointed(result::OK);
                 let checkpoint = self.lease.checkpoint.clone();
                 self.stats
                     .update_shard(&self.shard_id, |p| p.checkpoint = Some(checkpoint));
                 Ok(())
             }
-            Err(kinesis_fleet_leases::Error::LeaseLost { .. }) => self.lost_now(),
-            Err(kinesis_fleet_leases::Error::Throttled { .. }) => Err(CheckpointError::Throttled {
-                shard_id: self.shard_id.clone(),
-            }),
-            Err(source) => Err(CheckpointError::Store {
-                shard_id: self.shard_id.clone(),
-                source,
-            }),
+            Err(kinesis_fleet_leases::Error::LeaseLost { .. }) => {
+                self.stats.checkpointed(result::LEASE_LOST);
+                self.lost_now()
+            }
+            Err(kinesis_fleet_leases::Error::Throttled { .. }) => {
+                self.stats.checkpointed(result::THROTTLED);
+                Err(CheckpointError::Throttled {
+                    shard_id: self.shard_id.clone(),
+                })
+            }
+            Err(source) => {
+                self.stats.checkpointed(result::ERROR);
+                Err(CheckpointError::Store {
+                    shard_id: self.shard_id.clone(),
+                    source,
+                })
+            }
         }
     }
 }

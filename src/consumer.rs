@@ -10,6 +10,7 @@ use kinesis_fleet_leases::{
 };
 use kinesis_fleet_retrieval::{ReadEvent, Shard, StartingPosition};
 use kinesis_fleet_types::ShardId;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpointer::Checkpointer;
@@ -98,7 +99,7 @@ pub(crate) async fn consume_shard(
         lease,
         ctx.stats.clone(),
     );
-    ctx.stats.update_shard(&shard_id, |p| p.active = true);
+    ctx.stats.consuming(&shard_id, true);
     let mut consumer = ShardConsumer {
         ctx: ctx.clone(),
         shard_id: shard_id.clone(),
@@ -108,7 +109,7 @@ pub(crate) async fn consume_shard(
     };
     let outcome = consumer.run().await;
     let outcome = consumer.finish(outcome).await;
-    ctx.stats.update_shard(&shard_id, |p| p.active = false);
+    ctx.stats.consuming(&shard_id, false);
     outcome
 }
 
@@ -159,9 +160,7 @@ impl ShardConsumer {
                         Counter::RecordsOutOfRange,
                         fetched.stats.filtered_out_of_range as u64,
                     );
-                    stats.update_shard(&self.shard_id, |p| {
-                        p.millis_behind_latest = fetched.millis_behind_latest
-                    });
+                    stats.fetched(&self.shard_id, fetched.millis_behind_latest);
                     let Some(last) = fetched.records.last() else {
                         continue;
                     };
@@ -182,14 +181,13 @@ impl ShardConsumer {
                         millis_behind_latest: fetched.millis_behind_latest,
                     };
                     let count = batch.records.len() as u64;
+                    let bytes: usize = batch.records.iter().map(|r| r.data.len()).sum();
                     match self.call(Call::Process(&batch)).await {
                         Step::Done => {}
                         Step::Skipped => self.ctx.stats.add(Counter::BatchesSkipped, 1),
                         Step::Stop(outcome) => return outcome,
                     }
-                    stats.add(Counter::RecordsDelivered, count);
-                    stats.add(Counter::BatchesDelivered, 1);
-                    stats.update_shard(&self.shard_id, |p| p.records_delivered += count);
+                    stats.delivered(&self.shard_id, count, bytes as u64);
                 }
                 Ok(Some(ReadEvent::ShardEnd { child_shards })) => {
                     tracing::info!(shard = %self.shard_id, children = child_shards.len(), "shard ended");
@@ -241,9 +239,13 @@ impl ShardConsumer {
             let result = match &call {
                 Call::Initialize(init) => self.processor.initialize(init).await,
                 Call::Process(batch) => {
-                    self.processor
+                    let started = Instant::now();
+                    let result = self
+                        .processor
                         .process_records(batch, &mut self.checkpointer)
-                        .await
+                        .await;
+                    self.ctx.stats.processed_in(started.elapsed());
+                    result
                 }
                 Call::ShardEnded => self.processor.shard_ended(&mut self.checkpointer).await,
             };
@@ -319,6 +321,7 @@ impl ShardConsumer {
             let lease = self.checkpointer.lease();
             match complete_handoff(self.ctx.store.as_ref(), lease, &self.ctx.worker_id).await {
                 Ok(()) => {
+                    self.ctx.stats.add(Counter::LeasesHandedOff, 1);
                     tracing::info!(shard = %self.shard_id, checkpoint = %lease.checkpoint, "handed off")
                 }
                 Err(e) => {

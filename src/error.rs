@@ -15,6 +15,14 @@ pub enum Error {
         /// What is wrong and what is allowed.
         message: String,
     },
+    /// The Prometheus exporter could not be started (feature `prometheus`).
+    #[error("cannot export metrics on {addr}: {message}")]
+    MetricsExporter {
+        /// The address it was to listen on.
+        addr: std::net::SocketAddr,
+        /// Why not (address in use, another recorder installed, ...).
+        message: String,
+    },
     /// The configured stream does not exist.
     #[error("stream `{stream}` does not exist")]
     StreamNotFound {
@@ -33,7 +41,9 @@ impl Error {
     /// Whether trying the same call again later may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::InvalidConfig { .. } | Error::StreamNotFound { .. } => false,
+            Error::InvalidConfig { .. }
+            | Error::MetricsExporter { .. }
+            | Error::StreamNotFound { .. } => false,
             Error::Retrieval(e) => e.is_retryable(),
             Error::Leases(e) => e.is_retryable(),
         }

@@ -49,11 +49,21 @@
 //! they carry (`Error::Leases`, `CheckpointError::Store`, `Error::Retrieval`)
 //! are re-exported here as [`LeaseError`] and [`RetrievalError`], so matching
 //! on them needs no other crate.
+//!
+//! # Metrics
+//!
+//! Workers record the metric set of [`metrics`] (names, labels, units and
+//! the KCL metric each corresponds to) through the `metrics` facade. With the
+//! `prometheus` feature, `WorkerBuilder::metrics_addr` (or
+//! `install_prometheus_exporter`) serves them to Prometheus; nothing is
+//! exported by default.
 
 mod checkpointer;
 mod config;
 mod consumer;
 mod error;
+#[cfg(feature = "prometheus")]
+mod exporter;
 mod processor;
 mod reader;
 mod stats;
@@ -65,6 +75,8 @@ mod worker;
 pub use checkpointer::{CheckpointError, Checkpointer};
 pub use config::{InitialPosition, ProcessorErrorPolicy, WorkerConfig};
 pub use error::{Error, Result};
+#[cfg(feature = "prometheus")]
+pub use exporter::install_prometheus_exporter;
 pub use kinesis_fleet_kpl as kpl;
 pub use kinesis_fleet_leases::{Error as LeaseError, ExtendedSequenceNumber, SequenceNumber};
 pub use kinesis_fleet_producer as producer;
@@ -72,6 +84,7 @@ pub use kinesis_fleet_retrieval::{
     Error as RetrievalError, FanOutConfig, FanOutStats, PollingConfig, Record,
 };
 pub use kinesis_fleet_types::ShardId;
+pub use kinesis_fleet_types::metrics;
 pub use processor::{BoxError, Initialize, RecordBatch, RecordProcessor};
 pub use reader::Retrieval;
 pub use stats::{Counter, ShardProgress, StatsSnapshot, WorkerStats};

@@ -13,6 +13,7 @@ use kinesis_fleet_leases::{
 };
 use kinesis_fleet_retrieval::PollingConfig;
 use kinesis_fleet_types::ShardId;
+use kinesis_fleet_types::metrics::result;
 use tokio::task::JoinError;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -79,6 +80,9 @@ pub struct WorkerBuilder {
     /// The setters called, in call order, applied to `base` when building.
     settings: Vec<Setting>,
     factory: Option<ProcessorFactory>,
+    /// Where to serve Prometheus metrics, if anywhere.
+    #[cfg(feature = "prometheus")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// One setter's change to the configuration.
@@ -186,6 +190,15 @@ impl WorkerBuilder {
         self.set(move |c| c.shutdown_timeout = d)
     }
 
+    /// Serves this process's metrics to Prometheus at `http://<addr>/metrics`
+    /// (feature `prometheus`; see [`crate::metrics`] for the set). Installs
+    /// the process-wide exporter when the worker is built; off unless called.
+    #[cfg(feature = "prometheus")]
+    pub fn metrics_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.metrics_addr = Some(addr);
+        self
+    }
+
     /// The settings the other setters apply to (default:
     /// [`WorkerConfig::default`]). Setters called before or after this one
     /// still apply; a second call replaces the first.
@@ -251,7 +264,13 @@ impl WorkerBuilder {
         kinesis: aws_sdk_kinesis::Client,
         dynamodb: aws_sdk_dynamodb::Client,
     ) -> Result<Worker> {
+        #[cfg(feature = "prometheus")]
+        let metrics_addr = self.metrics_addr;
         let (config, factory) = self.into_parts()?;
+        #[cfg(feature = "prometheus")]
+        if let Some(addr) = metrics_addr {
+            crate::exporter::install_prometheus_exporter(addr)?;
+        }
         let worker_id: Arc<str> = config
             .worker_id
             .clone()
@@ -268,13 +287,18 @@ impl WorkerBuilder {
             )
             .with_default_consumer_name(&config.application_name),
         );
+        let stats = Arc::new(WorkerStats::new(
+            &config.stream_name,
+            &worker_id,
+            config.lease_table(),
+        ));
         Ok(Worker {
             ctx: Arc::new(ShardContext {
                 readers: readers.clone(),
                 config: Arc::new(config),
                 store: Arc::new(store),
                 worker_id,
-                stats: Arc::default(),
+                stats,
             }),
             readers,
             kinesis,
@@ -332,6 +356,8 @@ impl Worker {
             base: WorkerConfig::default(),
             settings: Vec::new(),
             factory: None,
+            #[cfg(feature = "prometheus")]
+            metrics_addr: None,
         }
     }
 
@@ -427,7 +453,9 @@ impl Worker {
             }
             let plan = coordinator.tick(&scheduler.running_keys()).await;
             leader_known = plan.leader_known;
+            self.ctx.stats.ticked(&plan);
             scheduler.apply(plan);
+            self.ctx.stats.leases_held(scheduler.consumers.len());
         }
         if let Err(e) = coordinator.drain().await {
             tracing::warn!(error = %ErrorChain(&e), "could not mark the worker draining");
@@ -442,13 +470,21 @@ impl Worker {
 
     /// Lists the shards, creates missing leases and deletes finished ones.
     async fn sync_shards(&self, sync: &mut StreamSync) -> Result<Vec<Shard>> {
-        sync.sync(
-            &self.kinesis,
-            &self.ctx.config.stream_name,
-            self.ctx.store.as_ref(),
-            &self.ctx.stats,
-        )
-        .await
+        let synced = sync
+            .sync(
+                &self.kinesis,
+                &self.ctx.config.stream_name,
+                self.ctx.store.as_ref(),
+                &self.ctx.stats,
+            )
+            .await;
+        let outcome = if synced.is_ok() {
+            result::OK
+        } else {
+            result::ERROR
+        };
+        self.ctx.stats.shard_synced(outcome);
+        synced
     }
 
     /// A consumer read `shard` to its end: lease its children, from the

@@ -250,8 +250,18 @@ impl Fleet {
     }
 
     pub fn spawn_with_dynamodb(&self, id: &str, dynamodb_endpoint: &str) -> WorkerProcess {
+        self.spawn_process(id, dynamodb_endpoint, &[])
+    }
+
+    /// Starts worker `id` with `fleet_worker` options of its own (e.g. `--metrics-addr`).
+    pub fn spawn_with_args(&self, id: &str, extra: &[String]) -> WorkerProcess {
+        self.spawn_process(id, &self.dynamodb_endpoint, extra)
+    }
+
+    fn spawn_process(&self, id: &str, dynamodb_endpoint: &str, extra: &[String]) -> WorkerProcess {
         let mut child = Command::new(example_binary())
             .args(["--stream", &self.stream, "--application", &self.application])
+            .args(extra)
             .args(["--worker-id", id, "--print-records"])
             .args(["--failover-secs", &self.failover_secs.to_string()])
             .args(self.fan_out.then_some("--fan-out"))
@@ -473,6 +483,7 @@ fn parse_position(text: &str) -> Option<ExtendedSequenceNumber> {
 pub struct Producer {
     task: tokio::task::JoinHandle<()>,
     pub written: Arc<Mutex<usize>>,
+    finish: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Producer {
@@ -480,12 +491,17 @@ impl Producer {
         let (client, stream) = (aws.kinesis_client(), stream.to_owned());
         let written = Arc::new(Mutex::new(0));
         let w = written.clone();
+        let finish = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let finishing = finish.clone();
         let task = tokio::spawn(async move {
             let config = ProducerConfig::default().aggregation(false);
             let producer = kinesis_fleet::producer::Producer::new(client, stream, config)
                 .await
                 .expect("producer");
             for round in 0.. {
+                if finishing.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
                 let records = (0..keys).map(|k| super::user_record(k, round));
                 if producer.put_all(records).await.is_ok() {
                     *w.lock().unwrap() += keys;
@@ -493,7 +509,19 @@ impl Producer {
                 tokio::time::sleep(every).await;
             }
         });
-        Producer { task, written }
+        Producer {
+            task,
+            written,
+            finish,
+        }
+    }
+
+    /// Stops after the write in flight: the count is exactly what was written.
+    pub async fn finish(self) -> usize {
+        self.finish
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.task.await;
+        *self.written.lock().unwrap()
     }
 
     pub fn stop(self) -> usize {

@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)] // each suite uses a different subset
 
 pub mod fleet;
+pub mod prometheus;
 pub mod scenarios;
 
 use std::collections::{BTreeMap, HashMap};

@@ -15,6 +15,7 @@ mod local;
 mod multilang;
 mod output;
 mod put;
+mod scrape;
 mod signal;
 mod status;
 mod stream;

@@ -19,6 +19,10 @@ pub(crate) struct Args {
     /// The properties file, positionally (as the Java daemon accepts it).
     #[arg(value_name = "FILE", required_unless_present = "properties_file")]
     file: Option<PathBuf>,
+    /// Serve the worker's Prometheus metrics at http://ADDR/metrics
+    /// (e.g. 127.0.0.1:9464); off unless given.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Exit status for a properties file we cannot use.
@@ -44,7 +48,11 @@ pub(crate) async fn run(aws: &AwsArgs, args: Args) -> anyhow::Result<ExitCode> {
     );
     let aws = Aws::connect(&aws_args, &[Service::Kinesis, Service::DynamoDb]).await?;
     let children = ChildSupervisor::new(config.child.clone());
-    let worker = Worker::builder()
+    let mut builder = Worker::builder();
+    if let Some(addr) = args.metrics_addr {
+        builder = builder.metrics_addr(addr);
+    }
+    let worker = builder
         .config(config.worker.clone())
         .processor_factory(children.factory())
         .build_with_clients(aws.kinesis(), aws.dynamodb())?;

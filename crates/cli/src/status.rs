@@ -1,5 +1,6 @@
 //! `kfleet status`: an application's workers, leader, lease balance and
-//! shards waiting on their parents.
+//! shards waiting on their parents; with `--watch`, refreshed in place, and
+//! with `--metrics`, each shard's lag as its worker reports it.
 //!
 //! Workers and the leader come from the coordinator table
 //! `<application>-coordinator` when it exists, read through the leases
@@ -8,8 +9,11 @@
 //! in for workers.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::IsTerminal;
+use std::time::Duration;
 
 use kinesis_fleet::SequenceNumber;
+use kinesis_fleet::metrics::{self, BEHIND_LATEST_SECONDS};
 use kinesis_fleet_leases::{
     CoordinatorStore, CoordinatorView, DynamoCoordinatorStore, Lease, WorkerState,
     coordinator_table_name,
@@ -19,7 +23,9 @@ use serde::Serialize;
 use crate::aws::{Aws, AwsArgs, Service};
 use crate::leases::{is_missing_table, list_leases};
 use crate::output::{self, Table};
-use crate::time::{format_age, format_epoch_millis, now_millis};
+use crate::scrape;
+use crate::signal::shutdown_signal;
+use crate::time::{format_age, format_epoch_millis, now_millis, parse_duration};
 
 /// `kfleet status` options.
 #[derive(Debug, clap::Args)]
@@ -27,9 +33,15 @@ use crate::time::{format_age, format_epoch_millis, now_millis};
 Heartbeat ages are computed from the wall-clock times workers write, so they are only as \
 good as the clocks; workers themselves judge liveness by watching counters change.
 
+With --watch the view is redrawn in place every INTERVAL (2s if omitted) until Ctrl-C, with \
+a row per shard: its owner, checkpoint and, given the workers' metrics endpoints \
+(--metrics-addr of fleet_worker, kfleet tail --application, kfleet multilang), how far behind \
+the tip of the shard its consumer is (MillisBehindLatest).
+
 Examples:
   kfleet status --application orders-etl
-  kfleet status --application orders-etl --json | jq .balance")]
+  kfleet status --application orders-etl --json | jq .balance
+  kfleet status --application orders-etl --watch --metrics http://10.0.0.5:9464/metrics,http://10.0.0.6:9464/metrics")]
 pub(crate) struct Args {
     /// Application name (names the lease table and the coordinator table).
     #[arg(long, short)]
@@ -37,9 +49,20 @@ pub(crate) struct Args {
     /// Lease table, when it is not named after the application.
     #[arg(long, value_name = "TABLE")]
     lease_table: Option<String>,
-    /// Print JSON.
+    /// Print JSON (with --watch: one line per refresh).
     #[arg(long)]
     json: bool,
+    /// Refresh the view in place every INTERVAL (e.g. 1s, 2s, 1m) until Ctrl-C.
+    #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "2s",
+          value_parser = parse_duration)]
+    watch: Option<Duration>,
+    /// With --watch: stop after this many refreshes.
+    #[arg(long, value_name = "N", requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
+    count: Option<u64>,
+    /// Workers' Prometheus endpoints (comma-separated or repeated) to read
+    /// per-shard lag from, e.g. http://10.0.0.5:9464/metrics.
+    #[arg(long, value_name = "URL", value_delimiter = ',')]
+    metrics: Vec<String>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -53,6 +76,22 @@ struct Status {
     leases: LeaseCounts,
     balance: Option<Balance>,
     waiting_on_parents: Vec<Waiting>,
+    /// One row per unfinished lease (with --watch or --metrics).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    shards: Vec<ShardRow>,
+    /// Metrics endpoints that could not be read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    metrics_errors: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ShardRow {
+    lease_key: String,
+    owner: Option<String>,
+    checkpoint: String,
+    /// The largest behind-latest any endpoint reports for the shard (the
+    /// owner's; a worker that stopped consuming it reports 0).
+    behind_latest_seconds: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -111,22 +150,97 @@ struct Waiting {
 
 pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
     let aws = Aws::connect(aws_args, &[Service::DynamoDb]).await?;
+    let Some(interval) = args.watch else {
+        let status = snapshot(&aws, &args).await?;
+        return if args.json {
+            output::print_json(&status)
+        } else {
+            output::print(&render(&status))
+        };
+    };
+    // In place on a terminal; otherwise (a pipe, a log) one view after another.
+    let in_place = std::io::stdout().is_terminal() && !args.json;
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    for refresh in 1.. {
+        let status = snapshot(&aws, &args).await?;
+        if args.json {
+            output::print_json(&status)?;
+        } else {
+            let header = format!(
+                "every {}, {}{}\n\n",
+                format_age(interval.as_millis() as i64),
+                format_epoch_millis(now_millis()),
+                if in_place { " (Ctrl-C to stop)" } else { "" }
+            );
+            let clear = if in_place { "\x1b[H\x1b[2J" } else { "" };
+            let gap = if in_place { "" } else { "\n" };
+            output::print(&format!("{clear}{header}{}{gap}", render(&status)))?;
+        }
+        if args.count.is_some_and(|n| refresh >= n) {
+            break;
+        }
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Reads the tables (and the metrics endpoints) once.
+async fn snapshot(aws: &Aws, args: &Args) -> anyhow::Result<Status> {
     let lease_table = args.lease_table.clone().unwrap_or(args.application.clone());
-    let leases = list_leases(&aws, &lease_table).await?;
+    let leases = list_leases(aws, &lease_table).await?;
     let coordinator_table = coordinator_table_name(&args.application);
-    let coordinator = read_coordinator(&aws, &coordinator_table).await?;
-    let status = build_status(
+    let coordinator = read_coordinator(aws, &coordinator_table).await?;
+    let mut status = build_status(
         &args.application,
         &lease_table,
         coordinator.map(|c| (coordinator_table, c)),
         &leases,
         now_millis(),
     );
-    if args.json {
-        output::print_json(&status)
-    } else {
-        output::print(&render(&status))
+    if args.watch.is_some() || !args.metrics.is_empty() {
+        let (lag, errors) = read_lag(&args.metrics).await;
+        status.shards = shard_rows(&leases, &lag);
+        status.metrics_errors = errors;
     }
+    Ok(status)
+}
+
+/// Behind-latest seconds by shard id, the largest any endpoint reports,
+/// and the endpoints that failed.
+async fn read_lag(urls: &[String]) -> (HashMap<String, f64>, Vec<String>) {
+    let mut lag: HashMap<String, f64> = HashMap::new();
+    let mut errors = Vec::new();
+    for url in urls {
+        match scrape::fetch(url).await {
+            Ok(body) => {
+                for sample in scrape::samples(&body, BEHIND_LATEST_SECONDS.name) {
+                    if let Some(shard) = sample.labels.get(metrics::label::SHARD) {
+                        let entry = lag.entry(shard.clone()).or_insert(sample.value);
+                        *entry = entry.max(sample.value);
+                    }
+                }
+            }
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    (lag, errors)
+}
+
+fn shard_rows(leases: &[Lease], lag: &HashMap<String, f64>) -> Vec<ShardRow> {
+    leases
+        .iter()
+        .filter(|l| l.checkpoint.sequence_number != SequenceNumber::ShardEnd)
+        .map(|l| ShardRow {
+            lease_key: l.lease_key.clone(),
+            owner: l.lease_owner.clone(),
+            checkpoint: output::checkpoint_text(&l.checkpoint),
+            behind_latest_seconds: lag.get(l.shard_id()).copied(),
+        })
+        .collect()
 }
 
 /// The coordinator table's workers and leader, or `None` when the table
@@ -340,6 +454,24 @@ fn render(s: &Status) -> String {
             out.push_str(&table.render());
         }
     }
+    for error in &s.metrics_errors {
+        out.push_str(&format!("\nmetrics      {error}"));
+    }
+    if !s.shards.is_empty() {
+        out.push('\n');
+        let mut table = Table::new(&["SHARD", "OWNER", "BEHIND LATEST", "CHECKPOINT"]);
+        for row in &s.shards {
+            table.row(vec![
+                row.lease_key.clone(),
+                row.owner.clone().unwrap_or_default(),
+                row.behind_latest_seconds
+                    .map(|secs| format_age((secs * 1000.0).round() as i64))
+                    .unwrap_or_default(),
+                row.checkpoint.clone(),
+            ]);
+        }
+        out.push_str(&table.render());
+    }
     out
 }
 
@@ -400,6 +532,37 @@ mod tests {
         assert_eq!(st.waiting_on_parents[0].parents, ["s-2", "s-3"]);
         let text = render(&st);
         assert!(text.contains("no coordinator table"), "{text}");
+    }
+
+    #[test]
+    fn shard_rows_show_owner_checkpoint_and_the_reported_lag() {
+        let leases = [
+            lease("shardId-0", Some("w1"), &[], true),
+            lease("shardId-1", Some("w1"), &[], false),
+            lease("shardId-2", None, &[], false),
+        ];
+        let lag = HashMap::from([("shardId-1".to_owned(), 2.5)]);
+        let mut st = build_status("app", "app", None, &leases, 0);
+        st.shards = shard_rows(&leases, &lag);
+        st.metrics_errors = vec!["http://w2:9464/metrics: request failed".into()];
+        assert_eq!(st.shards.len(), 2, "finished leases are left out");
+        let text = render(&st);
+        let row = text.lines().find(|l| l.starts_with("shardId-1")).unwrap();
+        assert_eq!(
+            row.split_whitespace().collect::<Vec<_>>(),
+            ["shardId-1", "w1", "2.5", "s", "TRIM_HORIZON"],
+            "{text}"
+        );
+        let row = text.lines().find(|l| l.starts_with("shardId-2")).unwrap();
+        assert_eq!(
+            row.split_whitespace().collect::<Vec<_>>()[1..3],
+            ["-", "-"],
+            "{text}"
+        );
+        assert!(
+            text.contains("metrics      http://w2:9464/metrics: request failed"),
+            "{text}"
+        );
     }
 
     #[test]

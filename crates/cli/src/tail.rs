@@ -72,6 +72,10 @@ pub(crate) struct Args {
     /// if missing) and checkpoint what was printed, as any worker does.
     #[arg(long, short)]
     application: Option<String>,
+    /// With --application: serve the worker's Prometheus metrics at
+    /// http://ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR", requires = "application")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -484,7 +488,11 @@ async fn with_application(
     let factory_shutdown = shutdown.clone();
     let factory_leased = leased.clone();
     let failover_time = WorkerConfig::default().failover_time;
-    let worker = Worker::builder()
+    let mut builder = Worker::builder();
+    if let Some(addr) = args.metrics_addr {
+        builder = builder.metrics_addr(addr);
+    }
+    let worker = builder
         .stream(&args.stream)
         .application(&application)
         .initial_position(match start {

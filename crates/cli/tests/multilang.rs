@@ -22,10 +22,16 @@ struct Multilang(Child);
 
 impl Multilang {
     fn start(properties: &Path, log: &Path) -> Multilang {
+        Multilang::start_with(properties, log, &[])
+    }
+
+    /// With extra `kfleet multilang` options.
+    fn start_with(properties: &Path, log: &Path, extra: &[&str]) -> Multilang {
         let log = std::fs::File::create(log).expect("create log");
         let child = Command::new(env!("CARGO_BIN_EXE_kfleet"))
             .arg("multilang")
             .arg(properties)
+            .args(extra)
             .env("RUST_LOG", "info,dynoxide=error,ferrokinesis=error")
             .env("AWS_ACCESS_KEY_ID", "local")
             .env("AWS_SECRET_ACCESS_KEY", "local")
@@ -66,6 +72,18 @@ impl Drop for Multilang {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// `GET /metrics` of `addr` over HTTP/1.0; the body.
+fn get_metrics(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to /metrics");
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read /metrics");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.contains(" 200 "), "{head}");
+    body.to_owned()
 }
 
 async fn put(aws: &LocalAws, stream: &str, rounds: std::ops::Range<usize>) -> BTreeSet<String> {
@@ -152,13 +170,33 @@ async fn two_processes_share_a_stream_and_sigterm_hands_shards_over() {
     let mut written = put(&aws, &stream, 0..5).await;
     let first = Multilang::start(&properties, &dir.join("first.log"));
     wait_for(&dir, &written).await;
-    let second = Multilang::start(&properties, &dir.join("second.log"));
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let second = Multilang::start_with(
+        &properties,
+        &dir.join("second.log"),
+        &["--metrics-addr", &metrics_addr],
+    );
     written.extend(put(&aws, &stream, 5..10).await);
     wait_for(&dir, &written).await;
     // Let the leader move half of the leases to the second process.
     tokio::time::sleep(Duration::from_secs(6)).await;
     written.extend(put(&aws, &stream, 10..15).await);
     wait_for(&dir, &written).await;
+    // The second process serves its metrics: the records its children got.
+    let exposition = get_metrics(&metrics_addr);
+    let processed_here: f64 = exposition
+        .lines()
+        .filter(|l| l.starts_with("kinesis_fleet_records_processed_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(processed_here > 0.0, "{exposition}");
+    assert!(
+        exposition.contains("kinesis_fleet_leases_held{worker="),
+        "{exposition}"
+    );
     first.terminate();
     written.extend(put(&aws, &stream, 15..20).await);
     wait_for(&dir, &written).await;

@@ -91,6 +91,19 @@ impl Local {
         cmd
     }
 
+    /// `kfleet ARGS` in the background (output discarded); killed on drop.
+    fn spawn(&self, args: &[&str]) -> Background {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kfleet"));
+        cmd.args(args);
+        without_aws_environment(&mut cmd, &self.config);
+        cmd.env("AWS_ENDPOINT_URL_KINESIS", &self.kinesis)
+            .env("AWS_ENDPOINT_URL_DYNAMODB", &self.dynamodb)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        Background(cmd.spawn().expect("spawn kfleet"))
+    }
+
     /// Like [`Local::kfleet`], asserting success; returns stdout.
     fn ok(&self, args: &[&str], stdin: Option<&[u8]>) -> String {
         let out = self.kfleet(args, stdin);
@@ -108,6 +121,16 @@ impl Drop for Local {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A `kfleet` process in the background; killed on drop.
+struct Background(Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -403,6 +426,81 @@ fn operate_a_stream_and_a_fleet_end_to_end() {
     assert_tail_output(&out, &input);
     let out = local.ok(&["stream", "delete", stream, "--yes"], None);
     assert!(out.contains("deleted"), "{out}");
+}
+
+#[test]
+fn status_watch_shows_each_shard_with_its_workers_lag() {
+    let local = Local::start();
+    let stream = "kfleet-watch";
+    local.ok(&["stream", "create", stream, "--shards", "2"], None);
+    let stdin = input_lines(100).join("\n") + "\n";
+    local.ok(&["put", "--stream", stream], Some(stdin.as_bytes()));
+    let application = "kfleet-watch-app";
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let _worker = local.spawn(&[
+        "tail",
+        "--stream",
+        stream,
+        "--from",
+        "trim-horizon",
+        "--application",
+        application,
+        "--metrics-addr",
+        &metrics_addr,
+    ]);
+    let metrics_url = format!("http://{metrics_addr}/metrics");
+    let watch = [
+        "status",
+        "--application",
+        application,
+        "--watch",
+        "1s",
+        "--count",
+        "2",
+        "--metrics",
+        &metrics_url,
+    ];
+    // Until the worker holds both leases and reports both shards caught up.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let out = loop {
+        let out = local.kfleet(&watch, None);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let rows: Vec<Vec<String>> = text
+            .lines()
+            .filter(|l| l.starts_with("shardId-"))
+            .map(|l| l.split_whitespace().map(str::to_owned).collect())
+            .collect();
+        // SHARD OWNER BEHIND LATEST ("0 ms": two words) CHECKPOINT, in each of the two views.
+        let caught_up = rows.len() == 4
+            && rows
+                .iter()
+                .all(|r| r.len() == 5 && r[1] != "-" && r[2] == "0" && r[3] == "ms");
+        if out.status.success() && caught_up {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status --watch never showed both shards owned and caught up; last output:\n{text}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(
+        out.matches("every 1.0 s, ").count(),
+        2,
+        "two refreshes:\n{out}"
+    );
+    assert!(out.contains("SHARD"), "{out}");
+    // An endpoint that does not answer is reported, not fatal.
+    let dead = format!("http://127.0.0.1:{}/metrics", free_port());
+    let text = local.ok(
+        &["status", "--application", application, "--metrics", &dead],
+        None,
+    );
+    assert!(
+        text.contains(&format!("metrics      {dead}: request failed")),
+        "{text}"
+    );
 }
 
 #[test]

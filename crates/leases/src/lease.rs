@@ -94,6 +94,14 @@ impl Lease {
         self.lease_key.rsplit_once(':').map(|(stream, _)| stream)
     }
 
+    /// The lease key of one of this lease's parent shards (same stream).
+    pub fn parent_lease_key(&self, parent_shard_id: &str) -> String {
+        match self.stream_identifier() {
+            Some(stream) => format!("{stream}:{parent_shard_id}"),
+            None => parent_shard_id.to_owned(),
+        }
+    }
+
     /// The worker currently responsible for processing: the checkpoint owner
     /// while a handoff is pending, else the lease owner (KCL's `actualOwner`).
     pub fn actual_owner(&self) -> Option<&str> {

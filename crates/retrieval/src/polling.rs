@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
 use kinesis_fleet_types::HashKeyRange;
+use kinesis_fleet_types::metrics::{GET_RECORDS_DURATION_SECONDS, label, result};
 use tokio::time::Instant;
 
 use crate::error::{Error, Failure, Result};
@@ -242,14 +243,17 @@ impl ReadLoop for Fetcher {
                 let at = *pace.lock().expect("pace lock");
                 tokio::time::sleep_until(at).await;
                 *pace.lock().expect("pace lock") = Instant::now() + MIN_TIME_BETWEEN_GET_RECORDS;
-                send!(
+                let started = Instant::now();
+                let answer = send!(
                     self.client
                         .get_records()
                         .shard_iterator(&iterator)
                         .limit(self.config.max_records),
                     &self.probe,
                     "GetRecords"
-                )
+                );
+                record_get_records(&self.stream, started, &answer);
+                answer
             })
             .await;
             let out = match out {
@@ -298,6 +302,18 @@ impl ReadLoop for Fetcher {
             }
         }
     }
+}
+
+/// Records one GetRecords call's duration and result.
+fn record_get_records<T>(stream: &str, started: Instant, answer: &Result<T, Failure>) {
+    let outcome = match answer {
+        Ok(_) => result::OK,
+        Err(Failure::Error(Error::Throttled { .. })) => result::THROTTLED,
+        Err(_) => result::ERROR,
+    };
+    metrics::histogram!(GET_RECORDS_DURATION_SECONDS.name,
+        label::STREAM => stream.to_owned(), label::RESULT => outcome)
+    .record(started.elapsed().as_secs_f64());
 }
 
 impl Fetcher {

@@ -4,11 +4,13 @@
 //! - [`HashKeyRange`]: the 128-bit hash keys a shard covers.
 //! - [`Shard`]: a shard's id, parents and hash key range, as ListShards or a
 //!   closed shard's `ChildShards` describe it.
+//! - [`metrics`]: the metric set every crate records, one home for the names.
 //!
 //! A crate of its own so that the lease crate (DynamoDB) and the retrieval
 //! crate (Kinesis) share these nouns without depending on each other's SDK.
 
 mod hash_key_range;
+pub mod metrics;
 mod shard;
 mod shard_id;
 

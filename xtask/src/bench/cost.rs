@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::harness::{Binaries, Consumer, Emulators, wait_balanced};
+use super::harness::{Binaries, Consumer, Emulators, Proc, wait_balanced};
 use super::report::verdict;
 use super::{Ctx, Row, Section};
 
 const WORKERS: [&str; 3] = ["w1", "w2", "w3"];
-const SHARDS: [u32; 2] = [12, 48];
+pub(crate) const SHARDS: [u32; 2] = [12, 48];
 /// Time for the last handoffs and shard starts after balance.
 const SETTLE: Duration = Duration::from_secs(10);
 /// DynamoDB operations that write.
@@ -159,21 +159,14 @@ fn steady_state(
     balance_timeout: Duration,
     window: Duration,
 ) -> Result<Steady, String> {
-    let name = format!("cost-{}-{shards}", consumer.name());
-    emulators.create_stream(&name, shards, 0, 0)?;
-    let mut workers = WORKERS
-        .iter()
-        .map(|w| binaries.spawn(emulators, consumer, &name, &name, w, &[]))
-        .collect::<Result<Vec<_>, _>>()?;
-    let balanced = wait_balanced(
+    let (mut workers, balanced) = start_steady_fleet(
+        binaries,
         emulators,
-        &name,
-        shards as usize,
-        &mut workers,
+        consumer,
+        shards,
         balance_timeout,
-    )?
-    .is_some();
-    std::thread::sleep(SETTLE);
+        |_| Vec::new(),
+    )?;
     emulators.reset_counts()?;
     std::thread::sleep(window);
     let counts = emulators.counts()?;
@@ -188,4 +181,37 @@ fn steady_state(
             .collect(),
         balanced,
     })
+}
+
+/// Starts the 3 workers of a fleet over a new idle stream of `shards`
+/// shards (each with `extra(worker)` arguments), waits until it is balanced
+/// (or `balance_timeout`) and settled; the workers, and whether it balanced.
+pub(crate) fn start_steady_fleet(
+    binaries: &Binaries,
+    emulators: &mut Emulators,
+    consumer: Consumer,
+    shards: u32,
+    balance_timeout: Duration,
+    extra: impl Fn(&str) -> Vec<String>,
+) -> Result<(Vec<Proc>, bool), String> {
+    let name = format!("cost-{}-{shards}", consumer.name());
+    emulators.create_stream(&name, shards, 0, 0)?;
+    let mut workers = WORKERS
+        .iter()
+        .map(|w| {
+            let args = extra(w);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            binaries.spawn(emulators, consumer, &name, &name, w, &args)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let balanced = wait_balanced(
+        emulators,
+        &name,
+        shards as usize,
+        &mut workers,
+        balance_timeout,
+    )?
+    .is_some();
+    std::thread::sleep(SETTLE);
+    Ok((workers, balanced))
 }

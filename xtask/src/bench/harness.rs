@@ -523,7 +523,7 @@ impl Drop for Emulators {
 }
 
 /// `http://127.0.0.1:PORT` for a port that was free a moment ago.
-fn unused_endpoint() -> Result<String, String> {
+pub(crate) fn unused_endpoint() -> Result<String, String> {
     let listener =
         std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(|e| format!("bind: {e}"))?;
     let port = listener

@@ -12,6 +12,7 @@ mod drain;
 mod fleet;
 mod harness;
 mod memory;
+mod metrics;
 mod multilang;
 mod peers;
 mod process;
@@ -91,6 +92,7 @@ const SECTIONS: &[(&str, SectionFn)] = &[
     ("memory", memory::run),
     ("multilang", multilang::run),
     ("python", python::run),
+    ("metrics", metrics::run),
 ];
 
 /// Runs every section (or those whose name is in `only`) and writes the report:

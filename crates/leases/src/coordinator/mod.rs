@@ -98,6 +98,13 @@ pub struct TickPlan {
 pub struct AssignmentReport {
     /// Leases the leader scanned.
     pub leases_scanned: usize,
+    /// Scanned leases of unfinished shards (not at `SHARD_END`).
+    pub leases_unfinished: usize,
+    /// Unfinished leases with no live holder before the round (unowned, or
+    /// owned by a dead or stopped worker).
+    pub unowned: usize,
+    /// Unfinished leases whose parent leases have not reached `SHARD_END`.
+    pub waiting_on_parents: usize,
     /// Live workers the round balanced over.
     pub live_workers: usize,
     /// Leases given to a new owner directly (unowned, dead owner).

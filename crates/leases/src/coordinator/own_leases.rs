@@ -162,10 +162,7 @@ impl Coordinator {
     /// Whether every parent lease has reached `SHARD_END` (or never existed).
     pub(super) async fn parents_finished(&self, lease: &Lease) -> bool {
         for parent in &lease.parent_shard_ids {
-            let key = match lease.stream_identifier() {
-                Some(stream) => format!("{stream}:{parent}"),
-                None => parent.clone(),
-            };
+            let key = lease.parent_lease_key(parent);
             match self.leases.get_lease(&key).await {
                 Ok(None) => {}
                 Ok(Some(p)) if p.checkpoint.is_shard_end() => {}

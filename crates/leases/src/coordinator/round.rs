@@ -114,6 +114,23 @@ impl Coordinator {
                     || self.unsettled.contains_key(&lease.lease_key),
             })
             .collect();
+        report.leases_unfinished = candidates.len();
+        report.unowned = candidates
+            .iter()
+            .filter(|c| matches!(c.holder, Holder::Nobody))
+            .count();
+        report.waiting_on_parents = leases
+            .iter()
+            .filter(|l| !l.checkpoint.is_shard_end())
+            .filter(|l| {
+                l.parent_shard_ids.iter().any(|parent| {
+                    let key = l.parent_lease_key(parent);
+                    by_key
+                        .get(key.as_str())
+                        .is_some_and(|p| !p.checkpoint.is_shard_end())
+                })
+            })
+            .count();
         self.held_back = candidates.iter().any(|c| {
             !by_key[c.lease_key].is_handoff_pending() && self.unsettled.contains_key(c.lease_key)
         });

@@ -4,7 +4,8 @@
 //! Both hold one [`DynamoTable`](request::DynamoTable): the client, the
 //! table's name and [`DynamoStoreConfig`], and the request plumbing
 //! (retries, SDK error mapping). [`admin`] creates tables and waits for
-//! them; [`expr`] builds condition expressions.
+//! them; [`expr`] builds condition expressions; `request_metrics` counts
+//! requests and the capacity they consumed.
 
 mod admin;
 mod config;
@@ -12,6 +13,7 @@ mod coordinator;
 mod expr;
 mod lease_store;
 mod request;
+mod request_metrics;
 
 pub use config::{DynamoStoreConfig, TableCapacity};
 pub use coordinator::DynamoCoordinatorStore;

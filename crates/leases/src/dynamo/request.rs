@@ -14,6 +14,7 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use backon::Retryable;
 
 use super::config::DynamoStoreConfig;
+use super::request_metrics::RequestMetrics;
 use crate::error::{Error, Result};
 
 /// One DynamoDB table: its client, name and settings, and the request
@@ -29,17 +30,29 @@ pub(super) struct DynamoTable {
 impl DynamoTable {
     /// The table `name` with the default [`DynamoStoreConfig`].
     ///
-    /// The client is cloned with one extra interceptor that records the
-    /// endpoint requests go to, so [`Error::Unreachable`] can name it.
+    /// The client is cloned with two extra interceptors: one records the
+    /// endpoint requests go to, so [`Error::Unreachable`] can name it; the
+    /// other asks for and counts consumed capacity ([`RequestMetrics`]).
     pub(super) fn new(client: Client, name: impl Into<String>) -> Self {
         let endpoint = Arc::new(OnceLock::new());
         let recorder = EndpointRecorder {
             endpoint: endpoint.clone(),
         };
-        let client = Client::from_conf(client.config().to_builder().interceptor(recorder).build());
+        let name = name.into();
+        let metrics = RequestMetrics {
+            table: name.clone(),
+        };
+        let client = Client::from_conf(
+            client
+                .config()
+                .to_builder()
+                .interceptor(recorder)
+                .interceptor(metrics)
+                .build(),
+        );
         Self {
             client,
-            name: name.into(),
+            name,
             config: DynamoStoreConfig::default(),
             endpoint,
         }
@@ -121,13 +134,7 @@ impl DynamoTable {
                 Some("ResourceNotFoundException") => failed(Error::TableNotFound {
                     table: self.name.clone(),
                 }),
-                Some(
-                    "ProvisionedThroughputExceededException"
-                    | "RequestLimitExceeded"
-                    | "ThrottlingException"
-                    | "Throttling"
-                    | "LimitExceededException",
-                ) => failed(Error::Throttled {
+                Some(c) if is_throttling(c) => failed(Error::Throttled {
                     operation,
                     source: err.into(),
                 }),
@@ -171,6 +178,18 @@ impl DynamoTable {
             }),
         }
     }
+}
+
+/// Whether an AWS error code means the request was throttled.
+pub(super) fn is_throttling(code: &str) -> bool {
+    matches!(
+        code,
+        "ProvisionedThroughputExceededException"
+            | "RequestLimitExceeded"
+            | "ThrottlingException"
+            | "Throttling"
+            | "LimitExceededException"
+    )
 }
 
 /// Outcome of one request, before it becomes a public [`Error`].

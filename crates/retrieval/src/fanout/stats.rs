@@ -15,6 +15,17 @@ pub enum ResubscribeCause {
     Watchdog,
 }
 
+impl ResubscribeCause {
+    /// The cause as the `cause` label of the fan-out metrics writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResubscribeCause::Expired => "expired",
+            ResubscribeCause::Error => "error",
+            ResubscribeCause::Watchdog => "watchdog",
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct StatsInner {
     subscriptions_opened: AtomicU64,

@@ -10,6 +10,7 @@ use aws_sdk_kinesis::types::{
     StartingPosition as SdkStartingPosition, SubscribeToShardEvent, SubscribeToShardEventStream,
 };
 use kinesis_fleet_types::Shard;
+use kinesis_fleet_types::metrics::{FANOUT_RESUBSCRIPTIONS, SUBSCRIPTION_DURATION_SECONDS, label};
 use rand::Rng;
 use tokio::time::Instant;
 
@@ -97,7 +98,14 @@ impl ReadLoop for Subscriber {
                 Ok(receiver) => {
                     stats.subscription_opened();
                     tracing::debug!(after = ?self.continuation, "subscribed");
-                    self.consume(receiver).await?
+                    let opened = Instant::now();
+                    let ended = self.consume(receiver).await?;
+                    if let Ended::Resubscribe { cause, .. } = &ended {
+                        metrics::histogram!(SUBSCRIPTION_DURATION_SECONDS.name,
+                            label::STREAM => self.stream.clone(), label::CAUSE => cause.as_str())
+                        .record(opened.elapsed().as_secs_f64());
+                    }
+                    ended
                 }
                 Err(f) => match resubscribe_after(f, false) {
                     Ok(ended) => ended,
@@ -122,6 +130,10 @@ impl ReadLoop for Subscriber {
                 return Ok(());
             }
             stats.resubscribed(cause);
+            metrics::counter!(FANOUT_RESUBSCRIPTIONS.name,
+                label::STREAM => self.stream.clone(), label::SHARD => self.shard_id.clone(),
+                label::CAUSE => cause.as_str())
+            .increment(1);
             let delay = match cause {
                 ResubscribeCause::Expired => {
                     let max = self.config.retry.initial_delay.as_nanos() as u64;

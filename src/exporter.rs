@@ -1,0 +1,55 @@
+//! The Prometheus exporter: serves every metric of [`crate::metrics`] at
+//! `http://<addr>/metrics` (feature `prometheus`).
+//!
+//! The recorder is process-wide (the `metrics` facade holds one), so it is
+//! installed once per process; every worker in the process records into it.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::PrometheusBuilder;
+
+use crate::error::{Error, Result};
+
+/// Histogram buckets in seconds: batch processing and GetRecords calls
+/// (milliseconds to seconds) up to fan-out subscriptions (5 minutes).
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    150.0, 300.0,
+];
+
+/// The address the exporter of this process listens on, once installed.
+static INSTALLED: OnceLock<SocketAddr> = OnceLock::new();
+
+/// Installs the process-wide Prometheus exporter listening on `addr`, and
+/// registers the help text and units of every metric.
+///
+/// Call it from within a tokio runtime (the listener runs on it). A second
+/// call with the same address does nothing; with another address it fails,
+/// as does an address that cannot be bound or a process that already
+/// installed another `metrics` recorder.
+pub fn install_prometheus_exporter(addr: SocketAddr) -> Result<()> {
+    if let Some(installed) = INSTALLED.get() {
+        return if *installed == addr {
+            Ok(())
+        } else {
+            Err(Error::MetricsExporter {
+                addr,
+                message: format!("this process already exports metrics on {installed}"),
+            })
+        };
+    }
+    let failed = |e: &dyn std::fmt::Display| Error::MetricsExporter {
+        addr,
+        message: e.to_string(),
+    };
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets(BUCKETS)
+        .map_err(|e| failed(&e))?
+        .install()
+        .map_err(|e| failed(&e))?;
+    let _ = INSTALLED.set(addr);
+    kinesis_fleet_types::metrics::describe_all();
+    Ok(())
+}
