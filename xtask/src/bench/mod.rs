@@ -15,6 +15,7 @@ mod memory;
 mod multilang;
 mod peers;
 mod process;
+mod producer;
 mod python;
 mod report;
 
@@ -91,6 +92,7 @@ const SECTIONS: &[(&str, SectionFn)] = &[
     ("memory", memory::run),
     ("multilang", multilang::run),
     ("python", python::run),
+    ("producer", producer::run),
 ];
 
 /// Runs every section (or those whose name is in `only`) and writes the report:
