@@ -1,7 +1,8 @@
 //! Writers for the producer section: our producer (`produce`) and the
 //! emulator's PutRecords ceiling (`put-ceiling`), each timing `COUNT` user
 //! records of `BYTES` bytes with distinct partition keys and printing one
-//! JSON object: `user_records`, `kinesis_records`, `calls`, `seconds`.
+//! JSON object: `user_records`, `kinesis_records`, `calls`, `seconds` (and
+//! for the ceiling `build_seconds`, the untimed building of its entries).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -60,6 +61,7 @@ pub(crate) async fn ours(
         stats.get(Counter::KinesisRecordsPut),
         stats.get(Counter::PutRecordsCalls),
         seconds,
+        None,
     );
     Ok(())
 }
@@ -84,11 +86,14 @@ pub(crate) async fn ceiling(
     entries: Entries,
 ) -> Result<(), String> {
     let client = crate::kinesis_client(endpoint);
-    let records = (0..count).map(|i| user_record(i, bytes));
+    let records: Vec<_> = (0..count).map(|i| user_record(i, bytes)).collect();
+    let building = Instant::now();
+    let records = records.into_iter();
     let built: Vec<PutRecordsRequestEntry> = match entries {
         Entries::Plain => records.map(plain_entry).collect::<Result<_, _>>()?,
         Entries::Aggregated => aggregated_entries(&client, stream, records).await?,
     };
+    let build_seconds = building.elapsed().as_secs_f64();
     let kinesis_records = built.len();
     let calls = batches(built);
     let call_count = calls.len();
@@ -129,6 +134,7 @@ pub(crate) async fn ceiling(
         kinesis_records as u64,
         call_count as u64,
         seconds,
+        Some(build_seconds),
     );
     Ok(())
 }
@@ -195,7 +201,13 @@ fn batches(entries: Vec<PutRecordsRequestEntry>) -> Vec<Vec<PutRecordsRequestEnt
     calls
 }
 
-fn print_result(user_records: u64, kinesis_records: u64, calls: u64, seconds: f64) {
+fn print_result(
+    user_records: u64,
+    kinesis_records: u64,
+    calls: u64,
+    seconds: f64,
+    build_seconds: Option<f64>,
+) {
     println!(
         "{}",
         json!({
@@ -203,6 +215,7 @@ fn print_result(user_records: u64, kinesis_records: u64, calls: u64, seconds: f6
             "kinesis_records": kinesis_records,
             "calls": calls,
             "seconds": seconds,
+            "build_seconds": build_seconds,
         })
     );
 }
