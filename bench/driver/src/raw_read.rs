@@ -1,6 +1,5 @@
 //! A raw SDK reader: one task per shard calling GetRecords back to back.
 
-use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kinesis::error::DisplayErrorContext;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use kinesis_fleet_testkit::resharding::Reshard;
@@ -13,13 +12,7 @@ const MAX_RECORDS: i32 = 10_000;
 /// says it is caught up, printing a line per non-empty response and a final
 /// `{"event":"done","records":N}`.
 pub(crate) async fn run(endpoint: &str, stream: &str) -> Result<(), String> {
-    let config = aws_sdk_kinesis::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(kinesis_fleet_testkit::REGION))
-        .credentials_provider(Credentials::new("bench", "bench", None, None, "bench"))
-        .endpoint_url(endpoint)
-        .build();
-    let client = aws_sdk_kinesis::Client::from_conf(config);
+    let client = crate::kinesis_client(endpoint);
     let lineage = Reshard::new(client.clone(), stream)
         .lineage()
         .await

@@ -92,6 +92,11 @@ impl Binaries {
         })
     }
 
+    /// `kinesis-fleet-bench`, the driver.
+    pub(crate) fn driver(&self) -> &Path {
+        &self.driver
+    }
+
     /// The virtualenv's Python, with kcl-rs installed.
     pub(crate) fn python(&self) -> &Path {
         &self.python

@@ -16,6 +16,7 @@ mod metrics;
 mod multilang;
 mod peers;
 mod process;
+mod producer;
 mod python;
 mod report;
 
@@ -93,6 +94,7 @@ const SECTIONS: &[(&str, SectionFn)] = &[
     ("multilang", multilang::run),
     ("python", python::run),
     ("metrics", metrics::run),
+    ("producer", producer::run),
 ];
 
 /// Runs every section (or those whose name is in `only`) and writes the report:

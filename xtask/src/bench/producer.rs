@@ -1,0 +1,336 @@
+//! Producing: user records/s of 100 B records put into the embedded Kinesis
+//! emulator by our producer, by AWS Labs' `aws-kinesis-agg` for Python (with
+//! boto3) and for Node (with the AWS SDK for JavaScript v3), and by the
+//! emulator's PutRecords ceiling: the same records pre-built as entries, put
+//! as fast as one client can.
+//!
+//! `kinesis-fleet-bench produce` and `put-ceiling` (bench/driver) and
+//! `bench/peers/produce.{py,js}` each put the same records into a fresh
+//! stream and print their counts and seconds; each stream is then read back
+//! with `kinesis-fleet-bench raw-read`, whose Kinesis record count must equal
+//! the writer's.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::harness::{Binaries, Emulators};
+use super::{Ctx, Row, Section, peers, process, report};
+
+/// User records per contender: full, `--quick`.
+const RECORDS: (usize, usize) = (200_000, 5_000);
+const RECORD_BYTES: usize = 100;
+const SHARDS: u32 = 4;
+/// Passes per contender (interleaved; the median is reported): full, `--quick`.
+const PASSES: (usize, usize) = (3, 1);
+/// Goal: our user records/s as a fraction of the aggregated ceiling's.
+const CEILING_GOAL: f64 = 0.8;
+/// How long one writer, or reading its stream back, may take.
+const TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+const PYTHON_PEER: &str = "Python aws-kinesis-agg 1.2.3 + boto3";
+const NODE_PEER: &str = "Node aws-kinesis-agg 4.2.8 + @aws-sdk/client-kinesis";
+
+/// Who puts the records.
+#[derive(Clone, Copy)]
+enum Writer {
+    Ours,
+    Python,
+    Node,
+    /// Pre-built KPL aggregates, one shard's records each.
+    AggregatedCeiling,
+    /// Pre-built plain records.
+    PlainCeiling,
+}
+
+const WRITERS: [Writer; 5] = [
+    Writer::Ours,
+    Writer::Python,
+    Writer::Node,
+    Writer::AggregatedCeiling,
+    Writer::PlainCeiling,
+];
+
+impl Writer {
+    fn slug(self) -> &'static str {
+        match self {
+            Writer::Ours => "ours",
+            Writer::Python => "python",
+            Writer::Node => "node",
+            Writer::AggregatedCeiling => "ceiling-aggregated",
+            Writer::PlainCeiling => "ceiling-plain",
+        }
+    }
+}
+
+/// What one writer printed, with the Kinesis records read back.
+#[derive(Clone)]
+struct Measured {
+    user_records: f64,
+    kinesis_records: f64,
+    calls: f64,
+    seconds: f64,
+    /// The ceilings' untimed building of their entries.
+    build_seconds: Option<f64>,
+    runtime: Option<String>,
+}
+
+impl Measured {
+    fn per_second(&self) -> f64 {
+        self.user_records / self.seconds
+    }
+
+    /// e.g. "61.2 k user records/s, 0.0024 Kinesis records per user record (23 calls)".
+    fn figure(&self) -> String {
+        format!(
+            "{:.1} k user records/s; {:.4} Kinesis records per user record ({} in {} calls)",
+            self.per_second() / 1e3,
+            self.kinesis_records / self.user_records,
+            self.kinesis_records,
+            self.calls
+        )
+    }
+}
+
+pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
+    let binaries = ctx.binaries()?;
+    let node_dir = peers::node_modules(ctx)?;
+    let mut emulators = Emulators::start(binaries)?;
+    let (records, passes) = if ctx.quick {
+        (RECORDS.1, PASSES.1)
+    } else {
+        (RECORDS.0, PASSES.0)
+    };
+    let mut measured: Vec<Vec<Measured>> = vec![Vec::new(); WRITERS.len()];
+    for pass in 0..passes {
+        for (writer, results) in WRITERS.iter().zip(&mut measured) {
+            let stream = format!("producer-{}-{pass}", writer.slug());
+            emulators.create_stream(&stream, SHARDS, 0, RECORD_BYTES as u64)?;
+            let mut command = writer_command(
+                ctx,
+                binaries,
+                &node_dir,
+                *writer,
+                &emulators.kinesis,
+                &stream,
+                records,
+            );
+            let result = measure(writer.slug(), &mut command)?;
+            check_read_back(binaries.driver(), &emulators.kinesis, &stream, &result)?;
+            if result.user_records != records as f64 {
+                return Err(format!(
+                    "{} reported {} user records, expected {records}",
+                    writer.slug(),
+                    result.user_records
+                ));
+            }
+            results.push(result);
+        }
+    }
+    let [ours, python, node, aggregated, plain] = measured
+        .into_iter()
+        .map(median)
+        .collect::<Vec<_>>()
+        .try_into()
+        .map_err(|_| "one median per writer".to_owned())?;
+    let command = ctx.command("producer");
+    let ceiling_ratio = ours.per_second() / aggregated.per_second();
+    let rows = vec![
+        Row {
+            what: format!(
+                "Put {records} user records of {RECORD_BYTES} B (distinct partition keys) into \
+                 a {SHARDS}-shard stream, aggregation on"
+            ),
+            ours: ours.figure(),
+            peers: format!(
+                "{PYTHON_PEER}: {}; {NODE_PEER}: {}",
+                python.figure(),
+                node.figure()
+            ),
+            ratio: format!(
+                "{:.1}× Python, {:.1}× Node",
+                ours.per_second() / python.per_second(),
+                ours.per_second() / node.per_second()
+            ),
+            command: command.clone(),
+        },
+        Row {
+            what: "The same records vs the emulator's PutRecords ceiling (entries pre-built, \
+                   as many calls in flight as our producer allows)"
+                .to_owned(),
+            ours: ours.figure(),
+            peers: format!(
+                "pre-built aggregates, one shard's records each: {}; pre-built plain records: {}",
+                aggregated.figure(),
+                plain.figure()
+            ),
+            ratio: format!(
+                "{ceiling_ratio:.2}× the aggregated ceiling: {} (≥{CEILING_GOAL}×); {:.1}× the \
+                 plain ceiling",
+                report::verdict(ceiling_ratio >= CEILING_GOAL),
+                ours.per_second() / plain.per_second()
+            ),
+            command,
+        },
+    ];
+    let mut notes = vec![
+        format!(
+            "Each writer builds its {records} records (partition key `k<i>`, data `<i>:` padded \
+             to {RECORD_BYTES} B) before its clock starts, puts them into a fresh stream of the \
+             embedded emulator and stops the clock when every call has returned; median of \
+             {passes} interleaved pass(es). Kinesis records are counted by reading each stream \
+             back with plain GetRecords and must match the writer's count."
+        ),
+        "Ours: `Producer` with its defaults (aggregation by shard map, 1 MiB aggregates, 100 ms \
+         buffering, 16 calls in flight) except the per-shard rate limit, turned off because the \
+         emulator does not enforce one and the peers have none; timed from the first `send` \
+         until every record's handle resolved. The peers: `RecordAggregator` with its default \
+         1 MiB aggregates, aggregates batched into PutRecords calls of at most 500 entries and \
+         5 MiB, one call at a time as their documentation shows; their aggregates mix shards \
+         (no shard map)."
+            .to_owned(),
+        format!(
+            "Runtimes: {PYTHON_PEER} on {}; {NODE_PEER} on {}.",
+            python.runtime.as_deref().unwrap_or("?"),
+            node.runtime.as_deref().unwrap_or("?")
+        ),
+    ];
+    let build_seconds = aggregated
+        .build_seconds
+        .ok_or("put-ceiling printed no build_seconds")?;
+    let aggregate_then_put = records as f64 / (build_seconds + aggregated.seconds);
+    notes.push(format!(
+        "Where the time goes: building the ceiling's aggregates beforehand (MD5 shard lookup and \
+         `kinesis_fleet_kpl::Aggregator`, one thread) took {:.0} ms, so building then putting \
+         them one after the other would reach {:.1} k user records/s ({:.2}× the aggregated \
+         ceiling: the bound for a writer that aggregates on one thread without overlapping \
+         its calls); ours reaches {:.2}× that, the rest is what ours does beyond it (a `send`, \
+         a channel hop and a handle per record).",
+        build_seconds * 1e3,
+        aggregate_then_put / 1e3,
+        aggregate_then_put / aggregated.per_second(),
+        ours.per_second() / aggregate_then_put
+    ));
+    if ctx.quick {
+        notes.push("`--quick`: too few records for these figures to mean much.".to_owned());
+    }
+    Ok(Section {
+        title: "9. Producing".to_owned(),
+        intro: format!(
+            "User records/s of {RECORD_BYTES} B records put into the embedded Kinesis emulator: \
+             ours vs aws-kinesis-agg with boto3 (Python) and with the AWS SDK for JavaScript v3 \
+             (Node), and vs the emulator's PutRecords ceiling; Kinesis records per user record \
+             for each. Goal: ≥{CEILING_GOAL}× the ceiling with the same aggregates pre-built."
+        ),
+        rows,
+        notes,
+    })
+}
+
+/// The command that runs `writer` against `stream`.
+fn writer_command(
+    ctx: &Ctx,
+    binaries: &Binaries,
+    node_dir: &Path,
+    writer: Writer,
+    endpoint: &str,
+    stream: &str,
+    records: usize,
+) -> Command {
+    let sizes = [records.to_string(), RECORD_BYTES.to_string()];
+    let script = |name: &str| ctx.root.join("bench/peers").join(name);
+    let mut command = match writer {
+        Writer::Ours => {
+            let mut command = Command::new(binaries.driver());
+            command.args(["produce", endpoint, stream]);
+            command
+        }
+        Writer::AggregatedCeiling | Writer::PlainCeiling => {
+            let entries = match writer {
+                Writer::AggregatedCeiling => "aggregated",
+                _ => "plain",
+            };
+            let mut command = Command::new(binaries.driver());
+            command.args(["put-ceiling", entries, endpoint, stream]);
+            command
+        }
+        Writer::Python => {
+            let mut command = Command::new(binaries.python());
+            command.arg(script("produce.py")).args([endpoint, stream]);
+            command
+        }
+        Writer::Node => {
+            let mut command = Command::new("node");
+            command
+                .arg(script("produce.js"))
+                .args([endpoint, stream])
+                .current_dir(node_dir)
+                .env("NODE_PATH", node_dir.join("node_modules"));
+            command
+        }
+    };
+    command.args(sizes);
+    command
+}
+
+/// Runs one writer (`what`) and parses the JSON object it prints.
+fn measure(what: &str, command: &mut Command) -> Result<Measured, String> {
+    let stdout = process::output(command, what, TIMEOUT)?;
+    let report: Value = serde_json::from_slice(&stdout)
+        .map_err(|e| format!("{what} printed no JSON object: {e}"))?;
+    let number = |key: &str| {
+        report
+            .get(key)
+            .and_then(Value::as_f64)
+            .filter(|n| *n > 0.0)
+            .ok_or_else(|| format!("{what}: expected a positive number {key:?} in {report}"))
+    };
+    Ok(Measured {
+        user_records: number("user_records")?,
+        kinesis_records: number("kinesis_records")?,
+        calls: number("calls")?,
+        seconds: number("seconds")?,
+        build_seconds: report.get("build_seconds").and_then(Value::as_f64),
+        runtime: report
+            .get("runtime")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    })
+}
+
+/// Reads `stream` back and fails unless it holds the Kinesis records the
+/// writer reported.
+fn check_read_back(
+    driver: &Path,
+    endpoint: &str,
+    stream: &str,
+    written: &Measured,
+) -> Result<(), String> {
+    let what = format!("raw-read {stream}");
+    let stdout = process::output(
+        Command::new(driver).args(["raw-read", endpoint, stream]),
+        &what,
+        TIMEOUT,
+    )?;
+    let done = String::from_utf8_lossy(&stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|event| event["event"] == "done")
+        .and_then(|event| event["records"].as_f64())
+        .ok_or_else(|| format!("{what}: no done line"))?;
+    if done != written.kinesis_records {
+        return Err(format!(
+            "{stream} holds {done} Kinesis records, its writer reported {}",
+            written.kinesis_records
+        ));
+    }
+    Ok(())
+}
+
+/// The pass with the median throughput.
+fn median(mut passes: Vec<Measured>) -> Measured {
+    passes.sort_by(|a, b| a.per_second().total_cmp(&b.per_second()));
+    passes.swap_remove(passes.len() / 2)
+}
