@@ -20,7 +20,8 @@ use super::world::{Params, World, lock};
 /// Fleet shapes of the table.
 const SHARDS: [usize; 3] = [100, 1_000, 10_000];
 const WORKERS: [usize; 3] = [10, 100, 500];
-/// `failoverTimeMillis` (KCL default) and ours.
+/// `failoverTimeMillis`: the KCL's default and the simulation's
+/// ([`Params::steady`]).
 const FAILOVER: Duration = Duration::from_secs(10);
 /// The KCL's `epsilonMillis`.
 const EPSILON: Duration = Duration::from_millis(25);
@@ -109,6 +110,17 @@ fn write_units(bytes: usize) -> f64 {
     bytes.div_ceil(1024).max(1) as f64
 }
 
+/// Every lease (of `lease` bytes) renewed every `failover / 3 - epsilon`
+/// (the KCL's lease renewer, 2.x and 3.x alike).
+fn add_renewals(total: &mut Units, shards: usize, lease: usize) {
+    let renewals = shards as f64 * per_minute(FAILOVER / 3 - EPSILON);
+    let write = Units {
+        write: write_units(lease),
+        ..Units::default()
+    };
+    add(total, renewals, write);
+}
+
 /// KCL 2.x: every worker renews each lease it holds every
 /// `failover / 3 - epsilon` and scans the whole table every
 /// `2 × (failover + epsilon)` (its lease taker, eventually consistent);
@@ -118,15 +130,7 @@ fn kcl2(shards: usize, workers: usize) -> Units {
     let lease = lease_size(&typical_lease(KCL_WORKER));
     let table = || scan(std::iter::repeat_n(lease, shards), false);
     let mut total = Units::default();
-    let renewals = shards as f64 * per_minute(FAILOVER / 3 - EPSILON);
-    add(
-        &mut total,
-        renewals,
-        Units {
-            write: write_units(lease),
-            ..Units::default()
-        },
-    );
+    add_renewals(&mut total, shards, lease);
     let takers = workers as f64 * per_minute((FAILOVER + EPSILON) * 2);
     add(&mut total, takers, table());
     add(&mut total, 0.5, table());
@@ -143,15 +147,7 @@ fn kcl3(shards: usize, workers: usize) -> Units {
     let metrics = item_size(&kcl3_worker_metrics_item());
     let assignment = FAILOVER * 2;
     let mut total = Units::default();
-    let renewals = shards as f64 * per_minute(FAILOVER / 3 - EPSILON);
-    add(
-        &mut total,
-        renewals,
-        Units {
-            write: write_units(lease),
-            ..Units::default()
-        },
-    );
+    add_renewals(&mut total, shards, lease);
     let per_worker = shards.div_ceil(workers);
     let discovery = workers as f64 * per_minute(assignment / 2 - EPSILON);
     add(
@@ -223,25 +219,11 @@ fn ours(shards: usize, workers: usize) -> Units {
         .build()
         .expect("a current-thread runtime");
     runtime.block_on(async {
-        let step = Duration::from_secs(1);
-        let steps = ((WARM_UP + MEASURED).as_secs_f64() / step.as_secs_f64()) as usize;
         let params = Params {
-            initial_workers: workers,
-            max_workers: workers,
-            open_shards: shards,
-            closed_parents: 0,
-            parent_records: 0,
-            failover: FAILOVER,
-            step,
-            steps,
-            settle_steps: 0,
-            checkpoint_every: 60,
-            event_rate: 0.0,
-            faults: false,
-            reshard: false,
-            consumers_check_fence: true,
             check: false,
+            ..Params::steady(shards, workers, WARM_UP + MEASURED)
         };
+        let (step, steps) = (params.step, params.steps);
         let sim = Arc::new(Mutex::new(World::new(params, 18)));
         for _ in 0..workers {
             World::add_worker(&sim);

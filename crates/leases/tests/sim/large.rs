@@ -23,23 +23,7 @@ const END: Duration = Duration::from_secs(300);
 const STEADY_FROM: Duration = Duration::from_secs(240);
 
 fn params() -> Params {
-    Params {
-        initial_workers: 0,
-        max_workers: WAVES * PER_WAVE,
-        open_shards: SHARDS,
-        closed_parents: 0,
-        parent_records: 0,
-        failover: Duration::from_secs(10),
-        step: Duration::from_secs(1),
-        steps: (END.as_secs()) as usize,
-        settle_steps: 0,
-        checkpoint_every: 60,
-        event_rate: 0.0,
-        faults: false,
-        reshard: false,
-        consumers_check_fence: true,
-        check: true,
-    }
+    Params::steady(SHARDS, WAVES * PER_WAVE, END)
 }
 
 struct Phase {

@@ -69,6 +69,31 @@ impl Params {
         }
     }
 
+    /// A fleet of up to `workers` over `shards` open shards with no events,
+    /// no faults and no resharding for `duration` in 1 s steps: failover
+    /// 10 s, one checkpoint per shard per minute. Nobody joins yet; the
+    /// caller adds workers when it wants them.
+    pub(crate) fn steady(shards: usize, workers: usize, duration: Duration) -> Self {
+        let step = Duration::from_secs(1);
+        Params {
+            initial_workers: 0,
+            max_workers: workers,
+            open_shards: shards,
+            closed_parents: 0,
+            parent_records: 0,
+            failover: Duration::from_secs(10),
+            step,
+            steps: (duration.as_secs_f64() / step.as_secs_f64()) as usize,
+            settle_steps: 0,
+            checkpoint_every: 60,
+            event_rate: 0.0,
+            faults: false,
+            reshard: false,
+            consumers_check_fence: true,
+            check: true,
+        }
+    }
+
     pub(crate) fn heartbeat(&self) -> Duration {
         self.failover / 6
     }
