@@ -50,23 +50,24 @@ pub enum Counter {
     LeasesDeleted,
 }
 
-const COUNTERS: [Counter; 13] = [
-    Counter::RecordsDelivered,
-    Counter::BatchesDelivered,
-    Counter::CorruptAggregates,
-    Counter::RecordsOutOfRange,
-    Counter::ProcessorErrors,
-    Counter::BatchesSkipped,
-    Counter::Checkpoints,
-    Counter::LeasesHandedOff,
-    Counter::Fenced,
-    Counter::LeasesTaken,
-    Counter::LeasesLost,
-    Counter::LeasesCreated,
-    Counter::LeasesDeleted,
-];
-
 impl Counter {
+    /// Every counter, in [`WorkerStats`]' order.
+    pub const ALL: [Counter; 13] = [
+        Counter::RecordsDelivered,
+        Counter::BatchesDelivered,
+        Counter::CorruptAggregates,
+        Counter::RecordsOutOfRange,
+        Counter::ProcessorErrors,
+        Counter::BatchesSkipped,
+        Counter::Checkpoints,
+        Counter::LeasesHandedOff,
+        Counter::Fenced,
+        Counter::LeasesTaken,
+        Counter::LeasesLost,
+        Counter::LeasesCreated,
+        Counter::LeasesDeleted,
+    ];
+
     /// The metric this counter is recorded as.
     pub fn metric(self) -> Metric {
         match self {
@@ -91,8 +92,28 @@ impl Counter {
         self.metric().name
     }
 
+    /// A short, stable name for in-process readers (the Python package's
+    /// `Worker.stats()` keys): independent of the exported metric's.
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::RecordsDelivered => "records_delivered",
+            Counter::BatchesDelivered => "batches_delivered",
+            Counter::CorruptAggregates => "corrupt_aggregates",
+            Counter::RecordsOutOfRange => "records_out_of_range",
+            Counter::ProcessorErrors => "processor_errors",
+            Counter::BatchesSkipped => "batches_skipped",
+            Counter::Checkpoints => "checkpoints",
+            Counter::LeasesHandedOff => "leases_handed_off",
+            Counter::Fenced => "fenced",
+            Counter::LeasesTaken => "leases_taken",
+            Counter::LeasesLost => "leases_lost",
+            Counter::LeasesCreated => "leases_created",
+            Counter::LeasesDeleted => "leases_deleted",
+        }
+    }
+
     fn index(self) -> usize {
-        COUNTERS.iter().position(|c| *c == self).unwrap_or(0)
+        Counter::ALL.iter().position(|c| *c == self).unwrap_or(0)
     }
 }
 
@@ -113,7 +134,7 @@ pub struct ShardProgress {
 /// Live counters of one worker.
 #[derive(Debug, Default)]
 pub struct WorkerStats {
-    counters: [AtomicU64; COUNTERS.len()],
+    counters: [AtomicU64; Counter::ALL.len()],
     shards: Mutex<BTreeMap<ShardId, ShardProgress>>,
     /// The values of the labels every metric of this worker may carry.
     labels: WorkerLabels,
@@ -134,7 +155,7 @@ struct WorkerLabels {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StatsSnapshot {
-    counters: [u64; COUNTERS.len()],
+    counters: [u64; Counter::ALL.len()],
     /// Per-shard progress.
     pub shards: BTreeMap<ShardId, ShardProgress>,
 }
@@ -336,6 +357,15 @@ mod tests {
     use std::collections::BTreeSet;
 
     #[test]
+    fn every_counter_has_its_own_name_and_metric() {
+        let names: BTreeSet<&str> = Counter::ALL.iter().map(|c| c.name()).collect();
+        let metrics: BTreeSet<&str> = Counter::ALL.iter().map(|c| c.metric_name()).collect();
+        assert_eq!(names.len(), Counter::ALL.len());
+        assert_eq!(metrics.len(), Counter::ALL.len());
+        assert!(names.contains("records_delivered"));
+    }
+
+    #[test]
     fn counters_are_independent_and_snapshotted() {
         let stats = WorkerStats::default();
         stats.add(Counter::RecordsDelivered, 5);
@@ -346,7 +376,7 @@ mod tests {
         assert_eq!(snap.get(Counter::CorruptAggregates), 1);
         assert_eq!(snap.get(Counter::Checkpoints), 0);
         assert_eq!(snap.shards[&ShardId::new("s-1")].records_delivered, 5);
-        for (i, c) in COUNTERS.iter().enumerate() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
             assert_eq!(c.index(), i);
         }
     }
@@ -390,7 +420,7 @@ mod tests {
             stats.fetched(&shard, Some(1500));
             stats.delivered(&shard, 3, 300);
             stats.processed_in(Duration::from_millis(5));
-            for counter in COUNTERS {
+            for counter in Counter::ALL {
                 stats.add(counter, 1);
             }
             stats.checkpointed(result::THROTTLED);

@@ -107,6 +107,7 @@ class Worker:
         kinesis_endpoint: Optional[str],
         dynamodb_endpoint: Optional[str],
         credentials: Optional[Tuple[str, str]],
+        metrics_addr: Optional[str],
     ) -> None: ...
     @property
     def worker_id(self) -> str: ...

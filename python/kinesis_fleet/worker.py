@@ -72,6 +72,10 @@ class Worker:
     from the standard chain (profiles, ``AWS_REGION``, ``AWS_ENDPOINT_URL``,
     ``AWS_ENDPOINT_URL_KINESIS``/``_DYNAMODB``) unless given here.
 
+    ``metrics_addr="0.0.0.0:9464"`` serves the worker's Prometheus metrics
+    (the ``kinesis_fleet_*`` set in the README) at ``/metrics`` on that
+    address, one exporter per process; off by default.
+
     Raises :class:`~kinesis_fleet.ConfigurationError` naming the field when a
     setting is out of range.
     """
@@ -101,6 +105,7 @@ class Worker:
         kinesis_endpoint: Optional[str] = None,
         dynamodb_endpoint: Optional[str] = None,
         credentials: Optional[Tuple[str, str]] = None,
+        metrics_addr: Optional[str] = None,
     ) -> None:
         if isinstance(initial_position, datetime):
             if initial_position.tzinfo is None:
@@ -136,6 +141,7 @@ class Worker:
             kinesis_endpoint=kinesis_endpoint,
             dynamodb_endpoint=dynamodb_endpoint,
             credentials=credentials,
+            metrics_addr=metrics_addr,
         )
 
     @property

@@ -115,6 +115,12 @@ pub(crate) fn worker_error(py: Python<'_>, error: &RustError) -> PyErr {
             retryable,
             &[("stream", stream)],
         ),
+        RustError::MetricsExporter { .. } => with_attrs(
+            py,
+            ConfigurationError::new_err(message),
+            retryable,
+            &[("field", "metrics_addr")],
+        ),
         RustError::Retrieval(_) => with_attrs(py, RetrievalError::new_err(message), retryable, &[]),
         RustError::Leases(_) => with_attrs(py, LeaseTableError::new_err(message), retryable, &[]),
         _ => with_attrs(py, KinesisFleetError::new_err(message), retryable, &[]),

@@ -58,7 +58,7 @@ impl NativeWorker {
         *, stream, application, factory, run_coroutine, initial_position, at_timestamp, retrieval,
         failover, heartbeat_interval, worker_id, lease_table, max_leases_per_worker, max_records,
         poll_interval, shard_sync_interval, shutdown_timeout, error_policy, retry_backoff,
-        region, endpoint_url, kinesis_endpoint, dynamodb_endpoint, credentials
+        region, endpoint_url, kinesis_endpoint, dynamodb_endpoint, credentials, metrics_addr
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -86,6 +86,7 @@ impl NativeWorker {
         kinesis_endpoint: Option<String>,
         dynamodb_endpoint: Option<String>,
         credentials: Option<(String, String)>,
+        metrics_addr: Option<String>,
     ) -> PyResult<Self> {
         let mut builder = Worker::builder()
             .stream(stream)
@@ -172,6 +173,15 @@ impl NativeWorker {
         if let Some(d) = shutdown_timeout {
             builder = builder.shutdown_timeout(seconds("shutdown_timeout", d)?);
         }
+        if let Some(addr) = metrics_addr {
+            let addr = addr.parse().map_err(|e| {
+                config_error(
+                    "metrics_addr",
+                    format!("must be host:port with an IP address, e.g. \"0.0.0.0:9464\", got {addr:?}: {e}"),
+                )
+            })?;
+            builder = builder.metrics_addr(addr);
+        }
         let side = Arc::new(PythonSide {
             factory,
             run_coroutine,
@@ -212,12 +222,8 @@ impl NativeWorker {
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let snapshot = self.stats.snapshot();
         let dict = PyDict::new(py);
-        for counter in COUNTERS {
-            let name = counter
-                .metric_name()
-                .trim_start_matches("kinesis_fleet_")
-                .trim_end_matches("_total");
-            dict.set_item(name, snapshot.get(counter))?;
+        for counter in Counter::ALL {
+            dict.set_item(counter.name(), snapshot.get(counter))?;
         }
         Ok(dict)
     }
@@ -310,21 +316,6 @@ fn finish(
         ))),
     }
 }
-
-/// Every counter `stats()` reports.
-const COUNTERS: [Counter; 11] = [
-    Counter::RecordsDelivered,
-    Counter::BatchesDelivered,
-    Counter::CorruptAggregates,
-    Counter::RecordsOutOfRange,
-    Counter::ProcessorErrors,
-    Counter::BatchesSkipped,
-    Counter::Checkpoints,
-    Counter::LeasesTaken,
-    Counter::LeasesLost,
-    Counter::LeasesCreated,
-    Counter::LeasesDeleted,
-];
 
 /// Where the worker's AWS clients connect: the standard chain (profiles,
 /// `AWS_REGION`, `AWS_ENDPOINT_URL*`) with these overrides.
