@@ -19,14 +19,9 @@ struct Read {
 
 async fn read_all(aws: &LocalAws, stream: &str) -> Vec<Read> {
     let client = aws.kinesis_client();
-    let shards = client
-        .list_shards()
-        .stream_name(stream)
-        .send()
+    let shards = read_back::list_shards(&client, stream)
         .await
-        .expect("ListShards")
-        .shards
-        .unwrap_or_default();
+        .expect("ListShards");
     assert_eq!(shards.len(), 2);
     let mut out = Vec::new();
     for shard in shards {
@@ -290,14 +285,9 @@ async fn a_missing_stream_fails_at_start() {
 /// The raw data of every Kinesis record of the stream's only shard.
 async fn raw_records(aws: &LocalAws, stream: &str) -> Vec<Bytes> {
     let client = aws.kinesis_client();
-    let shards = client
-        .list_shards()
-        .stream_name(stream)
-        .send()
+    let shards = read_back::list_shards(&client, stream)
         .await
-        .expect("ListShards")
-        .shards
-        .unwrap_or_default();
+        .expect("ListShards");
     assert_eq!(shards.len(), 1);
     read_back::read_shard(&client, stream, shards[0].shard_id())
         .await
@@ -479,14 +469,9 @@ async fn a_split_while_producing_loses_duplicates_and_reorders_nothing() {
     producer.close().await.expect("close");
 
     let client = aws.kinesis_client();
-    let shards = client
-        .list_shards()
-        .stream_name(&stream)
-        .send()
+    let shards = read_back::list_shards(&client, &stream)
         .await
-        .expect("ListShards")
-        .shards
-        .unwrap_or_default();
+        .expect("ListShards");
     assert_eq!(shards.len(), 3, "the parent and its two children");
     let range_of = |id: &str| {
         let shard = shards

@@ -14,14 +14,9 @@ use kinesis_fleet_testkit::{LocalAws, read_back};
 /// (shard id, partition key, data) in shard order.
 async fn read_all(aws: &LocalAws, stream: &str) -> Vec<(String, String, Vec<u8>)> {
     let client = aws.kinesis_client();
-    let shards = client
-        .list_shards()
-        .stream_name(stream)
-        .send()
+    let shards = read_back::list_shards(&client, stream)
         .await
-        .expect("ListShards")
-        .shards
-        .unwrap_or_default();
+        .expect("ListShards");
     let mut out = Vec::new();
     for shard in shards {
         for resp in read_back::read_shard(&client, stream, shard.shard_id())
