@@ -142,7 +142,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
         }
     }
     Ok(Section {
-        title: "4. DynamoDB cost of a steady fleet".to_owned(),
+        title: "DynamoDB cost of a steady fleet".to_owned(),
         intro: "DynamoDB requests per minute of 3 idle workers, by fleet size. \
                 Goal: ours does not grow with shards."
             .to_owned(),

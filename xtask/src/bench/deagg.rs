@@ -143,7 +143,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
         );
     }
     Ok(Section {
-        title: "1. Deaggregation".to_owned(),
+        title: "Deaggregation".to_owned(),
         intro: format!(
             "Deaggregation on identical input files: ours vs aws-kinesis-agg (PyPI 1.2.3, \
              Python) and aws-kinesis-agg (npm 4.2.8, Node). Goal: ≥{PYTHON_GOAL}× Python, \

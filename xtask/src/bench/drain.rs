@@ -158,7 +158,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
         ));
     }
     Ok(Section {
-        title: "2. Start-up and drain".to_owned(),
+        title: "Start-up and drain".to_owned(),
         intro: "Time to first record and time to drain a pre-filled stream, one worker. \
                 Goals: first record in under 1 s; drain rate at least 0.8× the raw reader's."
             .to_owned(),

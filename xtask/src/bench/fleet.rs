@@ -93,7 +93,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
             .to_owned(),
     ];
     Ok(Section {
-        title: "3. Fleet: balance, join, failover".to_owned(),
+        title: "Fleet: balance, join, failover".to_owned(),
         intro: "Three workers start, a fourth joins, then the fourth is killed with \
                 `kill -9`, ours against kcl-rs driven the same way."
             .to_owned(),

@@ -57,7 +57,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
         python_baseline_mib(binaries)?
     ));
     Ok(Section {
-        title: "5. Memory".to_owned(),
+        title: "Memory".to_owned(),
         intro: "Peak resident memory of one worker holding every shard of a stream.".to_owned(),
         rows,
         notes,

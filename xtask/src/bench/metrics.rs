@@ -181,7 +181,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
         ),
     );
     Ok(Section {
-        title: "8. Metrics: exporter overhead and DynamoDB capacity".to_owned(),
+        title: "Metrics: exporter overhead and DynamoDB capacity".to_owned(),
         intro: "What the Prometheus exporter costs a draining worker (goal ≤ 3 %), and the \
                 DynamoDB capacity units a steady fleet consumes, read off its own metrics."
             .to_owned(),

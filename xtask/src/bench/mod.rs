@@ -23,7 +23,7 @@ mod report;
 use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use harness::Binaries;
 pub(crate) use report::{Row, Section};
@@ -84,7 +84,8 @@ impl Ctx {
 /// One question of the benchmark: measures and returns its table.
 type SectionFn = fn(&Ctx) -> Result<Section, String>;
 
-/// Every section, in the order of `BENCHMARKS.md`.
+/// Every section, in the order of `BENCHMARKS.md`; a section's number there is
+/// its place in this list.
 const SECTIONS: &[(&str, SectionFn)] = &[
     ("deagg", deagg::run),
     ("drain", drain::run),
@@ -113,12 +114,19 @@ pub(crate) fn run(quick: bool, only: &[String]) -> Result<(), String> {
         binaries: OnceCell::new(),
     };
     let mut sections = Vec::new();
-    for (name, section) in SECTIONS {
+    for (number, (name, section)) in (1..).zip(SECTIONS) {
         if !only.is_empty() && !only.iter().any(|o| o == name) {
             continue;
         }
         eprintln!("xtask bench: {name}");
-        sections.push(section(&ctx)?);
+        let started = Instant::now();
+        let mut measured = section(&ctx)?;
+        measured.title = format!("{number}. {}", measured.title);
+        eprintln!(
+            "xtask bench: {name} took {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
+        sections.push(measured);
     }
     let out = if quick {
         ctx.target.join("BENCHMARKS.quick.md")

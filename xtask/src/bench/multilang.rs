@@ -135,7 +135,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
             .to_owned(),
     ];
     Ok(Section {
-        title: "6. Processors in other languages: kfleet multilang".to_owned(),
+        title: "Processors in other languages: kfleet multilang".to_owned(),
         intro: "Records per second and time to first record of a no-op Python processor \
                 through the MultiLang protocol (`kfleet multilang`, one child process per \
                 shard), next to the same workload on our Rust API and on kcl-rs with a \

@@ -217,7 +217,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
         notes.push("`--quick`: too few records for these figures to mean much.".to_owned());
     }
     Ok(Section {
-        title: "9. Producing".to_owned(),
+        title: "Producing".to_owned(),
         intro: format!(
             "User records/s of {RECORD_BYTES} B records put into the embedded Kinesis emulator: \
              ours vs aws-kinesis-agg with boto3 (Python) and with the AWS SDK for JavaScript v3 \

@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 
 /// One question answered side by side.
 pub(crate) struct Section {
-    /// The heading, e.g. "1. Deaggregation".
+    /// The heading: a section returns its name ("Deaggregation"); the run
+    /// numbers it by its place in the report ("1. Deaggregation").
     pub(crate) title: String,
     /// What is measured and the goal, in a sentence or two.
     pub(crate) intro: String,
