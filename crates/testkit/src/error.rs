@@ -220,7 +220,10 @@ impl Error {
         }
     }
 
-    pub(crate) fn s3<E>(
+    /// An [`Error::S3`] from a failed aws-sdk-s3 call of `operation`,
+    /// retryable for timeouts, connection failures, 5xx answers and
+    /// `SlowDown` (S3's throttling).
+    pub fn from_s3<E>(
         operation: &'static str,
         err: aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
     ) -> Self

@@ -58,7 +58,7 @@ pub async fn create_bucket(client: &Client, bucket: &str) -> Result<()> {
         .bucket(bucket)
         .send()
         .await
-        .map_err(|e| Error::s3("CreateBucket", e))?;
+        .map_err(|e| Error::from_s3("CreateBucket", e))?;
     Ok(())
 }
 
@@ -91,7 +91,7 @@ pub async fn list_objects_paged(
             .set_continuation_token(token.take())
             .send()
             .await
-            .map_err(|e| Error::s3("ListObjectsV2", e))?;
+            .map_err(|e| Error::from_s3("ListObjectsV2", e))?;
         objects.extend(page.contents().iter().map(|o| ObjectSummary {
             key: o.key().unwrap_or_default().to_owned(),
             size: o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
@@ -112,7 +112,7 @@ pub async fn get_object(client: &Client, bucket: &str, key: &str) -> Result<Byte
         .key(key)
         .send()
         .await
-        .map_err(|e| Error::s3("GetObject", e))?;
+        .map_err(|e| Error::from_s3("GetObject", e))?;
     let body = out.body.collect().await.map_err(|e| Error::S3 {
         operation: "GetObject",
         message: format!("reading the body of {key}: {e}"),

@@ -1,8 +1,14 @@
 //! The local S3 end to end through aws-sdk-s3, against the backend chosen by
 //! KINESIS_FLEET_BACKEND (embedded: s3s-fs; npm: s3rver).
 
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use kinesis_fleet_testkit::proxy::{Fault, FaultProxy};
 use kinesis_fleet_testkit::{Backend, Error, LocalAws, s3};
 
 /// S3's smallest part size for every part but the last.
@@ -254,5 +260,227 @@ async fn missing_bucket_is_a_typed_error() {
     assert!(
         matches!(&err, Error::S3 { operation: "ListObjectsV2", retryable: false, message } if message.contains("NoSuchBucket")),
         "{err}"
+    );
+}
+
+/// An S3 client through `proxy`: `attempts` attempts with 10 ms initial
+/// backoff, 1 s per operation.
+fn s3_via(aws: &LocalAws, proxy: &FaultProxy, attempts: u32) -> aws_sdk_s3::Client {
+    let config = aws
+        .s3_config()
+        .expect("S3 config")
+        .to_builder()
+        .endpoint_url(proxy.endpoint())
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(attempts)
+                .with_initial_backoff(Duration::from_millis(10)),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(1))
+                .operation_timeout(Duration::from_secs(1))
+                .build(),
+        )
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// The S3 error code and HTTP status of a failed call.
+fn code_and_status<E: ProvideErrorMetadata>(
+    err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> (Option<String>, Option<u16>) {
+    (
+        err.code().map(str::to_owned),
+        err.raw_response().map(|r| r.status().as_u16()),
+    )
+}
+
+#[tokio::test]
+async fn proxy_throttles_and_fails_s3_operations_as_s3_would() {
+    let (aws, direct, bucket) = start().await;
+    let proxy = FaultProxy::start(aws.s3_endpoint().expect("S3"))
+        .await
+        .expect("proxy");
+    let once = s3_via(&aws, &proxy, 1);
+
+    // Throttling: 503 SlowDown, which the SDK retries as throttling.
+    proxy.set_fault(Fault::Throttle {
+        operation: "PutObject",
+    });
+    let put = once
+        .put_object()
+        .bucket(&bucket)
+        .key("a")
+        .body(ByteStream::from_static(b"a"));
+    let err = put.send().await.expect_err("PutObject is throttled");
+    assert_eq!(code_and_status(&err), (Some("SlowDown".into()), Some(503)));
+    let retried = Error::from_s3("PutObject", err);
+    assert!(retried.is_retryable(), "{retried}");
+    proxy.reset_counts();
+    let retrying = s3_via(&aws, &proxy, 3);
+    let put = retrying
+        .put_object()
+        .bucket(&bucket)
+        .key("a")
+        .body(ByteStream::from_static(b"a"));
+    put.send().await.expect_err("every attempt is throttled");
+    assert_eq!(
+        proxy.request_count("PutObject"),
+        3,
+        "{:?}",
+        proxy.request_counts()
+    );
+    // Other operations pass; nothing refused reached S3.
+    assert!(
+        s3::list_objects(&once, &bucket, "")
+            .await
+            .expect("ListObjectsV2")
+            .is_empty()
+    );
+    assert_eq!(proxy.request_count("ListObjectsV2"), 1);
+
+    // A throttled part: the 5 MiB body is refused with the answer, not a reset.
+    let upload = once
+        .create_multipart_upload()
+        .bucket(&bucket)
+        .key("big")
+        .send()
+        .await
+        .expect("CreateMultipartUpload passes");
+    let upload_id = upload.upload_id().expect("an upload id");
+    proxy.set_fault(Fault::Throttle {
+        operation: "UploadPart",
+    });
+    let part = vec![7u8; MIN_PART];
+    let upload_part = |client: &aws_sdk_s3::Client| {
+        client
+            .upload_part()
+            .bucket(&bucket)
+            .key("big")
+            .upload_id(upload_id)
+            .part_number(1)
+            .body(ByteStream::from(part.clone()))
+            .send()
+    };
+    let err = upload_part(&once)
+        .await
+        .expect_err("UploadPart is throttled");
+    assert_eq!(code_and_status(&err), (Some("SlowDown".into()), Some(503)));
+
+    // An internal error on one operation: 500 InternalError.
+    proxy.set_fault(Fault::InternalError {
+        operation: "CompleteMultipartUpload",
+    });
+    let etag = upload_part(&once)
+        .await
+        .expect("UploadPart passes")
+        .e_tag
+        .expect("ETag");
+    let complete = || {
+        once.complete_multipart_upload()
+            .bucket(&bucket)
+            .key("big")
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .parts(CompletedPart::builder().part_number(1).e_tag(&etag).build())
+                    .build(),
+            )
+            .send()
+    };
+    let err = complete().await.expect_err("CompleteMultipartUpload fails");
+    assert_eq!(
+        code_and_status(&err),
+        (Some("InternalError".into()), Some(500))
+    );
+    assert!(Error::from_s3("CompleteMultipartUpload", err).is_retryable());
+    assert!(
+        s3::list_objects(&direct, &bucket, "")
+            .await
+            .expect("list")
+            .is_empty()
+    );
+
+    // Lifted: everything goes through again.
+    proxy.set_fault(Fault::None);
+    complete()
+        .await
+        .expect("CompleteMultipartUpload after the fault");
+    let put = once
+        .put_object()
+        .bucket(&bucket)
+        .key("a")
+        .body(ByteStream::from_static(b"a"));
+    put.send().await.expect("PutObject after the fault");
+    let objects = s3::read_objects(&direct, &bucket, "")
+        .await
+        .expect("read back");
+    let sizes: Vec<_> = objects.iter().map(|(k, b)| (k.as_str(), b.len())).collect();
+    assert_eq!(sizes, [("a", 1), ("big", MIN_PART)]);
+}
+
+#[tokio::test]
+async fn proxy_cuts_s3_off_and_restores_it() {
+    let (aws, direct, bucket) = start().await;
+    let proxy = FaultProxy::start(aws.s3_endpoint().expect("S3"))
+        .await
+        .expect("proxy");
+    let client = s3_via(&aws, &proxy, 1);
+    let put = |key: &'static str| {
+        client
+            .put_object()
+            .bucket(&bucket)
+            .key(key)
+            .body(ByteStream::from_static(b"payload"))
+            .send()
+    };
+    put("before").await.expect("PutObject through the proxy");
+
+    // Reset: connections fail at once.
+    proxy.set_fault(Fault::Reset);
+    let started = Instant::now();
+    let err = put("reset").await.expect_err("reset");
+    assert!(
+        matches!(
+            err,
+            SdkError::DispatchFailure(_) | SdkError::ResponseError(_)
+        ),
+        "{}",
+        DisplayErrorContext(&err)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Blackhole: calls hang until the client's own timeout.
+    proxy.set_fault(Fault::Blackhole);
+    let started = Instant::now();
+    let err = put("blackhole").await.expect_err("blackholed");
+    assert!(
+        matches!(err, SdkError::TimeoutError(_)),
+        "{}",
+        DisplayErrorContext(&err)
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Nothing got through; lifted, calls succeed again.
+    let keys =
+        |objects: Vec<s3::ObjectSummary>| objects.into_iter().map(|o| o.key).collect::<Vec<_>>();
+    assert_eq!(
+        keys(s3::list_objects(&direct, &bucket, "").await.expect("list")),
+        ["before"]
+    );
+    proxy.set_fault(Fault::None);
+    put("after").await.expect("PutObject after the fault");
+    assert_eq!(
+        keys(s3::list_objects(&client, &bucket, "").await.expect("list")),
+        ["after", "before"]
     );
 }
