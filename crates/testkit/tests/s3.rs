@@ -254,13 +254,22 @@ async fn s3_is_opt_in() {
 #[tokio::test]
 async fn missing_bucket_is_a_typed_error() {
     let (aws, client, _bucket) = start().await;
-    let err = s3::list_objects(&client, &aws.unique_bucket_name("absent"), "")
-        .await
-        .unwrap_err();
+    let absent = aws.unique_bucket_name("absent");
+    let err = s3::list_objects(&client, &absent, "").await.unwrap_err();
     assert!(
         matches!(&err, Error::S3 { operation: "ListObjectsV2", retryable: false, message } if message.contains("NoSuchBucket")),
         "{err}"
     );
+    // Writing into it fails too: the bucket is not created on the way.
+    let put = client
+        .put_object()
+        .bucket(&absent)
+        .key("k")
+        .body(ByteStream::from_static(b"x"));
+    let err = Error::from_s3("PutObject", put.send().await.unwrap_err());
+    assert!(err.to_string().contains("NoSuchBucket"), "{err}");
+    assert!(!err.is_retryable(), "{err}");
+    assert!(s3::list_objects(&client, &absent, "").await.is_err());
 }
 
 /// An S3 client through `proxy`: `attempts` attempts with 10 ms initial
@@ -524,4 +533,37 @@ async fn credentials_as_each_backend_checks_them() {
             wrong.expect("s3rver accepts any signature");
         }
     }
+}
+
+#[tokio::test]
+async fn put_loop_writes_every_object() {
+    let (_aws, client, bucket) = start().await;
+    let body = bytes::Bytes::from(vec![b'x'; 1024]);
+    for (prefix, concurrency) in [("seq/", 1), ("par/", 4)] {
+        let report = s3::put_loop(&client, &bucket, prefix, body.clone(), 20, concurrency)
+            .await
+            .expect("put_loop");
+        assert_eq!((report.objects, report.bytes), (20, 20 * 1024));
+        assert!(report.bytes_per_sec() > 0.0 && report.objects_per_sec() > 0.0);
+        let listed = s3::list_objects(&client, &bucket, prefix)
+            .await
+            .expect("list");
+        let want: Vec<_> = (0..20).map(|i| (format!("{prefix}{i:08}"), 1024)).collect();
+        let got: Vec<_> = listed.into_iter().map(|o| (o.key, o.size)).collect();
+        assert_eq!(got, want);
+    }
+    let absent = s3::unique_bucket_name("absent");
+    let missing = s3::put_loop(&client, &absent, "", body, 3, 2)
+        .await
+        .expect_err("no such bucket");
+    assert!(
+        matches!(
+            missing,
+            Error::S3 {
+                operation: "PutObject",
+                ..
+            }
+        ),
+        "{missing}"
+    );
 }
