@@ -567,3 +567,32 @@ async fn put_loop_writes_every_object() {
         "{missing}"
     );
 }
+
+#[tokio::test]
+async fn default_addressing_works_on_the_loopback_endpoint() {
+    // A client configured only through the standard variables (no
+    // force_path_style, as `kfleet deliver s3` would be against `kfleet
+    // local`): the SDK cannot put a bucket into an IP address's host name,
+    // so it addresses path-style by itself.
+    let (aws, _client, bucket) = start().await;
+    let config = aws
+        .s3_config()
+        .expect("S3 config")
+        .to_builder()
+        .force_path_style(false);
+    let client = aws_sdk_s3::Client::from_conf(config.build());
+    client
+        .put_object()
+        .bucket(&bucket)
+        .key("k")
+        .body(ByteStream::from_static(b"v"))
+        .send()
+        .await
+        .expect("PutObject with default addressing");
+    assert_eq!(
+        s3::get_object(&client, &bucket, "k")
+            .await
+            .expect("GetObject"),
+        &b"v"[..]
+    );
+}
