@@ -596,3 +596,62 @@ async fn default_addressing_works_on_the_loopback_endpoint() {
         &b"v"[..]
     );
 }
+
+#[tokio::test]
+async fn parts_below_the_minimum_size() {
+    let (aws, client, bucket) = start().await;
+    let upload = client
+        .create_multipart_upload()
+        .bucket(&bucket)
+        .key("small-parts")
+        .send()
+        .await
+        .expect("CreateMultipartUpload");
+    let upload_id = upload.upload_id().expect("an upload id");
+    let mut parts = CompletedMultipartUpload::builder();
+    for number in 1..=2 {
+        let out = client
+            .upload_part()
+            .bucket(&bucket)
+            .key("small-parts")
+            .upload_id(upload_id)
+            .part_number(number)
+            .body(ByteStream::from_static(
+                b"too small for a part but the last",
+            ))
+            .send()
+            .await
+            .expect("UploadPart");
+        let etag = out.e_tag().expect("ETag");
+        parts = parts.parts(
+            CompletedPart::builder()
+                .part_number(number)
+                .e_tag(etag)
+                .build(),
+        );
+    }
+    let completed = client
+        .complete_multipart_upload()
+        .bucket(&bucket)
+        .key("small-parts")
+        .upload_id(upload_id)
+        .multipart_upload(parts.build())
+        .send()
+        .await;
+    match aws.backend() {
+        // As S3: every part but the last must be at least 5 MiB.
+        Backend::Embedded => {
+            let err = completed.expect_err("a 33-byte first part is refused");
+            assert_eq!(
+                err.code(),
+                Some("EntityTooSmall"),
+                "{}",
+                DisplayErrorContext(&err)
+            );
+        }
+        // s3rver does not check part sizes.
+        Backend::Npm => {
+            completed.expect("s3rver accepts small parts");
+        }
+    }
+}
