@@ -186,7 +186,7 @@ enum Servers {
 /// A Kinesis and a DynamoDB emulator on free loopback ports, and an S3 when
 /// started with one ([`LocalAws::start_with_s3`]).
 ///
-/// Dropping it stops both (threads are joined with a bounded wait, child
+/// Dropping it stops them all (threads are joined with a bounded wait, child
 /// processes are killed). Several instances may run in one process.
 pub struct LocalAws {
     backend: Backend,
