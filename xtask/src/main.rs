@@ -94,7 +94,10 @@ fn cargo(root: &Path, backend: &str, args: &[&str]) -> Result<(), String> {
 /// `npm ci --prefix testenv` unless the pinned emulators are installed.
 fn install_npm_emulators(root: &Path) -> Result<(), String> {
     let testenv = root.join("testenv");
-    if testenv.join("node_modules/.package-lock.json").exists() {
+    // s3rver came after the others: an older install lacks it.
+    if testenv.join("node_modules/.package-lock.json").exists()
+        && testenv.join("node_modules/s3rver/package.json").exists()
+    {
         return Ok(());
     }
     eprintln!("xtask: installing the npm emulators: npm ci --prefix testenv");

@@ -210,9 +210,17 @@ impl Aws {
     /// emulator has no per-bucket host names), checksums only where S3
     /// requires them (emulators differ in the checksum headers they know).
     pub(crate) fn s3(&self) -> aws_sdk_s3::Client {
-        let mut config = aws_sdk_s3::config::Builder::from(&self.sdk).request_checksum_calculation(
-            aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
-        );
+        // A request lost on the way (no answer ever) fails after the
+        // attempt timeout and is retried, instead of hanging the shard.
+        let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .operation_attempt_timeout(Duration::from_secs(300))
+            .build();
+        let mut config = aws_sdk_s3::config::Builder::from(&self.sdk)
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
+            .timeout_config(timeouts);
         if let Some(url) = &self.s3_endpoint {
             config = config
                 .endpoint_url(url)

@@ -1,6 +1,6 @@
-//! The embedded backend: ferrokinesis and dynoxide, each on its own OS thread
-//! with a one-worker Tokio runtime, so a large GetRecords never stalls the
-//! test's timers.
+//! The embedded backend: ferrokinesis, dynoxide and (on request) an s3s-fs
+//! S3, each on its own OS thread with a one-worker Tokio runtime, so a large
+//! GetRecords never stalls the test's timers.
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -176,37 +176,118 @@ pub(crate) async fn start_kinesis_with(
         // create_app spawns background tasks, so it runs inside the runtime.
         let (app, _store) = ferrokinesis::create_app(options);
         let app = app.layer(axum::extract::DefaultBodyLimit::max(KINESIS_MAX_BODY));
-        Ok(async move {
-            let mut shutdown = std::pin::pin!(shutdown);
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = &mut shutdown => break,
-                    accepted = listener.accept() => match accepted {
-                        Ok((stream, _)) => {
-                            let _ = stream.set_nodelay(true);
-                            let service = TowerToHyperService::new(app.clone());
-                            tokio::spawn(async move {
-                                let builder = auto::Builder::new(TokioExecutor::new());
-                                if let Err(e) = builder
-                                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                                    .await
-                                {
-                                    tracing::debug!("ferrokinesis connection ended: {e}");
-                                }
-                            });
-                        }
-                        Err(e) => {
-                            // E.g. out of file descriptors: back off instead of spinning.
-                            tracing::warn!("ferrokinesis accept failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    },
-                }
-            }
-        })
+        Ok(serve_http(
+            "ferrokinesis",
+            listener,
+            shutdown,
+            TowerToHyperService::new(app),
+        ))
     })
     .await
+}
+
+/// Serves `service` on every connection `listener` accepts (HTTP/1.1 and
+/// h2c) until `shutdown` fires.
+async fn serve_http<S, B>(
+    server: &'static str,
+    listener: tokio::net::TcpListener,
+    shutdown: oneshot::Receiver<()>,
+    service: S,
+) where
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<B>,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let service = service.clone();
+                    tokio::spawn(async move {
+                        let builder = auto::Builder::new(TokioExecutor::new());
+                        if let Err(e) = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .await
+                        {
+                            tracing::debug!("{server} connection ended: {e}");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // E.g. out of file descriptors: back off instead of spinning.
+                    tracing::warn!("{server} accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+/// The embedded S3 server and the directory it stores objects in (a
+/// temporary one, removed after the server stopped, unless a data directory
+/// was given).
+pub(crate) struct EmbeddedS3 {
+    // Declared first: the server stops before its directory is removed.
+    _server: EmulatorThread,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Starts the s3s adapter over an s3s-fs store on `port` (default: a free
+/// one), storing objects under `data_dir/s3` when given, else in a temporary
+/// directory. Path-style requests only; signed with one of
+/// [`crate::S3_ACCESS_KEYS`] (SigV4 is checked).
+pub(crate) async fn start_s3_with(
+    port: Option<u16>,
+    data_dir: Option<&Path>,
+) -> Result<(EmbeddedS3, SocketAddr)> {
+    let start_err = |message: String| Error::EmbeddedStart {
+        emulator: "S3",
+        message,
+    };
+    let (root, dir) = match data_dir {
+        Some(dir) => (dir.join("s3"), None),
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix("kinesis-fleet-s3-")
+                .tempdir()
+                .map_err(|e| start_err(format!("creating its temporary directory: {e}")))?;
+            (temp.path().to_owned(), Some(temp))
+        }
+    };
+    std::fs::create_dir_all(&root)
+        .map_err(|e| Error::io(format!("creating {}", root.display()), e))?;
+    let (server, addr) =
+        EmulatorThread::spawn("S3", port.unwrap_or(0), move |listener, shutdown| {
+            let store = s3s_fs::FileSystem::new(&root)
+                .map_err(|e| format!("opening its store {}: {e:?}", root.display()))?;
+            let mut auth = s3s::auth::SimpleAuth::new();
+            for (access_key, secret_key) in crate::S3_ACCESS_KEYS {
+                auth.register((*access_key).to_owned(), (*secret_key).into());
+            }
+            let mut builder = s3s::service::S3ServiceBuilder::new(store);
+            builder.set_auth(auth);
+            Ok(serve_http("s3s", listener, shutdown, builder.build()))
+        })
+        .await?;
+    Ok((
+        EmbeddedS3 {
+            _server: server,
+            _dir: dir,
+        },
+        addr,
+    ))
 }
 
 /// Starts dynoxide with an in-memory database.

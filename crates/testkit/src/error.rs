@@ -87,6 +87,21 @@ pub enum Error {
         /// Whether retrying the call may succeed (throttling, timeouts, 5xx).
         retryable: bool,
     },
+    /// An S3 call failed.
+    #[error("S3 {operation} failed: {message}")]
+    S3 {
+        /// The API operation.
+        operation: &'static str,
+        /// The SDK error with its full context.
+        message: String,
+        /// Whether retrying the call may succeed (throttling, timeouts, 5xx).
+        retryable: bool,
+    },
+    /// S3 was asked for, but this [`crate::LocalAws`] was started without it.
+    #[error(
+        "this LocalAws runs no S3: start it with LocalAws::start_with_s3() or LocalAwsOptions::s3 = true"
+    )]
+    S3NotStarted,
     /// A condition polled with a deadline did not hold in time.
     #[error("timed out after {waited:?} waiting for {what}; last seen: {last_seen}")]
     Timeout {
@@ -154,7 +169,7 @@ impl Error {
     /// Whether retrying the failed operation may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Kinesis { retryable, .. } => *retryable,
+            Error::Kinesis { retryable, .. } | Error::S3 { retryable, .. } => *retryable,
             Error::NotReady { .. } | Error::Timeout { .. } => true,
             Error::Producer(e) => e.is_retryable(),
             Error::InvalidBackend { .. }
@@ -163,6 +178,7 @@ impl Error {
             | Error::TestenvMissing { .. }
             | Error::EmulatorExited { .. }
             | Error::Io { .. }
+            | Error::S3NotStarted
             | Error::BadShard { .. }
             | Error::ShardNotOpen { .. }
             | Error::ShardsNotAdjacent { .. }
@@ -200,6 +216,34 @@ impl Error {
         Error::Kinesis {
             operation,
             message: aws_sdk_kinesis::error::DisplayErrorContext(&err).to_string(),
+            retryable,
+        }
+    }
+
+    /// An [`Error::S3`] from a failed aws-sdk-s3 call of `operation`,
+    /// retryable for timeouts, connection failures, 5xx answers and
+    /// `SlowDown` (S3's throttling).
+    pub fn from_s3<E>(
+        operation: &'static str,
+        err: aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> Self
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        use aws_sdk_s3::error::SdkError;
+        let retryable = match &err {
+            SdkError::TimeoutError(_)
+            | SdkError::DispatchFailure(_)
+            | SdkError::ResponseError(_) => true,
+            SdkError::ServiceError(e) => {
+                e.raw().status().is_server_error()
+                    || matches!(e.err().code(), Some("SlowDown" | "RequestTimeout"))
+            }
+            _ => false,
+        };
+        Error::S3 {
+            operation,
+            message: aws_sdk_s3::error::DisplayErrorContext(&err).to_string(),
             retryable,
         }
     }

@@ -1,17 +1,18 @@
 //! Local AWS for kinesis-fleet tests and the demo.
 //!
-//! [`LocalAws`] starts a Kinesis and a DynamoDB emulator on free loopback
-//! ports and hands out explicitly configured SDK clients and unique names.
-//! Two backends exist (see [`Backend`]); `KINESIS_FLEET_BACKEND` picks one:
+//! [`LocalAws`] starts a Kinesis and a DynamoDB emulator (and, when asked
+//! for, an S3) on free loopback ports and hands out explicitly configured
+//! SDK clients and unique names. Two backends exist (see [`Backend`]);
+//! `KINESIS_FLEET_BACKEND` picks one:
 //!
-//! - `embedded` (default): ferrokinesis and dynoxide, in-process, each on its
-//!   own thread and runtime. Nothing to install.
-//! - `npm`: kinesis-mock (`kinesis-local`) and dynalite as Node.js child
-//!   processes. Install once with `npm ci --prefix testenv`.
+//! - `embedded` (default): ferrokinesis, dynoxide and s3s-fs, in-process,
+//!   each on its own thread and runtime. Nothing to install.
+//! - `npm`: kinesis-mock (`kinesis-local`), dynalite and s3rver as Node.js
+//!   child processes. Install once with `npm ci --prefix testenv`.
 //!
 //! [`resharding`] tests consumers while a stream is split, merged and
 //! scaled; [`proxy`] injects network faults; [`read_back`] reads a stream
-//! back from TRIM_HORIZON.
+//! back from TRIM_HORIZON; [`s3`] reads objects back.
 //!
 //! ```no_run
 //! # async fn demo() -> kinesis_fleet_testkit::Result<()> {
@@ -28,6 +29,7 @@ mod npm;
 pub mod proxy;
 pub mod read_back;
 pub mod resharding;
+pub mod s3;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,6 +54,19 @@ pub const REGION: &str = "us-east-1";
 /// Total attempts (first try included) of the SDK's standard retry strategy.
 /// Small, because kinesis-mock answers a bad iterator with HTTP 500.
 pub const SDK_MAX_ATTEMPTS: u32 = 3;
+
+/// The access key pairs the embedded S3 accepts (it checks SigV4
+/// signatures): the test kit's own, and `local`/`local` as `kfleet local`
+/// prints. s3rver (npm backend) accepts any key.
+pub const S3_ACCESS_KEYS: &[(&str, &str)] = &[
+    (TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY),
+    ("local", "local"),
+];
+
+/// Access key id of the test kit's clients.
+const TEST_ACCESS_KEY_ID: &str = "AKIDTESTKIT";
+/// Secret access key of the test kit's clients.
+const TEST_SECRET_ACCESS_KEY: &str = "testkit-secret";
 
 /// How long [`LocalAws::create_stream`] and the [`resharding::Reshard`] actions
 /// wait for the stream to become ACTIVE.
@@ -123,14 +138,20 @@ impl std::fmt::Display for Backend {
 pub struct LocalAwsOptions {
     /// Which emulators to run.
     pub backend: Backend,
+    /// Run an S3 too ([`LocalAws::s3_endpoint`]). Default: no.
+    pub s3: bool,
     /// Loopback port for Kinesis. Default: a free port. Embedded backend only.
     pub kinesis_port: Option<u16>,
     /// Loopback port for DynamoDB. Default: a free port. Embedded backend only.
     pub dynamodb_port: Option<u16>,
+    /// Loopback port for S3 (with [`LocalAwsOptions::s3`]). Default: a free
+    /// port. Embedded backend only.
+    pub s3_port: Option<u16>,
     /// Keep the emulators' data in this directory (created if missing) so it
     /// survives a restart: ferrokinesis writes a write-ahead log and
     /// snapshots under `kinesis/`, dynoxide a SQLite file
-    /// `dynamodb.sqlite3`. Default: in memory. Embedded backend only.
+    /// `dynamodb.sqlite3`, S3 its objects under `s3/`. Default: in memory
+    /// (S3: a temporary directory removed on drop). Embedded backend only.
     pub data_dir: Option<PathBuf>,
 }
 
@@ -139,8 +160,10 @@ impl LocalAwsOptions {
     pub fn new(backend: Backend) -> LocalAwsOptions {
         LocalAwsOptions {
             backend,
+            s3: false,
             kinesis_port: None,
             dynamodb_port: None,
+            s3_port: None,
             data_dir: None,
         }
     }
@@ -151,14 +174,17 @@ enum Servers {
     Embedded {
         _kinesis: embedded::EmulatorThread,
         _dynamodb: embedded::EmulatorThread,
+        _s3: Option<Box<embedded::EmbeddedS3>>,
     },
     Npm {
         kinesis: Box<npm::NodeProcess>,
         dynamodb: Box<npm::NodeProcess>,
+        s3: Option<Box<npm::S3rver>>,
     },
 }
 
-/// A Kinesis and a DynamoDB emulator on free loopback ports.
+/// A Kinesis and a DynamoDB emulator on free loopback ports, and an S3 when
+/// started with one ([`LocalAws::start_with_s3`]).
 ///
 /// Dropping it stops both (threads are joined with a bounded wait, child
 /// processes are killed). Several instances may run in one process.
@@ -166,6 +192,7 @@ pub struct LocalAws {
     backend: Backend,
     kinesis_endpoint: String,
     dynamodb_endpoint: String,
+    s3_endpoint: Option<String>,
     startup: Duration,
     servers: Servers,
 }
@@ -176,6 +203,7 @@ impl std::fmt::Debug for LocalAws {
             .field("backend", &self.backend)
             .field("kinesis_endpoint", &self.kinesis_endpoint)
             .field("dynamodb_endpoint", &self.dynamodb_endpoint)
+            .field("s3_endpoint", &self.s3_endpoint)
             .finish_non_exhaustive()
     }
 }
@@ -188,6 +216,16 @@ impl LocalAws {
         LocalAws::start_with(Backend::from_env()?).await
     }
 
+    /// Starts the backend chosen by [`Backend::from_env`] with an S3 as well
+    /// ([`LocalAwsOptions::s3`]).
+    ///
+    /// Cancel safety: dropping the future stops whatever had been started.
+    pub async fn start_with_s3() -> Result<LocalAws> {
+        let mut options = LocalAwsOptions::new(Backend::from_env()?);
+        options.s3 = true;
+        LocalAws::start_with_options(options).await
+    }
+
     /// Starts `backend` and returns once both emulators answer requests.
     ///
     /// Cancel safety: dropping the future stops whatever had been started.
@@ -195,32 +233,40 @@ impl LocalAws {
         LocalAws::start_with_options(LocalAwsOptions::new(backend)).await
     }
 
-    /// Starts the emulators as `options` say and returns once both answer
+    /// Starts the emulators as `options` say and returns once all answer
     /// requests. Fixed ports and a data directory need the embedded backend.
     ///
     /// Cancel safety: dropping the future stops whatever had been started.
     pub async fn start_with_options(options: LocalAwsOptions) -> Result<LocalAws> {
         let backend = options.backend;
         let started = Instant::now();
-        let (servers, kinesis, dynamodb) = match backend {
+        let data_dir = options.data_dir.as_deref();
+        let (servers, kinesis, dynamodb, s3) = match backend {
             Backend::Embedded => {
-                let (kinesis, dynamodb) = tokio::try_join!(
-                    embedded::start_kinesis_with(options.kinesis_port, options.data_dir.as_deref()),
-                    embedded::start_dynamodb_with(
-                        options.dynamodb_port,
-                        options.data_dir.as_deref()
-                    )
+                let (kinesis, dynamodb, s3) = tokio::try_join!(
+                    embedded::start_kinesis_with(options.kinesis_port, data_dir),
+                    embedded::start_dynamodb_with(options.dynamodb_port, data_dir),
+                    async {
+                        match options.s3 {
+                            true => embedded::start_s3_with(options.s3_port, data_dir)
+                                .await
+                                .map(Some),
+                            false => Ok(None),
+                        }
+                    }
                 )?;
-                let (k, d) = (kinesis.1, dynamodb.1);
+                let (s3, s3_addr) = s3.unzip();
                 let servers = Servers::Embedded {
                     _kinesis: kinesis.0,
                     _dynamodb: dynamodb.0,
+                    _s3: s3.map(Box::new),
                 };
-                (servers, k, d)
+                (servers, kinesis.1, dynamodb.1, s3_addr)
             }
             Backend::Npm => {
                 if options.kinesis_port.is_some()
                     || options.dynamodb_port.is_some()
+                    || options.s3_port.is_some()
                     || options.data_dir.is_some()
                 {
                     return Err(Error::io(
@@ -232,27 +278,42 @@ impl LocalAws {
                     ));
                 }
                 let testenv = npm::Testenv::locate()?;
-                let (kinesis, dynamodb) =
-                    tokio::try_join!(testenv.start_kinesis(), testenv.start_dynamodb())?;
-                let (k, d) = (kinesis.1, dynamodb.1);
+                let (kinesis, dynamodb, s3) =
+                    tokio::try_join!(testenv.start_kinesis(), testenv.start_dynamodb(), async {
+                        match options.s3 {
+                            true => testenv.start_s3().await.map(Some),
+                            false => Ok(None),
+                        }
+                    })?;
+                let (s3, s3_addr) = s3.unzip();
                 let servers = Servers::Npm {
                     kinesis: Box::new(kinesis.0),
                     dynamodb: Box::new(dynamodb.0),
+                    s3: s3.map(Box::new),
                 };
-                (servers, k, d)
+                (servers, kinesis.1, dynamodb.1, s3_addr)
             }
         };
         let aws = LocalAws {
             backend,
             kinesis_endpoint: format!("http://{kinesis}"),
             dynamodb_endpoint: format!("http://{dynamodb}"),
+            s3_endpoint: s3.map(|addr| format!("http://{addr}")),
             startup: Duration::ZERO,
             servers,
         };
         // Ready means a real call succeeds, not just that a port is open.
-        let (output_k, output_d) = match &aws.servers {
-            Servers::Npm { kinesis, dynamodb } => (Some(&**kinesis), Some(&**dynamodb)),
-            Servers::Embedded { .. } => (None, None),
+        let (output_k, output_d, output_s3) = match &aws.servers {
+            Servers::Npm {
+                kinesis,
+                dynamodb,
+                s3,
+            } => (
+                Some(&**kinesis),
+                Some(&**dynamodb),
+                s3.as_deref().map(npm::S3rver::process),
+            ),
+            Servers::Embedded { .. } => (None, None, None),
         };
         tokio::try_join!(
             wait_ready("Kinesis", &aws.kinesis_endpoint, output_k, || {
@@ -277,6 +338,23 @@ impl LocalAws {
                         .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
                 }
             }),
+            async {
+                let (Some(endpoint), Ok(client)) = (&aws.s3_endpoint, aws.s3_client()) else {
+                    return Ok(());
+                };
+                wait_ready("S3", endpoint, output_s3, || {
+                    let client = client.clone();
+                    async move {
+                        client
+                            .list_buckets()
+                            .send()
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| aws_sdk_s3::error::DisplayErrorContext(e).to_string())
+                    }
+                })
+                .await
+            },
         )?;
         let startup = started.elapsed();
         tracing::debug!(%backend, ?startup, "local AWS ready");
@@ -301,6 +379,12 @@ impl LocalAws {
     /// DynamoDB endpoint, `http://127.0.0.1:PORT`.
     pub fn dynamodb_endpoint(&self) -> &str {
         &self.dynamodb_endpoint
+    }
+
+    /// S3 endpoint, `http://127.0.0.1:PORT`, if S3 was started
+    /// ([`LocalAws::start_with_s3`]).
+    pub fn s3_endpoint(&self) -> Option<&str> {
+        self.s3_endpoint.as_deref()
     }
 
     /// Kinesis client config: region `us-east-1`, static test credentials,
@@ -332,6 +416,28 @@ impl LocalAws {
             .build()
     }
 
+    /// S3 client config, set up like [`LocalAws::kinesis_config`], with
+    /// path-style addressing (`http://127.0.0.1:PORT/bucket/key`), as a
+    /// local endpoint needs. [`Error::S3NotStarted`] without an S3.
+    pub fn s3_config(&self) -> Result<aws_sdk_s3::Config> {
+        let endpoint = self.s3_endpoint.as_deref().ok_or(Error::S3NotStarted)?;
+        Ok(aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .credentials_provider(test_credentials())
+            .endpoint_url(endpoint)
+            .force_path_style(true)
+            .retry_config(retry_config())
+            .timeout_config(timeout_config())
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+            .build())
+    }
+
+    /// An S3 client for the emulator (see [`LocalAws::s3_config`]).
+    pub fn s3_client(&self) -> Result<aws_sdk_s3::Client> {
+        Ok(aws_sdk_s3::Client::from_conf(self.s3_config()?))
+    }
+
     /// A Kinesis client for the emulator (see [`LocalAws::kinesis_config`]).
     pub fn kinesis_client(&self) -> aws_sdk_kinesis::Client {
         aws_sdk_kinesis::Client::from_conf(self.kinesis_config())
@@ -347,6 +453,16 @@ impl LocalAws {
     /// `[A-Za-z0-9_.-]` in `prefix` become `-`; long prefixes are truncated.
     pub fn unique_name(&self, prefix: &str) -> String {
         unique_name(prefix)
+    }
+
+    /// A bucket name unique per process and call ([`s3::unique_bucket_name`]).
+    pub fn unique_bucket_name(&self, prefix: &str) -> String {
+        s3::unique_bucket_name(prefix)
+    }
+
+    /// Creates `bucket` in the S3 ([`Error::S3NotStarted`] without one).
+    pub async fn create_bucket(&self, bucket: &str) -> Result<()> {
+        s3::create_bucket(&self.s3_client()?, bucket).await
     }
 
     /// Creates a provisioned stream with `shards` shards and waits until it is
@@ -438,8 +554,8 @@ fn test_credentials() -> Credentials {
     // kinesis-mock namespaces streams by the access key's account, so keep
     // the key fixed for every client of one LocalAws.
     Credentials::new(
-        "AKIDTESTKIT",
-        "testkit-secret",
+        TEST_ACCESS_KEY_ID,
+        TEST_SECRET_ACCESS_KEY,
         None,
         None,
         "kinesis-fleet-testkit",
@@ -463,19 +579,22 @@ fn timeout_config() -> TimeoutConfig {
 const MAX_NAME_LEN: usize = 128;
 
 fn unique_name(prefix: &str) -> String {
+    unique(prefix, MAX_NAME_LEN, |c| {
+        c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
+    })
+}
+
+/// `<prefix>-<pid>-<counter>-<random>`, at most `max_len` characters, with
+/// characters of `prefix` that are not `allowed` replaced by `-` and an
+/// empty prefix replaced by `kf`.
+pub(crate) fn unique(prefix: &str, max_len: usize, allowed: impl Fn(char) -> bool) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let suffix = format!("-{}-{n}-{:04x}", std::process::id(), rand::random::<u16>());
     let mut name: String = prefix
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(MAX_NAME_LEN - suffix.len())
+        .map(|c| if allowed(c) { c } else { '-' })
+        .take(max_len - suffix.len())
         .collect();
     if name.is_empty() {
         name.push_str("kf");

@@ -1,5 +1,6 @@
-//! The npm backend: kinesis-mock (`kinesis-local`) and dynalite as Node.js
-//! child processes, installed by `npm ci --prefix testenv`.
+//! The npm backend: kinesis-mock (`kinesis-local`), dynalite and (on
+//! request) s3rver as Node.js child processes, installed by
+//! `npm ci --prefix testenv`.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -38,6 +39,7 @@ require(require('path').resolve(process.argv[1]));";
 
 /// The installed `testenv` directory.
 pub(crate) struct Testenv {
+    dir: PathBuf,
     kinesis_main: PathBuf,
     dynalite_cli: PathBuf,
 }
@@ -59,6 +61,7 @@ impl Testenv {
         }
         check_node()?;
         Ok(Testenv {
+            dir,
             kinesis_main,
             dynalite_cli,
         })
@@ -111,6 +114,53 @@ impl Testenv {
             Ok(cmd)
         })
         .await
+    }
+
+    /// Starts s3rver on a free port, storing objects in a new temporary
+    /// directory, path-style only, accepting any access key (through the
+    /// testenv's `s3rver-any-key.js` launcher).
+    pub(crate) async fn start_s3(&self) -> Result<(S3rver, SocketAddr)> {
+        let launcher = self.dir.join("s3rver-any-key.js");
+        let cli = self.dir.join("node_modules/s3rver/bin/s3rver.js");
+        for path in [&launcher, &cli] {
+            if !path.is_file() {
+                return Err(Error::TestenvMissing { path: path.clone() });
+            }
+        }
+        let store = tempfile::Builder::new()
+            .prefix("kinesis-fleet-s3rver-")
+            .tempdir()
+            .map_err(|e| Error::io("creating s3rver's temporary directory", e))?;
+        let (process, addr) = start_with_port_retry("s3rver", |port| {
+            let mut cmd = node_command(&launcher, &self.dir);
+            cmd.arg("--directory")
+                .arg(store.path())
+                .args(["--address", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--silent", "--no-vhost-buckets"]);
+            Ok(cmd)
+        })
+        .await?;
+        Ok((
+            S3rver {
+                process,
+                _store: store,
+            },
+            addr,
+        ))
+    }
+}
+
+/// s3rver and the temporary directory it stores objects in.
+pub(crate) struct S3rver {
+    // Declared first: the process is killed before its directory is removed.
+    process: NodeProcess,
+    _store: tempfile::TempDir,
+}
+
+impl S3rver {
+    /// The Node.js process.
+    pub(crate) fn process(&self) -> &NodeProcess {
+        &self.process
     }
 }
 

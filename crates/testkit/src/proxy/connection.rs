@@ -14,7 +14,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::fault::{Direction, Fault, FaultState, Refusal};
-use super::http::{self, RequestCounter};
+use super::http::{self, RequestCounter, RequestHead};
 use super::stats::{OpenGuard, Stats};
 
 /// Bytes read from a socket at once.
@@ -31,6 +31,11 @@ const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Under [`Fault::Reset`], how long a new connection is read (to count its
 /// request) before it is reset.
 const RESET_GRACE: Duration = Duration::from_millis(50);
+
+/// How long the rest of a refused request (e.g. a part's body) is read and
+/// thrown away after the refusal was sent, so that closing the socket does
+/// not reset the connection before the client has read the answer.
+const REFUSAL_DRAIN: Duration = Duration::from_secs(5);
 
 /// Most connections taken from the listen backlog when a reset is requested.
 const BACKLOG_DRAIN_LIMIT: usize = 1024;
@@ -171,12 +176,18 @@ async fn proxy_connection(
     match ending {
         None => {}
         Some(Ending::Failed(e)) => tracing::debug!("fault proxy connection ended: {e}"),
-        Some(Ending::Refused((target, refusal))) => {
-            let response = http::refusal_response(&target, refusal);
+        Some(Ending::Refused((request, refusal))) => {
+            let response = http::refusal_response(&request, refusal);
             if let Err(e) = client_write.write_all(&response).await {
                 tracing::debug!("fault proxy could not answer a refused request: {e}");
             }
             let _ = client_write.shutdown().await;
+            // The client closes once it has the answer (Connection: close).
+            let _ = tokio::time::timeout(REFUSAL_DRAIN, async {
+                let mut buf = vec![0u8; READ_CHUNK];
+                while matches!(client_read.read(&mut buf).await, Ok(1..)) {}
+            })
+            .await;
         }
         Some(Ending::Reset) => {
             // Reunite the halves so dropping them closes without a FIN first.
@@ -198,8 +209,8 @@ enum Ending {
     /// [`Fault::Reset`] was set.
     Reset,
     /// A request was held back under [`Fault::refusal`]; the client is to
-    /// be answered as the service with this `X-Amz-Target` would.
-    Refused((String, Refusal)),
+    /// be answered as the service it addresses would.
+    Refused((RequestHead, Refusal)),
     /// Reading or writing failed.
     Failed(io::Error),
 }
@@ -221,7 +232,7 @@ async fn refuse(mut client: TcpStream, counter: &mut RequestCounter, stats: &Sta
             match client.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if counter.feed(&buf[..n], |t| stats.count_request(http::operation(t))) > 0 {
+                    if counter.feed(&buf[..n], |r| stats.count_request(&r.operation)) > 0 {
                         break;
                     }
                 }
@@ -243,16 +254,15 @@ struct Chunk {
 /// Copies `src` to `dst` under the current fault until `src` ends (then
 /// half-closes `dst`) or either side fails. With a request `counter`, under
 /// a fault with a [`Fault::refusal`] each request head is held back until
-/// complete and a matching request ends the copy, returning its
-/// `X-Amz-Target` (empty if it has none) and the refusal, without forwarding
-/// it.
+/// complete and a matching request ends the copy, returning it and the
+/// refusal, without forwarding it.
 async fn forward(
     src: &mut OwnedReadHalf,
     dst: &mut OwnedWriteHalf,
     direction: Direction,
     faults: &watch::Receiver<FaultState>,
     mut counter: Option<(&mut RequestCounter, &Stats)>,
-) -> io::Result<Option<(String, Refusal)>> {
+) -> io::Result<Option<(RequestHead, Refusal)>> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(QUEUE_CHUNKS);
     let mut read_faults = faults.clone();
     let read = async move {
@@ -284,18 +294,18 @@ async fn forward(
             if let Some((counter, stats)) = counter.as_mut() {
                 let refusal = fault.refusal();
                 let holding = !head.is_empty() || (refusal.is_some() && counter.at_request_start());
-                let mut first_target = None;
-                counter.feed(&data, |target| {
-                    stats.count_request(http::operation(target));
-                    first_target.get_or_insert(target.map(str::to_owned));
+                let mut first_request = None;
+                counter.feed(&data, |request| {
+                    stats.count_request(&request.operation);
+                    first_request.get_or_insert_with(|| request.clone());
                 });
                 if holding {
                     head.extend_from_slice(&data);
-                    match (refusal, first_target) {
-                        (Some((operation, refusal)), Some(target))
-                            if http::operation(target.as_deref()) == operation =>
+                    match (refusal, first_request) {
+                        (Some((operation, refusal)), Some(request))
+                            if request.operation == operation =>
                         {
-                            return Ok(Some((target.unwrap_or_default(), refusal)));
+                            return Ok(Some((request, refusal)));
                         }
                         (Some(_), None) if !counter.is_off() => continue,
                         _ => data = std::mem::take(&mut head),

@@ -28,11 +28,13 @@ pub enum Fault {
     /// when the fault is lifted the held bytes are delivered in order (an
     /// event stream resumes, a pending response arrives late).
     StallResponses,
-    /// Answer every request for `operation` (the part of its `X-Amz-Target`
-    /// after the dot, as in [`FaultProxy::request_count`](super::FaultProxy::request_count),
-    /// e.g. `"UpdateItem"`) in place of the upstream, with the throttling
-    /// error of the service addressed (HTTP 400
-    /// `ProvisionedThroughputExceededException`, DynamoDB's or Kinesis'), and
+    /// Answer every request for `operation` (as in
+    /// [`FaultProxy::request_count`](super::FaultProxy::request_count): the
+    /// part of its `X-Amz-Target` after the dot, e.g. `"UpdateItem"`, or the
+    /// S3 operation of a REST request, e.g. `"PutObject"`, `"UploadPart"`)
+    /// in place of the upstream, with the throttling error of the service
+    /// addressed (HTTP 400 `ProvisionedThroughputExceededException`,
+    /// DynamoDB's or Kinesis'; HTTP 503 `SlowDown` in S3's XML), and
     /// close that connection; the request never reaches the upstream. Other
     /// requests pass through. A request is only recognised at the start of
     /// a read from the client, as every request of a client that waits for
@@ -43,8 +45,9 @@ pub enum Fault {
     },
     /// Answer every request for `operation` as [`Fault::Throttle`] does, but
     /// with the service's internal error (HTTP 500, DynamoDB's
-    /// `InternalServerError` or Kinesis' `InternalFailure`): a failure that
-    /// is neither throttling nor the caller's fault.
+    /// `InternalServerError`, Kinesis' `InternalFailure` or S3's
+    /// `InternalError`): a failure that is neither throttling nor the
+    /// caller's fault.
     InternalError {
         /// The operation to fail.
         operation: &'static str,

@@ -1,11 +1,29 @@
 //! Following HTTP/1.1 requests in a client → server byte stream (to count
 //! them by operation), and the error response a refused request gets.
+//!
+//! Two protocols are told apart: awsJson (Kinesis, DynamoDB), whose
+//! operation is in the `X-Amz-Target` header, and S3's REST protocol, whose
+//! operation follows from the method, the path and the query
+//! ([`s3_operation`]).
 
 use super::fault::Refusal;
 
 /// Key under which [`FaultProxy::request_counts`](super::FaultProxy::request_counts) counts HTTP/1.1 requests
-/// that carry no `X-Amz-Target` header.
+/// that carry no `X-Amz-Target` header and name no S3 operation either.
 pub const NO_TARGET: &str = "(no X-Amz-Target)";
+
+/// A request head the counter completed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct RequestHead {
+    /// The request method (`PUT`, `POST`, ...).
+    pub(super) method: String,
+    /// Its `X-Amz-Target` (awsJson: Kinesis, DynamoDB); `None` for a REST
+    /// request (S3).
+    pub(super) target: Option<String>,
+    /// The operation: the part of the target after its last `.`, else the
+    /// S3 operation of the method, path and query, else [`NO_TARGET`].
+    pub(super) operation: String,
+}
 
 /// Longest HTTP/1.1 request head (or chunk-size/trailer line) the request
 /// counter buffers; past it, it stops parsing the connection.
@@ -38,13 +56,12 @@ enum ScanState {
 }
 
 impl RequestCounter {
-    /// Feeds the next bytes; calls `on_request` with the `X-Amz-Target` of
-    /// every request head completed (`None` if it has none; see
-    /// [`operation`]) and returns how many there were.
+    /// Feeds the next bytes; calls `on_request` with every request head
+    /// completed and returns how many there were.
     pub(super) fn feed(
         &mut self,
         mut data: &[u8],
-        mut on_request: impl FnMut(Option<&str>),
+        mut on_request: impl FnMut(&RequestHead),
     ) -> usize {
         let mut seen = 0;
         while !data.is_empty() {
@@ -66,8 +83,8 @@ impl RequestCounter {
                     data = &data[used..];
                     let head = std::mem::take(&mut self.pending);
                     match self.parse_head(&head) {
-                        Some(target) => {
-                            on_request(target.as_deref());
+                        Some(request) => {
+                            on_request(&request);
                             seen += 1;
                         }
                         None => self.state = ScanState::Off,
@@ -162,8 +179,8 @@ impl RequestCounter {
     }
 
     /// Parses a complete request head and sets the body state. Returns the
-    /// `X-Amz-Target` (`Some(None)`: none), or `None` to stop.
-    fn parse_head(&mut self, head: &[u8]) -> Option<Option<String>> {
+    /// request, or `None` to stop.
+    fn parse_head(&mut self, head: &[u8]) -> Option<RequestHead> {
         let head = std::str::from_utf8(head).ok()?;
         let mut lines = head.split("\r\n");
         let request_line = lines.next()?;
@@ -172,6 +189,7 @@ impl RequestCounter {
             return None;
         }
         let mut target = None;
+        let mut copy_source = false;
         let mut length = 0u64;
         let mut chunked = false;
         for line in lines.filter(|l| !l.is_empty()) {
@@ -179,6 +197,8 @@ impl RequestCounter {
             let value = value.trim();
             if name.eq_ignore_ascii_case("x-amz-target") {
                 target = Some(value.to_owned());
+            } else if name.eq_ignore_ascii_case("x-amz-copy-source") {
+                copy_source = true;
             } else if name.eq_ignore_ascii_case("content-length") {
                 length = value.parse().ok()?;
             } else if name.eq_ignore_ascii_case("transfer-encoding") {
@@ -195,7 +215,19 @@ impl RequestCounter {
         } else {
             ScanState::Body(length)
         };
-        Some(target)
+        let mut parts = request_line.split(' ');
+        let method = parts.next().unwrap_or_default().to_owned();
+        let operation = match &target {
+            Some(target) => target.rsplit('.').next().unwrap_or(target),
+            None => s3_operation(&method, parts.next().unwrap_or_default(), copy_source)
+                .unwrap_or(NO_TARGET),
+        }
+        .to_owned();
+        Some(RequestHead {
+            method,
+            target,
+            operation,
+        })
     }
 
     fn finish_body_if_done(&mut self) {
@@ -209,19 +241,113 @@ impl RequestCounter {
     }
 }
 
-/// The operation an `X-Amz-Target` names (`DynamoDB_20120810.PutItem` →
-/// `PutItem`), [`NO_TARGET`] for a request without one.
-pub(super) fn operation(target: Option<&str>) -> &str {
-    match target {
-        Some(target) => target.rsplit('.').next().unwrap_or(target),
-        None => NO_TARGET,
-    }
+/// The S3 operation of a path-style REST request (`/bucket/key?query`), as
+/// S3 tells them apart: by method, by whether a key is named and by the
+/// query's subresources (`PUT /b/k?partNumber=1&uploadId=u` is UploadPart).
+/// `None` for what names no operation this knows.
+pub(super) fn s3_operation(
+    method: &str,
+    request_target: &str,
+    copy_source: bool,
+) -> Option<&'static str> {
+    // An absolute-form target (`http://host/path`) names the path after the host.
+    let request_target = match request_target.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |at| &rest[at..]),
+        None => request_target,
+    };
+    let (path, query) = request_target
+        .split_once('?')
+        .unwrap_or((request_target, ""));
+    let has = |name: &str| {
+        query
+            .split('&')
+            .any(|pair| pair.split('=').next() == Some(name))
+    };
+    let path = path.trim_start_matches('/');
+    let (bucket, key) = path.split_once('/').unwrap_or((path, ""));
+    let operation = match (method, bucket.is_empty(), key.is_empty()) {
+        ("GET", true, _) => "ListBuckets",
+        (_, true, _) => return None,
+        ("PUT", false, true) => "CreateBucket",
+        ("HEAD", false, true) => "HeadBucket",
+        ("DELETE", false, true) => "DeleteBucket",
+        ("POST", false, true) if has("delete") => "DeleteObjects",
+        ("GET", false, true) if has("uploads") => "ListMultipartUploads",
+        ("GET", false, true) if has("location") => "GetBucketLocation",
+        ("GET", false, true) if has("versions") => "ListObjectVersions",
+        ("GET", false, true) if query_value(query, "list-type") == Some("2") => "ListObjectsV2",
+        ("GET", false, true) => "ListObjects",
+        ("PUT", false, false) if has("uploadId") && copy_source => "UploadPartCopy",
+        ("PUT", false, false) if has("uploadId") => "UploadPart",
+        ("PUT", false, false) if has("tagging") => "PutObjectTagging",
+        ("PUT", false, false) if copy_source => "CopyObject",
+        ("PUT", false, false) => "PutObject",
+        ("POST", false, false) if has("uploads") => "CreateMultipartUpload",
+        ("POST", false, false) if has("uploadId") => "CompleteMultipartUpload",
+        ("GET", false, false) if has("uploadId") => "ListParts",
+        ("GET", false, false) if has("tagging") => "GetObjectTagging",
+        ("GET", false, false) => "GetObject",
+        ("HEAD", false, false) => "HeadObject",
+        ("DELETE", false, false) if has("uploadId") => "AbortMultipartUpload",
+        ("DELETE", false, false) => "DeleteObject",
+        _ => return None,
+    };
+    Some(operation)
+}
+
+/// The value of query parameter `name` (undecoded), if present.
+fn query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query
+        .split('&')
+        .find_map(|pair| match pair.split_once('=') {
+            Some((n, value)) if n == name => Some(value),
+            _ => None,
+        })
 }
 
 /// The complete response (closing the connection) with which the service
-/// that `target` addresses answers a request it refuses: DynamoDB's awsJson
-/// 1.0 error, or Kinesis' awsJson 1.1 one otherwise.
-pub(super) fn refusal_response(target: &str, refusal: Refusal) -> Vec<u8> {
+/// addressed answers a request it refuses: for S3 its REST XML error
+/// (`SlowDown` 503 or `InternalError` 500), else DynamoDB's awsJson 1.0 or
+/// Kinesis' awsJson 1.1 one.
+pub(super) fn refusal_response(request: &RequestHead, refusal: Refusal) -> Vec<u8> {
+    match &request.target {
+        Some(target) => json_refusal(target, &request.operation, refusal),
+        None => s3_refusal(request, refusal),
+    }
+}
+
+/// S3's error for a refused REST request; HEAD responses carry no body.
+fn s3_refusal(request: &RequestHead, refusal: Refusal) -> Vec<u8> {
+    let (status, code, message) = match refusal {
+        Refusal::Throttling => (
+            "503 Slow Down",
+            "SlowDown",
+            "Please reduce your request rate.",
+        ),
+        Refusal::InternalError => (
+            "500 Internal Server Error",
+            "InternalError",
+            "We encountered an internal error. Please try again.",
+        ),
+    };
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
+         <Message>{message} ({} refused by the fault proxy)</Message>\
+         <RequestId>fault-proxy-refusal</RequestId></Error>",
+        request.operation
+    );
+    let body = if request.method == "HEAD" { "" } else { &body };
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\n\
+         Content-Length: {}\r\nx-amz-request-id: fault-proxy-refusal\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// The awsJson error for a refused request with `X-Amz-Target` `target`.
+fn json_refusal(target: &str, operation: &str, refusal: Refusal) -> Vec<u8> {
     let dynamodb = target.starts_with("DynamoDB_");
     let (status, error_type, message) = match refusal {
         Refusal::Throttling => (
@@ -249,8 +375,7 @@ pub(super) fn refusal_response(target: &str, refusal: Refusal) -> Vec<u8> {
         ("application/x-amz-json-1.1", error_type.to_owned())
     };
     let body = format!(
-        r#"{{"__type":"{error_type}","message":"{message} {} (injected by the fault proxy)"}}"#,
-        operation(Some(target))
+        r#"{{"__type":"{error_type}","message":"{message} {operation} (injected by the fault proxy)"}}"#
     );
     format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n\
@@ -269,7 +394,7 @@ mod tests {
         let mut counter = RequestCounter::default();
         let mut ops = Vec::new();
         for piece in pieces {
-            counter.feed(piece, |target| ops.push(operation(target).to_owned()));
+            counter.feed(piece, |request| ops.push(request.operation.clone()));
         }
         (ops, counter.state)
     }
@@ -306,7 +431,7 @@ mod tests {
         let stream = "POST / HTTP/1.1\r\nx-amz-target: A.First\r\n\
                       Transfer-Encoding: chunked\r\n\r\n\
                       5;ext=1\r\nhello\r\n3\r\n\r\n\r\n\r\n0\r\nTrailer: x\r\n\r\n\
-                      GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+                      OPTIONS /b/k HTTP/1.1\r\nHost: h\r\n\r\n"
             .as_bytes();
         for split in 0..stream.len() {
             let (ops, state) = count_all(&[&stream[..split], &stream[split..]]);
@@ -337,5 +462,92 @@ mod tests {
         let (ops, state) = count_all(&[&huge]);
         assert!(ops.is_empty());
         assert_eq!(state, ScanState::Off);
+    }
+
+    #[test]
+    fn s3_operations_by_method_path_and_query() {
+        let cases = [
+            ("GET", "/", "ListBuckets"),
+            ("PUT", "/b", "CreateBucket"),
+            ("HEAD", "/b", "HeadBucket"),
+            ("DELETE", "/b/", "DeleteBucket"),
+            (
+                "GET",
+                "/b?list-type=2&prefix=a%2F&max-keys=3",
+                "ListObjectsV2",
+            ),
+            ("GET", "/b?prefix=a", "ListObjects"),
+            ("GET", "/b?uploads", "ListMultipartUploads"),
+            ("POST", "/b?delete", "DeleteObjects"),
+            ("PUT", "/b/a/k.gz?x-id=PutObject", "PutObject"),
+            (
+                "PUT",
+                "/b/k?x-id=UploadPart&partNumber=2&uploadId=u1",
+                "UploadPart",
+            ),
+            (
+                "POST",
+                "/b/a/k?uploads&x-id=CreateMultipartUpload",
+                "CreateMultipartUpload",
+            ),
+            ("POST", "/b/k?uploadId=u1", "CompleteMultipartUpload"),
+            ("DELETE", "/b/k?uploadId=u1", "AbortMultipartUpload"),
+            ("GET", "/b/k?uploadId=u1", "ListParts"),
+            ("GET", "/b/k?x-id=GetObject", "GetObject"),
+            ("HEAD", "/b/k", "HeadObject"),
+            ("DELETE", "/b/k?x-id=DeleteObject", "DeleteObject"),
+            ("GET", "http://127.0.0.1:9000/b/k", "GetObject"),
+        ];
+        for (method, target, want) in cases {
+            assert_eq!(
+                s3_operation(method, target, false),
+                Some(want),
+                "{method} {target}"
+            );
+        }
+        assert_eq!(s3_operation("PUT", "/b/k", true), Some("CopyObject"));
+        assert_eq!(
+            s3_operation("PUT", "/b/k?partNumber=1&uploadId=u", true),
+            Some("UploadPartCopy")
+        );
+        assert_eq!(s3_operation("POST", "/", false), None);
+        assert_eq!(s3_operation("PATCH", "/b/k", false), None);
+        // A key that merely contains a subresource's name is still a key.
+        assert_eq!(
+            s3_operation("PUT", "/b/uploads/uploadId", false),
+            Some("PutObject")
+        );
+
+        let (ops, _) = count_all(&[b"PUT /b/k?partNumber=1&uploadId=u HTTP/1.1\r\n\
+              Content-Length: 3\r\n\r\nabcGET /b?list-type=2 HTTP/1.1\r\n\r\n"]);
+        assert_eq!(ops, ["UploadPart", "ListObjectsV2"]);
+    }
+
+    #[test]
+    fn s3_refusals_are_s3_xml_errors() {
+        let request = |method: &str| RequestHead {
+            method: method.to_owned(),
+            target: None,
+            operation: "PutObject".to_owned(),
+        };
+        let slow =
+            String::from_utf8(refusal_response(&request("PUT"), Refusal::Throttling)).unwrap();
+        assert!(slow.starts_with("HTTP/1.1 503 "), "{slow}");
+        assert!(slow.contains("<Code>SlowDown</Code>"), "{slow}");
+        let (head, body) = slow.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.contains(&format!("Content-Length: {}", body.len())),
+            "{slow}"
+        );
+        let internal =
+            String::from_utf8(refusal_response(&request("PUT"), Refusal::InternalError)).unwrap();
+        assert!(internal.starts_with("HTTP/1.1 500 "), "{internal}");
+        assert!(
+            internal.contains("<Code>InternalError</Code>"),
+            "{internal}"
+        );
+        let head_only =
+            String::from_utf8(refusal_response(&request("HEAD"), Refusal::Throttling)).unwrap();
+        assert!(head_only.ends_with("Content-Length: 0\r\nx-amz-request-id: fault-proxy-refusal\r\nConnection: close\r\n\r\n"), "{head_only}");
     }
 }

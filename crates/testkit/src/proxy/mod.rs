@@ -6,7 +6,8 @@
 //! off to cut that client off, slow it down, reset its connections, silence
 //! its responses or throttle one operation, while other clients keep talking
 //! to the emulator directly.
-//! It also counts HTTP/1.1 requests by operation (`X-Amz-Target`).
+//! It also counts HTTP/1.1 requests by operation (`X-Amz-Target`, or for
+//! S3 the REST operation its method, path and query name).
 //!
 //! ```no_run
 //! # async fn demo() -> kinesis_fleet_testkit::Result<()> {
@@ -209,7 +210,10 @@ impl FaultProxy {
     /// Requests seen per operation since start or the last
     /// [`FaultProxy::reset_counts`], client → upstream, keyed by the part of
     /// `X-Amz-Target` after the last `.` (`DynamoDB_20120810.PutItem` counts
-    /// as `PutItem`); requests without the header count as [`NO_TARGET`].
+    /// as `PutItem`); requests without the header by their S3 operation
+    /// (path-style: `PUT /bucket/key?partNumber=1&uploadId=…` counts as
+    /// `UploadPart`, `GET /bucket?list-type=2` as `ListObjectsV2`), and
+    /// those that name none as [`NO_TARGET`].
     ///
     /// A request counts once its head has been read by the proxy, also when
     /// a fault then drops it, and every attempt of an SDK retry counts.
