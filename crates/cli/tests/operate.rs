@@ -26,6 +26,7 @@ impl Local {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kfleet"))
             .args(["local", "--kinesis-port", &kinesis_port.to_string()])
             .args(["--dynamodb-port", &dynamodb_port.to_string()])
+            .args(["--s3-port", "0"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -49,7 +50,8 @@ impl Local {
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut seen = Vec::new();
-        while local.kinesis.is_empty() || local.dynamodb.is_empty() {
+        let mut s3 = String::new();
+        while local.kinesis.is_empty() || local.dynamodb.is_empty() || s3.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match rx.recv_timeout(left) {
                 Ok(line) => line,
@@ -68,8 +70,12 @@ impl Local {
             if let Some(url) = line.strip_prefix("export AWS_ENDPOINT_URL_DYNAMODB=") {
                 local.dynamodb = url.to_owned();
             }
+            if let Some(url) = line.strip_prefix("export AWS_ENDPOINT_URL_S3=") {
+                s3 = url.to_owned();
+            }
             seen.push(line);
         }
+        assert!(s3.starts_with("http://127.0.0.1:"), "{s3}");
         assert_eq!(local.kinesis, format!("http://127.0.0.1:{kinesis_port}"));
         assert_eq!(local.dynamodb, format!("http://127.0.0.1:{dynamodb_port}"));
         local

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -278,6 +278,7 @@ pub(crate) async fn start_s3_with(
             }
             let mut builder = s3s::service::S3ServiceBuilder::new(store);
             builder.set_auth(auth);
+            builder.set_access(BucketsMustExist { root });
             Ok(serve_http("s3s", listener, shutdown, builder.build()))
         })
         .await?;
@@ -288,6 +289,30 @@ pub(crate) async fn start_s3_with(
         },
         addr,
     ))
+}
+
+/// The embedded S3's access check: signed requests only (s3s' default) and
+/// NoSuchBucket for an object request to a bucket that does not exist, as
+/// S3 answers (s3s-fs alone would create the bucket's directory on a
+/// PutObject).
+struct BucketsMustExist {
+    /// The s3s-fs store's root: one directory per bucket.
+    root: PathBuf,
+}
+
+#[async_trait::async_trait]
+impl s3s::access::S3Access for BucketsMustExist {
+    async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> s3s::S3Result<()> {
+        if cx.credentials().is_none() {
+            return Err(s3s::s3_error!(AccessDenied, "Signature is required"));
+        }
+        match cx.s3_path() {
+            s3s::path::S3Path::Object { bucket, .. } if !self.root.join(&**bucket).is_dir() => {
+                Err(s3s::s3_error!(NoSuchBucket))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Starts dynoxide with an in-memory database.

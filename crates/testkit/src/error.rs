@@ -21,7 +21,7 @@ pub enum Error {
     /// An embedded emulator could not be started.
     #[error("could not start the embedded {emulator} emulator: {message}")]
     EmbeddedStart {
-        /// `"Kinesis"` or `"DynamoDB"`.
+        /// `"Kinesis"`, `"DynamoDB"` or `"S3"`.
         emulator: &'static str,
         /// What failed.
         message: String,

@@ -57,7 +57,7 @@ pub const SDK_MAX_ATTEMPTS: u32 = 3;
 
 /// The access key pairs the embedded S3 accepts (it checks SigV4
 /// signatures): the test kit's own, and `local`/`local` as `kfleet local`
-/// prints. s3rver (npm backend) accepts any key.
+/// prints. s3rver (npm backend) accepts any key and checks no signature.
 pub const S3_ACCESS_KEYS: &[(&str, &str)] = &[
     (TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY),
     ("local", "local"),

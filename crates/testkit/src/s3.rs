@@ -19,7 +19,12 @@
 //! # Ok(()) }
 //! ```
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
 use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
 use crate::{Error, Result};
@@ -134,6 +139,83 @@ pub async fn read_objects(
         objects.push((summary.key, bytes));
     }
     Ok(objects)
+}
+
+/// What [`put_loop`] did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct PutLoopReport {
+    /// Objects written.
+    pub objects: u64,
+    /// Bytes written (object bodies only).
+    pub bytes: u64,
+    /// From the first request to the last answer.
+    pub elapsed: Duration,
+}
+
+impl PutLoopReport {
+    /// Body bytes per second.
+    pub fn bytes_per_sec(&self) -> f64 {
+        self.bytes as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    /// Objects per second.
+    pub fn objects_per_sec(&self) -> f64 {
+        self.objects as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+}
+
+/// PUTs `count` objects holding `body` under `<prefix><index, 8 digits>`,
+/// `concurrency` requests in flight (1, or 0: a plain sequential loop): the
+/// ceiling a sink's delivery rate is measured against, on the same server
+/// with the same bytes. Stops at the first failed PutObject.
+pub async fn put_loop(
+    client: &Client,
+    bucket: &str,
+    prefix: &str,
+    body: Bytes,
+    count: u64,
+    concurrency: usize,
+) -> Result<PutLoopReport> {
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut writers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let (client, next, body) = (client.clone(), Arc::clone(&next), body.clone());
+        let (bucket, prefix) = (bucket.to_owned(), prefix.to_owned());
+        writers.spawn(async move {
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if index >= count {
+                    return Ok(());
+                }
+                client
+                    .put_object()
+                    .bucket(&bucket)
+                    .key(format!("{prefix}{index:08}"))
+                    .body(ByteStream::from(body.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| Error::from_s3("PutObject", e))?;
+            }
+        });
+    }
+    while let Some(joined) = writers.join_next().await {
+        let written: Result<()> = joined.unwrap_or_else(|e| {
+            Err(Error::S3 {
+                operation: "PutObject",
+                message: format!("a put_loop writer task ended: {e}"),
+                retryable: false,
+            })
+        });
+        // Dropping the set on error aborts the other writers.
+        written?;
+    }
+    Ok(PutLoopReport {
+        objects: count,
+        bytes: count * body.len() as u64,
+        elapsed: started.elapsed(),
+    })
 }
 
 #[cfg(test)]
