@@ -34,7 +34,7 @@ enum Target {
 /// `kfleet deliver s3` options.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
-Object keys: <prefix>/<stream>/<shardId>/<first sequence>-<first sub>_<last sequence>-<last sub>.<txt|jsonl>[.gz|.zst], \
+Object keys: <prefix>/<stream>/<shardId>/<first sequence>-<first sub>_n<records>.<txt|jsonl>[.gz|.zst], \
 the prefix rendered for the arrival time (UTC) of the object's oldest record. \
 Prefix placeholders: {YYYY} {MM} {dd} {HH} {mm} {ss}, Firehose's !{timestamp:yyyy/MM/dd} and \
 !{firehose:error-output-type}.

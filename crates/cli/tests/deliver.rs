@@ -311,7 +311,8 @@ struct Object {
     partition: String,
     shard: String,
     first: Position,
-    last: Position,
+    /// Records of the shard it covers (`_n<records>`).
+    records: usize,
     lines: Vec<Line>,
 }
 
@@ -336,7 +337,7 @@ impl Object {
         let rest = &key[at + marker.len()..];
         let (shard, name) = rest.split_once('/').expect("shard/name");
         let range = name.split('.').next().expect("name");
-        let (first, last) = range.split_once('_').expect("first_last");
+        let (first, records) = range.split_once("_n").expect("first_n<records>");
         let jsonl = key.contains(".jsonl");
         let lines = body
             .split(|b| *b == b'\n')
@@ -374,7 +375,7 @@ impl Object {
             partition,
             shard: shard.to_owned(),
             first: Position::parse(first),
-            last: Position::parse(last),
+            records: records.parse().expect("record count"),
             lines,
             key,
         }
@@ -382,8 +383,8 @@ impl Object {
 }
 
 /// Every record of `want` in exactly one line; with positions (JSON lines),
-/// lines in order inside each object, within its key's range, and the
-/// objects of each shard in order without overlapping.
+/// lines in order inside each object, starting at its key's first record,
+/// and the objects of each shard in order without overlapping.
 fn check_exactly_once(objects: &[Object], want: &BTreeSet<String>) {
     let mut seen = BTreeMap::<&str, usize>::new();
     for o in objects {
@@ -407,29 +408,26 @@ fn check_exactly_once(objects: &[Object], want: &BTreeSet<String>) {
     assert!(extra.is_empty(), "unexpected records: {extra:?}");
     let mut by_shard = BTreeMap::<&str, Vec<&Object>>::new();
     for o in objects {
-        assert!(o.first <= o.last, "{}", o.key);
-        by_shard.entry(&o.shard).or_default().push(o);
+        assert!(o.lines.len() <= o.records, "{}", o.key);
         let positions: Vec<&Position> =
             o.lines.iter().filter_map(|l| l.position.as_ref()).collect();
         if positions.is_empty() {
             continue;
         }
+        by_shard.entry(&o.shard).or_default().push(o);
         assert!(
             positions.windows(2).all(|w| w[0] < w[1]),
             "lines out of order in {}",
             o.key
         );
-        assert!(
-            o.first <= *positions[0] && *positions[positions.len() - 1] <= o.last,
-            "{}",
-            o.key
-        );
+        assert!(o.first <= *positions[0], "{}", o.key);
     }
     for (shard, mut list) in by_shard {
         list.sort_by(|a, b| a.first.cmp(&b.first));
         for w in list.windows(2) {
+            let last = w[0].lines.last().and_then(|l| l.position.as_ref());
             assert!(
-                w[0].last < w[1].first,
+                last.is_some_and(|last| *last < w[1].first),
                 "objects of {shard} overlap: {} and {}",
                 w[0].key,
                 w[1].key
@@ -511,6 +509,7 @@ async fn every_record_in_exactly_one_object_with_prefixes_and_compression() {
             o.key,
             o.lines.len()
         );
+        assert_eq!(o.lines.len(), o.records, "{}", o.key);
         let oldest = o
             .lines
             .iter()
@@ -556,7 +555,7 @@ async fn every_record_in_exactly_one_object_with_prefixes_and_compression() {
         let last = json_objects
             .iter()
             .filter(|o| o.shard == shard)
-            .map(|o| &o.last)
+            .filter_map(|o| o.lines.last()?.position.clone())
             .max()
             .expect("objects");
         assert_eq!(checkpoint, last.sequence, "{shard}");

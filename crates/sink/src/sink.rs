@@ -28,10 +28,14 @@ use crate::upload::Uploader;
 /// lease drops the buffer (the new owner reads it again).
 ///
 /// **Effectively once.** An object's key is
-/// `<prefix>/<stream>/<shardId>/<first sequence>-<first sub>_<last sequence>-<last sub>.<ext>`
-/// (sub-sequence numbers zero-padded to 6 digits, so keys of a shard sort in
-/// record order), its prefix rendered for the approximate arrival time of
-/// its oldest record. Before uploading, the sink writes a prepared
+/// `<prefix>/<stream>/<shardId>/<first sequence>-<first sub>_n<records>.<ext>`:
+/// the position of its first record (the sub-sequence number zero-padded to
+/// 6 digits, so keys of a shard sort in record order) and how many of the
+/// shard's records it covers (dropped and failed ones included), which
+/// names its last record as well as the last position would, in half the
+/// length (S3 emulators that store keys in file names reject two 56-digit
+/// sequence numbers); its prefix is rendered for the approximate arrival
+/// time of its oldest record. Before uploading, the sink writes a prepared
 /// (two-phase) checkpoint at the object's last record; after the upload it
 /// commits it. A worker that crashes in between leaves the prepared
 /// checkpoint in the lease: whoever takes the shard next buffers exactly up
@@ -332,11 +336,12 @@ impl ShardSink {
         let shared = &self.shared;
         let config = &shared.config;
         let name = format!(
-            "{}/{}/{}_{}",
+            "{}/{}/{}-{:06}_n{}",
             shared.stream,
             self.shard_id,
-            key_position(&open.first),
-            key_position(&open.last)
+            open.first.sequence_number.as_str(),
+            open.first.sub_sequence_number,
+            open.records
         );
         let arrival = open.oldest_arrival.unwrap_or(UNIX_EPOCH);
         let compress = |key: &str, body: &[u8]| -> Result<Bytes> {
@@ -445,15 +450,6 @@ fn position(record: &Record) -> ExtendedSequenceNumber {
     ExtendedSequenceNumber::new(
         SequenceNumber::Number(record.sequence_number.clone()),
         record.sub_sequence_number,
-    )
-}
-
-/// `<sequence>-<sub>`, the sub-sequence number zero-padded to 6 digits.
-fn key_position(at: &ExtendedSequenceNumber) -> String {
-    format!(
-        "{}-{:06}",
-        at.sequence_number.as_str(),
-        at.sub_sequence_number
     )
 }
 
