@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use kinesis_fleet::producer::{NewRecord, Producer, ProducerConfig};
+use kinesis_fleet_testkit::resharding::Reshard;
 use kinesis_fleet_testkit::{Fault, FaultProxy, LocalAws, s3};
 
 /// Records delivered and checkpoints written well within this.
@@ -790,4 +791,111 @@ async fn s3_cut_off_moves_no_checkpoint_keeps_memory_bounded_and_delivery_resume
     check_exactly_once(&objects, &want);
     assert!(summary["upload_retries"] > 0, "{summary:?}");
     eprintln!("RSS {rss_before} KiB before, {rss_during} KiB while cut off; {summary:?}");
+}
+
+#[tokio::test]
+async fn a_split_and_a_merge_under_load_lose_nothing_and_children_follow_parents() {
+    let env = setup(2).await;
+    let reshard = Reshard::new(env.aws.kinesis_client(), &env.stream);
+    let worker = env.deliver(
+        "sink-reshard",
+        env.s3_endpoint(),
+        &[
+            "--prefix",
+            "re",
+            "--format",
+            "jsonl",
+            "--buffer-records",
+            "30",
+            "--buffer-interval",
+            "500ms",
+        ],
+    );
+    let mut want = BTreeSet::new();
+    let mut batch = |from: usize, to: usize| {
+        let data = records(from, to);
+        want.extend(data.iter().cloned());
+        data
+    };
+    env.put(&batch(0, 200)).await;
+    env.wait_for_lines("re/", 100).await;
+    reshard
+        .split_evenly("shardId-000000000000")
+        .await
+        .expect("split");
+    env.put(&batch(200, 400)).await;
+    let open = reshard.open_shards().await.expect("open shards");
+    reshard
+        .merge(&open[0].shard_id, &open[1].shard_id)
+        .await
+        .expect("merge");
+    env.put(&batch(400, 600)).await;
+    let objects = env.wait_for_lines("re/", 600).await;
+    let summary = worker.terminate();
+    check_exactly_once(&objects, &want);
+    assert_eq!(summary["records"], 600, "{summary:?}");
+
+    // Every parent's last object was stored no later than its children's first.
+    let lineage = reshard.lineage().await.expect("lineage");
+    let stored = stored_at(&env, "re/").await;
+    let mut children_checked = 0;
+    for shard in lineage.shards() {
+        let of = |id: &str| -> Vec<SystemTime> {
+            objects
+                .iter()
+                .filter(|o| o.shard == id)
+                .filter_map(|o| stored.get(&o.key).copied())
+                .collect()
+        };
+        let Some(child_first) = of(&shard.range.shard_id).into_iter().min() else {
+            continue;
+        };
+        for parent in &shard.parents {
+            if let Some(parent_last) = of(parent).into_iter().max() {
+                assert!(
+                    parent_last <= child_first,
+                    "{} stored an object before its parent {parent} stored its last",
+                    shard.range.shard_id
+                );
+                children_checked += 1;
+            }
+        }
+    }
+    assert!(
+        children_checked >= 2,
+        "only {children_checked} parent/child pairs had objects"
+    );
+    for (shard, (checkpoint, _)) in env.checkpoints("sink-reshard").await {
+        if lineage.get(&shard).is_some_and(|s| !s.open) {
+            assert_eq!(checkpoint, "SHARD_END", "{shard}");
+        }
+    }
+}
+
+/// When each object under `prefix` was stored (LastModified).
+async fn stored_at(env: &Env, prefix: &str) -> BTreeMap<String, SystemTime> {
+    let mut out = BTreeMap::new();
+    let mut token = None;
+    loop {
+        let page = env
+            .s3
+            .list_objects_v2()
+            .bucket(&env.bucket)
+            .prefix(prefix)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .expect("ListObjectsV2");
+        for o in page.contents() {
+            let (Some(key), Some(at)) = (o.key(), o.last_modified()) else {
+                continue;
+            };
+            let at = UNIX_EPOCH + Duration::from_millis(at.to_millis().expect("time") as u64);
+            out.insert(key.to_owned(), at);
+        }
+        token = page.next_continuation_token().map(str::to_owned);
+        if token.is_none() {
+            return out;
+        }
+    }
 }
