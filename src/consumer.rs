@@ -65,6 +65,7 @@ pub(crate) struct ConsumerSignals {
 enum Call<'a> {
     Initialize(&'a Initialize),
     Process(&'a RecordBatch),
+    DeadlineReached,
     ShardEnded,
 }
 
@@ -142,11 +143,18 @@ impl ShardConsumer {
                 Err(e) => return ShardOutcome::Failed(e),
             };
         loop {
+            let deadline = self.processor.deadline();
             let event = tokio::select! {
                 biased;
                 _ = self.signals.lease_lost.cancelled() => return ShardOutcome::LeaseLost,
                 _ = self.signals.shutdown.cancelled() => return ShardOutcome::ShutDown,
                 _ = self.signals.handoff.cancelled() => return ShardOutcome::HandedOff,
+                _ = sleep_until(deadline) => {
+                    if let Step::Stop(outcome) = self.call(Call::DeadlineReached).await {
+                        return outcome;
+                    }
+                    continue;
+                }
                 event = reader.next_event() => event,
             };
             match event {
@@ -233,7 +241,9 @@ impl ShardConsumer {
         let policy = self.ctx.config.processor_error_policy;
         let mut delays = retry_delays(policy);
         loop {
-            if matches!(call, Call::Process(_)) && self.signals.fence.is_fenced() {
+            if matches!(call, Call::Process(_) | Call::DeadlineReached)
+                && self.signals.fence.is_fenced()
+            {
                 return Step::Stop(ShardOutcome::LeaseLost);
             }
             let result = match &call {
@@ -246,6 +256,11 @@ impl ShardConsumer {
                         .await;
                     self.ctx.stats.processed_in(started.elapsed());
                     result
+                }
+                Call::DeadlineReached => {
+                    self.processor
+                        .deadline_reached(&mut self.checkpointer)
+                        .await
                 }
                 Call::ShardEnded => self.processor.shard_ended(&mut self.checkpointer).await,
             };
@@ -268,7 +283,10 @@ impl ShardConsumer {
                     self.ctx.stats.add(Counter::ProcessorErrors, 1);
                     tracing::error!(shard = %self.shard_id, callback = what, error = %ErrorChain(&*error), ?policy, "processor failed");
                     match policy {
-                        ProcessorErrorPolicy::Skip if !matches!(call, Call::ShardEnded) => {
+                        // Skipping a deadline would only ask for it again at once.
+                        ProcessorErrorPolicy::Skip
+                            if !matches!(call, Call::ShardEnded | Call::DeadlineReached) =>
+                        {
                             return Step::Skipped;
                         }
                         ProcessorErrorPolicy::StopShard => {
@@ -352,8 +370,17 @@ impl Call<'_> {
         match self {
             Call::Initialize(_) => "initialize",
             Call::Process(_) => "process_records",
+            Call::DeadlineReached => "deadline_reached",
             Call::ShardEnded => "shard_ended",
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -467,6 +494,47 @@ mod tests {
         assert_eq!(fixture.stats.get(Counter::ProcessorErrors), 2);
         assert_eq!(fixture.stats.get(Counter::BatchesSkipped), 0);
         assert_eq!(fixture.stats.get(Counter::RecordsDelivered), 3);
+        assert!(fixture.lease().await.checkpoint.is_shard_end());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_calls_the_processor_on_an_idle_shard_and_a_batch_comes_first_otherwise() {
+        let fixture = ShardFixture::new(ProcessorErrorPolicy::default()).await;
+        let outcome = fixture
+            .run(
+                vec![
+                    Scripted::Batch(vec![1]),
+                    // The next batch comes before the deadline: no call.
+                    Scripted::Wait(Duration::from_millis(500)),
+                    Scripted::Batch(vec![2]),
+                    // Idle past the deadline: it is called once.
+                    Scripted::Wait(Duration::from_secs(5)),
+                    Scripted::ShardEnd,
+                ],
+                Behaviour {
+                    deadline_after_batch: Some(Duration::from_secs(1)),
+                    ..checkpointing()
+                },
+            )
+            .await;
+        assert_eq!(children(&outcome), [CHILD]);
+        let deadlines = fixture
+            .events()
+            .iter()
+            .filter(|e| **e == Event::DeadlineReached)
+            .count();
+        assert_eq!(deadlines, 1, "{:?}", fixture.events());
+        let position_of_deadline = fixture
+            .events()
+            .iter()
+            .position(|e| *e == Event::DeadlineReached)
+            .unwrap();
+        let position_of_second = fixture
+            .events()
+            .iter()
+            .position(|e| *e == Event::Process(vec![2]))
+            .unwrap();
+        assert!(position_of_second < position_of_deadline);
         assert!(fixture.lease().await.checkpoint.is_shard_end());
     }
 

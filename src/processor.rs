@@ -84,6 +84,24 @@ pub trait RecordProcessor: Send + 'static {
         let _ = checkpointer;
         Ok(())
     }
+
+    /// When [`deadline_reached`](Self::deadline_reached) is due if no batch
+    /// comes first: a processor that buffers (and flushes on a timer) names
+    /// its next flush here. Asked again after every callback; `None` (the
+    /// default) means never. Batches are never empty, so without a deadline
+    /// an idle shard calls nothing.
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        None
+    }
+
+    /// The instant [`deadline`](Self::deadline) named has passed with no
+    /// batch in between: flush and checkpoint what is due. Errors follow the
+    /// [`ProcessorErrorPolicy`](crate::ProcessorErrorPolicy) like those of
+    /// `process_records`.
+    async fn deadline_reached(&mut self, checkpointer: &mut Checkpointer) -> Result<(), BoxError> {
+        let _ = checkpointer;
+        Ok(())
+    }
 }
 
 /// Creates a processor for each shard lease the worker takes.

@@ -181,6 +181,8 @@ pub(crate) enum Event {
     },
     /// `process_records` with a batch of these sequence numbers.
     Process(Vec<u64>),
+    /// `deadline_reached`.
+    DeadlineReached,
     /// `shard_ended`.
     ShardEnded,
     /// `shutdown_requested`.
@@ -209,6 +211,9 @@ pub(crate) struct Behaviour {
     /// The first `process_records` commits the pending checkpoint
     /// `initialize` reported.
     pub(crate) commit_pending: bool,
+    /// After each batch, ask for `deadline_reached` this much later; it
+    /// checkpoints and asks for nothing more.
+    pub(crate) deadline_after_batch: Option<Duration>,
 }
 
 /// A processor that journals every callback and behaves as told.
@@ -218,6 +223,7 @@ pub(crate) struct RecordingProcessor {
     batches: usize,
     shard_end_calls: usize,
     pending: Option<ExtendedSequenceNumber>,
+    deadline: Option<tokio::time::Instant>,
 }
 
 /// The events of every processor of one test.
@@ -231,6 +237,7 @@ impl RecordingProcessor {
             batches: 0,
             shard_end_calls: 0,
             pending: None,
+            deadline: None,
         }
     }
 
@@ -288,7 +295,20 @@ impl RecordProcessor for RecordingProcessor {
         } else if self.behaviour.checkpoint_batches {
             self.wrote(checkpointer.checkpoint().await)?;
         }
+        if let Some(after) = self.behaviour.deadline_after_batch {
+            self.deadline = Some(tokio::time::Instant::now() + after);
+        }
         Ok(())
+    }
+
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.deadline
+    }
+
+    async fn deadline_reached(&mut self, checkpointer: &mut Checkpointer) -> Result<(), BoxError> {
+        self.log(Event::DeadlineReached);
+        self.deadline = None;
+        self.wrote(checkpointer.checkpoint().await)
     }
 
     async fn lease_lost(&mut self) {

@@ -1,6 +1,7 @@
 //! AWS configuration shared by every command: the standard chain (profile,
 //! region, `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_KINESIS`,
-//! `AWS_ENDPOINT_URL_DYNAMODB`) plus `--endpoint-url` and friends.
+//! `AWS_ENDPOINT_URL_DYNAMODB`, `AWS_ENDPOINT_URL_S3`) plus `--endpoint-url`
+//! and friends.
 //!
 //! Credentials are resolved once, before any request, so a missing
 //! credential is a one-line error and never a slow network failure. The EC2
@@ -56,6 +57,10 @@ pub(crate) struct AwsArgs {
     /// DynamoDB endpoint (overrides --endpoint-url and AWS_ENDPOINT_URL_DYNAMODB).
     #[arg(long, global = true, value_name = "URL", help_heading = "AWS")]
     dynamodb_endpoint_url: Option<String>,
+    /// S3 endpoint of `deliver s3` (overrides --endpoint-url and
+    /// AWS_ENDPOINT_URL_S3); loopback endpoints use path-style addressing.
+    #[arg(long, global = true, value_name = "URL", help_heading = "AWS")]
+    s3_endpoint_url: Option<String>,
     /// AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, the profile's
     /// region, the region in an `*.amazonaws.com` endpoint).
     #[arg(long, global = true, help_heading = "AWS")]
@@ -70,6 +75,7 @@ pub(crate) struct AwsArgs {
 pub(crate) enum Service {
     Kinesis,
     DynamoDb,
+    S3,
 }
 
 impl Service {
@@ -77,6 +83,7 @@ impl Service {
         match self {
             Service::Kinesis => "Kinesis",
             Service::DynamoDb => "DynamoDB",
+            Service::S3 => "S3",
         }
     }
 
@@ -84,6 +91,7 @@ impl Service {
         match self {
             Service::Kinesis => "AWS_ENDPOINT_URL_KINESIS",
             Service::DynamoDb => "AWS_ENDPOINT_URL_DYNAMODB",
+            Service::S3 => "AWS_ENDPOINT_URL_S3",
         }
     }
 }
@@ -94,6 +102,7 @@ pub(crate) struct Aws {
     sdk: SdkConfig,
     kinesis_endpoint: Option<String>,
     dynamodb_endpoint: Option<String>,
+    s3_endpoint: Option<String>,
 }
 
 impl Aws {
@@ -103,9 +112,11 @@ impl Aws {
     pub(crate) async fn connect(args: &AwsArgs, services: &[Service]) -> anyhow::Result<Aws> {
         let kinesis_endpoint = args.endpoint(Service::Kinesis)?;
         let dynamodb_endpoint = args.endpoint(Service::DynamoDb)?;
+        let s3_endpoint = args.endpoint(Service::S3)?;
         let endpoint_of = |s: Service| match s {
             Service::Kinesis => kinesis_endpoint.as_deref(),
             Service::DynamoDb => dynamodb_endpoint.as_deref(),
+            Service::S3 => s3_endpoint.as_deref(),
         };
         let local = services
             .iter()
@@ -173,6 +184,7 @@ impl Aws {
             sdk,
             kinesis_endpoint,
             dynamodb_endpoint,
+            s3_endpoint,
         })
     }
 
@@ -192,6 +204,39 @@ impl Aws {
             config = config.endpoint_url(url);
         }
         aws_sdk_dynamodb::Client::from_conf(config.build())
+    }
+
+    /// An S3 client: path-style addressing on loopback endpoints (an
+    /// emulator has no per-bucket host names), checksums only where S3
+    /// requires them (emulators differ in the checksum headers they know).
+    pub(crate) fn s3(&self) -> aws_sdk_s3::Client {
+        // A request lost on the way (no answer ever) fails after the
+        // attempt timeout and is retried, instead of hanging the shard.
+        let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .operation_attempt_timeout(Duration::from_secs(300))
+            .build();
+        let mut config = aws_sdk_s3::config::Builder::from(&self.sdk)
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
+            .timeout_config(timeouts);
+        if let Some(url) = &self.s3_endpoint {
+            config = config
+                .endpoint_url(url)
+                .force_path_style(is_loopback_endpoint(url));
+        }
+        aws_sdk_s3::Client::from_conf(config.build())
+    }
+
+    /// Where S3 requests go, for messages.
+    pub(crate) fn s3_endpoint(&self) -> String {
+        self.describe_endpoint(self.s3_endpoint.as_deref(), "s3")
+    }
+
+    /// The resolved region.
+    pub(crate) fn region(&self) -> String {
+        self.sdk.region().map(|r| r.to_string()).unwrap_or_default()
     }
 
     /// Where Kinesis requests go, for messages.
@@ -240,6 +285,7 @@ impl AwsArgs {
         let own = match service {
             Service::Kinesis => &self.kinesis_endpoint_url,
             Service::DynamoDb => &self.dynamodb_endpoint_url,
+            Service::S3 => &self.s3_endpoint_url,
         };
         let flag = own.as_ref().or(self.endpoint_url.as_ref());
         let url = match flag {

@@ -5,6 +5,7 @@
 //! other commands only and names the missing ones on use.
 
 mod aws;
+mod deliver;
 #[cfg(feature = "local")]
 mod demo;
 mod kinesis;
@@ -90,6 +91,9 @@ enum Command {
     /// Run KCL MultiLang record processors (amazon_kclpy, ...) from a KCL
     /// properties file, one child process per shard lease, without a JVM.
     Multilang(multilang::Args),
+    /// Deliver a stream to a destination as a worker of an application's
+    /// fleet (`deliver s3`: Firehose-style, effectively once).
+    Deliver(deliver::Args),
     /// `demo` and `local` in a build without the `local` feature:
     /// hidden from the help, they explain what is missing.
     #[cfg(not(feature = "local"))]
@@ -150,6 +154,7 @@ fn main() -> ExitCode {
             Command::Status(args) => status::run(&aws, args).await.map(|()| ExitCode::SUCCESS),
             Command::Lineage(args) => lineage::run(&aws, args).await.map(|()| ExitCode::SUCCESS),
             Command::Multilang(args) => multilang::run(&aws, args).await,
+            Command::Deliver(args) => deliver::run(&aws, args).await,
             #[cfg(not(feature = "local"))]
             Command::DemoWithoutLocal(_) => Ok(without_local::refuse("demo")),
             #[cfg(not(feature = "local"))]

@@ -46,16 +46,8 @@ pub(crate) struct Args {
     /// Stream to read.
     #[arg(long, short)]
     stream: String,
-    /// Where to start: `trim-horizon` (oldest record), `latest` (only new
-    /// records; the default) or `at-timestamp` (with --timestamp). With
-    /// --application it applies to shards without a checkpoint.
-    #[arg(long, value_enum)]
-    from: Option<From>,
-    /// The time for `--from at-timestamp` (implied when given alone):
-    /// RFC 3339 (2024-05-01T12:00:00Z, or with an offset), epoch seconds, or
-    /// an age like 15m or 2h.
-    #[arg(long, value_name = "TIME", value_parser = parse_timestamp)]
-    timestamp: Option<SystemTime>,
+    #[command(flatten)]
+    position: PositionArgs,
     /// Output format: JSON lines, or `text` (the data of each record, one per line).
     #[arg(long, value_enum, default_value = "json")]
     format: Format,
@@ -93,14 +85,42 @@ enum Format {
 
 /// Where reading starts, after validating `--from` and `--timestamp`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Start {
+pub(crate) enum Start {
     TrimHorizon,
     Latest,
     AtTimestamp(SystemTime),
 }
 
-impl Args {
-    fn start(&self) -> anyhow::Result<Start> {
+/// `--from` and `--timestamp`: where reading starts (shared by the commands
+/// that read a stream).
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct PositionArgs {
+    /// Where to start: `trim-horizon` (oldest record), `latest` (only new
+    /// records; the default) or `at-timestamp` (with --timestamp). With
+    /// --application it applies to shards without a checkpoint.
+    #[arg(long, value_enum)]
+    from: Option<From>,
+    /// The time for `--from at-timestamp` (implied when given alone):
+    /// RFC 3339 (2024-05-01T12:00:00Z, or with an offset), epoch seconds, or
+    /// an age like 15m or 2h.
+    #[arg(long, value_name = "TIME", value_parser = parse_timestamp)]
+    timestamp: Option<SystemTime>,
+}
+
+impl Start {
+    /// The worker's initial position for shards without a checkpoint.
+    pub(crate) fn initial_position(self) -> InitialPosition {
+        match self {
+            Start::TrimHorizon => InitialPosition::TrimHorizon,
+            Start::Latest => InitialPosition::Latest,
+            Start::AtTimestamp(t) => InitialPosition::AtTimestamp(t),
+        }
+    }
+}
+
+impl PositionArgs {
+    /// The start `--from` and `--timestamp` name together.
+    pub(crate) fn start(&self) -> anyhow::Result<Start> {
         Ok(match (self.from, self.timestamp) {
             (None | Some(From::Latest), None) => Start::Latest,
             (Some(From::TrimHorizon), None) => Start::TrimHorizon,
@@ -120,7 +140,7 @@ impl Args {
 }
 
 pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
-    let start = args.start()?;
+    let start = args.position.start()?;
     if args.max_records == Some(0) {
         return Ok(());
     }
@@ -495,11 +515,7 @@ async fn with_application(
     let worker = builder
         .stream(&args.stream)
         .application(&application)
-        .initial_position(match start {
-            Start::TrimHorizon => InitialPosition::TrimHorizon,
-            Start::Latest => InitialPosition::Latest,
-            Start::AtTimestamp(t) => InitialPosition::AtTimestamp(t),
-        })
+        .initial_position(start.initial_position())
         .polling(PollingConfig::default().idle_time_between_reads(IDLE_TIME_BETWEEN_READS))
         .processor_factory(move |_: &ShardId| TailProcessor {
             sink: factory_sink.clone(),
@@ -647,7 +663,7 @@ mod tests {
         let parse = |argv: &[&str]| {
             let mut full = vec!["tail", "--stream", "s"];
             full.extend_from_slice(argv);
-            Cli::try_parse_from(full).map(|c| c.args.start())
+            Cli::try_parse_from(full).map(|c| c.args.position.start())
         };
         assert_eq!(parse(&[]).unwrap().unwrap(), Start::Latest);
         assert_eq!(

@@ -384,6 +384,81 @@ pub const DYNAMODB_CONSUMED_WRITE_CAPACITY_UNITS: Metric = metric(
     "-",
 );
 
+// Delivery to S3 (the kinesis-fleet-sink crate).
+
+/// Objects the S3 sink stored.
+pub const SINK_OBJECTS: Metric = metric(
+    "kinesis_fleet_sink_objects_total",
+    Kind::Counter,
+    "objects",
+    &[STREAM],
+    "Data objects the S3 sink stored (each checkpointed after its upload; a replay after a crash counts again)",
+    "-",
+);
+/// Error objects the S3 sink stored.
+pub const SINK_ERROR_OBJECTS: Metric = metric(
+    "kinesis_fleet_sink_error_objects_total",
+    Kind::Counter,
+    "objects",
+    &[STREAM],
+    "Error objects (records the transform failed) the S3 sink stored under the error prefix",
+    "-",
+);
+/// Bytes the S3 sink uploaded.
+pub const SINK_BYTES: Metric = metric(
+    "kinesis_fleet_sink_bytes_total",
+    Kind::Counter,
+    "bytes",
+    &[STREAM],
+    "Bytes of the objects the S3 sink stored (compressed, error objects included)",
+    "-",
+);
+/// Records the S3 sink delivered.
+pub const SINK_RECORDS: Metric = metric(
+    "kinesis_fleet_sink_records_total",
+    Kind::Counter,
+    "records",
+    &[STREAM],
+    "Records the S3 sink wrote into stored data objects",
+    "-",
+);
+/// Records the transform dropped.
+pub const SINK_RECORDS_DROPPED: Metric = metric(
+    "kinesis_fleet_sink_records_dropped_total",
+    Kind::Counter,
+    "records",
+    &[STREAM],
+    "Records the S3 sink's transform returned as Dropped (checkpointed, not stored)",
+    "-",
+);
+/// Records the transform failed.
+pub const SINK_RECORDS_FAILED: Metric = metric(
+    "kinesis_fleet_sink_records_failed_total",
+    Kind::Counter,
+    "records",
+    &[STREAM],
+    "Records the S3 sink's transform returned as ProcessingFailed, stored in error objects",
+    "-",
+);
+/// Failed S3 upload attempts.
+pub const SINK_UPLOAD_RETRIES: Metric = metric(
+    "kinesis_fleet_sink_upload_retries_total",
+    Kind::Counter,
+    "attempts",
+    &[STREAM],
+    "S3 uploads that failed (after the SDK's own retries) and will be tried again; nothing is checkpointed meanwhile",
+    "-",
+);
+/// Failed transform calls.
+pub const SINK_TRANSFORM_ERRORS: Metric = metric(
+    "kinesis_fleet_sink_transform_errors_total",
+    Kind::Counter,
+    "errors",
+    &[STREAM],
+    "Transform calls that failed as a whole (a transform command that exited, timed out or answered badly); the batch is retried",
+    "-",
+);
+
 /// Every metric of the set, in the README's order.
 pub const ALL: &[Metric] = &[
     BEHIND_LATEST_SECONDS,
@@ -416,6 +491,14 @@ pub const ALL: &[Metric] = &[
     DYNAMODB_REQUESTS,
     DYNAMODB_CONSUMED_READ_CAPACITY_UNITS,
     DYNAMODB_CONSUMED_WRITE_CAPACITY_UNITS,
+    SINK_OBJECTS,
+    SINK_ERROR_OBJECTS,
+    SINK_BYTES,
+    SINK_RECORDS,
+    SINK_RECORDS_DROPPED,
+    SINK_RECORDS_FAILED,
+    SINK_UPLOAD_RETRIES,
+    SINK_TRANSFORM_ERRORS,
 ];
 
 /// The README table of the set: one row per metric (name, kind, unit,
