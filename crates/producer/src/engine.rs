@@ -288,7 +288,10 @@ impl Engine {
             state.ready.push_back(Entry::plain(shard, key, member));
             return None;
         }
-        match state.open.add(member.record.clone()) {
+        match state
+            .open
+            .add_with_hash_key(member.record.clone(), member.hash_key)
+        {
             Ok(None) => state.open_members.push(member),
             Ok(Some(full)) => {
                 let members = std::mem::take(&mut state.open_members);
