@@ -333,7 +333,7 @@ mod tests {
             "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
         );
         let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
-                        5\r\n{\"Rec\r\nE\r\nords\":[{\"a\":1}]\r\n0\r\n\r\n";
+                        5\r\n{\"Rec\r\n10\r\nords\":[{\"a\":1}]}\r\n0\r\n\r\n";
         assert_eq!(results(chunked), Some(vec![json!({"a":1})]));
         assert_eq!(results(b"HTTP/1.1 400 Bad Request\r\n\r\n{}"), None);
     }
