@@ -136,13 +136,24 @@ impl Aggregator {
     /// Fails, leaving the aggregator unchanged, when the record alone cannot fit
     /// ([`Error::RecordTooLarge`]) or its keys are invalid.
     pub fn add(&mut self, record: NewRecord) -> Result<Option<AggregatedRecord>> {
+        let hash_key =
+            effective_hash_key(&record.partition_key, record.explicit_hash_key.as_deref())?;
+        self.add_with_hash_key(record, hash_key)
+    }
+
+    /// [`add`](Self::add) for a record whose effective hash key the caller
+    /// already computed with [`effective_hash_key`] (it is not computed
+    /// again; a different value routes the aggregate by it when the record
+    /// is the first).
+    pub fn add_with_hash_key(
+        &mut self,
+        record: NewRecord,
+        hash_key: u128,
+    ) -> Result<Option<AggregatedRecord>> {
         let chars = record.partition_key.chars().count();
         if !(1..=MAX_PARTITION_KEY_CHARS).contains(&chars) {
             return Err(Error::InvalidPartitionKey { chars });
         }
-        let hash_key =
-            effective_hash_key(&record.partition_key, record.explicit_hash_key.as_deref())?;
-
         if let Some((outer_pk, _)) = &self.first {
             let growth = self.body_growth(&record);
             if frame_len(self.body_len + growth, outer_pk) <= self.max_bytes {

@@ -9,14 +9,16 @@
 //!
 //! # Order
 //!
-//! An entry's *order key* is its shard when aggregating (an aggregate holds
-//! many keys) and its partition key within its shard otherwise. Only one
-//! call per order key is in flight, and a failed entry goes back to the
-//! front of its shard's queue, so no later entry of its key is sent while it
-//! is retried.
+//! An entry's *order key* is the set of partition keys it holds when
+//! aggregating, and its partition key within its shard otherwise. A failed
+//! entry goes back to the front of its shard's queue, so no later entry of
+//! its keys is sent while it is retried.
 //!
-//! - Aggregating, a call carries one aggregate per shard: each shard
-//!   receives its aggregates in `send` order, each once.
+//! - Aggregating, a shard's aggregates are sent in queue order, and one is
+//!   sent only while no entry in flight holds any of its partition keys
+//!   (several aggregates of a shard may be in flight, in one call or in
+//!   several, when their keys are disjoint): each key's records are written
+//!   in `send` order, each once.
 //! - Plain records of one key may share a call (one record per key per
 //!   round trip would make a hot key crawl). If one of them fails, it and
 //!   the records of its key after it in that call are sent again, in order,
@@ -25,6 +27,7 @@
 //!   again in `send` order; the last copies are always in `send` order.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use bytes::Bytes;
 use kinesis_fleet_kpl::{AggregatedRecord, Aggregator, NewRecord};
@@ -60,10 +63,29 @@ pub(crate) struct Member {
 /// What keeps the order of an entry.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum OrderKey {
-    Shard(ShardId),
+    /// Aggregating: the partition keys the entry holds, hashed, sorted and
+    /// deduplicated (two keys with one hash only wait for each other).
+    Keys(Vec<u64>),
     /// A partition key within a shard (one key with several explicit hash
     /// keys may span shards, which Kinesis does not order among).
     PartitionKey(ShardId, String),
+}
+
+impl OrderKey {
+    /// The order key of an aggregating entry holding `members`.
+    fn keys(members: &[Member]) -> OrderKey {
+        let mut keys: Vec<u64> = members
+            .iter()
+            .map(|m| {
+                let mut hasher = DefaultHasher::new();
+                m.record.partition_key.hash(&mut hasher);
+                hasher.finish()
+            })
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        OrderKey::Keys(keys)
+    }
 }
 
 /// One Kinesis record to put: an aggregate or a plain record.
@@ -108,7 +130,7 @@ impl Entry {
     ) -> Entry {
         debug_assert_eq!(record.user_records, members.len());
         Entry {
-            order_key: OrderKey::Shard(shard.clone()),
+            order_key: OrderKey::keys(&members),
             predicted: shard,
             partition_key: record.partition_key,
             explicit_hash_key: record.explicit_hash_key,
@@ -217,8 +239,10 @@ pub(crate) struct Engine {
     stats: std::sync::Arc<Stats>,
     map: ShardMap,
     shards: HashMap<ShardId, ShardState>,
-    /// Order keys with an entry in flight.
+    /// Plain entries' order keys with an entry in flight.
     busy: HashSet<OrderKey>,
+    /// Aggregating: the partition keys (hashed) of the entries in flight.
+    busy_keys: HashSet<u64>,
     /// Shards an aggregate was predicted for but did not land on: nothing is
     /// sent to them until the map is refreshed.
     suspect: HashSet<ShardId>,
@@ -246,6 +270,7 @@ impl Engine {
             map,
             shards: HashMap::new(),
             busy: HashSet::new(),
+            busy_keys: HashSet::new(),
             suspect: HashSet::new(),
             misrouted: Vec::new(),
             unrouted: Vec::new(),
@@ -288,7 +313,10 @@ impl Engine {
             state.ready.push_back(Entry::plain(shard, key, member));
             return None;
         }
-        match state.open.add(member.record.clone()) {
+        match state
+            .open
+            .add_with_hash_key(member.record.clone(), member.hash_key)
+        {
             Ok(None) => state.open_members.push(member),
             Ok(Some(full)) => {
                 let members = std::mem::take(&mut state.open_members);
@@ -300,7 +328,7 @@ impl Engine {
             Err(kinesis_fleet_kpl::Error::RecordTooLarge { .. }) => {
                 // Too large to aggregate but valid for Kinesis: alone, plain.
                 state.close_open(&shard, true);
-                let key = OrderKey::Shard(shard.clone());
+                let key = OrderKey::keys(std::slice::from_ref(&member));
                 state.ready.push_back(Entry::plain(shard, key, member));
             }
             Err(e) => {
@@ -357,8 +385,8 @@ impl Engine {
 
         let mut picks: Vec<(ShardId, Vec<usize>)> = Vec::new();
         let (mut count, mut bytes) = (0, 0);
-        // Keys taken into this call or waiting for a retry: one entry per
-        // order key per call, none after one that backs off.
+        // Plain entries' keys waiting for a retry: none of their later
+        // entries is sent.
         let mut blocked: HashSet<OrderKey> = HashSet::new();
         'shards: for (id, state) in &mut self.shards {
             if state.ready.is_empty()
@@ -369,10 +397,18 @@ impl Engine {
             }
             let mut indexes = Vec::new();
             for (i, entry) in state.ready.iter().enumerate().take(SCAN_PER_SHARD) {
-                if self.busy.contains(&entry.order_key) || blocked.contains(&entry.order_key) {
+                if let OrderKey::Keys(keys) = &entry.order_key {
+                    // Aggregating: in queue order, none sharing a key with
+                    // an entry in flight (or taken into this call).
+                    if Self::backing_off(entry, now)
+                        || keys.iter().any(|k| self.busy_keys.contains(k))
+                    {
+                        break;
+                    }
+                } else if self.busy.contains(&entry.order_key) || blocked.contains(&entry.order_key)
+                {
                     continue;
-                }
-                if Self::backing_off(entry, now) {
+                } else if Self::backing_off(entry, now) {
                     blocked.insert(entry.order_key.clone());
                     continue;
                 }
@@ -388,10 +424,9 @@ impl Engine {
                     }
                     bucket.take(entry.size(), now);
                 }
-                // One aggregate per shard per call; plain records of a key
-                // may follow each other.
-                if matches!(entry.order_key, OrderKey::Shard(_)) {
-                    blocked.insert(entry.order_key.clone());
+                // Plain records of a key may follow each other in a call.
+                if let OrderKey::Keys(keys) = &entry.order_key {
+                    self.busy_keys.extend(keys);
                 }
                 count += 1;
                 bytes += entry.size();
@@ -422,7 +457,9 @@ impl Engine {
                 if entry.attempts > 1 {
                     self.stats.add(Counter::Retries, 1);
                 }
-                self.busy.insert(entry.order_key.clone());
+                if matches!(entry.order_key, OrderKey::PartitionKey(..)) {
+                    self.busy.insert(entry.order_key.clone());
+                }
             }
             entries.extend(taken);
         }
@@ -473,7 +510,16 @@ impl Engine {
         let mut done = Vec::new();
         let mut retry = Vec::new();
         for entry in &batch.entries {
-            self.busy.remove(&entry.order_key);
+            match &entry.order_key {
+                OrderKey::Keys(keys) => {
+                    for key in keys {
+                        self.busy_keys.remove(key);
+                    }
+                }
+                key => {
+                    self.busy.remove(key);
+                }
+            }
             if let Some(state) = self.shards.get_mut(&entry.predicted) {
                 state.in_flight -= 1;
             }
@@ -801,8 +847,10 @@ mod tests {
                     if entry.aggregated {
                         prop_assert!(entry.size() <= max_aggregate);
                     }
-                    if entry.aggregated {
-                        prop_assert!(keys_in_call.insert(entry.order_key.clone()), "one aggregate per shard");
+                    if let OrderKey::Keys(keys) = &entry.order_key {
+                        for key in keys {
+                            prop_assert!(keys_in_call.insert(*key), "no partition key in two aggregates of a call");
+                        }
                     }
                     let records = carried(entry);
                     for (_, id) in &records {
@@ -943,6 +991,51 @@ mod tests {
             engine.stats.snapshot().get(Counter::MisroutedUserRecords),
             3
         );
+    }
+
+    #[test]
+    fn aggregates_of_a_shard_go_together_unless_they_share_a_key() {
+        // One record per aggregate.
+        let config = ProducerConfig::default()
+            .aggregation_max_bytes(200)
+            .shard_rate_limit(None);
+        let mut engine = engine(config, ShardMap::new([shard("s", 0, u128::MAX, false)]));
+        let now = Instant::now();
+        for (id, key) in ["a", "b", "a", "c"].into_iter().enumerate() {
+            assert!(
+                engine
+                    .submit(member(id as u64, key, None, 120, now), now)
+                    .is_none()
+            );
+        }
+        engine.set_flushing(true);
+        let ids = |batch: &Batch| -> Vec<u64> {
+            batch
+                .entries
+                .iter()
+                .flat_map(|e| e.members.iter().map(|m| m.id))
+                .collect()
+        };
+        let first = engine.poll_batch(now).unwrap();
+        assert_eq!(
+            ids(&first),
+            [0, 1],
+            "the second `a` waits, and `c` behind it"
+        );
+        assert!(engine.poll_batch(now).is_none(), "`a` is in flight");
+        let written = |n: usize| {
+            CallOutcome::Answered(
+                (0..n)
+                    .map(|i| EntryOutcome::Written {
+                        shard_id: "s".into(),
+                        sequence_number: i.to_string(),
+                    })
+                    .collect(),
+            )
+        };
+        assert_eq!(engine.on_response(first, written(2), now).len(), 2);
+        let second = engine.poll_batch(now).unwrap();
+        assert_eq!(ids(&second), [2, 3]);
     }
 
     #[test]

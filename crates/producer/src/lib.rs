@@ -12,10 +12,12 @@
 //!   call, 1 MiB per record with its key); a record waits at most the
 //!   maximum buffered time (default 100 ms) before it is sent.
 //! - **Retries** of failed entries with jittered exponential backoff, up to
-//!   the record TTL. **Per-key order**: one PutRecords call per partition key
-//!   and shard (per shard when aggregating) is in flight, and a failed record
-//!   is retried before anything after it is sent. Aggregating, each shard
-//!   receives its aggregates in `send` order, each once. Plain records of a
+//!   the record TTL. **Per-key order**: no record of a partition key is sent
+//!   while an earlier one of the key is in flight in another call, and a
+//!   failed record is retried before anything after it is sent.
+//!   Aggregating, a shard's aggregates go in `send` order, several at once
+//!   only when they share no partition key; each key's records are written
+//!   in `send` order, each once. Plain records of a
 //!   key may share a call; if one fails, the records of its key after it in
 //!   that call are sent again after it, written or not, so the last copies
 //!   are in `send` order (a reader may see a replayed stretch,

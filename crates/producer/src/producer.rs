@@ -323,6 +323,10 @@ struct Task {
 
 type CallResult = (Batch, CallOutcome);
 
+/// Most queued commands taken per turn of the task's loop before it looks
+/// for calls to make again.
+const DRAIN_LIMIT: usize = 256;
+
 impl Task {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
         let mut calls: JoinSet<CallResult> = JoinSet::new();
@@ -384,14 +388,20 @@ impl Task {
                 }
                 _ = sleep_until(wake) => {}
             }
-            // Drain what is already queued without a wakeup per record.
-            while input_open {
+            // Take what is already queued without a wakeup per record, but
+            // no more than `DRAIN_LIMIT`: a sender that keeps the queue full
+            // must not keep full aggregates from being sent meanwhile.
+            for _ in 0..DRAIN_LIMIT {
+                if !input_open {
+                    break;
+                }
                 match rx.try_recv() {
                     Ok(command) => self.handle(command),
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => input_open = false,
                 }
             }
+            self.stats.buffered(self.buffered_bytes, self.pending.len());
         }
         self.resolve_flushes();
         for close in self.closes.drain(..) {
@@ -428,13 +438,14 @@ impl Task {
                 if let Some(done) = self.engine.submit(member, Instant::now()) {
                     self.resolve(vec![done]);
                 }
-                self.stats.buffered(self.buffered_bytes, self.pending.len());
             }
             Command::Flush(tx) => self.flushes.push((self.next_id, tx)),
             Command::Close(tx) => self.closes.push(tx),
         }
     }
 
+    /// Completes resolved records' handles (the buffered gauges are set
+    /// once per turn of the task's loop).
     fn resolve(&mut self, done: Vec<Done>) {
         for Done { id, result } in done {
             if let Some(pending) = self.pending.remove(&id) {
@@ -442,7 +453,6 @@ impl Task {
                 let _ = pending.tx.send(result);
             }
         }
-        self.stats.buffered(self.buffered_bytes, self.pending.len());
     }
 
     fn resolve_flushes(&mut self) {

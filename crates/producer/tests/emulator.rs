@@ -417,6 +417,95 @@ async fn per_key_order_holds_while_puts_are_throttled() {
     }
 }
 
+/// While the fault proxy fails every third PutRecords entry as Kinesis does
+/// (HTTP 200, the entry's `ErrorCode` in its place; the failed entries never
+/// reach the stream), every record is written and each key's records are
+/// read back in send order. Aggregating, every record is in the stream
+/// exactly once. Plain, a key's records after a failed one in the same call
+/// are written again to keep the order (documented): the stream then holds
+/// exactly the input plus the copies the producer counted as duplicates,
+/// and keeping each record's last copy gives the send order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_key_order_holds_while_some_entries_fail() {
+    use aws_sdk_kinesis::config::retry::RetryConfig;
+    use kinesis_fleet_testkit::proxy::{EntryError, Fault, FaultProxy};
+
+    let aws = LocalAws::start().await.expect("start LocalAws");
+    let proxy = FaultProxy::start(aws.kinesis_endpoint())
+        .await
+        .expect("proxy");
+    let via_proxy = aws_sdk_kinesis::Client::from_conf(
+        aws.kinesis_config()
+            .to_builder()
+            .endpoint_url(proxy.endpoint())
+            .retry_config(RetryConfig::disabled())
+            .build(),
+    );
+    for (aggregation, error) in [
+        (true, EntryError::Throttled),
+        (false, EntryError::InternalFailure),
+    ] {
+        let stream = aws.unique_name("partial");
+        aws.create_stream(&stream, 2).await.expect("create stream");
+        let config = ProducerConfig::default()
+            .aggregation(aggregation)
+            .max_buffered_time(std::time::Duration::from_millis(5))
+            .backoff(
+                std::time::Duration::from_millis(5),
+                std::time::Duration::from_millis(40),
+            );
+        let producer = Producer::new(via_proxy.clone(), &stream, config)
+            .await
+            .expect("producer");
+        let failed_before = proxy.entries_failed();
+        proxy.set_fault(Fault::PartialPutRecords {
+            every_nth: 3,
+            error,
+        });
+        let input = records("k", 6, 50);
+        let mut handles = Vec::new();
+        for (i, record) in input.iter().enumerate() {
+            handles.push(producer.send(record.clone()).await.expect("send"));
+            if i % 10 == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        }
+        producer.close().await.expect("close");
+        proxy.set_fault(Fault::None);
+        for handle in handles {
+            handle.await.expect("written");
+        }
+        let stats = producer.stats();
+        assert!(proxy.entries_failed() > failed_before, "entries failed");
+        assert!(stats.get(Counter::Retries) > 0, "{stats:?}");
+        assert_eq!(stats.get(Counter::UserRecordsPut), 300, "{stats:?}");
+        let read = read_all(&aws, &stream).await;
+        if aggregation {
+            assert_eq!(stats.get(Counter::Duplicates), 0, "{stats:?}");
+            check(&input, &read, aggregation);
+            continue;
+        }
+        assert_eq!(
+            read.len() as u64,
+            300 + stats.get(Counter::Duplicates),
+            "the input plus the counted duplicates: no failed entry was written"
+        );
+        // Each record's last copy, in stream order.
+        let last_copies: Vec<Read> = read
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| !read[i + 1..].iter().any(|later| later.data == r.data))
+            .map(|(_, r)| Read {
+                hash_range: r.hash_range,
+                partition_key: r.partition_key.clone(),
+                data: r.data.clone(),
+                aggregated: r.aggregated,
+            })
+            .collect();
+        check(&input, &last_copies, aggregation);
+    }
+}
+
 /// A split while records flow: every record's handle names a shard whose
 /// range holds its hash key; read back as a KCL reader does (dropping the
 /// sub-records outside the range of the shard they were read from), every

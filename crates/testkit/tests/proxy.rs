@@ -12,8 +12,8 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::ShardIteratorType;
-use kinesis_fleet_testkit::LocalAws;
-use kinesis_fleet_testkit::proxy::{Fault, FaultProxy};
+use kinesis_fleet_testkit::proxy::{EntryError, Fault, FaultProxy};
+use kinesis_fleet_testkit::{LocalAws, read_back};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Operation timeout of the clients that go through a faulty proxy.
@@ -341,6 +341,113 @@ async fn internal_error_fails_one_operation_as_the_service_would() {
         "{}",
         DisplayErrorContext(&err)
     );
+}
+
+/// PutRecords through `kinesis` with entries `keys[i]` → data `i`; the
+/// error code (or `"-"`) of each result entry, and the failed count.
+async fn put_records(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    keys: &[String],
+) -> (Vec<String>, i32) {
+    let entries = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                .partition_key(key)
+                .data(Blob::new(i.to_string()))
+                .build()
+                .expect("entry")
+        })
+        .collect();
+    let out = kinesis
+        .put_records()
+        .stream_name(stream)
+        .set_records(Some(entries))
+        .send()
+        .await
+        .expect("PutRecords answers with HTTP 200");
+    let codes = out
+        .records()
+        .iter()
+        .map(
+            |r| match (r.error_code(), r.error_message(), r.sequence_number()) {
+                (Some(code), Some(message), None) if !message.is_empty() => code.to_owned(),
+                (None, None, Some(_)) if r.shard_id().is_some() => "-".to_owned(),
+                _ => panic!("neither written nor failed with a message: {r:?}"),
+            },
+        )
+        .collect();
+    (codes, out.failed_record_count().unwrap_or(0))
+}
+
+#[tokio::test]
+async fn partial_put_records_fails_every_nth_entry_in_place() {
+    let aws = LocalAws::start().await.expect("start LocalAws");
+    let proxy = FaultProxy::start(aws.kinesis_endpoint())
+        .await
+        .expect("start proxy");
+    let kinesis = impatient_kinesis_via(&aws, &proxy);
+    let stream = aws.unique_name("partial");
+    aws.create_stream(&stream, 1).await.expect("create stream");
+    let keys = |from: usize, n: usize| -> Vec<String> {
+        (from..from + n).map(|i| format!("k{i}")).collect()
+    };
+    const THROTTLED: &str = "ProvisionedThroughputExceededException";
+
+    proxy.set_fault(Fault::PartialPutRecords {
+        every_nth: 3,
+        error: EntryError::Throttled,
+    });
+    let (codes, failed) = put_records(&kinesis, &stream, &keys(0, 8)).await;
+    assert_eq!(codes, ["-", "-", THROTTLED, "-", "-", THROTTLED, "-", "-"]);
+    assert_eq!(failed, 2);
+    // Counting goes on across calls: the 9th entry seen is this call's first.
+    let (codes, failed) = put_records(&kinesis, &stream, &keys(8, 2)).await;
+    assert_eq!(codes, [THROTTLED, "-"]);
+    assert_eq!(failed, 1);
+    // All entries failed: nothing to forward, still answered.
+    proxy.set_fault(Fault::PartialPutRecords {
+        every_nth: 1,
+        error: EntryError::InternalFailure,
+    });
+    let (codes, failed) = put_records(&kinesis, &stream, &keys(10, 2)).await;
+    assert_eq!(codes, ["InternalFailure", "InternalFailure"]);
+    assert_eq!(failed, 2);
+    // Other operations pass through.
+    kinesis
+        .describe_stream_summary()
+        .stream_name(&stream)
+        .send()
+        .await
+        .expect("DescribeStreamSummary passes");
+    assert_eq!(proxy.entries_failed(), 5);
+    assert_eq!(proxy.request_count("PutRecords"), 3);
+
+    proxy.set_fault(Fault::None);
+    let (codes, _) = put_records(&kinesis, &stream, &keys(12, 2)).await;
+    assert_eq!(codes, ["-", "-"]);
+
+    // Exactly the entries reported written reached the stream, in order.
+    let client = aws.kinesis_client();
+    let shards = read_back::list_shards(&client, &stream)
+        .await
+        .expect("ListShards");
+    let mut written = Vec::new();
+    for response in read_back::read_shard(&client, &stream, shards[0].shard_id())
+        .await
+        .expect("read back")
+    {
+        for record in response.records() {
+            written.push(record.partition_key().unwrap_or_default().to_owned());
+        }
+    }
+    let expected: Vec<String> = [0, 1, 3, 4, 6, 7, 9, 12, 13]
+        .iter()
+        .map(|i| format!("k{i}"))
+        .collect();
+    assert_eq!(written, expected);
 }
 
 #[tokio::test]

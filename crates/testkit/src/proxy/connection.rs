@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::fault::{Direction, Fault, FaultState, Refusal};
 use super::http::{self, RequestCounter, RequestHead};
+use super::put_records::{self, Selection};
 use super::stats::{OpenGuard, Stats};
 
 /// Bytes read from a socket at once.
@@ -116,6 +117,7 @@ async fn proxy_connection(
         return;
     }
     let mut reset_faults = faults.clone();
+    let upstream_addr = upstream;
     let upstream = tokio::select! {
         biased;
         _ = reset_after(&mut reset_faults, resets) => {
@@ -151,7 +153,7 @@ async fn proxy_connection(
             );
             match forwarded.await {
                 Ok(None) => Ok(()),
-                Ok(Some(refused)) => Err(Ending::Refused(refused)),
+                Ok(Some(held)) => Err(Ending::Intercepted(held)),
                 Err(e) => Err(Ending::Failed(e)),
             }
         };
@@ -176,10 +178,26 @@ async fn proxy_connection(
     match ending {
         None => {}
         Some(Ending::Failed(e)) => tracing::debug!("fault proxy connection ended: {e}"),
-        Some(Ending::Refused((request, refusal))) => {
-            let response = http::refusal_response(&request, refusal);
-            if let Err(e) = client_write.write_all(&response).await {
-                tracing::debug!("fault proxy could not answer a refused request: {e}");
+        Some(Ending::Intercepted(held)) => {
+            let response = match held {
+                Held::Refused(target, refusal) => Ok(http::refusal_response(&target, refusal)),
+                Held::PutRecords(request, selection) => {
+                    put_records::answer(
+                        &request,
+                        upstream_addr,
+                        selection,
+                        &stats.put_records_entries,
+                    )
+                    .await
+                }
+            };
+            match response {
+                Ok(response) => {
+                    if let Err(e) = client_write.write_all(&response).await {
+                        tracing::debug!("fault proxy could not answer an intercepted request: {e}");
+                    }
+                }
+                Err(e) => tracing::debug!("fault proxy could not forward a PutRecords call: {e}"),
             }
             let _ = client_write.shutdown().await;
             // The client closes once it has the answer (Connection: close).
@@ -208,9 +226,8 @@ async fn proxy_connection(
 enum Ending {
     /// [`Fault::Reset`] was set.
     Reset,
-    /// A request was held back under [`Fault::refusal`]; the client is to
-    /// be answered as the service it addresses would.
-    Refused((RequestHead, Refusal)),
+    /// A request was held back to be answered by the proxy.
+    Intercepted(Held),
     /// Reading or writing failed.
     Failed(io::Error),
 }
@@ -243,6 +260,16 @@ async fn refuse(mut client: TcpStream, counter: &mut RequestCounter, stats: &Sta
     let _ = client.set_zero_linger();
 }
 
+/// A request the proxy answers itself instead of forwarding it as it is.
+enum Held {
+    /// Refused under [`Fault::refusal`], to be answered as the service it
+    /// addresses would.
+    Refused(RequestHead, Refusal),
+    /// A complete PutRecords request (head and body) under
+    /// [`Fault::PartialPutRecords`].
+    PutRecords(Vec<u8>, Selection),
+}
+
 /// One chunk read from a socket, or the end of its stream.
 struct Chunk {
     /// When it may be written (read time plus any [`Fault::Delay`]).
@@ -253,22 +280,25 @@ struct Chunk {
 
 /// Copies `src` to `dst` under the current fault until `src` ends (then
 /// half-closes `dst`) or either side fails. With a request `counter`, under
-/// a fault with a [`Fault::refusal`] each request head is held back until
-/// complete and a matching request ends the copy, returning it and the
-/// refusal, without forwarding it.
+/// a fault that intercepts requests ([`Fault::refusal`],
+/// [`Fault::PartialPutRecords`]) each request head is held back until
+/// complete and a matching request (with its body, for a PutRecords) ends
+/// the copy, returned without being forwarded.
 async fn forward(
     src: &mut OwnedReadHalf,
     dst: &mut OwnedWriteHalf,
     direction: Direction,
     faults: &watch::Receiver<FaultState>,
     mut counter: Option<(&mut RequestCounter, &Stats)>,
-) -> io::Result<Option<(RequestHead, Refusal)>> {
+) -> io::Result<Option<Held>> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(QUEUE_CHUNKS);
     let mut read_faults = faults.clone();
     let read = async move {
         let mut buf = vec![0u8; READ_CHUNK];
-        // The start of a request whose head is incomplete, under a refusal.
+        // The start of a request held under a fault that intercepts
+        // requests, and that request once its head is complete.
         let mut head = Vec::new();
+        let mut held_request: Option<RequestHead> = None;
         loop {
             // Held back: leave the bytes in the kernel so the sender feels it.
             if read_faults
@@ -293,7 +323,9 @@ async fn forward(
             let mut data = buf[..n].to_vec();
             if let Some((counter, stats)) = counter.as_mut() {
                 let refusal = fault.refusal();
-                let holding = !head.is_empty() || (refusal.is_some() && counter.at_request_start());
+                let partial = fault.partial_put_records();
+                let intercepting = refusal.is_some() || partial.is_some();
+                let holding = !head.is_empty() || (intercepting && counter.at_request_start());
                 let mut first_request = None;
                 counter.feed(&data, |request| {
                     stats.count_request(&request.operation);
@@ -301,15 +333,31 @@ async fn forward(
                 });
                 if holding {
                     head.extend_from_slice(&data);
-                    match (refusal, first_request) {
-                        (Some((operation, refusal)), Some(request))
-                            if request.operation == operation =>
-                        {
-                            return Ok(Some((request, refusal)));
+                    if held_request.is_none() {
+                        held_request = first_request;
+                    }
+                    if let (Some((refused, refusal)), Some(request)) = (refusal, &held_request) {
+                        if request.operation == refused {
+                            return Ok(Some(Held::Refused(request.clone(), refusal)));
                         }
-                        (Some(_), None) if !counter.is_off() => continue,
+                    }
+                    let operation = held_request.as_ref().map(|r| r.operation.as_str());
+                    match (partial, operation) {
+                        (Some(selection), Some("PutRecords")) => {
+                            match put_records::request_len(&head) {
+                                Some(len) if head.len() < len => continue,
+                                Some(len) if head.len() == len => {
+                                    let request = std::mem::take(&mut head);
+                                    return Ok(Some(Held::PutRecords(request, selection)));
+                                }
+                                // Pipelined or chunked: passed through.
+                                _ => data = std::mem::take(&mut head),
+                            }
+                        }
+                        (_, None) if intercepting && !counter.is_off() => continue,
                         _ => data = std::mem::take(&mut head),
                     }
+                    held_request = None;
                 }
             }
             if Direction::discarded(fault) {

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use super::put_records::{EntryError, Selection};
+
 /// What the proxy does to traffic. Takes effect at once on existing and new
 /// connections ([`FaultProxy::set_fault`](super::FaultProxy::set_fault)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -52,6 +54,23 @@ pub enum Fault {
         /// The operation to fail.
         operation: &'static str,
     },
+    /// Fail some entries of Kinesis PutRecords calls as Kinesis does when a
+    /// shard is over its limit or has an internal failure: HTTP 200 with
+    /// `FailedRecordCount` and, in the failed entries' places, `ErrorCode`
+    /// and `ErrorMessage`. Of all PutRecords entries seen under this fault,
+    /// counted from 1 in arrival order over the proxy's life, every
+    /// `every_nth`-th fails (0: none), so a run is reproducible for a given
+    /// order of calls. Failed entries never reach the upstream; the others
+    /// are forwarded in one call on a connection of the proxy's own, and
+    /// the client's connection is closed after the answer. An error the
+    /// upstream answers for the whole call is passed on as it is. See
+    /// [`FaultProxy::entries_failed`](super::FaultProxy::entries_failed).
+    PartialPutRecords {
+        /// Which entries fail: every n-th.
+        every_nth: u32,
+        /// The error code they get.
+        error: EntryError,
+    },
 }
 
 impl Fault {
@@ -61,6 +80,14 @@ impl Fault {
         match self {
             Fault::Throttle { operation } => Some((operation, Refusal::Throttling)),
             Fault::InternalError { operation } => Some((operation, Refusal::InternalError)),
+            _ => None,
+        }
+    }
+
+    /// The entries this fault fails, if it is [`Fault::PartialPutRecords`].
+    pub(super) fn partial_put_records(self) -> Option<Selection> {
+        match self {
+            Fault::PartialPutRecords { every_nth, error } => Some(Selection { every_nth, error }),
             _ => None,
         }
     }

@@ -4,7 +4,8 @@
 //! connection to its upstream (for example [`crate::LocalAws::dynamodb_endpoint`]).
 //! Point one client at [`FaultProxy::endpoint`] and switch [`Fault`]s on and
 //! off to cut that client off, slow it down, reset its connections, silence
-//! its responses or throttle one operation, while other clients keep talking
+//! its responses, throttle one operation or fail some entries of PutRecords
+//! calls, while other clients keep talking
 //! to the emulator directly.
 //! It also counts HTTP/1.1 requests by operation (`X-Amz-Target`, or for
 //! S3 the REST operation its method, path and query name).
@@ -26,6 +27,7 @@
 mod connection;
 mod fault;
 mod http;
+mod put_records;
 mod stats;
 
 use std::collections::BTreeMap;
@@ -46,6 +48,7 @@ use stats::Stats;
 
 pub use fault::Fault;
 pub use http::NO_TARGET;
+pub use put_records::EntryError;
 
 /// How long `Drop` waits for the proxy thread before leaving it behind.
 const STOP_WAIT: Duration = Duration::from_secs(5);
@@ -252,6 +255,14 @@ impl FaultProxy {
     /// blackholed by a fault.
     pub fn connections_opened(&self) -> u64 {
         self.stats.connections_opened.load(Ordering::Relaxed)
+    }
+
+    /// PutRecords entries failed by [`Fault::PartialPutRecords`] since start.
+    pub fn entries_failed(&self) -> u64 {
+        self.stats
+            .put_records_entries
+            .failed
+            .load(Ordering::Relaxed)
     }
 
     /// Client connections the proxy holds open right now.

@@ -4,12 +4,15 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::put_records::EntryCounts;
+
 /// Counters shared by the handle and the proxy thread.
 #[derive(Debug, Default)]
 pub(super) struct Stats {
     pub(super) requests: Mutex<BTreeMap<String, u64>>,
     pub(super) connections_opened: AtomicU64,
     pub(super) connections_open: AtomicU64,
+    pub(super) put_records_entries: EntryCounts,
 }
 
 impl Stats {
