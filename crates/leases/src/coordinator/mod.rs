@@ -6,14 +6,17 @@
 //! code drives real workers and the deterministic simulation.
 //!
 //! [`Coordinator::tick`] (here) runs the parts in order: `fencing`
-//! (heartbeats and the self-fence), `leadership` (keeping or taking the
-//! leader item), `round` (the leader's assignment round) and `own_leases`
-//! (this worker's leases to start, stop, release or finish handing off).
+//! (heartbeats and the self-fence), `view` (reading the coordinator table:
+//! the whole of it for the leader, the leader item for the others),
+//! `leadership` (keeping or taking the leader item), `round` (the leader's
+//! assignment round) and `own_leases` (this worker's leases to start, stop,
+//! release or finish handing off).
 
 mod fencing;
 mod leadership;
 mod own_leases;
 mod round;
+mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -124,6 +127,8 @@ pub struct Coordinator {
     registry: Arc<dyn CoordinatorStore>,
     started_at_ms: u64,
     heartbeat_counter: u64,
+    /// The counter of the last successful heartbeat (the leader item records it).
+    acknowledged_counter: u64,
     state: WorkerState,
     /// When the last successful heartbeat was sent.
     last_heartbeat: Instant,
@@ -188,6 +193,7 @@ impl Coordinator {
             registry,
             started_at_ms: epoch_ms(),
             heartbeat_counter: 0,
+            acknowledged_counter: 0,
             state: WorkerState::Running,
             last_heartbeat: Instant::now(),
             fencing: Fencing::Clear,
@@ -303,26 +309,10 @@ impl Coordinator {
         if self.fencing == Fencing::Releasing && self.release_owned().await {
             self.fencing = Fencing::Clear;
         }
-        let view = match self.registry.read().await {
-            Ok(view) => view,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the coordinator table failed");
-                return plan;
-            }
+        let Some(view) = self.observe_fleet().await else {
+            return plan;
         };
-        // Observations are stamped when the read returns, never earlier: a
-        // value read may have been written just before (a heartbeat sent
-        // then fences its worker `fence_after` later), so expiry judged from
-        // an earlier stamp could take leases from a worker still delivering.
-        let now = Instant::now();
-        self.observed_at = now;
-        self.workers_seen.observe(
-            view.workers
-                .values()
-                .map(|w| (w.worker_id.as_str(), w.heartbeat_counter)),
-            now,
-        );
-        self.settle_moves(&view);
+        let now = self.observed_at;
         self.update_leadership(&view, now).await;
         plan.leader_known = view.leader.is_some() || self.leader.is_some();
         plan.is_leader = self.leader.is_some();

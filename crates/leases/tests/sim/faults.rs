@@ -20,8 +20,10 @@ use super::rng::Rng;
 pub(crate) enum Op {
     /// Worker heartbeat (PutItem on the coordinator table).
     Heartbeat,
-    /// Reading the coordinator table (a strongly consistent Scan).
+    /// Reading the whole coordinator table (a strongly consistent Scan).
     CoordinatorRead,
+    /// Reading the leader item (an eventually consistent GetItem).
+    LeaderRead,
     /// Claiming leadership (conditional PutItem).
     LeaderClaim,
     /// Leader heartbeat (conditional UpdateItem).
@@ -41,9 +43,10 @@ pub(crate) enum Op {
 }
 
 impl Op {
-    pub(crate) const ALL: [Op; 10] = [
+    pub(crate) const ALL: [Op; 11] = [
         Op::Heartbeat,
         Op::CoordinatorRead,
+        Op::LeaderRead,
         Op::LeaderClaim,
         Op::LeaderRenewal,
         Op::CoordinatorDelete,
@@ -57,7 +60,8 @@ impl Op {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Op::Heartbeat => "heartbeats (PutItem)",
-            Op::CoordinatorRead => "coordinator reads (Scan)",
+            Op::CoordinatorRead => "coordinator scans (Scan)",
+            Op::LeaderRead => "leader item reads (GetItem)",
             Op::LeaderClaim => "leader claims",
             Op::LeaderRenewal => "leader renewals",
             Op::CoordinatorDelete => "coordinator deletes",
@@ -88,7 +92,7 @@ impl Op {
             Op::CoordinatorDelete => "DeleteItem",
             Op::Query => "Query",
             Op::CoordinatorRead | Op::Scan => "Scan",
-            Op::Get => "GetItem",
+            Op::Get | Op::LeaderRead => "GetItem",
         }
     }
 }
@@ -321,7 +325,7 @@ impl LeaseStore for FaultyLeaseStore {
             .run(&self.counters, Op::Get, self.inner.get_lease(lease_key))
             .await?;
         let size = lease.as_ref().map_or(0, capacity::lease_size);
-        self.counters.charge(Op::Get, capacity::get(size));
+        self.counters.charge(Op::Get, capacity::get(size, true));
         Ok(lease)
     }
 
@@ -526,10 +530,22 @@ impl CoordinatorStore for FaultyCoordinatorStore {
         Ok(view)
     }
 
+    async fn read_leader(&self) -> Result<Option<LeaderRecord>> {
+        let leader = self
+            .faults
+            .run(&self.counters, Op::LeaderRead, self.inner.read_leader())
+            .await?;
+        let size = leader.as_ref().map_or(0, capacity::leader_size);
+        self.counters
+            .charge(Op::LeaderRead, capacity::get(size, false));
+        Ok(leader)
+    }
+
     async fn claim_leader(
         &self,
         me: &str,
         expected: Option<&LeaderRecord>,
+        heartbeat_counter: u64,
         now_ms: u64,
     ) -> Result<LeaderRecord> {
         let claimed = self
@@ -537,20 +553,26 @@ impl CoordinatorStore for FaultyCoordinatorStore {
             .run(
                 &self.counters,
                 Op::LeaderClaim,
-                self.inner.claim_leader(me, expected, now_ms),
+                self.inner
+                    .claim_leader(me, expected, heartbeat_counter, now_ms),
             )
             .await;
         self.charge_leader_write(Op::LeaderClaim, expected, &claimed);
         claimed
     }
 
-    async fn renew_leader(&self, current: &LeaderRecord, now_ms: u64) -> Result<LeaderRecord> {
+    async fn renew_leader(
+        &self,
+        current: &LeaderRecord,
+        heartbeat_counter: u64,
+        now_ms: u64,
+    ) -> Result<LeaderRecord> {
         let renewed = self
             .faults
             .run(
                 &self.counters,
                 Op::LeaderRenewal,
-                self.inner.renew_leader(current, now_ms),
+                self.inner.renew_leader(current, heartbeat_counter, now_ms),
             )
             .await;
         self.charge_leader_write(Op::LeaderRenewal, Some(current), &renewed);
