@@ -208,6 +208,11 @@ async fn scans_and_queries_paginate_and_skip_non_lease_items() {
         expected,
         "13 items over 5 pages"
     );
+    assert_eq!(
+        store.list_leases_eventually().await.unwrap(),
+        expected,
+        "the eventually consistent scan pages alike"
+    );
     assert_eq!(store.get_lease("leader").await.unwrap(), None);
 
     let w1: Vec<_> = (0..11)

@@ -215,8 +215,8 @@ impl Coordinator {
         }
     }
 
-    /// The next instant after `after` at which a worker or the leader this
-    /// coordinator watches expires if it stays silent, or a pending handoff
+    /// The next instant after `after` at which the leader item, or (for the
+    /// leader) a worker, expires if it stays silent, or a pending handoff
     /// must be forced: tick then too, so takeovers happen on time rather
     /// than up to a heartbeat late.
     ///
@@ -228,9 +228,16 @@ impl Coordinator {
     pub fn next_expiry(&self, after: Instant) -> Option<Instant> {
         let after = after.min(self.observed_at);
         let failover = self.config.failover_time;
+        // Workers' expiries matter to the leader only: other workers watch
+        // them from occasional scans, and waking for each would tick (and
+        // scan) off the heartbeat's rhythm.
+        let workers = self
+            .leader
+            .as_ref()
+            .and_then(|_| self.workers_seen.next_expiry(after, failover));
         [
             self.leader_seen.next_expiry(after, failover),
-            self.workers_seen.next_expiry(after, failover),
+            workers,
             self.next_forced
                 .filter(|at| *at > after && self.leader.is_some()),
         ]

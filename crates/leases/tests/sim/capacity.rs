@@ -5,7 +5,8 @@
 //!
 //! Reads are strongly consistent (as the stores ask) except queries of the
 //! owner index, which can only be eventually consistent, and reads of the
-//! leader item, which need not be (both half price): one
+//! leader item and the leader's lease scans, which need not be (all half
+//! price): one
 //! read unit per 4 KB, summed over a Scan or Query page (at most 1 MB) and
 //! rounded up per page. Writes cost one unit per 1 KB of the larger of the
 //! item before and after, also when their condition fails. The owner index

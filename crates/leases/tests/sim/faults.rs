@@ -277,6 +277,22 @@ pub(crate) struct FaultyLeaseStore {
 }
 
 impl FaultyLeaseStore {
+    /// A lease scan, charged as strongly or eventually `consistent`.
+    async fn scan(&self, consistent: bool) -> Result<Vec<Lease>> {
+        let leases = self
+            .faults
+            .run(&self.counters, Op::Scan, self.inner.list_leases())
+            .await?;
+        self.counters
+            .scanned_items
+            .fetch_add(leases.len() as u64, Ordering::Relaxed);
+        self.counters.charge(
+            Op::Scan,
+            capacity::scan(leases.iter().map(capacity::lease_size), consistent),
+        );
+        Ok(leases)
+    }
+
     /// Runs a conditional write from the view `lease` and charges what it
     /// consumed.
     async fn lease_write(
@@ -330,18 +346,11 @@ impl LeaseStore for FaultyLeaseStore {
     }
 
     async fn list_leases(&self) -> Result<Vec<Lease>> {
-        let leases = self
-            .faults
-            .run(&self.counters, Op::Scan, self.inner.list_leases())
-            .await?;
-        self.counters
-            .scanned_items
-            .fetch_add(leases.len() as u64, Ordering::Relaxed);
-        self.counters.charge(
-            Op::Scan,
-            capacity::scan(leases.iter().map(capacity::lease_size), true),
-        );
-        Ok(leases)
+        self.scan(true).await
+    }
+
+    async fn list_leases_eventually(&self) -> Result<Vec<Lease>> {
+        self.scan(false).await
     }
 
     async fn list_lease_keys_owned_by(&self, owner: &str) -> Result<Vec<String>> {
