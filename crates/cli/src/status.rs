@@ -571,6 +571,7 @@ mod tests {
             leader: Some(LeaderRecord {
                 leader_id: "w1".into(),
                 leader_counter: 7,
+                heartbeat_counter: 3,
                 heartbeat_at_ms: 9_000,
             }),
             workers: [worker("w1", 3, 9_500, 1_000), worker("w2", 1, 9_900, 2_000)]

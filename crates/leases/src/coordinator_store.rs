@@ -76,6 +76,12 @@ pub struct LeaderRecord {
     pub leader_id: String,
     /// Bumped by every leader heartbeat; the fencing token of leadership.
     pub leader_counter: u64,
+    /// The leader's own worker heartbeat counter (its last successful
+    /// heartbeat) when it wrote this item: workers that read only this item
+    /// start watching the leader's heartbeat from it, so a worker taking
+    /// over can expire the leader's heartbeat without having scanned the
+    /// table before (see [`CoordinatorStore::read_leader`]).
+    pub heartbeat_counter: u64,
     /// Wall-clock time of the last leader heartbeat (epoch ms), for operators.
     pub heartbeat_at_ms: u64,
 }
@@ -104,17 +110,30 @@ pub trait CoordinatorStore: Send + Sync + 'static {
     /// Deletes a worker item (absent is fine).
     async fn delete_worker(&self, worker_id: &str) -> Result<()>;
     /// Reads every worker item and the leader item (strongly consistent).
+    /// The leader's read: its size grows with the fleet.
     async fn read(&self) -> Result<CoordinatorView>;
+    /// Reads the leader item only (one item, eventually consistent): what
+    /// every other worker reads per heartbeat. A stale answer is safe: it
+    /// can only delay an expiry, and a claim is conditional on the item.
+    async fn read_leader(&self) -> Result<Option<LeaderRecord>>;
     /// Becomes leader: when `expected` is `None` the leader item must be
     /// absent, else it must still be `expected` (an expired leader).
+    /// `heartbeat_counter` is the claimant's last successful heartbeat.
     async fn claim_leader(
         &self,
         me: &str,
         expected: Option<&LeaderRecord>,
+        heartbeat_counter: u64,
         now_ms: u64,
     ) -> Result<LeaderRecord>;
-    /// Leader heartbeat: condition leader id and counter as in `current`; bumps the counter.
-    async fn renew_leader(&self, current: &LeaderRecord, now_ms: u64) -> Result<LeaderRecord>;
+    /// Leader heartbeat: condition leader id and counter as in `current`;
+    /// bumps the counter and records the leader's last successful heartbeat.
+    async fn renew_leader(
+        &self,
+        current: &LeaderRecord,
+        heartbeat_counter: u64,
+        now_ms: u64,
+    ) -> Result<LeaderRecord>;
     /// Gives leadership up (deletes the item if it is still `current`).
     async fn resign_leader(&self, current: &LeaderRecord) -> Result<()>;
 }
@@ -170,10 +189,15 @@ impl CoordinatorStore for MemoryCoordinatorStore {
         Ok(self.lock().clone())
     }
 
+    async fn read_leader(&self) -> Result<Option<LeaderRecord>> {
+        Ok(self.lock().leader.clone())
+    }
+
     async fn claim_leader(
         &self,
         me: &str,
         expected: Option<&LeaderRecord>,
+        heartbeat_counter: u64,
         now_ms: u64,
     ) -> Result<LeaderRecord> {
         let mut view = self.lock();
@@ -183,13 +207,19 @@ impl CoordinatorStore for MemoryCoordinatorStore {
         let leader = LeaderRecord {
             leader_id: me.to_owned(),
             leader_counter: expected.map_or(1, |e| e.leader_counter + 1),
+            heartbeat_counter,
             heartbeat_at_ms: now_ms,
         };
         view.leader = Some(leader.clone());
         Ok(leader)
     }
 
-    async fn renew_leader(&self, current: &LeaderRecord, now_ms: u64) -> Result<LeaderRecord> {
+    async fn renew_leader(
+        &self,
+        current: &LeaderRecord,
+        heartbeat_counter: u64,
+        now_ms: u64,
+    ) -> Result<LeaderRecord> {
         let mut view = self.lock();
         match &view.leader {
             Some(l)
@@ -200,6 +230,7 @@ impl CoordinatorStore for MemoryCoordinatorStore {
         let leader = LeaderRecord {
             leader_id: current.leader_id.clone(),
             leader_counter: current.leader_counter + 1,
+            heartbeat_counter,
             heartbeat_at_ms: now_ms,
         };
         view.leader = Some(leader.clone());
@@ -224,18 +255,23 @@ mod tests {
     #[tokio::test]
     async fn leadership_is_conditional_on_the_observed_item() {
         let store = MemoryCoordinatorStore::new();
-        let a = store.claim_leader("a", None, 1).await.unwrap();
-        assert!(store.claim_leader("b", None, 1).await.is_err(), "taken");
-        let a2 = store.renew_leader(&a, 2).await.unwrap();
-        assert_eq!(a2.leader_counter, 2);
-        assert!(store.renew_leader(&a, 3).await.is_err(), "stale view");
+        assert_eq!(store.read_leader().await.unwrap(), None);
+        let a = store.claim_leader("a", None, 7, 1).await.unwrap();
+        assert!(store.claim_leader("b", None, 1, 1).await.is_err(), "taken");
+        let a2 = store.renew_leader(&a, 8, 2).await.unwrap();
+        assert_eq!((a2.leader_counter, a2.heartbeat_counter), (2, 8));
+        assert_eq!(store.read_leader().await.unwrap(), Some(a2.clone()));
+        assert!(store.renew_leader(&a, 9, 3).await.is_err(), "stale view");
         assert!(
-            store.claim_leader("b", Some(&a), 3).await.is_err(),
+            store.claim_leader("b", Some(&a), 1, 3).await.is_err(),
             "stale expiry"
         );
-        let b = store.claim_leader("b", Some(&a2), 3).await.unwrap();
-        assert_eq!((b.leader_id.as_str(), b.leader_counter), ("b", 3));
-        assert!(store.renew_leader(&a2, 4).await.is_err(), "deposed");
+        let b = store.claim_leader("b", Some(&a2), 4, 3).await.unwrap();
+        assert_eq!(
+            (b.leader_id.as_str(), b.leader_counter, b.heartbeat_counter),
+            ("b", 3, 4)
+        );
+        assert!(store.renew_leader(&a2, 9, 4).await.is_err(), "deposed");
         store.resign_leader(&a2).await.unwrap();
         assert_eq!(
             store.read().await.unwrap().leader,
@@ -244,6 +280,7 @@ mod tests {
         );
         store.resign_leader(&b).await.unwrap();
         assert_eq!(store.read().await.unwrap().leader, None);
+        assert_eq!(store.read_leader().await.unwrap(), None);
     }
 
     #[test]

@@ -31,6 +31,26 @@ impl ExpiryTracker {
         self.seen = next;
     }
 
+    /// Records one key's counter observed at `now`, keeping every other key.
+    /// A value below the one watched is ignored: it comes from an item that
+    /// trails the watched one (the leader item records the leader's last
+    /// heartbeat it knew of), and only says the counter was at least that.
+    pub(crate) fn observe_at_least(&mut self, key: &str, counter: u64, now: Instant) {
+        match self.seen.get(key) {
+            Some((seen, _)) if *seen >= counter => {}
+            _ => {
+                self.seen.insert(key.to_owned(), (counter, now));
+            }
+        }
+    }
+
+    /// How long `key`'s counter has stood still as of `now` (zero when never observed).
+    pub(crate) fn unchanged_for(&self, key: &str, now: Instant) -> Duration {
+        self.seen
+            .get(key)
+            .map_or(Duration::ZERO, |(_, since)| now.duration_since(*since))
+    }
+
     /// Records `key`'s counter as this process just wrote it at `now`.
     pub(crate) fn wrote(&mut self, key: &str, counter: u64, now: Instant) {
         self.seen.insert(key.to_owned(), (counter, now));
@@ -93,5 +113,27 @@ mod tests {
             "from the write"
         );
         assert_eq!(tracker.expires_at("a", ft), None);
+    }
+
+    #[test]
+    fn a_trailing_observation_keeps_the_clock_and_the_other_keys() {
+        let t0 = Instant::now();
+        let ft = Duration::from_secs(10);
+        let mut tracker = ExpiryTracker::default();
+        tracker.observe([("a", 5), ("b", 1)], t0);
+        let t1 = t0 + Duration::from_secs(4);
+        tracker.observe_at_least("a", 4, t1);
+        tracker.observe_at_least("a", 5, t1);
+        assert_eq!(tracker.unchanged_for("a", t1), Duration::from_secs(4));
+        assert!(
+            tracker.is_expired("a", t0 + ft, ft),
+            "lower or equal: same clock"
+        );
+        assert!(tracker.is_expired("b", t0 + ft, ft), "other keys kept");
+        tracker.observe_at_least("a", 6, t1);
+        assert!(!tracker.is_expired("a", t0 + ft, ft), "higher: restarted");
+        tracker.observe_at_least("c", 1, t1);
+        assert_eq!(tracker.expires_at("c", ft), Some(t1 + ft));
+        assert_eq!(tracker.unchanged_for("never", t1), Duration::ZERO);
     }
 }

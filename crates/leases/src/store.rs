@@ -35,6 +35,16 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// whose `entityType` is present and not `LEASE`.
     async fn list_leases(&self) -> Result<Vec<Lease>>;
 
+    /// Reads every lease like [`list_leases`](Self::list_leases) but
+    /// eventually consistent (half the read units on DynamoDB): a lease
+    /// written a moment ago may show its previous state. For the leader's
+    /// assignment round, every write of which is conditional on the lease as
+    /// read (as the KCL's lease taker scans). Stores without weaker reads
+    /// read strongly.
+    async fn list_leases_eventually(&self) -> Result<Vec<Lease>> {
+        self.list_leases().await
+    }
+
     /// Keys of the leases whose `leaseOwner` is `owner`, sorted, via the
     /// `LeaseOwnerToLeaseKeyIndex` query (eventually consistent, like every GSI).
     async fn list_lease_keys_owned_by(&self, owner: &str) -> Result<Vec<String>>;

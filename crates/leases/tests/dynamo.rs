@@ -12,7 +12,8 @@ use aws_sdk_dynamodb::types::{
 use common::{assert_lost, cp};
 use kinesis_fleet_leases::schema::{self, Item};
 use kinesis_fleet_leases::{
-    DynamoLeaseStore, DynamoStoreConfig, Error, ExtendedSequenceNumber, Lease, LeaseStore,
+    CoordinatorStore, DynamoCoordinatorStore, DynamoLeaseStore, DynamoStoreConfig, Error,
+    ExtendedSequenceNumber, Lease, LeaseStore, coordinator_table_name,
 };
 use kinesis_fleet_testkit::LocalAws;
 
@@ -128,6 +129,35 @@ async fn lease_lifecycle_matches_the_memory_store() {
 }
 
 #[tokio::test]
+async fn coordinator_table_matches_the_memory_store() {
+    let aws = local_aws().await;
+    let table = coordinator_table_name(&aws.unique_name("app"));
+    let store = DynamoCoordinatorStore::new(aws.dynamodb_client(), table.clone());
+    common::coordinator_lifecycle(&store).await;
+    // A leader item written before the heartbeat counter existed reads as 0.
+    put_raw(
+        &aws,
+        &table,
+        Item::from([
+            ("key".to_owned(), s("leader")),
+            ("leaderId".to_owned(), s("old")),
+            ("leaderCounter".to_owned(), num("9")),
+            ("heartbeatAt".to_owned(), num("1")),
+        ]),
+    )
+    .await;
+    let leader = store.read_leader().await.unwrap().expect("the leader item");
+    assert_eq!(
+        (
+            leader.leader_id.as_str(),
+            leader.leader_counter,
+            leader.heartbeat_counter
+        ),
+        ("old", 9, 0)
+    );
+}
+
+#[tokio::test]
 async fn scans_and_queries_paginate_and_skip_non_lease_items() {
     let aws = local_aws().await;
     let store = store(&aws, DynamoStoreConfig::default().page_size(Some(3))).await;
@@ -177,6 +207,11 @@ async fn scans_and_queries_paginate_and_skip_non_lease_items() {
         store.list_leases().await.unwrap(),
         expected,
         "13 items over 5 pages"
+    );
+    assert_eq!(
+        store.list_leases_eventually().await.unwrap(),
+        expected,
+        "the eventually consistent scan pages alike"
     );
     assert_eq!(store.get_lease("leader").await.unwrap(), None);
 

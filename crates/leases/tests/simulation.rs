@@ -167,11 +167,12 @@ fn large_fleet() {
 fn capacity_units_follow_dynamodb_billing() {
     use sim::capacity::{get, scan, write};
     assert_eq!(
-        get(0).read,
+        get(0, true).read,
         1.0,
         "a strongly consistent miss costs one unit"
     );
-    assert_eq!(get(4097).read, 2.0);
+    assert_eq!(get(4097, true).read, 2.0);
+    assert_eq!(get(300, false).read, 0.5, "eventually consistent: half");
     // Summed per page, rounded up per page; pages end at 1 MB.
     assert_eq!(scan([300; 100], true).read, 8.0);
     assert_eq!(scan([300; 100], false).read, 4.0);

@@ -56,6 +56,7 @@ pub(super) enum Fencing {
 
 impl Coordinator {
     pub(super) fn heartbeat_succeeded(&mut self, sent: Instant) {
+        self.acknowledged_counter = self.heartbeat_counter;
         self.last_heartbeat = sent;
         self.fence.set(sent + self.config.fence_after());
     }

@@ -9,17 +9,17 @@ use crate::expiry::ExpiryTracker;
 
 impl Coordinator {
     pub(super) async fn update_leadership(&mut self, view: &CoordinatorView, now: Instant) {
-        self.leader_seen.observe(
-            view.leader.iter().map(|l| (LEADER_KEY, l.leader_counter)),
-            now,
-        );
         let me = self.config.worker_id.as_str();
         let result = match (&view.leader, &self.leader) {
             (Some(stored), Some(mine)) if stored == mine => {
-                self.registry.renew_leader(mine, epoch_ms()).await
+                self.registry
+                    .renew_leader(mine, self.acknowledged_counter, epoch_ms())
+                    .await
             }
             (None, _) if self.state == WorkerState::Running => {
-                self.registry.claim_leader(me, None, epoch_ms()).await
+                self.registry
+                    .claim_leader(me, None, self.acknowledged_counter, epoch_ms())
+                    .await
             }
             (Some(stored), _)
                 if self.state == WorkerState::Running
@@ -31,7 +31,7 @@ impl Coordinator {
                         )) =>
             {
                 self.registry
-                    .claim_leader(me, Some(stored), epoch_ms())
+                    .claim_leader(me, Some(stored), self.acknowledged_counter, epoch_ms())
                     .await
             }
             _ => {

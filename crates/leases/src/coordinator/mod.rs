@@ -6,14 +6,17 @@
 //! code drives real workers and the deterministic simulation.
 //!
 //! [`Coordinator::tick`] (here) runs the parts in order: `fencing`
-//! (heartbeats and the self-fence), `leadership` (keeping or taking the
-//! leader item), `round` (the leader's assignment round) and `own_leases`
-//! (this worker's leases to start, stop, release or finish handing off).
+//! (heartbeats and the self-fence), `view` (reading the coordinator table:
+//! the whole of it for the leader, the leader item for the others),
+//! `leadership` (keeping or taking the leader item), `round` (the leader's
+//! assignment round) and `own_leases` (this worker's leases to start, stop,
+//! release or finish handing off).
 
 mod fencing;
 mod leadership;
 mod own_leases;
 mod round;
+mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -124,6 +127,8 @@ pub struct Coordinator {
     registry: Arc<dyn CoordinatorStore>,
     started_at_ms: u64,
     heartbeat_counter: u64,
+    /// The counter of the last successful heartbeat (the leader item records it).
+    acknowledged_counter: u64,
     state: WorkerState,
     /// When the last successful heartbeat was sent.
     last_heartbeat: Instant,
@@ -188,6 +193,7 @@ impl Coordinator {
             registry,
             started_at_ms: epoch_ms(),
             heartbeat_counter: 0,
+            acknowledged_counter: 0,
             state: WorkerState::Running,
             last_heartbeat: Instant::now(),
             fencing: Fencing::Clear,
@@ -209,8 +215,8 @@ impl Coordinator {
         }
     }
 
-    /// The next instant after `after` at which a worker or the leader this
-    /// coordinator watches expires if it stays silent, or a pending handoff
+    /// The next instant after `after` at which the leader item, or (for the
+    /// leader) a worker, expires if it stays silent, or a pending handoff
     /// must be forced: tick then too, so takeovers happen on time rather
     /// than up to a heartbeat late.
     ///
@@ -222,9 +228,16 @@ impl Coordinator {
     pub fn next_expiry(&self, after: Instant) -> Option<Instant> {
         let after = after.min(self.observed_at);
         let failover = self.config.failover_time;
+        // Workers' expiries matter to the leader only: other workers watch
+        // them from occasional scans, and waking for each would tick (and
+        // scan) off the heartbeat's rhythm.
+        let workers = self
+            .leader
+            .as_ref()
+            .and_then(|_| self.workers_seen.next_expiry(after, failover));
         [
             self.leader_seen.next_expiry(after, failover),
-            self.workers_seen.next_expiry(after, failover),
+            workers,
             self.next_forced
                 .filter(|at| *at > after && self.leader.is_some()),
         ]
@@ -303,26 +316,10 @@ impl Coordinator {
         if self.fencing == Fencing::Releasing && self.release_owned().await {
             self.fencing = Fencing::Clear;
         }
-        let view = match self.registry.read().await {
-            Ok(view) => view,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the coordinator table failed");
-                return plan;
-            }
+        let Some(view) = self.observe_fleet().await else {
+            return plan;
         };
-        // Observations are stamped when the read returns, never earlier: a
-        // value read may have been written just before (a heartbeat sent
-        // then fences its worker `fence_after` later), so expiry judged from
-        // an earlier stamp could take leases from a worker still delivering.
-        let now = Instant::now();
-        self.observed_at = now;
-        self.workers_seen.observe(
-            view.workers
-                .values()
-                .map(|w| (w.worker_id.as_str(), w.heartbeat_counter)),
-            now,
-        );
-        self.settle_moves(&view);
+        let now = self.observed_at;
         self.update_leadership(&view, now).await;
         plan.leader_known = view.leader.is_some() || self.leader.is_some();
         plan.is_leader = self.leader.is_some();

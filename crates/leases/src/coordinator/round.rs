@@ -54,7 +54,9 @@ impl Coordinator {
         if !due {
             return None;
         }
-        let mut leases = match self.leases.list_leases().await {
+        // Eventually consistent: every move below is conditional on the
+        // lease as read, so a stale lease only loses its write.
+        let mut leases = match self.leases.list_leases_eventually().await {
             Ok(leases) => leases,
             Err(e) => {
                 tracing::warn!(error = %e, "leader could not scan the lease table");

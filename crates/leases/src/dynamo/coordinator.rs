@@ -24,6 +24,7 @@ const STARTED_AT: &str = "startedAt";
 const STATE: &str = "state";
 const LEADER_ID: &str = "leaderId";
 const LEADER_COUNTER: &str = "leaderCounter";
+const LEADER_HEARTBEAT: &str = "leaderHeartbeatCounter";
 
 /// The coordinator table `<application>-coordinator` on DynamoDB.
 #[derive(Clone, Debug)]
@@ -80,6 +81,16 @@ impl DynamoCoordinatorStore {
         }
     }
 
+    fn parse_leader(item: &Item, key: &str) -> Result<LeaderRecord> {
+        Ok(LeaderRecord {
+            leader_id: Self::string(item, key, LEADER_ID)?,
+            leader_counter: Self::number(item, key, LEADER_COUNTER)?,
+            // Absent in items written before it existed: 0, never seen.
+            heartbeat_counter: Self::number(item, key, LEADER_HEARTBEAT)?,
+            heartbeat_at_ms: Self::number(item, key, HEARTBEAT_AT)?,
+        })
+    }
+
     fn parse_item(item: &Item, view: &mut CoordinatorView) -> Result<()> {
         let Some(AttributeValue::S(key)) = item.get(KEY) else {
             return Err(Self::malformed(
@@ -89,11 +100,7 @@ impl DynamoCoordinatorStore {
             ));
         };
         if key == LEADER_KEY {
-            view.leader = Some(LeaderRecord {
-                leader_id: Self::string(item, key, LEADER_ID)?,
-                leader_counter: Self::number(item, key, LEADER_COUNTER)?,
-                heartbeat_at_ms: Self::number(item, key, HEARTBEAT_AT)?,
-            });
+            view.leader = Some(Self::parse_leader(item, key)?);
         } else if key.starts_with(WORKER_KEY_PREFIX) {
             let state = Self::string(item, key, STATE)?;
             let worker = WorkerRecord {
@@ -130,6 +137,7 @@ impl DynamoCoordinatorStore {
             (KEY.to_owned(), s(LEADER_KEY)),
             (LEADER_ID.to_owned(), s(&leader.leader_id)),
             (LEADER_COUNTER.to_owned(), n(leader.leader_counter)),
+            (LEADER_HEARTBEAT.to_owned(), n(leader.heartbeat_counter)),
             (HEARTBEAT_AT.to_owned(), n(leader.heartbeat_at_ms)),
         ])
     }
@@ -252,10 +260,31 @@ impl CoordinatorStore for DynamoCoordinatorStore {
         }
     }
 
+    async fn read_leader(&self) -> Result<Option<LeaderRecord>> {
+        let t = &self.table;
+        let output = t
+            .call(&AtomicBool::new(false), || async {
+                t.client
+                    .get_item()
+                    .table_name(&t.name)
+                    .key(KEY, s(LEADER_KEY))
+                    .send()
+                    .await
+                    .map_err(|e| t.sdk_error("GetItem", e))
+            })
+            .await
+            .map_err(CallError::into_error)?;
+        output
+            .item
+            .map(|item| Self::parse_leader(&item, LEADER_KEY))
+            .transpose()
+    }
+
     async fn claim_leader(
         &self,
         me: &str,
         expected: Option<&LeaderRecord>,
+        heartbeat_counter: u64,
         now_ms: u64,
     ) -> Result<LeaderRecord> {
         let mut expr = Expr::default();
@@ -266,17 +295,24 @@ impl CoordinatorStore for DynamoCoordinatorStore {
         let leader = LeaderRecord {
             leader_id: me.to_owned(),
             leader_counter: expected.map_or(1, |e| e.leader_counter + 1),
+            heartbeat_counter,
             heartbeat_at_ms: now_ms,
         };
         self.put_leader(&leader, condition, expr).await?;
         Ok(leader)
     }
 
-    async fn renew_leader(&self, current: &LeaderRecord, now_ms: u64) -> Result<LeaderRecord> {
+    async fn renew_leader(
+        &self,
+        current: &LeaderRecord,
+        heartbeat_counter: u64,
+        now_ms: u64,
+    ) -> Result<LeaderRecord> {
         let mut expr = Expr::default();
         let condition = Self::is_still(&mut expr, current);
         let leader = LeaderRecord {
             leader_counter: current.leader_counter + 1,
+            heartbeat_counter,
             heartbeat_at_ms: now_ms,
             ..current.clone()
         };

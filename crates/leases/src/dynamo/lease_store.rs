@@ -121,7 +121,8 @@ impl DynamoLeaseStore {
         }
     }
 
-    async fn paginate(&self, query_owner: Option<&str>) -> Result<Vec<Item>> {
+    /// Scan pages (`consistent` or not) or, for `query_owner`, owner-index query pages.
+    async fn paginate(&self, query_owner: Option<&str>, consistent: bool) -> Result<Vec<Item>> {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -135,7 +136,7 @@ impl DynamoLeaseStore {
                                 .client
                                 .scan()
                                 .table_name(&self.table.name)
-                                .consistent_read(true)
+                                .consistent_read(consistent)
                                 .set_limit(self.table.config.page_size)
                                 .set_exclusive_start_key(start.clone())
                                 .send()
@@ -171,6 +172,21 @@ impl DynamoLeaseStore {
                 _ => return Ok(items),
             }
         }
+    }
+}
+
+impl DynamoLeaseStore {
+    /// Every lease item, sorted by key; fails on the first malformed one
+    /// rather than hiding a shard.
+    async fn scan_leases(&self, consistent: bool) -> Result<Vec<Lease>> {
+        let mut leases = Vec::new();
+        for item in self.paginate(None, consistent).await? {
+            if let Some(lease) = schema::from_item(&item)? {
+                leases.push(lease);
+            }
+        }
+        leases.sort_by(|a, b| a.lease_key.cmp(&b.lease_key));
+        Ok(leases)
     }
 }
 
@@ -287,14 +303,12 @@ impl LeaseStore for DynamoLeaseStore {
     /// Strongly consistent Scan pages (read-only: cancel-safe). Fails on the
     /// first malformed lease item rather than hiding a shard.
     async fn list_leases(&self) -> Result<Vec<Lease>> {
-        let mut leases = Vec::new();
-        for item in self.paginate(None).await? {
-            if let Some(lease) = schema::from_item(&item)? {
-                leases.push(lease);
-            }
-        }
-        leases.sort_by(|a, b| a.lease_key.cmp(&b.lease_key));
-        Ok(leases)
+        self.scan_leases(true).await
+    }
+
+    /// Eventually consistent Scan pages (read-only: cancel-safe).
+    async fn list_leases_eventually(&self) -> Result<Vec<Lease>> {
+        self.scan_leases(false).await
     }
 
     /// Query pages on the owner index (read-only: cancel-safe). The index is
@@ -325,7 +339,7 @@ impl LeaseStore for DynamoLeaseStore {
             }
         }
         let mut keys = Vec::new();
-        for item in self.paginate(Some(owner)).await? {
+        for item in self.paginate(Some(owner), false).await? {
             match item.get(schema::LEASE_KEY) {
                 Some(AttributeValue::S(key)) => keys.push(key.clone()),
                 _ => {

@@ -1,8 +1,9 @@
-//! Scenario shared by the in-memory and the DynamoDB store tests: both must
-//! behave identically.
+//! Scenarios shared by the in-memory and the DynamoDB store tests (lease
+//! and coordinator tables): both must behave identically.
 
 use kinesis_fleet_leases::{
-    Error, ExtendedSequenceNumber, HashKeyRange, Lease, LeaseStore, Result,
+    CoordinatorStore, CoordinatorView, Error, ExtendedSequenceNumber, HashKeyRange, Lease,
+    LeaseStore, Result, WorkerRecord, WorkerState,
 };
 
 pub(crate) fn cp(seq: &str, sub: u64) -> ExtendedSequenceNumber {
@@ -181,4 +182,62 @@ pub(crate) async fn lease_lifecycle(store: &dyn LeaseStore) {
     store.delete_lease(&released).await.unwrap();
     assert_eq!(store.get_lease(&fresh.lease_key).await.unwrap(), None);
     assert_lost(store.take_lease(&released, "w1").await, "deleted lease");
+}
+
+/// Heartbeats, the whole-table read, the leader item read alone (with the
+/// leader's heartbeat counter it records) and leadership's conditions.
+pub(crate) async fn coordinator_lifecycle(store: &dyn CoordinatorStore) {
+    store.ensure_table().await.unwrap();
+    assert_eq!(store.read().await.unwrap(), CoordinatorView::default());
+    assert_eq!(store.read_leader().await.unwrap(), None, "no leader yet");
+    let worker = |id: &str, counter| WorkerRecord {
+        worker_id: id.to_owned(),
+        heartbeat_counter: counter,
+        heartbeat_at_ms: 1_700_000_000_000 + counter,
+        started_at_ms: 1_700_000_000_000,
+        state: WorkerState::Running,
+    };
+    store.put_worker(&worker("w1", 3)).await.unwrap();
+    store.put_worker(&worker("w2", 1)).await.unwrap();
+    let a = store.claim_leader("w1", None, 3, 10).await.unwrap();
+    assert_eq!(
+        (a.leader_id.as_str(), a.leader_counter, a.heartbeat_counter),
+        ("w1", 1, 3)
+    );
+    assert!(
+        store.claim_leader("w2", None, 1, 10).await.is_err(),
+        "taken"
+    );
+    store.put_worker(&worker("w1", 4)).await.unwrap();
+    let a2 = store.renew_leader(&a, 4, 11).await.unwrap();
+    assert_eq!((a2.leader_counter, a2.heartbeat_counter), (2, 4));
+    assert_eq!(store.read_leader().await.unwrap(), Some(a2.clone()));
+    let view = store.read().await.unwrap();
+    assert_eq!(view.leader, Some(a2.clone()));
+    assert_eq!(
+        view.workers.values().cloned().collect::<Vec<_>>(),
+        [worker("w1", 4), worker("w2", 1)]
+    );
+    assert!(store.renew_leader(&a, 5, 12).await.is_err(), "stale view");
+    assert!(
+        store.claim_leader("w2", Some(&a), 1, 12).await.is_err(),
+        "stale expiry"
+    );
+    let b = store.claim_leader("w2", Some(&a2), 2, 13).await.unwrap();
+    assert_eq!((b.leader_counter, b.heartbeat_counter), (3, 2));
+    assert_eq!(store.read_leader().await.unwrap(), Some(b.clone()));
+    store.resign_leader(&a2).await.unwrap();
+    assert_eq!(store.read_leader().await.unwrap(), Some(b.clone()), "no-op");
+    store.resign_leader(&b).await.unwrap();
+    assert_eq!(store.read_leader().await.unwrap(), None);
+    store.delete_worker("w1").await.unwrap();
+    store.delete_worker("w1").await.unwrap();
+    let view = store.read().await.unwrap();
+    assert_eq!(
+        (
+            view.leader,
+            view.workers.keys().cloned().collect::<Vec<_>>()
+        ),
+        (None, vec!["w2".to_owned()])
+    );
 }

@@ -4,7 +4,9 @@
 //! and `leader_item`).
 //!
 //! Reads are strongly consistent (as the stores ask) except queries of the
-//! owner index, which can only be eventually consistent (half price): one
+//! owner index, which can only be eventually consistent, and reads of the
+//! leader item and the leader's lease scans, which need not be (all half
+//! price): one
 //! read unit per 4 KB, summed over a Scan or Query page (at most 1 MB) and
 //! rounded up per page. Writes cost one unit per 1 KB of the larger of the
 //! item before and after, also when their condition fails. The owner index
@@ -45,10 +47,12 @@ pub(crate) fn leader_size(leader: &kinesis_fleet_leases::LeaderRecord) -> usize 
     item_size(&DynamoCoordinatorStore::leader_item(leader))
 }
 
-/// A strongly consistent GetItem of an item of `size` bytes (0: absent).
-pub(crate) fn get(size: usize) -> Units {
+/// A GetItem of an item of `size` bytes (0: absent), strongly consistent
+/// or (half price) eventually consistent.
+pub(crate) fn get(size: usize, consistent: bool) -> Units {
+    let units = size.div_ceil(READ_UNIT).max(1) as f64;
     Units {
-        read: size.div_ceil(READ_UNIT).max(1) as f64,
+        read: if consistent { units } else { units / 2.0 },
         ..Units::default()
     }
 }

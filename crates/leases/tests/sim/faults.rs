@@ -20,8 +20,10 @@ use super::rng::Rng;
 pub(crate) enum Op {
     /// Worker heartbeat (PutItem on the coordinator table).
     Heartbeat,
-    /// Reading the coordinator table (a strongly consistent Scan).
+    /// Reading the whole coordinator table (a strongly consistent Scan).
     CoordinatorRead,
+    /// Reading the leader item (an eventually consistent GetItem).
+    LeaderRead,
     /// Claiming leadership (conditional PutItem).
     LeaderClaim,
     /// Leader heartbeat (conditional UpdateItem).
@@ -41,9 +43,10 @@ pub(crate) enum Op {
 }
 
 impl Op {
-    pub(crate) const ALL: [Op; 10] = [
+    pub(crate) const ALL: [Op; 11] = [
         Op::Heartbeat,
         Op::CoordinatorRead,
+        Op::LeaderRead,
         Op::LeaderClaim,
         Op::LeaderRenewal,
         Op::CoordinatorDelete,
@@ -57,7 +60,8 @@ impl Op {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Op::Heartbeat => "heartbeats (PutItem)",
-            Op::CoordinatorRead => "coordinator reads (Scan)",
+            Op::CoordinatorRead => "coordinator scans (Scan)",
+            Op::LeaderRead => "leader item reads (GetItem)",
             Op::LeaderClaim => "leader claims",
             Op::LeaderRenewal => "leader renewals",
             Op::CoordinatorDelete => "coordinator deletes",
@@ -88,7 +92,7 @@ impl Op {
             Op::CoordinatorDelete => "DeleteItem",
             Op::Query => "Query",
             Op::CoordinatorRead | Op::Scan => "Scan",
-            Op::Get => "GetItem",
+            Op::Get | Op::LeaderRead => "GetItem",
         }
     }
 }
@@ -273,6 +277,22 @@ pub(crate) struct FaultyLeaseStore {
 }
 
 impl FaultyLeaseStore {
+    /// A lease scan, charged as strongly or eventually `consistent`.
+    async fn scan(&self, consistent: bool) -> Result<Vec<Lease>> {
+        let leases = self
+            .faults
+            .run(&self.counters, Op::Scan, self.inner.list_leases())
+            .await?;
+        self.counters
+            .scanned_items
+            .fetch_add(leases.len() as u64, Ordering::Relaxed);
+        self.counters.charge(
+            Op::Scan,
+            capacity::scan(leases.iter().map(capacity::lease_size), consistent),
+        );
+        Ok(leases)
+    }
+
     /// Runs a conditional write from the view `lease` and charges what it
     /// consumed.
     async fn lease_write(
@@ -321,23 +341,16 @@ impl LeaseStore for FaultyLeaseStore {
             .run(&self.counters, Op::Get, self.inner.get_lease(lease_key))
             .await?;
         let size = lease.as_ref().map_or(0, capacity::lease_size);
-        self.counters.charge(Op::Get, capacity::get(size));
+        self.counters.charge(Op::Get, capacity::get(size, true));
         Ok(lease)
     }
 
     async fn list_leases(&self) -> Result<Vec<Lease>> {
-        let leases = self
-            .faults
-            .run(&self.counters, Op::Scan, self.inner.list_leases())
-            .await?;
-        self.counters
-            .scanned_items
-            .fetch_add(leases.len() as u64, Ordering::Relaxed);
-        self.counters.charge(
-            Op::Scan,
-            capacity::scan(leases.iter().map(capacity::lease_size), true),
-        );
-        Ok(leases)
+        self.scan(true).await
+    }
+
+    async fn list_leases_eventually(&self) -> Result<Vec<Lease>> {
+        self.scan(false).await
     }
 
     async fn list_lease_keys_owned_by(&self, owner: &str) -> Result<Vec<String>> {
@@ -526,10 +539,22 @@ impl CoordinatorStore for FaultyCoordinatorStore {
         Ok(view)
     }
 
+    async fn read_leader(&self) -> Result<Option<LeaderRecord>> {
+        let leader = self
+            .faults
+            .run(&self.counters, Op::LeaderRead, self.inner.read_leader())
+            .await?;
+        let size = leader.as_ref().map_or(0, capacity::leader_size);
+        self.counters
+            .charge(Op::LeaderRead, capacity::get(size, false));
+        Ok(leader)
+    }
+
     async fn claim_leader(
         &self,
         me: &str,
         expected: Option<&LeaderRecord>,
+        heartbeat_counter: u64,
         now_ms: u64,
     ) -> Result<LeaderRecord> {
         let claimed = self
@@ -537,20 +562,26 @@ impl CoordinatorStore for FaultyCoordinatorStore {
             .run(
                 &self.counters,
                 Op::LeaderClaim,
-                self.inner.claim_leader(me, expected, now_ms),
+                self.inner
+                    .claim_leader(me, expected, heartbeat_counter, now_ms),
             )
             .await;
         self.charge_leader_write(Op::LeaderClaim, expected, &claimed);
         claimed
     }
 
-    async fn renew_leader(&self, current: &LeaderRecord, now_ms: u64) -> Result<LeaderRecord> {
+    async fn renew_leader(
+        &self,
+        current: &LeaderRecord,
+        heartbeat_counter: u64,
+        now_ms: u64,
+    ) -> Result<LeaderRecord> {
         let renewed = self
             .faults
             .run(
                 &self.counters,
                 Op::LeaderRenewal,
-                self.inner.renew_leader(current, now_ms),
+                self.inner.renew_leader(current, heartbeat_counter, now_ms),
             )
             .await;
         self.charge_leader_write(Op::LeaderRenewal, Some(current), &renewed);

@@ -263,7 +263,8 @@ impl Checker {
     /// handoff source) became impaired, even if it was assigned later.
     /// `leader`: the worker the leader item names, and since when it has
     /// been healthy or impaired. Invariant 4's clock also restarts when the
-    /// leader is impaired or recovers, and for a pending handoff, when the
+    /// leader is impaired or recovers (also when it was impaired and
+    /// replaced within one step), and for a pending handoff, when the
     /// handoff begins or the leader changes.
     pub(crate) fn check_step(
         &mut self,
@@ -277,6 +278,12 @@ impl Checker {
         if let Some((id, since)) = leader {
             self.leader_since = self.leader_since.max(since);
             if self.leader.as_ref().is_none_or(|(old, _)| *old != id) {
+                // The previous leader may have stopped and resigned within
+                // one step: its impairment restarts the clock all the same
+                // (its successor watches silent workers from its first scan).
+                if let Some((old, _)) = &self.leader {
+                    self.leader_since = self.leader_since.max(impaired.get(old).copied());
+                }
                 self.leader = Some((id, now));
             }
         }
