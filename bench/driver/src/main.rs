@@ -11,6 +11,9 @@
 //!   `COUNT` user records of `BYTES` bytes through our producer, and
 //!   `put-ceiling plain|aggregated ...` the same records pre-built as plain
 //!   or aggregated PutRecords entries (see [`produce`]).
+//! - `kinesis-fleet-bench deliver SHARDS PER_SHARD BYTES OBJECT_RECORDS RATE SECONDS`
+//!   measures the S3 sink against a PutObject loop, and its latency, on
+//!   emulators of its own (see [`deliver`]).
 //!
 //! The readers print one `{"event":"batch","shard":...,"records":N}` line per
 //! delivered batch where they read records, as the benchmarked workers do.
@@ -19,6 +22,7 @@ use std::process::ExitCode;
 
 use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
 
+mod deliver;
 mod produce;
 mod raw_read;
 mod serve;
@@ -26,7 +30,8 @@ mod serve;
 const USAGE: &str = "usage: kinesis-fleet-bench serve
        kinesis-fleet-bench raw-read KINESIS_ENDPOINT STREAM
        kinesis-fleet-bench produce KINESIS_ENDPOINT STREAM COUNT BYTES
-       kinesis-fleet-bench put-ceiling plain|aggregated KINESIS_ENDPOINT STREAM COUNT BYTES";
+       kinesis-fleet-bench put-ceiling plain|aggregated KINESIS_ENDPOINT STREAM COUNT BYTES
+       kinesis-fleet-bench deliver SHARDS PER_SHARD BYTES OBJECT_RECORDS RATE SECONDS";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -51,6 +56,39 @@ async fn main() -> ExitCode {
                 (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
             }
         }
+        [
+            "deliver",
+            shards,
+            per_shard,
+            bytes,
+            object_records,
+            rate,
+            seconds,
+        ] => match [shards, per_shard, bytes, object_records, rate, seconds].map(number) {
+            [
+                Ok(shards),
+                Ok(per_shard),
+                Ok(bytes),
+                Ok(object_records),
+                Ok(rate),
+                Ok(seconds),
+            ] => {
+                deliver::run(deliver::Sizes {
+                    shards,
+                    per_shard,
+                    bytes,
+                    object_records,
+                    rate,
+                    seconds,
+                })
+                .await
+            }
+            numbers => Err(numbers
+                .into_iter()
+                .filter_map(Result::err)
+                .collect::<Vec<_>>()
+                .join("; ")),
+        },
         _ => Err(USAGE.to_owned()),
     };
     match result {

@@ -2,7 +2,8 @@
 //! emulators of KINESIS_FLEET_BACKEND (embedded: ferrokinesis, dynoxide,
 //! s3s-fs; npm: kinesis-mock, dynalite, s3rver): every record in exactly
 //! one object in shard order, prefixes and compression as configured, a
-//! `kill -9` in the middle of an upload and a restart, a transform command
+//! `kill -9` in the middle of an upload and a restart, one in the middle of
+//! a buffer and a takeover by another worker, a transform command
 //! that drops and fails records, and S3 cut off through the fault proxy.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -634,6 +635,62 @@ async fn kill_9_mid_upload_then_a_restart_stores_every_record_once() {
 }
 
 #[tokio::test]
+async fn kill_9_mid_buffer_then_another_worker_takes_over_and_stores_every_record_once() {
+    let env = setup(2).await;
+    let data = records(0, 200);
+    env.put(&data).await;
+    let metrics_addr = free_addr();
+    // Neither count nor interval trips while the first worker runs.
+    let first = env.deliver(
+        "sink-takeover",
+        env.s3_endpoint(),
+        &[
+            "--prefix",
+            "takeover",
+            "--format",
+            "jsonl",
+            "--buffer-records",
+            "1000",
+            "--buffer-interval",
+            "10m",
+            "--metrics-addr",
+            &metrics_addr,
+        ],
+    );
+    let deadline = Instant::now() + DEADLINE;
+    while metric_sum(
+        &scrape_when_up(&metrics_addr),
+        "kinesis_fleet_records_processed_total",
+    ) < 200
+    {
+        assert!(Instant::now() < deadline, "the first worker read nothing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    first.kill();
+    assert!(
+        env.objects("takeover/").await.is_empty(),
+        "the first worker uploaded before the kill"
+    );
+
+    let second = env.deliver(
+        "sink-takeover",
+        env.s3_endpoint(),
+        &[
+            "--prefix",
+            "takeover",
+            "--format",
+            "jsonl",
+            "--buffer-interval",
+            "1s",
+        ],
+    );
+    let objects = env.wait_for_lines("takeover/", 200).await;
+    let summary = second.terminate();
+    check_exactly_once(&objects, &data.into_iter().collect());
+    assert_eq!(summary["records"], 200, "{summary:?}");
+}
+
+#[tokio::test]
 async fn a_transform_command_drops_and_fails_records() {
     let env = setup(1).await;
     let data: Vec<String> = (0..200)
@@ -646,11 +703,7 @@ async fn a_transform_command_drops_and_fails_records() {
     env.put(&data).await;
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../sink/tests/transforms/firehose_style.py");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let metrics_addr = format!("127.0.0.1:{port}");
+    let metrics_addr = free_addr();
     let worker = env.deliver(
         "sink-transform",
         env.s3_endpoint(),
@@ -715,6 +768,33 @@ async fn a_transform_command_drops_and_fails_records() {
             .expect("value");
         assert_eq!(value as u64, want, "{line}");
     }
+}
+
+/// A loopback address with a port nothing listens on.
+fn free_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// [`scrape`] once the worker serves its metrics (empty before).
+fn scrape_when_up(addr: &str) -> String {
+    if std::net::TcpStream::connect(addr).is_ok() {
+        scrape(addr)
+    } else {
+        String::new()
+    }
+}
+
+/// The sum of every sample of `metric` in a Prometheus text exposition.
+fn metric_sum(exposition: &str, metric: &str) -> u64 {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(metric))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 /// GET /metrics over a plain TCP connection.

@@ -8,6 +8,7 @@
 
 mod cost;
 mod deagg;
+mod deliver;
 mod drain;
 mod fleet;
 mod harness;
@@ -96,6 +97,7 @@ const SECTIONS: &[(&str, SectionFn)] = &[
     ("python", python::run),
     ("metrics", metrics::run),
     ("producer", producer::run),
+    ("s3", deliver::run),
 ];
 
 /// Runs every section (or those whose name is in `only`) and writes the report:

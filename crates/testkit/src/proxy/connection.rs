@@ -336,10 +336,10 @@ async fn forward(
                     if held_request.is_none() {
                         held_request = first_request;
                     }
-                    if let (Some((refused, refusal)), Some(request)) = (refusal, &held_request) {
-                        if request.operation == refused {
-                            return Ok(Some(Held::Refused(request.clone(), refusal)));
-                        }
+                    if let (Some((refused, refusal)), Some(request)) = (refusal, &held_request)
+                        && request.operation == refused
+                    {
+                        return Ok(Some(Held::Refused(request.clone(), refusal)));
                     }
                     let operation = held_request.as_ref().map(|r| r.operation.as_str());
                     match (partial, operation) {

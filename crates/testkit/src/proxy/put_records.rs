@@ -67,7 +67,7 @@ impl EntryCounts {
     /// Whether the next entry fails.
     fn next_fails(&self, selection: Selection) -> bool {
         let n = self.seen.fetch_add(1, Ordering::Relaxed) + 1;
-        let fails = selection.every_nth > 0 && n % u64::from(selection.every_nth) == 0;
+        let fails = selection.every_nth > 0 && n.is_multiple_of(u64::from(selection.every_nth));
         if fails {
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
