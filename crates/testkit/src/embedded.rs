@@ -278,7 +278,7 @@ pub(crate) async fn start_s3_with(
             }
             let mut builder = s3s::service::S3ServiceBuilder::new(store);
             builder.set_auth(auth);
-            builder.set_access(BucketsMustExist { root });
+            builder.set_access(StoreChecks { root });
             Ok(serve_http("s3s", listener, shutdown, builder.build()))
         })
         .await?;
@@ -291,27 +291,63 @@ pub(crate) async fn start_s3_with(
     ))
 }
 
-/// The embedded S3's access check: signed requests only (s3s' default) and
+/// The embedded S3's access check: signed requests only (s3s' default);
 /// NoSuchBucket for an object request to a bucket that does not exist, as
 /// S3 answers (s3s-fs alone would create the bucket's directory on a
-/// PutObject).
-struct BucketsMustExist {
+/// PutObject); and a clear KeyTooLongError, instead of s3s-fs' bare
+/// InternalError, for a write whose metadata file name would be too long.
+struct StoreChecks {
     /// The s3s-fs store's root: one directory per bucket.
     root: PathBuf,
 }
 
+/// Longest file name the store's file system takes (ext4, xfs, tmpfs...).
+const MAX_FILE_NAME: usize = 255;
+
+/// Length of the file name s3s-fs keeps an object's metadata in:
+/// `.bucket-<bucket>.object-<key>[.upload-<uuid>].metadata.json`, names in
+/// unpadded URL-safe base64; the `.upload-` part while a multipart upload
+/// is open.
+fn metadata_file_name_len(bucket: &str, key: &str, upload: bool) -> usize {
+    let base64 = |n: usize| (n * 4).div_ceil(3);
+    let upload = if upload { ".upload-".len() + 36 } else { 0 };
+    ".bucket-".len()
+        + base64(bucket.len())
+        + ".object-".len()
+        + base64(key.len())
+        + upload
+        + ".metadata.json".len()
+}
+
 #[async_trait::async_trait]
-impl s3s::access::S3Access for BucketsMustExist {
+impl s3s::access::S3Access for StoreChecks {
     async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> s3s::S3Result<()> {
         if cx.credentials().is_none() {
             return Err(s3s::s3_error!(AccessDenied, "Signature is required"));
         }
-        match cx.s3_path() {
-            s3s::path::S3Path::Object { bucket, .. } if !self.root.join(&**bucket).is_dir() => {
-                Err(s3s::s3_error!(NoSuchBucket))
-            }
-            _ => Ok(()),
+        let s3s::path::S3Path::Object { bucket, key } = cx.s3_path() else {
+            return Ok(());
+        };
+        if !self.root.join(&**bucket).is_dir() {
+            return Err(s3s::s3_error!(NoSuchBucket));
         }
+        let upload = match cx.s3_op().name() {
+            "CreateMultipartUpload" => true,
+            "PutObject" | "CopyObject" | "CompleteMultipartUpload" => false,
+            _ => return Ok(()),
+        };
+        let name = metadata_file_name_len(bucket, key, upload);
+        if name > MAX_FILE_NAME {
+            return Err(s3s::s3_error!(
+                KeyTooLongError,
+                "the embedded S3 (s3s-fs) keeps an object's metadata in a file named after \
+                 its bucket and key in base64 (and the upload id during a multipart upload): \
+                 this bucket and key make a {name}-byte file name, above the file system's \
+                 {MAX_FILE_NAME}; S3 itself takes keys up to 1024 bytes. Use a shorter \
+                 bucket name, prefix or key here."
+            ));
+        }
+        Ok(())
     }
 }
 

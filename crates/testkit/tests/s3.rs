@@ -655,3 +655,50 @@ async fn parts_below_the_minimum_size() {
         }
     }
 }
+
+#[tokio::test]
+async fn keys_too_long_for_the_embedded_store_fail_clearly() {
+    let (aws, client, bucket) = start().await;
+    // Short segments: s3rver makes a directory of each; the embedded S3
+    // puts the whole key, in base64, into one file name.
+    let key = "segment/".repeat(20);
+    let put = client
+        .put_object()
+        .bucket(&bucket)
+        .key(&key)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await;
+    let multipart = client
+        .create_multipart_upload()
+        .bucket(&bucket)
+        .key(&key)
+        .send()
+        .await;
+    match aws.backend() {
+        Backend::Embedded => {
+            for err in [
+                put.map(drop).map_err(|e| Error::from_s3("PutObject", e)),
+                multipart
+                    .map(drop)
+                    .map_err(|e| Error::from_s3("CreateMultipartUpload", e)),
+            ] {
+                let err = err.expect_err("a 160-byte key is too long for the embedded store");
+                assert!(err.to_string().contains("KeyTooLongError"), "{err}");
+                assert!(err.to_string().contains("file name"), "{err}");
+                assert!(!err.is_retryable(), "{err}");
+            }
+            // Nothing half-written: the bucket stays empty.
+            assert!(
+                s3::list_objects(&client, &bucket, "")
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+        Backend::Npm => {
+            put.expect("s3rver stores long keys");
+            multipart.expect("s3rver opens uploads of long keys");
+        }
+    }
+}
