@@ -25,7 +25,7 @@ use bytes::Bytes;
 use kinesis_fleet::{InitialPosition, PollingConfig, Worker};
 use kinesis_fleet_producer::{NewRecord, Producer, ProducerConfig};
 use kinesis_fleet_sink::{S3Sink, SinkConfig, SinkStats};
-use kinesis_fleet_testkit::{LocalAws, s3};
+use kinesis_fleet_testkit::{LocalAws, read_back, s3};
 use serde_json::json;
 
 /// The sink's wait between GetRecords calls on a caught-up shard, as
@@ -58,13 +58,14 @@ pub(crate) struct Sizes {
 pub(crate) async fn run(sizes: Sizes) -> Result<(), String> {
     let aws = LocalAws::start_with_s3().await.map_err(|e| e.to_string())?;
     let s3_client = aws.s3_client().map_err(|e| e.to_string())?;
-    let bucket = aws.unique_bucket_name("bench-deliver");
+    // Short names: the embedded S3 keeps bucket and key in one file name.
+    let bucket = aws.unique_bucket_name("bench");
     aws.create_bucket(&bucket)
         .await
         .map_err(|e| e.to_string())?;
 
     let throughput = throughput(&aws, &bucket, &sizes).await?;
-    let objects = s3::list_objects(&s3_client, &bucket, "throughput/")
+    let objects = s3::list_objects(&s3_client, &bucket, "tp/")
         .await
         .map_err(|e| e.to_string())?;
     let first = objects
@@ -126,16 +127,16 @@ async fn throughput(
     bucket: &str,
     sizes: &Sizes,
 ) -> Result<serde_json::Value, String> {
-    let stream = aws.unique_name("bench-deliver");
+    let stream = aws.unique_name("tp");
     let shards = u32::try_from(sizes.shards).map_err(|e| format!("shards: {e}"))?;
     aws.create_stream(&stream, shards)
         .await
         .map_err(|e| e.to_string())?;
     let total = sizes.per_shard * sizes.shards;
-    fill(aws, &stream, total, sizes.bytes).await?;
+    fill(aws, &stream, sizes.per_shard, sizes.bytes).await?;
 
     let config = SinkConfig::new(bucket)
-        .prefix("throughput/{YYYY}/{MM}/{dd}/{HH}")
+        .prefix("tp/{YYYY}/{MM}/{dd}/{HH}")
         .buffer_size(128 << 20)
         .buffer_records(Some(sizes.object_records as u64))
         .buffer_interval(TIMEOUT);
@@ -152,7 +153,11 @@ async fn throughput(
         if s.records >= total as u64 {
             break;
         }
-        if started.elapsed() > TIMEOUT || running.is_finished() {
+        if running.is_finished() {
+            let ended = running.await.map_err(|e| e.to_string())?;
+            return Err(format!("the worker stopped: {ended:?}"));
+        }
+        if started.elapsed() > TIMEOUT {
             return Err(format!("the sink stored {} of {total} records", s.records));
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -175,18 +180,32 @@ async fn throughput(
     }))
 }
 
-/// Puts `count` records of `bytes` bytes (partition key `k<i>`, data `<i>:`
-/// padded with `x`) through the producer, aggregated.
-async fn fill(aws: &LocalAws, stream: &str, count: usize, bytes: usize) -> Result<(), String> {
+/// Puts `per_shard` records of `bytes` bytes into every shard (partition
+/// key `k<i>`, data `<i>:` padded with `x`, routed by an explicit hash key
+/// to the shards in turn, so that each shard's records fill whole objects)
+/// through the producer, aggregated.
+async fn fill(aws: &LocalAws, stream: &str, per_shard: usize, bytes: usize) -> Result<(), String> {
+    let shards = read_back::list_shards(&aws.kinesis_client(), stream)
+        .await
+        .map_err(|e| e.to_string())?;
+    let hash_keys: Vec<String> = shards
+        .iter()
+        .filter_map(|s| Some(s.hash_key_range()?.starting_hash_key().to_owned()))
+        .collect();
+    if hash_keys.len() != shards.len() || hash_keys.is_empty() {
+        return Err(format!("no hash key range for some shard of {stream}"));
+    }
     let config = ProducerConfig::default().shard_rate_limit(None);
     let producer = Producer::new(aws.kinesis_client(), stream, config)
         .await
         .map_err(|e| e.to_string())?;
+    let count = per_shard * hash_keys.len();
     let mut handles = Vec::with_capacity(count);
-    for i in 0..count {
+    for (i, hash_key) in (0..count).zip(hash_keys.iter().cycle()) {
         let mut data = format!("{i}:").into_bytes();
         data.resize(data.len().max(bytes), b'x');
-        let record = NewRecord::new(format!("k{i}"), Bytes::from(data));
+        let record = NewRecord::new(format!("k{i}"), Bytes::from(data))
+            .with_explicit_hash_key(hash_key.clone());
         handles.push(producer.send(record).await.map_err(|e| e.to_string())?);
     }
     producer.close().await.map_err(|e| e.to_string())?;
@@ -217,12 +236,12 @@ async fn put(kinesis: &aws_sdk_kinesis::Client, stream: &str, data: String) -> R
 }
 
 async fn latency(aws: &LocalAws, bucket: &str, sizes: &Sizes) -> Result<Vec<f64>, String> {
-    let stream = aws.unique_name("bench-latency");
+    let stream = aws.unique_name("lat");
     aws.create_stream(&stream, 1)
         .await
         .map_err(|e| e.to_string())?;
     let config = SinkConfig::new(bucket)
-        .prefix("latency")
+        .prefix("lat")
         .buffer_interval(LATENCY_INTERVAL);
     let (worker, stats) = sink_worker(aws, &stream, config)?;
     let shutdown = worker.shutdown_handle();
@@ -265,7 +284,7 @@ async fn latency(aws: &LocalAws, bucket: &str, sizes: &Sizes) -> Result<Vec<f64>
             ));
         }
         tokio::time::sleep(LIST_EVERY).await;
-        let listed = s3::list_objects(&s3_client, bucket, "latency/")
+        let listed = s3::list_objects(&s3_client, bucket, "lat/")
             .await
             .map_err(|e| e.to_string())?;
         let listed_at = now_ms();
