@@ -58,19 +58,21 @@ impl Compression {
         }
     }
 
-    /// Compresses a whole object.
-    pub(crate) fn compress(self, body: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    /// Compresses a whole object. Uncompressed, `body` itself is returned
+    /// (left empty, not copied); otherwise it is left as it was, also on
+    /// failure.
+    pub(crate) fn compress(self, body: &mut Vec<u8>) -> std::io::Result<Vec<u8>> {
         match self {
-            Compression::None => Ok(body),
+            Compression::None => Ok(std::mem::take(body)),
             Compression::Gzip => {
                 let mut encoder = flate2::GzBuilder::new().mtime(0).write(
                     Vec::with_capacity(body.len() / 4),
                     flate2::Compression::default(),
                 );
-                encoder.write_all(&body)?;
+                encoder.write_all(body)?;
                 encoder.finish()
             }
-            Compression::Zstd => zstd::bulk::compress(&body, 3),
+            Compression::Zstd => zstd::bulk::compress(body, 3),
         }
     }
 
@@ -173,8 +175,8 @@ mod tests {
             .flat_map(|i| format!("line {i}\n").into_bytes())
             .collect();
         for c in [Compression::Gzip, Compression::Zstd] {
-            let a = c.compress(body.clone()).unwrap();
-            let b = c.compress(body.clone()).unwrap();
+            let a = c.compress(&mut body.clone()).unwrap();
+            let b = c.compress(&mut body.clone()).unwrap();
             assert_eq!(a, b, "{c:?}");
             assert!(a.len() < body.len() / 3, "{c:?}");
             let back = match c {
@@ -189,7 +191,7 @@ mod tests {
             assert_eq!(back, body);
         }
         // gzip header: no mtime (bytes 4..8 are zero).
-        let gz = Compression::Gzip.compress(b"x".to_vec()).unwrap();
+        let gz = Compression::Gzip.compress(&mut b"x".to_vec()).unwrap();
         assert_eq!(&gz[4..8], &[0, 0, 0, 0]);
     }
 }

@@ -330,7 +330,7 @@ impl ShardSink {
     /// Turns the open buffer into the objects to store (nothing when every
     /// record was dropped: only the checkpoint moves then).
     fn seal(&mut self) -> Result<()> {
-        let Some(open) = &self.open else {
+        let Some(open) = &mut self.open else {
             return Ok(());
         };
         let shared = &self.shared;
@@ -344,10 +344,10 @@ impl ShardSink {
             open.records
         );
         let arrival = open.oldest_arrival.unwrap_or(UNIX_EPOCH);
-        let compress = |key: &str, body: &[u8]| -> Result<Bytes> {
+        let compress = |key: &str, body: &mut Vec<u8>| -> Result<Bytes> {
             config
                 .compression
-                .compress(body.to_vec())
+                .compress(body)
                 .map(Bytes::from)
                 .map_err(|source| Error::Compress {
                     key: key.to_owned(),
@@ -365,7 +365,7 @@ impl ShardSink {
                 false,
             );
             uploads.push(Upload {
-                body: compress(&key, &open.body)?,
+                body: compress(&key, &mut open.body)?,
                 key,
                 content_type: config.compression.content_type(config.format),
                 counter: SinkCounter::Objects,
@@ -381,7 +381,7 @@ impl ShardSink {
                 true,
             );
             uploads.push(Upload {
-                body: compress(&key, &open.errors)?,
+                body: compress(&key, &mut open.errors)?,
                 key,
                 content_type: config.compression.content_type(Format::JsonLines),
                 counter: SinkCounter::ErrorObjects,

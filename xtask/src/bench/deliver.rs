@@ -12,10 +12,10 @@ use super::{Ctx, Row, Section, process, report};
 
 /// Shards and records per shard of the throughput run: full, `--quick`.
 const SHARDS: usize = 4;
-const PER_SHARD: (usize, usize) = (25_000, 2_500);
+const PER_SHARD: (usize, usize) = (50_000, 2_500);
 const RECORD_BYTES: usize = 1024;
 /// Objects each shard's records fill.
-const OBJECTS_PER_SHARD: usize = 5;
+const OBJECTS_PER_SHARD: usize = 10;
 /// Records put per second in the latency run, and for how many seconds: full, `--quick`.
 const LATENCY_RATE: usize = 100;
 const LATENCY_SECONDS: (usize, usize) = (20, 3);
