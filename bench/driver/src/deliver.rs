@@ -7,7 +7,9 @@
 //!   `TRIM_HORIZON`, until every record is stored. Then the
 //!   ceiling: a plain PutObject loop writing as many objects, each holding
 //!   the bytes of one delivered object, with one request in flight per shard
-//!   (as the sink uploads one object per shard at a time), on the same server.
+//!   (as the sink uploads one object per shard at a time), on the same server;
+//!   and the Kinesis side alone: the same stream read by plain GetRecords
+//!   calls (no leases, checkpoints or S3), the emulator's read ceiling.
 //! - **Latency**: a one-shard stream delivered with a 1 s buffer interval
 //!   while records carrying their send time are put one by one at `RATE`
 //!   per second for `SECONDS`; the objects are listed every [`LIST_EVERY`]
@@ -27,6 +29,8 @@ use kinesis_fleet_producer::{NewRecord, Producer, ProducerConfig};
 use kinesis_fleet_sink::{S3Sink, SinkConfig, SinkStats};
 use kinesis_fleet_testkit::{LocalAws, read_back, s3};
 use serde_json::json;
+
+use crate::raw_read;
 
 /// The sink's wait between GetRecords calls on a caught-up shard, as
 /// `kfleet deliver s3` defaults to.
@@ -50,11 +54,10 @@ pub(crate) struct Sizes {
 }
 
 /// Runs both measurements and prints `{"throughput": {...}, "ceiling":
-/// {...}, "latency_ms": [...]}`: the sink's records, bytes and objects with
-/// the seconds from the worker's start to the last object (`seconds`) and
-/// from the first object stored to the last (`steady_seconds`, over
-/// `steady_bytes`); the loop's objects, bytes and seconds; every record's
-/// latency in milliseconds, sorted.
+/// {...}, "read_seconds": N, "latency_ms": [...]}`: the sink's records, bytes
+/// and objects with the seconds from the worker's start to the last object
+/// stored; the loop's objects, bytes and seconds; the raw reader's seconds;
+/// every record's latency in milliseconds, sorted.
 pub(crate) async fn run(sizes: Sizes) -> Result<(), String> {
     let aws = LocalAws::start_with_s3().await.map_err(|e| e.to_string())?;
     let s3_client = aws.s3_client().map_err(|e| e.to_string())?;
@@ -64,7 +67,10 @@ pub(crate) async fn run(sizes: Sizes) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
 
-    let throughput = throughput(&aws, &bucket, &sizes).await?;
+    let (stream, throughput) = throughput(&aws, &bucket, &sizes).await?;
+    let reading = Instant::now();
+    read_back_all(&aws, &stream).await?;
+    let read_seconds = reading.elapsed().as_secs_f64();
     let objects = s3::list_objects(&s3_client, &bucket, "tp/")
         .await
         .map_err(|e| e.to_string())?;
@@ -96,6 +102,7 @@ pub(crate) async fn run(sizes: Sizes) -> Result<(), String> {
                 "bytes": ceiling.bytes,
                 "seconds": ceiling.elapsed.as_secs_f64(),
             },
+            "read_seconds": read_seconds,
             "latency_ms": latency_ms,
         })
     );
@@ -122,11 +129,20 @@ fn sink_worker(
     Ok((worker, sink.stats()))
 }
 
+/// The raw reader over `stream`, which must hold something.
+async fn read_back_all(aws: &LocalAws, stream: &str) -> Result<(), String> {
+    match raw_read::read_all(&aws.kinesis_client(), stream, false).await? {
+        0 => Err(format!("the raw reader found nothing in {stream}")),
+        _ => Ok(()),
+    }
+}
+
+/// The sink's run over a fresh stream; returns the stream and its figures.
 async fn throughput(
     aws: &LocalAws,
     bucket: &str,
     sizes: &Sizes,
-) -> Result<serde_json::Value, String> {
+) -> Result<(String, serde_json::Value), String> {
     let stream = aws.unique_name("tp");
     let shards = u32::try_from(sizes.shards).map_err(|e| format!("shards: {e}"))?;
     aws.create_stream(&stream, shards)
@@ -144,12 +160,8 @@ async fn throughput(
     let shutdown = worker.shutdown_handle();
     let started = Instant::now();
     let running = tokio::spawn(worker.run());
-    let mut first_object: Option<(Instant, u64)> = None;
     loop {
         let s = stats.snapshot();
-        if first_object.is_none() && s.bytes > 0 {
-            first_object = Some((Instant::now(), s.bytes));
-        }
         if s.records >= total as u64 {
             break;
         }
@@ -169,15 +181,13 @@ async fn throughput(
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     let s = stats.snapshot();
-    let (first_at, first_bytes) = first_object.unwrap_or((started, 0));
-    Ok(json!({
+    let figures = json!({
         "records": s.records,
         "bytes": s.bytes,
         "objects": s.objects,
         "seconds": (ended - started).as_secs_f64(),
-        "steady_seconds": (ended - first_at).as_secs_f64(),
-        "steady_bytes": s.bytes - first_bytes,
-    }))
+    });
+    Ok((stream, figures))
 }
 
 /// Puts `per_shard` records of `bytes` bytes into every shard (partition

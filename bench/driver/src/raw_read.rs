@@ -12,7 +12,18 @@ const MAX_RECORDS: i32 = 10_000;
 /// says it is caught up, printing a line per non-empty response and a final
 /// `{"event":"done","records":N}`.
 pub(crate) async fn run(endpoint: &str, stream: &str) -> Result<(), String> {
-    let client = crate::kinesis_client(endpoint);
+    let total = read_all(&crate::kinesis_client(endpoint), stream, true).await?;
+    println!(r#"{{"event":"done","records":{total}}}"#);
+    Ok(())
+}
+
+/// Reads every shard of `stream` as [`run`] does, printing a line per
+/// non-empty response if `print_batches`; returns the Kinesis records read.
+pub(crate) async fn read_all(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    print_batches: bool,
+) -> Result<usize, String> {
     let lineage = Reshard::new(client.clone(), stream)
         .lineage()
         .await
@@ -20,20 +31,25 @@ pub(crate) async fn run(endpoint: &str, stream: &str) -> Result<(), String> {
     let mut tasks = JoinSet::new();
     for shard in lineage.shards() {
         let shard = shard.shard_id().to_owned();
-        tasks.spawn(read_shard(client.clone(), stream.to_owned(), shard));
+        tasks.spawn(read_shard(
+            client.clone(),
+            stream.to_owned(),
+            shard,
+            print_batches,
+        ));
     }
     let mut total = 0;
     while let Some(joined) = tasks.join_next().await {
         total += joined.map_err(|e| format!("reader task: {e}"))??;
     }
-    println!(r#"{{"event":"done","records":{total}}}"#);
-    Ok(())
+    Ok(total)
 }
 
 async fn read_shard(
     client: aws_sdk_kinesis::Client,
     stream: String,
     shard: String,
+    print_batches: bool,
 ) -> Result<usize, String> {
     let mut iterator = client
         .get_shard_iterator()
@@ -59,6 +75,8 @@ async fn read_shard(
         }
         if records > 0 {
             total += records;
+        }
+        if records > 0 && print_batches {
             println!(r#"{{"event":"batch","shard":"{shard}","records":{records}}}"#);
         }
         iterator = out.next_shard_iterator;
