@@ -14,7 +14,7 @@ pub(crate) const SHARDS: [u32; 2] = [12, 48];
 /// Time for the last handoffs and shard starts after balance.
 const SETTLE: Duration = Duration::from_secs(10);
 /// DynamoDB operations that write.
-const WRITES: [&str; 5] = [
+pub(crate) const WRITES: [&str; 5] = [
     "PutItem",
     "UpdateItem",
     "DeleteItem",

@@ -334,6 +334,11 @@ impl Proc {
             .ok_or_else(|| format!("{path}: no VmHWM"))
     }
 
+    /// CPU time (user + system) used so far, in seconds.
+    pub(crate) fn cpu_seconds(&self) -> Result<f64, String> {
+        cpu_seconds(self.child.id())
+    }
+
     /// SIGTERM, then waits up to `timeout` for it to exit (a graceful stop:
     /// `kfleet multilang` shuts its children down); SIGKILL after that.
     pub(crate) fn terminate(&mut self, timeout: Duration) -> Result<(), String> {
@@ -372,6 +377,24 @@ impl Drop for Proc {
     }
 }
 
+/// CPU time (user + system) process `pid` used so far, in seconds, from
+/// `/proc/<pid>/stat` (in clock ticks of 1/100 s: Linux's `USER_HZ`).
+fn cpu_seconds(pid: u32) -> Result<f64, String> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    // Fields after the command name (which may hold spaces), from field 3 on.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+    // utime and stime are fields 14 and 15.
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => Ok((user + system) as f64 / 100.0),
+        _ => Err(format!("{path}: unexpected {stat:?}")),
+    }
+}
+
 /// Waits until the `leases` leases of `table` are all owned, by exactly
 /// `workers.len()` workers holding within one lease of each other. Returns how
 /// long that took, or `None` after `timeout`; errors if a worker exits.
@@ -387,16 +410,27 @@ pub(crate) fn wait_balanced(
         for worker in workers.iter_mut() {
             worker.check_alive()?;
         }
-        let Some(balance) = emulators.balance(table)? else {
-            return Ok(false);
-        };
-        let counts = balance.values();
-        let (min, max) = (counts.clone().min(), counts.clone().max());
-        Ok(balance.len() == workers.len()
-            && counts.sum::<usize>() == leases
-            && max.zip(min).is_some_and(|(max, min)| max - min <= 1))
+        is_balanced(emulators, table, leases, workers.len())
     })?;
     Ok(balanced.then(|| start.elapsed()))
+}
+
+/// Whether the `leases` leases of `table` are all owned, by exactly `workers`
+/// workers holding within one lease of each other.
+pub(crate) fn is_balanced(
+    emulators: &mut Emulators,
+    table: &str,
+    leases: usize,
+    workers: usize,
+) -> Result<bool, String> {
+    let Some(balance) = emulators.balance(table)? else {
+        return Ok(false);
+    };
+    let counts = balance.values();
+    let (min, max) = (counts.clone().min(), counts.clone().max());
+    Ok(balance.len() == workers
+        && counts.sum::<usize>() == leases
+        && max.zip(min).is_some_and(|(max, min)| max - min <= 1))
 }
 
 /// The emulators (`kinesis-fleet-bench serve`); stopped on drop.
@@ -504,6 +538,11 @@ impl Emulators {
     ) -> Result<BTreeMap<String, Option<String>>, String> {
         let value = self.call(&format!("owners {table}"), REPLY_TIMEOUT)?;
         serde_json::from_value(value).map_err(|e| format!("owners: {e}"))
+    }
+
+    /// CPU time (user + system) the emulators used so far, in seconds.
+    pub(crate) fn cpu_seconds(&self) -> Result<f64, String> {
+        cpu_seconds(self.child.id())
     }
 
     /// Leases per owner of `table`, once every lease is owned (else `None`).

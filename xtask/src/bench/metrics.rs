@@ -23,9 +23,9 @@ const SCRAPE_EVERY: Duration = Duration::from_secs(1);
 /// Goal: the exporter costs at most this share of the drain rate.
 const OVERHEAD_GOAL: f64 = 0.03;
 
-const REQUESTS: &str = "kinesis_fleet_dynamodb_requests_total";
-const READ_UNITS: &str = "kinesis_fleet_dynamodb_consumed_read_capacity_units_total";
-const WRITE_UNITS: &str = "kinesis_fleet_dynamodb_consumed_write_capacity_units_total";
+pub(crate) const REQUESTS: &str = "kinesis_fleet_dynamodb_requests_total";
+pub(crate) const READ_UNITS: &str = "kinesis_fleet_dynamodb_consumed_read_capacity_units_total";
+pub(crate) const WRITE_UNITS: &str = "kinesis_fleet_dynamodb_consumed_write_capacity_units_total";
 
 pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
     let per_shard: u64 = if ctx.quick { 1_000 } else { 25_000 };
@@ -190,17 +190,19 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
     })
 }
 
-fn metrics_addr() -> Result<String, String> {
+/// `127.0.0.1:PORT` for a worker's `--metrics-addr`.
+pub(crate) fn metrics_addr() -> Result<String, String> {
     let url = unused_endpoint()?;
     Ok(url.trim_start_matches("http://").to_owned())
 }
 
-fn check_alive(workers: &mut [Proc]) -> Result<(), String> {
+/// An error naming the log of the first of `workers` that has exited.
+pub(crate) fn check_alive(workers: &mut [Proc]) -> Result<(), String> {
     workers.iter_mut().try_for_each(Proc::check_alive)
 }
 
 /// Requests, read units and write units, summed over the workers' endpoints.
-fn fleet_totals(addrs: &[String]) -> Result<[f64; 3], String> {
+pub(crate) fn fleet_totals(addrs: &[String]) -> Result<[f64; 3], String> {
     let mut totals = [0.0; 3];
     for addr in addrs {
         let text = get_metrics(addr)?;
@@ -212,7 +214,7 @@ fn fleet_totals(addrs: &[String]) -> Result<[f64; 3], String> {
 }
 
 /// The sum of every sample of `name` in a text exposition.
-fn sum_of(exposition: &str, name: &str) -> f64 {
+pub(crate) fn sum_of(exposition: &str, name: &str) -> f64 {
     exposition
         .lines()
         .filter(|line| {
@@ -224,7 +226,7 @@ fn sum_of(exposition: &str, name: &str) -> f64 {
 }
 
 /// `GET /metrics` over HTTP/1.0; the body.
-fn get_metrics(addr: &str) -> Result<String, String> {
+pub(crate) fn get_metrics(addr: &str) -> Result<String, String> {
     let fail = |e: std::io::Error| format!("GET http://{addr}/metrics: {e}");
     let mut stream = std::net::TcpStream::connect(addr).map_err(fail)?;
     stream

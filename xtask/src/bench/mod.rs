@@ -20,6 +20,7 @@ mod process;
 mod producer;
 mod python;
 mod report;
+mod scale;
 
 use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
@@ -98,6 +99,7 @@ const SECTIONS: &[(&str, SectionFn)] = &[
     ("metrics", metrics::run),
     ("producer", producer::run),
     ("s3", deliver::run),
+    ("scale", scale::run),
 ];
 
 /// Runs every section (or those whose name is in `only`) and writes the report:
