@@ -76,7 +76,7 @@ impl AggregatedRecord {
 /// The protobuf is encoded as records are added (the key tables and the
 /// records each in their own buffer, joined in field order when the aggregate
 /// is finished), so adding a record copies its bytes once and allocates
-/// nothing else.
+/// only when a buffer grows.
 ///
 /// ```
 /// # use kinesis_fleet_kpl::{Aggregator, NewRecord};
