@@ -166,7 +166,11 @@ async fn aggregated_entries(
             .iter()
             .position(|range| range.contains(hash))
             .ok_or_else(|| format!("no open shard holds hash key {hash}"))?;
-        aggregates.extend(aggregators[shard].add(record).map_err(|e| e.to_string())?);
+        aggregates.extend(
+            aggregators[shard]
+                .add_with_hash_key(&record, hash)
+                .map_err(|e| e.to_string())?,
+        );
     }
     aggregates.extend(aggregators.iter_mut().filter_map(Aggregator::flush));
     aggregates

@@ -1,15 +1,14 @@
 //! Producer side: packing user records into aggregated records.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 use bytes::Bytes;
+use hashbrown::{DefaultHashBuilder, HashTable};
 use md5::{Digest, Md5};
-use prost::Message;
-use prost::encoding::encoded_len_varint;
+use prost::encoding::{encode_varint, encoded_len_varint};
 
-use crate::hash_key::effective_hash_key;
-use crate::proto::{AggregatedRecordMsg, RecordMsg};
-use crate::{DIGEST_LEN, Error, KPL_MAGIC, MAX_PARTITION_KEY_CHARS, MAX_RECORD_BYTES, Result};
+use crate::hash_key::{effective_hash_key, validate_partition_key};
+use crate::{DIGEST_LEN, Error, KPL_MAGIC, MAX_RECORD_BYTES, Result};
 
 /// Producer side: a user record to put.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +73,11 @@ impl AggregatedRecord {
 /// protobuf encoding (varint lengths included), so an aggregate never exceeds
 /// it. Partition keys and explicit hash keys are stored once per aggregate.
 ///
+/// The protobuf is encoded as records are added (the key tables and the
+/// records each in their own buffer, joined in field order when the aggregate
+/// is finished), so adding a record copies its bytes once and allocates
+/// only when a buffer grows.
+///
 /// ```
 /// # use kinesis_fleet_kpl::{Aggregator, NewRecord};
 /// let mut aggregator = Aggregator::new();
@@ -88,11 +92,13 @@ impl AggregatedRecord {
 #[derive(Debug)]
 pub struct Aggregator {
     max_bytes: usize,
-    msg: AggregatedRecordMsg,
-    partition_keys: HashMap<String, u64>,
-    explicit_hash_keys: HashMap<String, u64>,
-    /// Exact encoded length of `msg`.
-    body_len: usize,
+    /// Field 1 of the protobuf body.
+    partition_keys: KeyTable,
+    /// Field 2 of the protobuf body.
+    explicit_hash_keys: KeyTable,
+    /// Field 3 of the protobuf body: the encoded user records.
+    records: Vec<u8>,
+    user_records: usize,
     /// Partition key and effective hash key of the first record.
     first: Option<(String, u128)>,
 }
@@ -117,10 +123,10 @@ impl Aggregator {
     pub fn with_max_bytes(max: usize) -> Self {
         Self {
             max_bytes: max,
-            msg: AggregatedRecordMsg::default(),
-            partition_keys: HashMap::new(),
-            explicit_hash_keys: HashMap::new(),
-            body_len: 0,
+            partition_keys: KeyTable::new(PARTITION_KEY_TABLE_TAG),
+            explicit_hash_keys: KeyTable::new(EXPLICIT_HASH_KEY_TABLE_TAG),
+            records: Vec::new(),
+            user_records: 0,
             first: None,
         }
     }
@@ -138,30 +144,34 @@ impl Aggregator {
     pub fn add(&mut self, record: NewRecord) -> Result<Option<AggregatedRecord>> {
         let hash_key =
             effective_hash_key(&record.partition_key, record.explicit_hash_key.as_deref())?;
-        self.add_with_hash_key(record, hash_key)
+        self.add_with_hash_key(&record, hash_key)
     }
 
     /// [`add`](Self::add) for a record whose effective hash key the caller
     /// already computed with [`effective_hash_key`] (it is not computed
     /// again; a different value routes the aggregate by it when the record
-    /// is the first).
+    /// is the first). The record's bytes are copied.
     pub fn add_with_hash_key(
         &mut self,
-        record: NewRecord,
+        record: &NewRecord,
         hash_key: u128,
     ) -> Result<Option<AggregatedRecord>> {
-        let chars = record.partition_key.chars().count();
-        if !(1..=MAX_PARTITION_KEY_CHARS).contains(&chars) {
-            return Err(Error::InvalidPartitionKey { chars });
-        }
+        validate_partition_key(&record.partition_key)?;
+        let pk = self.partition_keys.lookup(&record.partition_key);
+        let ehk = record
+            .explicit_hash_key
+            .as_deref()
+            .map(|ehk| self.explicit_hash_keys.lookup(ehk));
         if let Some((outer_pk, _)) = &self.first {
-            let growth = self.body_growth(&record);
-            if frame_len(self.body_len + growth, outer_pk) <= self.max_bytes {
-                self.push(record, growth, hash_key);
+            let growth = self.body_growth(record, &pk, ehk.as_ref());
+            if frame_len(self.body_len() + growth, outer_pk) <= self.max_bytes {
+                self.push(record, pk, ehk, hash_key);
                 return Ok(None);
             }
         }
-        let growth = Self::with_max_bytes(self.max_bytes).body_growth(&record);
+        // Alone in a new aggregate, every key is new and indexes are 0.
+        let (pk, ehk) = (pk.unlisted(), ehk.map(|e| e.unlisted()));
+        let growth = self.body_growth(record, &pk, ehk.as_ref());
         let size = frame_len(growth, &record.partition_key);
         if size > self.max_bytes {
             return Err(Error::RecordTooLarge {
@@ -170,24 +180,24 @@ impl Aggregator {
             });
         }
         let finished = self.flush();
-        self.push(record, growth, hash_key);
+        self.push(record, pk, ehk, hash_key);
         Ok(finished)
     }
 
     /// Finishes the current aggregate, if it holds any records.
     pub fn flush(&mut self) -> Option<AggregatedRecord> {
         let (partition_key, hash_key) = self.first.take()?;
-        let msg = std::mem::take(&mut self.msg);
-        let user_records = msg.records.len();
-        let body_len = std::mem::take(&mut self.body_len);
+        let user_records = std::mem::take(&mut self.user_records);
+        let mut data = Vec::with_capacity(KPL_MAGIC.len() + self.body_len() + DIGEST_LEN);
+        data.extend_from_slice(&KPL_MAGIC);
+        data.extend_from_slice(&self.partition_keys.encoded);
+        data.extend_from_slice(&self.explicit_hash_keys.encoded);
+        data.extend_from_slice(&self.records);
         self.partition_keys.clear();
         self.explicit_hash_keys.clear();
-
-        let mut data = Vec::with_capacity(KPL_MAGIC.len() + body_len + DIGEST_LEN);
-        data.extend_from_slice(&KPL_MAGIC);
-        msg.encode(&mut data)
-            .expect("encoding into a Vec cannot run out of space");
-        debug_assert_eq!(data.len(), KPL_MAGIC.len() + body_len, "size accounting");
+        // The largest buffer is not kept: an idle aggregator holds no
+        // aggregate's worth of memory.
+        self.records = Vec::new();
         let digest = Md5::digest(&data[KPL_MAGIC.len()..]);
         data.extend_from_slice(&digest);
         Some(AggregatedRecord {
@@ -200,76 +210,182 @@ impl Aggregator {
 
     /// Number of user records in the current aggregate.
     pub fn len(&self) -> usize {
-        self.msg.records.len()
+        self.user_records
     }
 
     /// Whether the current aggregate holds no user records.
     pub fn is_empty(&self) -> bool {
-        self.msg.records.is_empty()
+        self.user_records == 0
     }
 
     /// Size the current aggregate would have if flushed now, as counted
     /// against the limit (0 when empty).
     pub fn size_bytes(&self) -> usize {
         match &self.first {
-            Some((pk, _)) => frame_len(self.body_len, pk),
+            Some((pk, _)) => frame_len(self.body_len(), pk),
             None => 0,
         }
     }
 
+    /// Exact encoded length of the protobuf body so far.
+    fn body_len(&self) -> usize {
+        self.partition_keys.encoded.len()
+            + self.explicit_hash_keys.encoded.len()
+            + self.records.len()
+    }
+
     /// Exact number of bytes `record` would add to the protobuf body.
-    fn body_growth(&self, record: &NewRecord) -> usize {
-        let mut growth = 0;
-        let pk_index = match self.partition_keys.get(&record.partition_key) {
-            Some(&index) => index,
-            None => {
-                growth += field_len(record.partition_key.len());
-                self.msg.partition_key_table.len() as u64
-            }
-        };
-        let mut inner = 1 + encoded_len_varint(pk_index);
-        if let Some(ehk) = &record.explicit_hash_key {
-            let ehk_index = match self.explicit_hash_keys.get(ehk) {
-                Some(&index) => index,
-                None => {
-                    growth += field_len(ehk.len());
-                    self.msg.explicit_hash_key_table.len() as u64
-                }
-            };
-            inner += 1 + encoded_len_varint(ehk_index);
+    fn body_growth(&self, record: &NewRecord, pk: &Lookup, ehk: Option<&Lookup>) -> usize {
+        let mut growth = pk.table_growth(&record.partition_key);
+        let mut inner = 1 + encoded_len_varint(pk.index);
+        if let (Some(ehk), Some(key)) = (ehk, &record.explicit_hash_key) {
+            growth += ehk.table_growth(key);
+            inner += 1 + encoded_len_varint(ehk.index);
         }
         inner += field_len(record.data.len());
         growth + field_len(inner)
     }
 
-    fn push(&mut self, record: NewRecord, growth: usize, hash_key: u128) {
-        let NewRecord {
-            partition_key,
-            explicit_hash_key,
-            data,
-        } = record;
-        let pk_index = intern(
-            &mut self.partition_keys,
-            &mut self.msg.partition_key_table,
-            &partition_key,
-        );
-        let ehk_index = explicit_hash_key.as_ref().map(|ehk| {
-            intern(
-                &mut self.explicit_hash_keys,
-                &mut self.msg.explicit_hash_key_table,
-                ehk,
-            )
-        });
-        self.msg.records.push(RecordMsg {
-            partition_key_index: Some(pk_index),
-            explicit_hash_key_index: ehk_index,
-            data: Some(data),
-            tags: Vec::new(),
-        });
-        self.body_len += growth;
-        if self.first.is_none() {
-            self.first = Some((partition_key, hash_key));
+    /// Encodes `record` (a `Record` message, field 3 of the body), adding
+    /// its keys to the tables where `pk` and `ehk` found them missing.
+    fn push(&mut self, record: &NewRecord, pk: Lookup, ehk: Option<Lookup>, hash_key: u128) {
+        let mut inner = 1 + encoded_len_varint(pk.index) + field_len(record.data.len());
+        self.partition_keys.insert(&record.partition_key, &pk);
+        if let (Some(ehk), Some(key)) = (&ehk, &record.explicit_hash_key) {
+            self.explicit_hash_keys.insert(key, ehk);
+            inner += 1 + encoded_len_varint(ehk.index);
         }
+        let out = &mut self.records;
+        out.reserve(field_len(inner));
+        out.push(RECORDS_TAG);
+        encode_varint(inner as u64, out);
+        out.push(RECORD_PARTITION_KEY_INDEX_TAG);
+        encode_varint(pk.index, out);
+        if let Some(ehk) = &ehk {
+            out.push(RECORD_EXPLICIT_HASH_KEY_INDEX_TAG);
+            encode_varint(ehk.index, out);
+        }
+        out.push(RECORD_DATA_TAG);
+        encode_varint(record.data.len() as u64, out);
+        out.extend_from_slice(&record.data);
+        self.user_records += 1;
+        if self.first.is_none() {
+            self.first = Some((record.partition_key.clone(), hash_key));
+        }
+    }
+}
+
+// Field keys (field number << 3 | wire type) of the schema in `proto.rs`:
+// the key tables, the records and a record's fields.
+const PARTITION_KEY_TABLE_TAG: u8 = 1 << 3 | 2;
+const EXPLICIT_HASH_KEY_TABLE_TAG: u8 = 2 << 3 | 2;
+const RECORDS_TAG: u8 = 3 << 3 | 2;
+const RECORD_PARTITION_KEY_INDEX_TAG: u8 = 1 << 3;
+const RECORD_EXPLICIT_HASH_KEY_INDEX_TAG: u8 = 2 << 3;
+const RECORD_DATA_TAG: u8 = 3 << 3 | 2;
+
+/// One key table of an aggregate, encoded as it grows, with an index from
+/// key to position that borrows the keys from the encoding.
+#[derive(Debug)]
+struct KeyTable {
+    tag: u8,
+    /// The table's entries as protobuf fields.
+    encoded: Vec<u8>,
+    /// Each key's position in the table, found by its hash.
+    index: HashTable<Slot>,
+    hasher: DefaultHashBuilder,
+}
+
+/// Where a key of a [`KeyTable`] is.
+#[derive(Debug)]
+struct Slot {
+    hash: u64,
+    /// The key's bytes in `encoded`.
+    start: usize,
+    len: usize,
+    position: u64,
+}
+
+/// A key looked up in a [`KeyTable`].
+struct Lookup {
+    hash: u64,
+    /// Its position in the table, or where it would be appended.
+    index: u64,
+    /// Whether it is not in the table yet.
+    missing: bool,
+}
+
+impl Lookup {
+    /// The same key looked up in an empty table.
+    fn unlisted(self) -> Lookup {
+        Lookup {
+            hash: self.hash,
+            index: 0,
+            missing: true,
+        }
+    }
+
+    /// Bytes adding the key would add to its table.
+    fn table_growth(&self, key: &str) -> usize {
+        if self.missing {
+            field_len(key.len())
+        } else {
+            0
+        }
+    }
+}
+
+impl KeyTable {
+    fn new(tag: u8) -> KeyTable {
+        KeyTable {
+            tag,
+            encoded: Vec::new(),
+            index: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+        }
+    }
+
+    fn lookup(&self, key: &str) -> Lookup {
+        let hash = self.hasher.hash_one(key.as_bytes());
+        let encoded = &self.encoded;
+        match self.index.find(hash, |s| {
+            &encoded[s.start..s.start + s.len] == key.as_bytes()
+        }) {
+            Some(slot) => Lookup {
+                hash,
+                index: slot.position,
+                missing: false,
+            },
+            None => Lookup {
+                hash,
+                index: self.index.len() as u64,
+                missing: true,
+            },
+        }
+    }
+
+    /// Appends `key` if `lookup` (its lookup in this table) found it missing.
+    fn insert(&mut self, key: &str, lookup: &Lookup) {
+        if !lookup.missing {
+            return;
+        }
+        debug_assert_eq!(lookup.index, self.index.len() as u64);
+        self.encoded.reserve(field_len(key.len()));
+        self.encoded.push(self.tag);
+        encode_varint(key.len() as u64, &mut self.encoded);
+        let slot = Slot {
+            hash: lookup.hash,
+            start: self.encoded.len(),
+            len: key.len(),
+            position: lookup.index,
+        };
+        self.encoded.extend_from_slice(key.as_bytes());
+        self.index.insert_unique(lookup.hash, slot, |s| s.hash);
+    }
+
+    fn clear(&mut self) {
+        self.encoded.clear();
+        self.index.clear();
     }
 }
 
@@ -287,17 +403,6 @@ pub fn aggregate(records: impl IntoIterator<Item = NewRecord>) -> Result<Vec<Agg
     Ok(out)
 }
 
-/// Index of `key` in the table, appending it if new.
-fn intern(index: &mut HashMap<String, u64>, table: &mut Vec<Bytes>, key: &str) -> u64 {
-    if let Some(&i) = index.get(key) {
-        return i;
-    }
-    let i = table.len() as u64;
-    index.insert(key.to_owned(), i);
-    table.push(Bytes::copy_from_slice(key.as_bytes()));
-    i
-}
-
 /// Encoded length of a length-delimited field with a one-byte key (field
 /// numbers 1 to 15).
 fn field_len(len: usize) -> usize {
@@ -311,12 +416,43 @@ fn frame_len(body_len: usize, partition_key: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use prost::Message;
+
     use super::*;
+    use crate::proto::AggregatedRecordMsg;
     use crate::{Deaggregated, deaggregate};
 
     fn unpack(aggregate: &AggregatedRecord) -> AggregatedRecordMsg {
         let body = &aggregate.data[KPL_MAGIC.len()..aggregate.data.len() - DIGEST_LEN];
         AggregatedRecordMsg::decode(body).unwrap()
+    }
+
+    proptest::proptest! {
+        /// The incremental encoding is the one prost writes for the same
+        /// message (tables, records, multi-byte varints), so the output is
+        /// byte for byte what aws-kinesis-agg writes for the same records.
+        #[test]
+        fn the_body_is_what_prost_encodes(
+            records in proptest::collection::vec(
+                ("[a-z]{1,3}|[a-z]{120,200}", proptest::option::of(0..3u128), proptest::collection::vec(0..=255u8, 0..300)),
+                1..400,
+            ),
+            max in 500..200_000usize,
+        ) {
+            let mut agg = Aggregator::with_max_bytes(max);
+            let mut out = Vec::new();
+            for (pk, ehk, data) in records {
+                let mut record = NewRecord::new(pk, data);
+                record.explicit_hash_key = ehk.map(|k| k.to_string());
+                out.extend(agg.add(record).unwrap());
+            }
+            out.extend(agg.flush());
+            for aggregate in out {
+                let body = &aggregate.data[KPL_MAGIC.len()..aggregate.data.len() - DIGEST_LEN];
+                proptest::prop_assert_eq!(unpack(&aggregate).encode_to_vec(), body);
+                proptest::prop_assert_eq!(&aggregate.data[aggregate.data.len() - DIGEST_LEN..], &Md5::digest(body)[..]);
+            }
+        }
     }
 
     #[test]

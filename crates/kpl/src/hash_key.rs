@@ -2,7 +2,31 @@
 
 use md5::{Digest, Md5};
 
-use crate::{Error, Result};
+use crate::{Error, MAX_PARTITION_KEY_CHARS, Result};
+
+/// Checks that a partition key has 1 to [`MAX_PARTITION_KEY_CHARS`]
+/// characters, as Kinesis requires.
+///
+/// ```
+/// # use kinesis_fleet_kpl::validate_partition_key;
+/// assert!(validate_partition_key("user-1").is_ok());
+/// assert!(validate_partition_key("").is_err());
+/// assert!(validate_partition_key(&"é".repeat(256)).is_ok());
+/// assert!(validate_partition_key(&"é".repeat(257)).is_err());
+/// ```
+pub fn validate_partition_key(partition_key: &str) -> Result<()> {
+    // A character takes at least one byte: short keys need no count.
+    let chars = if partition_key.len() <= MAX_PARTITION_KEY_CHARS {
+        partition_key.len().min(1)
+    } else {
+        partition_key.chars().count()
+    };
+    if (1..=MAX_PARTITION_KEY_CHARS).contains(&chars) {
+        Ok(())
+    } else {
+        Err(Error::InvalidPartitionKey { chars })
+    }
+}
 
 /// The 128-bit hash key Kinesis routes a record by.
 ///

@@ -315,7 +315,7 @@ impl Engine {
         }
         match state
             .open
-            .add_with_hash_key(member.record.clone(), member.hash_key)
+            .add_with_hash_key(&member.record, member.hash_key)
         {
             Ok(None) => state.open_members.push(member),
             Ok(Some(full)) => {

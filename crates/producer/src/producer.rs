@@ -10,11 +10,11 @@ use std::task::{Context, Poll};
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
-use kinesis_fleet_kpl::{MAX_PARTITION_KEY_CHARS, MAX_RECORD_BYTES, NewRecord, effective_hash_key};
+use kinesis_fleet_kpl::{MAX_RECORD_BYTES, NewRecord, effective_hash_key, validate_partition_key};
 use kinesis_fleet_types::ShardId;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 
 use crate::engine::{
     Batch, CallOutcome, Done, Engine, EntryOutcome, MIN_REFRESH_INTERVAL, Member, THROTTLED,
@@ -282,10 +282,7 @@ impl Producer {
 
 /// Checks what Kinesis would refuse; returns the record's hash key.
 fn validate(record: &NewRecord) -> Result<u128> {
-    let chars = record.partition_key.chars().count();
-    if !(1..=MAX_PARTITION_KEY_CHARS).contains(&chars) {
-        return Err(kinesis_fleet_kpl::Error::InvalidPartitionKey { chars }.into());
-    }
+    validate_partition_key(&record.partition_key)?;
     let size = record.partition_key.len() + record.data.len();
     if size > MAX_RECORD_BYTES {
         return Err(Error::RecordTooLarge {
@@ -334,6 +331,10 @@ impl Task {
         let mut input_open = true;
         let mut next_periodic = Instant::now() + self.config.shard_map_refresh;
         let mut earliest_refresh = Instant::now();
+        // One timer, moved only when the wakeup changes, instead of one
+        // registered with the runtime's timer (and removed) every turn.
+        let sleep = tokio::time::sleep_until(next_periodic);
+        tokio::pin!(sleep);
         loop {
             let now = Instant::now();
             self.engine
@@ -364,6 +365,9 @@ impl Task {
             if self.engine.needs_refresh() && refresh.is_empty() {
                 wake = wake.min(earliest_refresh);
             }
+            if sleep.deadline() != wake {
+                sleep.as_mut().reset(wake);
+            }
             tokio::select! {
                 command = rx.recv(), if input_open => match command {
                     Some(command) => self.handle(command),
@@ -386,7 +390,7 @@ impl Task {
                         Err(e) => tracing::warn!(stream = %self.stream, "shard map refresh failed, keeping the old map: {e}"),
                     }
                 }
-                _ = sleep_until(wake) => {}
+                () = &mut sleep => {}
             }
             // Take what is already queued without a wakeup per record, but
             // no more than `DRAIN_LIMIT`: a sender that keeps the queue full
@@ -429,13 +433,14 @@ impl Task {
                     },
                 );
                 self.buffered_bytes += size;
+                let now = Instant::now();
                 let member = Member {
                     id,
                     record,
                     hash_key,
-                    submitted: Instant::now(),
+                    submitted: now,
                 };
-                if let Some(done) = self.engine.submit(member, Instant::now()) {
+                if let Some(done) = self.engine.submit(member, now) {
                     self.resolve(vec![done]);
                 }
             }
