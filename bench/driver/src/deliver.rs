@@ -53,6 +53,27 @@ pub(crate) struct Sizes {
     pub(crate) seconds: usize,
 }
 
+impl Sizes {
+    /// `SHARDS PER_SHARD BYTES OBJECT_RECORDS RATE SECONDS`.
+    pub(crate) fn parse(args: &[&str]) -> Result<Sizes, String> {
+        let numbers: Vec<usize> = args
+            .iter()
+            .map(|a| crate::number(a))
+            .collect::<Result<_, _>>()?;
+        let [shards, per_shard, bytes, object_records, rate, seconds] = numbers[..] else {
+            return Err(crate::USAGE.to_owned());
+        };
+        Ok(Sizes {
+            shards,
+            per_shard,
+            bytes,
+            object_records,
+            rate,
+            seconds,
+        })
+    }
+}
+
 /// Runs both measurements and prints `{"throughput": {...}, "ceiling":
 /// {...}, "read_seconds": N, "latency_ms": [...]}`: the sink's records, bytes
 /// and objects with the seconds from the worker's start to the last object

@@ -56,38 +56,9 @@ async fn main() -> ExitCode {
                 (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
             }
         }
-        [
-            "deliver",
-            shards,
-            per_shard,
-            bytes,
-            object_records,
-            rate,
-            seconds,
-        ] => match [shards, per_shard, bytes, object_records, rate, seconds].map(number) {
-            [
-                Ok(shards),
-                Ok(per_shard),
-                Ok(bytes),
-                Ok(object_records),
-                Ok(rate),
-                Ok(seconds),
-            ] => {
-                deliver::run(deliver::Sizes {
-                    shards,
-                    per_shard,
-                    bytes,
-                    object_records,
-                    rate,
-                    seconds,
-                })
-                .await
-            }
-            numbers => Err(numbers
-                .into_iter()
-                .filter_map(Result::err)
-                .collect::<Vec<_>>()
-                .join("; ")),
+        ["deliver", ref sizes @ ..] => match deliver::Sizes::parse(sizes) {
+            Ok(sizes) => deliver::run(sizes).await,
+            Err(e) => Err(e),
         },
         _ => Err(USAGE.to_owned()),
     };
