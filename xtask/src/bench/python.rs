@@ -183,8 +183,8 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
          `fleet_worker` as in section 2. kcl-rs + Python: `bench/peers/kcl_rs_worker.py` \
          with its defaults, and tuned as in section 2 (without the tuning its first record \
          comes after its 60 s sleep, and it pauses 1.5 s between GetRecords calls). The raw \
-         reader (section 2) is the emulator's ceiling: no consumer drains faster, so it \
-         bounds every ratio to kcl-rs."
+         reader (section 2) is the emulator's ceiling: a consumer drains little faster than \
+         the emulator serves plain GetRecords calls, so it bounds every ratio to kcl-rs."
             .to_owned(),
         format!(
             "Peak RSS: {MEMORY_SHARDS} shards × {memory_per_shard} records, measured as in \
