@@ -265,6 +265,11 @@ fn ours(shards: usize, workers: usize) -> Units {
     })
 }
 
+/// Every capacity unit of `units`, read and write.
+fn total_units(units: &Units) -> f64 {
+    units.read + units.write + units.index_write
+}
+
 fn cell(units: &Units) -> String {
     format!(
         "{:.0} R + {:.0} W (${:.2})",
@@ -274,21 +279,31 @@ fn cell(units: &Units) -> String {
     )
 }
 
+/// The fleet shape the cost goal is stated for, and the goal: KCL 2.x's
+/// coordination capacity units over ours.
+const GOAL_FLEET: (usize, usize) = (10_000, 500);
+const GOAL_UNITS_RATIO: f64 = 20.0;
+
 /// The Markdown table, one row per fleet shape.
 pub(crate) fn cost_table() -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| shards | workers | kinesis-fleet | KCL 2.x | KCL 3.x | KCL 2.x ÷ ours | checkpoints (1/shard/min) |"
+        "| shards | workers | kinesis-fleet | KCL 2.x | KCL 3.x | KCL 2.x ÷ ours (units) | KCL 2.x ÷ ours ($) | checkpoints (1/shard/min) |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    let mut goal_ratio = None;
     for shards in SHARDS {
         for workers in WORKERS {
             let ours = ours(shards, workers);
             let (kcl2, kcl3) = (kcl2(shards, workers), kcl3(shards, workers));
+            let units_ratio = total_units(&kcl2) / total_units(&ours);
+            if (shards, workers) == GOAL_FLEET {
+                goal_ratio = Some(units_ratio);
+            }
             let _ = writeln!(
                 out,
-                "| {shards} | {workers} | {} | {} | {} | {:.1}× | {} |",
+                "| {shards} | {workers} | {} | {} | {} | {units_ratio:.1}× | {:.1}× | {} |",
                 cell(&ours),
                 cell(&kcl2),
                 cell(&kcl3),
@@ -307,5 +322,18 @@ pub(crate) fn cost_table() -> String {
         lease_size(&typical_lease(KCL_WORKER)),
         item_size(&kcl3_worker_metrics_item()),
     );
+    if let Some(ratio) = goal_ratio {
+        let (shards, workers) = GOAL_FLEET;
+        let verdict = if ratio >= GOAL_UNITS_RATIO {
+            "met"
+        } else {
+            "MISSED"
+        };
+        let _ = writeln!(
+            out,
+            "\nGoal: at {shards} shards and {workers} workers, coordination at most 1/{GOAL_UNITS_RATIO} of the \
+             KCL 2.x design's capacity units (checkpoints excluded): {ratio:.1}×, goal {verdict}."
+        );
+    }
     out
 }
