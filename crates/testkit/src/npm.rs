@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
@@ -26,6 +26,8 @@ const OUTPUT_LIMIT: usize = 64 * 1024;
 /// How many times a child is restarted on a new port when the one we picked
 /// was taken between probing and binding.
 const PORT_ATTEMPTS: usize = 3;
+/// How long a new emulator is watched for losing its port before it listens.
+const PORT_WATCH: Duration = Duration::from_secs(5);
 
 /// Stream and consumer state changes in kinesis-mock take this long.
 const KINESIS_MOCK_DELAY: &str = "20ms";
@@ -201,7 +203,22 @@ fn node_command(script: &Path, dir: &Path) -> Command {
     cmd
 }
 
+/// Ports tried for an emulator: below Linux's default ephemeral range
+/// (32768–60999), from which the client sockets of tests running alongside
+/// take their ports, so none takes it between this check and the
+/// emulator's own bind.
+const EMULATOR_PORTS: std::ops::Range<u16> = 20_000..32_768;
+
+/// A loopback port that is free now, chosen at random from
+/// [`EMULATOR_PORTS`] (the kernel's choice, from the ephemeral range, if
+/// none of a few is).
 fn free_port() -> Result<u16> {
+    for _ in 0..16 {
+        let port = rand::random_range(EMULATOR_PORTS);
+        if std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return Ok(port);
+        }
+    }
     std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -218,15 +235,27 @@ async fn start_with_port_retry(
         let port = free_port()?;
         let mut cmd = command(port)?;
         let process = NodeProcess::spawn(emulator, &mut cmd)?;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         // The port was free a moment ago; if another process took it, the
-        // child dies at once with EADDRINUSE. Give it a moment to show that.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        match process.check_alive() {
-            Ok(()) => return Ok((process, SocketAddr::from((Ipv4Addr::LOCALHOST, port)))),
-            Err(e) if attempt < PORT_ATTEMPTS && process.output().contains("EADDRINUSE") => {
+        // child dies with EADDRINUSE when it binds, which a slow starter
+        // (kinesis-mock) does after a second or more. Watch until it
+        // listens, dies, or the watch ends (readiness is awaited later).
+        let watch_ends = Instant::now() + PORT_WATCH;
+        let exited = loop {
+            if let Err(e) = process.check_alive() {
+                break Some(e);
+            }
+            if Instant::now() >= watch_ends || tokio::net::TcpStream::connect(addr).await.is_ok() {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        match exited {
+            None => return Ok((process, addr)),
+            Some(e) if attempt < PORT_ATTEMPTS && process.output().contains("EADDRINUSE") => {
                 tracing::debug!("{emulator} lost its port race, retrying: {e}");
             }
-            Err(e) => return Err(e),
+            Some(e) => return Err(e),
         }
     }
 }
