@@ -4,12 +4,12 @@
 //! - **Throughput**: a stream of `SHARDS` shards holding `PER_SHARD` records
 //!   of `BYTES` bytes each is delivered by one worker running the sink (raw
 //!   format, no compression, objects of `OBJECT_RECORDS` records), from
-//!   `TRIM_HORIZON`, until every record is stored. Then the
-//!   ceiling: a plain PutObject loop writing as many objects, each holding
-//!   the bytes of one delivered object, with one request in flight per shard
-//!   (as the sink uploads one object per shard at a time), on the same server;
-//!   and the Kinesis side alone: the same stream read by plain GetRecords
-//!   calls (no leases, checkpoints or S3), the emulator's read ceiling.
+//!   `TRIM_HORIZON`, until every record is stored. Then the Kinesis side
+//!   alone: the same stream read by plain GetRecords calls (no leases,
+//!   checkpoints or S3), the emulator's read ceiling; and the S3 ceiling: a
+//!   plain PutObject loop writing as many objects, each holding the bytes of
+//!   one delivered object, with one request in flight per shard (as the sink
+//!   uploads one object per shard at a time), on the same server.
 //! - **Latency**: a one-shard stream delivered with a 1 s buffer interval
 //!   while records carrying their send time are put one by one at `RATE`
 //!   per second for `SECONDS`; the objects are listed every [`LIST_EVERY`]

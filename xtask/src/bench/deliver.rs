@@ -136,12 +136,12 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
              worker with `S3Sink` (objects of {} records, 1 s between reads of a caught-up \
              shard as `kfleet deliver s3` defaults to), reading the pre-filled stream from \
              TRIM_HORIZON until every record is stored, timed from the worker's start (lease \
-             table and leases included). Then the PutObject loop writes as many objects \
-             holding the bytes of a delivered object to the same server, one request in \
-             flight per shard as the sink uploads one object per shard at a time; then a \
-             plain reader (one task per shard calling GetRecords back to back, no leases, \
-             checkpoints or S3, as in section 2) reads the same stream: the emulator's read \
-             ceiling, which a sink on the same two cores cannot pass.",
+             table and leases included). Then a plain reader (one task per shard calling \
+             GetRecords back to back, no leases, checkpoints or S3, as in section 2) reads \
+             the same stream: the emulator's read ceiling, which a sink on the same two cores \
+             cannot pass; then the PutObject loop writes as many objects holding the bytes of \
+             a delivered object to the same server, one request in flight per shard as the \
+             sink uploads one object per shard at a time.",
             per_shard / OBJECTS_PER_SHARD
         ),
         format!(
