@@ -54,8 +54,8 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
     // Per heartbeat: each worker's heartbeat and coordinator read, the
     // leader's renewal and own-lease query; per round: the leader's lease
     // scan and each other worker's own-lease query.
-    let design_requests = (2 * w + 2) as f64 * 60.0 / heartbeat.as_secs_f64()
-        + w as f64 * 60.0 / round.as_secs_f64();
+    let design_requests =
+        (2 * w + 2) as f64 * 60.0 / heartbeat.as_secs_f64() + w as f64 * 60.0 / round.as_secs_f64();
     let bound = |what: &str, bound: Duration| {
         format!("design bound: {what} ({})", secs(bound.as_secs_f64()))
     };
@@ -387,7 +387,12 @@ impl Fleet {
     /// when the first SIGKILL was sent.
     fn kill(&mut self, victims: &[usize]) -> Result<Instant, String> {
         for &i in victims {
-            self.killed_rss_kib.push(self.workers[i].peak_rss_kib()?);
+            let kib = self.workers[i].peak_rss_kib()?;
+            eprintln!(
+                "xtask bench: scale: peak RSS of worker {i}, to be killed: {:.1} MiB",
+                kib as f64 / 1024.0
+            );
+            self.killed_rss_kib.push(kib);
         }
         let mut sorted = victims.to_vec();
         sorted.sort_unstable_by(|a, b| b.cmp(a));
