@@ -248,6 +248,20 @@ impl Producer {
     /// ([`Error::InvalidBatch`], naming it) or the producer is closed
     /// ([`Error::Closed`]).
     ///
+    /// ```no_run
+    /// # async fn demo(producer: kinesis_fleet_producer::Producer) -> Result<(), kinesis_fleet_producer::Error> {
+    /// use kinesis_fleet_producer::NewRecord;
+    ///
+    /// let batch: Vec<NewRecord> = (0..1000)
+    ///     .map(|i| NewRecord::new(format!("customer-{}", i % 10), format!("order {i}")))
+    ///     .collect();
+    /// let handle = producer.send_batch(batch).await?;
+    /// for receipt in handle.await {
+    ///     println!("{}", receipt?.sequence_number);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Cancel safety
     ///
     /// If the future is dropped before it resolves, no record was accepted.
@@ -441,8 +455,9 @@ struct Task {
 
 type CallResult = (Batch, CallOutcome);
 
-/// Most queued commands taken per turn of the task's loop before it looks
-/// for calls to make again.
+/// Most queued user records (commands without records count one) taken per turn of the task's loop before it
+/// looks for calls to make again (a batch is taken whole, so one batch of
+/// this size or more is a turn).
 const DRAIN_LIMIT: usize = 256;
 
 impl Task {
@@ -489,9 +504,10 @@ impl Task {
             if sleep.deadline() != wake {
                 sleep.as_mut().reset(wake);
             }
+            let mut taken = 0;
             tokio::select! {
                 command = rx.recv(), if input_open => match command {
-                    Some(command) => self.handle(command),
+                    Some(command) => taken = self.handle(command).max(1),
                     None => input_open = false,
                 },
                 Some(joined) = calls.join_next() => {
@@ -514,14 +530,12 @@ impl Task {
                 () = &mut sleep => {}
             }
             // Take what is already queued without a wakeup per record, but
-            // no more than `DRAIN_LIMIT`: a sender that keeps the queue full
-            // must not keep full aggregates from being sent meanwhile.
-            for _ in 0..DRAIN_LIMIT {
-                if !input_open {
-                    break;
-                }
+            // no more than `DRAIN_LIMIT` records: a sender that keeps the
+            // queue full must not keep full aggregates from being sent
+            // meanwhile.
+            while taken < DRAIN_LIMIT && input_open {
                 match rx.try_recv() {
-                    Ok(command) => self.handle(command),
+                    Ok(command) => taken += self.handle(command).max(1),
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => input_open = false,
                 }
@@ -534,7 +548,8 @@ impl Task {
         }
     }
 
-    fn handle(&mut self, command: Command) {
+    /// Takes one command; returns the number of records it brought.
+    fn handle(&mut self, command: Command) -> usize {
         match command {
             Command::Records {
                 records,
@@ -578,9 +593,16 @@ impl Task {
                 if !done.is_empty() {
                     self.resolve(done);
                 }
+                len
             }
-            Command::Flush(tx) => self.flushes.push((self.next_id, tx)),
-            Command::Close(tx) => self.closes.push(tx),
+            Command::Flush(tx) => {
+                self.flushes.push((self.next_id, tx));
+                0
+            }
+            Command::Close(tx) => {
+                self.closes.push(tx);
+                0
+            }
         }
     }
 
