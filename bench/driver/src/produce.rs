@@ -29,9 +29,13 @@ fn user_record(index: usize, bytes: usize) -> NewRecord {
     NewRecord::new(format!("k{index}"), Bytes::from(data))
 }
 
+/// User records per `send_batch` of our producer.
+const BATCH: usize = 1_000;
+
 /// Our producer with its defaults (aggregation by shard on) except the
 /// per-shard rate limit, which the emulator does not enforce and the peers do
-/// not have. Timed from the first `send` until every handle resolved.
+/// not have, sent `BATCH` records per `send_batch`. Timed from the first
+/// `send_batch` until every record resolved.
 pub(crate) async fn ours(
     endpoint: &str,
     stream: &str,
@@ -43,15 +47,29 @@ pub(crate) async fn ours(
     let producer = Producer::new(client, stream, config)
         .await
         .map_err(|e| e.to_string())?;
-    let records: Vec<_> = (0..count).map(|i| user_record(i, bytes)).collect();
+    let mut batches = Vec::new();
+    for first in (0..count).step_by(BATCH) {
+        batches.push(
+            (first..count.min(first + BATCH))
+                .map(|i| user_record(i, bytes))
+                .collect::<Vec<_>>(),
+        );
+    }
     let start = Instant::now();
-    let mut handles = Vec::with_capacity(count);
-    for record in records {
-        handles.push(producer.send(record).await.map_err(|e| e.to_string())?);
+    let mut handles = Vec::with_capacity(batches.len());
+    for batch in batches {
+        handles.push(
+            producer
+                .send_batch(batch)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
     }
     producer.flush().await.map_err(|e| e.to_string())?;
     for handle in handles {
-        handle.await.map_err(|e| e.to_string())?;
+        for receipt in handle.await {
+            receipt.map_err(|e| e.to_string())?;
+        }
     }
     let seconds = start.elapsed().as_secs_f64();
     producer.close().await.map_err(|e| e.to_string())?;

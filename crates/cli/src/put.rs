@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use kinesis_fleet::kpl::NewRecord;
-use kinesis_fleet::producer::{Counter, Error, Producer, ProducerConfig, RecordHandle};
+use kinesis_fleet::producer::{BatchHandle, Counter, Error, Producer, ProducerConfig};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
 
@@ -125,16 +125,24 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("starting a producer for {}", args.stream))?;
 
     let bar = output::counter(format!("put to {}", args.stream));
-    let (handles, receipts) = mpsc::unbounded_channel();
+    let (batches, receipts) = mpsc::unbounded_channel();
     let mut acknowledged = tokio::spawn(acknowledge(receipts, bar.clone()));
     let mut reader = BufReader::new(input);
     let mut line = Vec::new();
     let mut line_no = 0u64;
+    let mut batch = Batch::default();
     loop {
+        // The lines read so far go before the next read may wait for input.
+        let full = batch.records.len() == BATCH_LINES;
+        let waits = !batch.records.is_empty() && !reader.buffer().contains(&b'\n');
+        if (full || waits)
+            && let Err(e) = batch.send(&producer, &batches).await
+        {
+            return Err(stop(e, &producer, batches, acknowledged).await);
+        }
         line.clear();
         let n = tokio::select! {
             read = reader.read_until(b'\n', &mut line) => read.context("reading the input")?,
-            // Ends early only when a record failed.
             written = &mut acknowledged => return Err(failed(written, &producer).await),
         };
         if n == 0 {
@@ -150,38 +158,27 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
         if line.is_empty() {
             continue;
         }
-        let record = keys
-            .key_for(line_no, &line)
-            .map(|key| NewRecord::new(key, Bytes::copy_from_slice(&line)));
-        let sent = match record {
-            Ok(record) => producer.send(record).await.map_err(|e| match e {
-                Error::RecordTooLarge { size, max } => anyhow::anyhow!(
-                    "line {line_no}: the record is {size} bytes with its partition key; Kinesis takes at most {max} (1 MiB) per record"
-                ),
-                other => anyhow::anyhow!("line {line_no}: {other}"),
-            }),
-            Err(e) => Err(e),
-        };
-        match sent {
-            Ok(handle) => {
-                // The receiver lives until every handle was awaited.
-                let _ = handles.send((line_no, handle));
+        match keys.key_for(line_no, &line) {
+            Ok(key) => {
+                batch.lines.push(line_no);
+                batch
+                    .records
+                    .push(NewRecord::new(key, Bytes::copy_from_slice(&line)));
             }
             Err(e) => {
-                // Everything read before the bad line is still sent.
-                producer.close().await?;
-                drop(handles);
-                let written = acknowledged.await.context("the acknowledging task")?;
-                return Err(match written {
-                    Ok(0) => e.context("nothing was written"),
-                    Ok(n) => e.context(format!("{n} records before it were written")),
-                    Err(put) => put,
-                });
+                let e = match batch.send(&producer, &batches).await {
+                    Ok(()) => e,
+                    Err(earlier) => earlier,
+                };
+                return Err(stop(e, &producer, batches, acknowledged).await);
             }
         }
     }
+    if let Err(e) = batch.send(&producer, &batches).await {
+        return Err(stop(e, &producer, batches, acknowledged).await);
+    }
     producer.close().await?;
-    drop(handles);
+    drop(batches);
     let written = acknowledged.await.context("the acknowledging task")??;
     bar.finish_and_clear();
     let stats = producer.stats();
@@ -196,27 +193,93 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
 
 /// Awaits the handles in input order; the number of records written, or
 /// the first failure (naming its line and how many were written before).
+/// Most lines handed to the producer at once.
+const BATCH_LINES: usize = 500;
+
+/// Lines read and not yet handed to the producer.
+#[derive(Default)]
+struct Batch {
+    records: Vec<NewRecord>,
+    /// Each record's line number.
+    lines: Vec<u64>,
+}
+
+/// A batch handed to the producer, for [`acknowledge`].
+type Sent = (Vec<u64>, BatchHandle);
+
+impl Batch {
+    /// Hands the records to the producer in one `send_batch`.
+    async fn send(
+        &mut self,
+        producer: &Producer,
+        batches: &mpsc::UnboundedSender<Sent>,
+    ) -> anyhow::Result<()> {
+        if self.records.is_empty() {
+            return Ok(());
+        }
+        let lines = std::mem::take(&mut self.lines);
+        let handle = producer
+            .send_batch(std::mem::take(&mut self.records))
+            .await
+            .map_err(|e| match e {
+                Error::InvalidBatch { index, error } => match *error {
+                    Error::RecordTooLarge { size, max } => anyhow::anyhow!(
+                        "line {}: the record is {size} bytes with its partition key; Kinesis takes at most {max} (1 MiB) per record",
+                        lines[index]
+                    ),
+                    other => anyhow::anyhow!("line {}: {other}", lines[index]),
+                },
+                other => anyhow::anyhow!("line {}: {other}", lines[0]),
+            })?;
+        let _ = batches.send((lines, handle));
+        Ok(())
+    }
+}
+
+/// Ends a put that hit `e`: sends what was accepted, then reports how many
+/// records were written before.
+async fn stop(
+    e: anyhow::Error,
+    producer: &Producer,
+    batches: mpsc::UnboundedSender<Sent>,
+    acknowledged: tokio::task::JoinHandle<anyhow::Result<u64>>,
+) -> anyhow::Error {
+    if let Err(closing) = producer.close().await {
+        return closing.into();
+    }
+    drop(batches);
+    let written = match acknowledged.await.context("the acknowledging task") {
+        Ok(written) => written,
+        Err(join) => return join,
+    };
+    match written {
+        Ok(0) => e.context("nothing was written"),
+        Ok(n) => e.context(format!("{n} records before it were written")),
+        Err(put) => put,
+    }
+}
+
 async fn acknowledge(
-    mut handles: mpsc::UnboundedReceiver<(u64, RecordHandle)>,
+    mut batches: mpsc::UnboundedReceiver<Sent>,
     bar: indicatif::ProgressBar,
 ) -> anyhow::Result<u64> {
     let mut written = 0u64;
-    while let Some((line_no, handle)) = handles.recv().await {
-        if let Err(e) = handle.await {
-            let before = match written {
-                0 => "nothing before it was written".to_owned(),
-                n => format!("the {n} records before it were written"),
-            };
-            bail!("line {line_no}: not written ({e}); {before}");
+    while let Some((lines, handle)) = batches.recv().await {
+        for (line_no, result) in lines.into_iter().zip(handle.await) {
+            if let Err(e) = result {
+                let before = match written {
+                    0 => "nothing before it was written".to_owned(),
+                    n => format!("the {n} records before it were written"),
+                };
+                bail!("line {line_no}: not written ({e}); {before}");
+            }
+            written += 1;
+            bar.inc(1);
         }
-        written += 1;
-        bar.inc(1);
     }
     Ok(written)
 }
 
-/// The error that ended the acknowledging task early, after closing the
-/// producer.
 async fn failed(
     written: Result<anyhow::Result<u64>, tokio::task::JoinError>,
     producer: &Producer,

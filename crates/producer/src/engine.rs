@@ -27,9 +27,10 @@
 //!   again in `send` order; the last copies are always in `send` order.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 
 use bytes::Bytes;
+use hashbrown::DefaultHashBuilder;
 use kinesis_fleet_kpl::{AggregatedRecord, Aggregator, NewRecord};
 use kinesis_fleet_types::ShardId;
 use tokio::time::{Duration, Instant};
@@ -46,6 +47,11 @@ pub const MAX_BYTES_PER_CALL: usize = 5 * 1024 * 1024;
 /// Entries of one shard's queue looked at per batch, so a long queue behind
 /// one busy key costs bounded time.
 const SCAN_PER_SHARD: usize = 2 * MAX_RECORDS_PER_CALL;
+
+/// The engine's maps and sets, touched for every record: hashed with a fast
+/// keyed hasher instead of SipHash.
+type Map<K, V> = HashMap<K, V, DefaultHashBuilder>;
+type Set<K> = HashSet<K, DefaultHashBuilder>;
 
 /// The code Kinesis answers a throttled entry or call with.
 pub(crate) const THROTTLED: &str = "ProvisionedThroughputExceededException";
@@ -72,15 +78,12 @@ enum OrderKey {
 }
 
 impl OrderKey {
-    /// The order key of an aggregating entry holding `members`.
-    fn keys(members: &[Member]) -> OrderKey {
+    /// The order key of an aggregating entry holding `members`, their
+    /// partition keys hashed by `hasher` (one per engine).
+    fn keys(members: &[Member], hasher: &DefaultHashBuilder) -> OrderKey {
         let mut keys: Vec<u64> = members
             .iter()
-            .map(|m| {
-                let mut hasher = DefaultHasher::new();
-                m.record.partition_key.hash(&mut hasher);
-                hasher.finish()
-            })
+            .map(|m| hasher.hash_one(&m.record.partition_key))
             .collect();
         keys.sort_unstable();
         keys.dedup();
@@ -127,10 +130,11 @@ impl Entry {
         record: AggregatedRecord,
         members: Vec<Member>,
         full: bool,
+        hasher: &DefaultHashBuilder,
     ) -> Entry {
         debug_assert_eq!(record.user_records, members.len());
         Entry {
-            order_key: OrderKey::keys(&members),
+            order_key: OrderKey::keys(&members, hasher),
             predicted: shard,
             partition_key: record.partition_key,
             explicit_hash_key: record.explicit_hash_key,
@@ -219,11 +223,16 @@ impl ShardState {
     }
 
     /// Moves the open aggregate, if any, to the queue.
-    fn close_open(&mut self, shard: &ShardId, full: bool) {
+    fn close_open(&mut self, shard: &ShardId, full: bool, hasher: &DefaultHashBuilder) {
         if let Some(record) = self.open.flush() {
             let members = std::mem::take(&mut self.open_members);
-            self.ready
-                .push_back(Entry::aggregate(shard.clone(), record, members, full));
+            self.ready.push_back(Entry::aggregate(
+                shard.clone(),
+                record,
+                members,
+                full,
+                hasher,
+            ));
         }
     }
 
@@ -238,11 +247,13 @@ pub(crate) struct Engine {
     config: ProducerConfig,
     stats: std::sync::Arc<Stats>,
     map: ShardMap,
-    shards: HashMap<ShardId, ShardState>,
+    shards: Map<ShardId, ShardState>,
     /// Plain entries' order keys with an entry in flight.
-    busy: HashSet<OrderKey>,
+    busy: Set<OrderKey>,
     /// Aggregating: the partition keys (hashed) of the entries in flight.
-    busy_keys: HashSet<u64>,
+    busy_keys: Set<u64>,
+    /// Hashes partition keys into [`OrderKey::Keys`].
+    key_hasher: DefaultHashBuilder,
     /// Shards an aggregate was predicted for but did not land on: nothing is
     /// sent to them until the map is refreshed.
     suspect: HashSet<ShardId>,
@@ -268,9 +279,10 @@ impl Engine {
             config,
             stats,
             map,
-            shards: HashMap::new(),
-            busy: HashSet::new(),
-            busy_keys: HashSet::new(),
+            shards: Map::default(),
+            busy: Set::default(),
+            busy_keys: Set::default(),
+            key_hasher: DefaultHashBuilder::default(),
             suspect: HashSet::new(),
             misrouted: Vec::new(),
             unrouted: Vec::new(),
@@ -320,15 +332,19 @@ impl Engine {
             Ok(None) => state.open_members.push(member),
             Ok(Some(full)) => {
                 let members = std::mem::take(&mut state.open_members);
-                state
-                    .ready
-                    .push_back(Entry::aggregate(shard, full, members, true));
+                state.ready.push_back(Entry::aggregate(
+                    shard,
+                    full,
+                    members,
+                    true,
+                    &self.key_hasher,
+                ));
                 state.open_members.push(member);
             }
             Err(kinesis_fleet_kpl::Error::RecordTooLarge { .. }) => {
                 // Too large to aggregate but valid for Kinesis: alone, plain.
-                state.close_open(&shard, true);
-                let key = OrderKey::keys(std::slice::from_ref(&member));
+                state.close_open(&shard, true, &self.key_hasher);
+                let key = OrderKey::keys(std::slice::from_ref(&member), &self.key_hasher);
                 state.ready.push_back(Entry::plain(shard, key, member));
             }
             Err(e) => {
@@ -364,7 +380,7 @@ impl Engine {
                 .first()
                 .is_some_and(|m| self.flushing || m.submitted + linger <= now);
             if due {
-                state.close_open(id, false);
+                state.close_open(id, false, &self.key_hasher);
             }
         }
         let (mut queued, mut queued_bytes, mut due) = (0, 0, self.flushing);
@@ -387,7 +403,7 @@ impl Engine {
         let (mut count, mut bytes) = (0, 0);
         // Plain entries' keys waiting for a retry: none of their later
         // entries is sent.
-        let mut blocked: HashSet<OrderKey> = HashSet::new();
+        let mut blocked: Set<OrderKey> = Set::default();
         'shards: for (id, state) in &mut self.shards {
             if state.ready.is_empty()
                 || self.suspect.contains(id)
@@ -528,7 +544,7 @@ impl Engine {
             CallOutcome::Answered(results) if results.len() == batch.entries.len() => {
                 // Order keys with a failed entry in this call: their later
                 // entries go again after it, written or not.
-                let mut broken: HashSet<OrderKey> = HashSet::new();
+                let mut broken: Set<OrderKey> = Set::default();
                 for (mut entry, result) in batch.entries.into_iter().zip(results) {
                     if broken.contains(&entry.order_key) {
                         if matches!(result, EntryOutcome::Written { .. }) {
@@ -634,6 +650,7 @@ impl Engine {
 
     fn complete(&self, entry: Entry, shard_id: &str, sequence_number: &str, done: &mut Vec<Done>) {
         self.stats.kinesis_record_put(entry.members.len());
+        done.reserve(entry.members.len());
         let shard_id = ShardId::from(shard_id);
         for (sub, member) in entry.members.into_iter().enumerate() {
             done.push(Done {

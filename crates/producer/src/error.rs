@@ -22,6 +22,17 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+    /// A record of a [`Producer::send_batch`](crate::Producer::send_batch)
+    /// is invalid ([`InvalidRecord`](Self::InvalidRecord) or
+    /// [`RecordTooLarge`](Self::RecordTooLarge)); none of the batch was
+    /// accepted.
+    #[error("record {index} of the batch: {error}")]
+    InvalidBatch {
+        /// The invalid record's position in the batch.
+        index: usize,
+        /// Why it is invalid.
+        error: Box<Error>,
+    },
     /// The record was retried for longer than the configured TTL.
     #[error("record not put after {attempts} attempts within {ttl:?}; last error: {last_error}")]
     Expired {
@@ -73,6 +84,7 @@ impl Error {
             Error::ListShards { retryable, .. } => *retryable,
             Error::InvalidRecord(_)
             | Error::RecordTooLarge { .. }
+            | Error::InvalidBatch { .. }
             | Error::Kinesis { .. }
             | Error::InvalidConfig { .. }
             | Error::Closed => false,

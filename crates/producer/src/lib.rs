@@ -29,6 +29,11 @@
 //! - A [`RecordHandle`] per record resolving to a [`Receipt`] (shard,
 //!   sequence and sub-sequence number) or a typed [`Error`];
 //!   [`Producer::flush`] and [`Producer::close`] lose nothing accepted.
+//! - **Batches**: [`Producer::send_batch`] accepts many records for the
+//!   cost of one `send` (one wait for room, one message to the producer's
+//!   task) and returns one [`BatchHandle`] resolving to every record's
+//!   receipt or error, in order. Its records are treated as if sent one by
+//!   one; it is the fast way in when records come in bunches.
 //! - Counters in [`Producer::stats`] and through the `metrics` facade (see
 //!   [`Counter::metric_name`] and the gauge and histogram names in this
 //!   crate's root).
@@ -62,7 +67,7 @@ pub use config::{ProducerConfig, RateLimit};
 pub use engine::{MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL};
 pub use error::{Error, Result};
 pub use kinesis_fleet_kpl::{MAX_RECORD_BYTES, NewRecord};
-pub use producer::{Producer, Receipt, RecordHandle};
+pub use producer::{BatchHandle, Producer, Receipt, RecordHandle};
 pub use stats::{
     BUFFERED_BYTES, BUFFERED_USER_RECORDS, Counter, StatsSnapshot, USER_RECORDS_PER_KINESIS_RECORD,
 };

@@ -1,6 +1,6 @@
 //! The [`Producer`] handle and the task that drives the [`Engine`].
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -59,11 +59,45 @@ impl Future for RecordHandle {
     }
 }
 
+/// Resolves, once every record of a [`Producer::send_batch`] is resolved,
+/// to each one's [`Receipt`] or typed [`Error`], in the batch's order.
+///
+/// Dropping the handle does not cancel the records.
+#[derive(Debug)]
+#[must_use = "the records are sent either way; await the handle to learn whether they were written"]
+pub struct BatchHandle {
+    rx: oneshot::Receiver<Vec<Result<Receipt>>>,
+    len: usize,
+}
+
+impl BatchHandle {
+    /// Records in the batch.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the batch holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Future for BatchHandle {
+    type Output = Vec<Result<Receipt>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let len = self.len;
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or_else(|_| (0..len).map(|_| Err(Error::Closed)).collect()))
+    }
+}
+
 enum Command {
-    Record {
-        record: NewRecord,
-        hash_key: u128,
-        tx: oneshot::Sender<Result<Receipt>>,
+    Records {
+        /// Each record with its hash key.
+        records: Records,
+        completion: Completion,
         permit: OwnedSemaphorePermit,
         size: usize,
     },
@@ -108,7 +142,7 @@ struct Inner {
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Command::Record { .. } => "Record",
+            Command::Records { .. } => "Records",
             Command::Flush(_) => "Flush",
             Command::Close(_) => "Close",
         })
@@ -148,7 +182,8 @@ impl Producer {
             engine: Engine::new(config.clone(), stats.clone(), map),
             config,
             stats: stats.clone(),
-            pending: BTreeMap::new(),
+            groups: VecDeque::new(),
+            unresolved: 0,
             buffered_bytes: 0,
             next_id: 0,
             flushes: Vec::new(),
@@ -188,6 +223,75 @@ impl Producer {
     pub async fn send(&self, record: NewRecord) -> Result<RecordHandle> {
         let hash_key = validate(&record)?;
         let size = record.partition_key.len() + record.data.len();
+        let (tx, rx) = oneshot::channel();
+        self.submit(
+            Records::One(record, hash_key),
+            Completion::One(Some(tx)),
+            size,
+        )
+        .await?;
+        Ok(RecordHandle { rx })
+    }
+
+    /// Accepts `records` as [`send`](Self::send) would one by one, in
+    /// order, for the cost of one: one wait for room, one message to the
+    /// producer's task, one handle resolving to every record's outcome.
+    ///
+    /// The batch counts toward
+    /// [`max_outstanding_bytes`](ProducerConfig::max_outstanding_bytes)
+    /// until all of its records are resolved (a batch larger than that
+    /// limit waits until nothing else is outstanding). Its records are
+    /// aggregated, collected into calls, ordered per key and retried like
+    /// records sent one at a time.
+    ///
+    /// Fails at once, accepting none of them, when a record is invalid
+    /// ([`Error::InvalidBatch`], naming it) or the producer is closed
+    /// ([`Error::Closed`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(producer: kinesis_fleet_producer::Producer) -> Result<(), kinesis_fleet_producer::Error> {
+    /// use kinesis_fleet_producer::NewRecord;
+    ///
+    /// let batch: Vec<NewRecord> = (0..1000)
+    ///     .map(|i| NewRecord::new(format!("customer-{}", i % 10), format!("order {i}")))
+    ///     .collect();
+    /// let handle = producer.send_batch(batch).await?;
+    /// for receipt in handle.await {
+    ///     println!("{}", receipt?.sequence_number);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped before it resolves, no record was accepted.
+    pub async fn send_batch(&self, records: Vec<NewRecord>) -> Result<BatchHandle> {
+        let len = records.len();
+        let mut keyed = Vec::with_capacity(len);
+        let mut size = 0;
+        for (index, record) in records.into_iter().enumerate() {
+            let hash_key = validate(&record).map_err(|error| Error::InvalidBatch {
+                index,
+                error: Box::new(error),
+            })?;
+            size += record.partition_key.len() + record.data.len();
+            keyed.push((record, hash_key));
+        }
+        let (tx, rx) = oneshot::channel();
+        if keyed.is_empty() {
+            let _ = tx.send(Vec::new());
+        } else {
+            let completion = Completion::Batch {
+                tx: Some(tx),
+                results: (0..len).map(|_| None).collect(),
+            };
+            self.submit(Records::Many(keyed), completion, size).await?;
+        }
+        Ok(BatchHandle { rx, len })
+    }
+
+    /// Waits for room for `size` bytes and hands the records to the task.
+    async fn submit(&self, records: Records, completion: Completion, size: usize) -> Result<()> {
         let want = u32::try_from(size.min(self.inner.max_permits)).unwrap_or(u32::MAX);
         let permit = self
             .inner
@@ -199,42 +303,40 @@ impl Producer {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        let (tx, rx) = oneshot::channel();
         self.inner
             .tx
-            .send(Command::Record {
-                record,
-                hash_key,
-                tx,
+            .send(Command::Records {
+                records,
+                completion,
                 permit,
                 size,
             })
-            .map_err(|_| Error::Closed)?;
-        Ok(RecordHandle { rx })
+            .map_err(|_| Error::Closed)
     }
 
-    /// Sends `records` in order, flushes, and waits for each: their receipts
-    /// in order, or the first error (the records after a failed one are
-    /// still sent).
+    /// Sends `records` in order as one [`send_batch`](Self::send_batch),
+    /// flushes, and waits for each: their receipts in order, or the first
+    /// error (the records after a failed one are still sent). An invalid
+    /// record fails it before any record is accepted, with the record's
+    /// own error.
     ///
     /// # Cancel safety
     ///
-    /// Records accepted before the future is dropped are still sent; the
-    /// rest are not.
+    /// Dropped before the records are accepted, it accepted none; after,
+    /// they are all sent.
     pub async fn put_all(
         &self,
         records: impl IntoIterator<Item = NewRecord>,
     ) -> Result<Vec<Receipt>> {
-        let mut handles = Vec::new();
-        for record in records {
-            handles.push(self.send(record).await?);
-        }
+        let handle = self
+            .send_batch(records.into_iter().collect())
+            .await
+            .map_err(|e| match e {
+                Error::InvalidBatch { error, .. } => *error,
+                other => other,
+            })?;
         self.flush().await?;
-        let mut receipts = Vec::with_capacity(handles.len());
-        for handle in handles {
-            receipts.push(handle.await?);
-        }
-        Ok(receipts)
+        handle.await.into_iter().collect()
     }
 
     /// Sends everything accepted so far without waiting for the maximum
@@ -296,9 +398,40 @@ fn validate(record: &NewRecord) -> Result<u128> {
     )?)
 }
 
-/// An accepted, unresolved record's completion.
-struct Pending {
-    tx: oneshot::Sender<Result<Receipt>>,
+/// Records of one [`Command::Records`], each with its hash key.
+enum Records {
+    One(NewRecord, u128),
+    Many(Vec<(NewRecord, u128)>),
+}
+
+impl Records {
+    fn len(&self) -> usize {
+        match self {
+            Records::One(..) => 1,
+            Records::Many(records) => records.len(),
+        }
+    }
+}
+
+/// Where the outcomes of a group's records go.
+enum Completion {
+    One(Option<oneshot::Sender<Result<Receipt>>>),
+    Batch {
+        tx: Option<oneshot::Sender<Vec<Result<Receipt>>>>,
+        results: Vec<Option<Result<Receipt>>>,
+    },
+}
+
+/// The records of one `send` or `send_batch`: ids `first..first + len`.
+struct Group {
+    first: u64,
+    /// `None` once every record is resolved.
+    open: Option<OpenGroup>,
+}
+
+struct OpenGroup {
+    completion: Completion,
+    unresolved: usize,
     _permit: OwnedSemaphorePermit,
     size: usize,
 }
@@ -310,7 +443,9 @@ struct Task {
     config: ProducerConfig,
     engine: Engine,
     stats: Arc<Stats>,
-    pending: BTreeMap<u64, Pending>,
+    /// Groups by first id; resolved ones leave from the front.
+    groups: VecDeque<Group>,
+    unresolved: usize,
     buffered_bytes: usize,
     next_id: u64,
     /// Flush waiters and the first id not covered by each.
@@ -320,8 +455,9 @@ struct Task {
 
 type CallResult = (Batch, CallOutcome);
 
-/// Most queued commands taken per turn of the task's loop before it looks
-/// for calls to make again.
+/// Most queued user records (commands without records count one) taken per turn of the task's loop before it
+/// looks for calls to make again (a batch is taken whole, so one batch of
+/// this size or more is a turn).
 const DRAIN_LIMIT: usize = 256;
 
 impl Task {
@@ -357,7 +493,7 @@ impl Task {
             }
             self.resolve_flushes();
             let stopping = !input_open || !self.closes.is_empty();
-            if stopping && self.pending.is_empty() && calls.is_empty() && self.engine.is_idle() {
+            if stopping && self.groups.is_empty() && calls.is_empty() && self.engine.is_idle() {
                 break;
             }
             let mut wake = self.engine.next_wakeup(now).unwrap_or(next_periodic);
@@ -368,9 +504,10 @@ impl Task {
             if sleep.deadline() != wake {
                 sleep.as_mut().reset(wake);
             }
+            let mut taken = 0;
             tokio::select! {
                 command = rx.recv(), if input_open => match command {
-                    Some(command) => self.handle(command),
+                    Some(command) => taken = self.handle(command).max(1),
                     None => input_open = false,
                 },
                 Some(joined) = calls.join_next() => {
@@ -393,19 +530,17 @@ impl Task {
                 () = &mut sleep => {}
             }
             // Take what is already queued without a wakeup per record, but
-            // no more than `DRAIN_LIMIT`: a sender that keeps the queue full
-            // must not keep full aggregates from being sent meanwhile.
-            for _ in 0..DRAIN_LIMIT {
-                if !input_open {
-                    break;
-                }
+            // no more than `DRAIN_LIMIT` records: a sender that keeps the
+            // queue full must not keep full aggregates from being sent
+            // meanwhile.
+            while taken < DRAIN_LIMIT && input_open {
                 match rx.try_recv() {
-                    Ok(command) => self.handle(command),
+                    Ok(command) => taken += self.handle(command).max(1),
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => input_open = false,
                 }
             }
-            self.stats.buffered(self.buffered_bytes, self.pending.len());
+            self.stats.buffered(self.buffered_bytes, self.unresolved);
         }
         self.resolve_flushes();
         for close in self.closes.drain(..) {
@@ -413,39 +548,61 @@ impl Task {
         }
     }
 
-    fn handle(&mut self, command: Command) {
+    /// Takes one command; returns the number of records it brought.
+    fn handle(&mut self, command: Command) -> usize {
         match command {
-            Command::Record {
-                record,
-                hash_key,
-                tx,
+            Command::Records {
+                records,
+                completion,
                 permit,
                 size,
             } => {
-                let id = self.next_id;
-                self.next_id += 1;
-                self.pending.insert(
-                    id,
-                    Pending {
-                        tx,
+                let first = self.next_id;
+                let len = records.len();
+                self.next_id += len as u64;
+                self.groups.push_back(Group {
+                    first,
+                    open: Some(OpenGroup {
+                        completion,
+                        unresolved: len,
                         _permit: permit,
                         size,
-                    },
-                );
+                    }),
+                });
+                self.unresolved += len;
                 self.buffered_bytes += size;
                 let now = Instant::now();
-                let member = Member {
-                    id,
-                    record,
-                    hash_key,
-                    submitted: now,
+                let mut done = Vec::new();
+                let mut submit = |id, record, hash_key| {
+                    let member = Member {
+                        id,
+                        record,
+                        hash_key,
+                        submitted: now,
+                    };
+                    done.extend(self.engine.submit(member, now));
                 };
-                if let Some(done) = self.engine.submit(member, now) {
-                    self.resolve(vec![done]);
+                match records {
+                    Records::One(record, hash_key) => submit(first, record, hash_key),
+                    Records::Many(records) => {
+                        for (id, (record, hash_key)) in (first..).zip(records) {
+                            submit(id, record, hash_key);
+                        }
+                    }
                 }
+                if !done.is_empty() {
+                    self.resolve(done);
+                }
+                len
             }
-            Command::Flush(tx) => self.flushes.push((self.next_id, tx)),
-            Command::Close(tx) => self.closes.push(tx),
+            Command::Flush(tx) => {
+                self.flushes.push((self.next_id, tx));
+                0
+            }
+            Command::Close(tx) => {
+                self.closes.push(tx);
+                0
+            }
         }
     }
 
@@ -453,15 +610,55 @@ impl Task {
     /// once per turn of the task's loop).
     fn resolve(&mut self, done: Vec<Done>) {
         for Done { id, result } in done {
-            if let Some(pending) = self.pending.remove(&id) {
-                self.buffered_bytes -= pending.size;
-                let _ = pending.tx.send(result);
+            let Some(i) = self
+                .groups
+                .partition_point(|g| g.first <= id)
+                .checked_sub(1)
+            else {
+                continue;
+            };
+            let group = &mut self.groups[i];
+            let Some(open) = &mut group.open else {
+                continue;
+            };
+            let index = (id - group.first) as usize;
+            match &mut open.completion {
+                Completion::One(tx) => {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(result);
+                    }
+                }
+                Completion::Batch { results, .. } => match results.get_mut(index) {
+                    Some(slot @ None) => *slot = Some(result),
+                    _ => continue,
+                },
+            }
+            self.unresolved -= 1;
+            open.unresolved -= 1;
+            if open.unresolved > 0 {
+                continue;
+            }
+            let open = group.open.take().expect("matched above");
+            self.buffered_bytes -= open.size;
+            if let Completion::Batch {
+                tx: Some(tx),
+                results,
+            } = open.completion
+            {
+                let results = results
+                    .into_iter()
+                    .map(|r| r.unwrap_or(Err(Error::Closed)))
+                    .collect();
+                let _ = tx.send(results);
+            }
+            while self.groups.front().is_some_and(|g| g.open.is_none()) {
+                self.groups.pop_front();
             }
         }
     }
 
     fn resolve_flushes(&mut self) {
-        let oldest = self.pending.keys().next().copied().unwrap_or(u64::MAX);
+        let oldest = self.groups.front().map_or(u64::MAX, |g| g.first);
         let (keep, ready): (Vec<_>, Vec<_>) = std::mem::take(&mut self.flushes)
             .into_iter()
             .partition(|(upto, _)| *upto > oldest);

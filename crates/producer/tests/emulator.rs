@@ -149,6 +149,80 @@ async fn plain_and_aggregated_puts_read_back_in_order() {
 }
 
 #[tokio::test]
+async fn batches_and_single_records_read_back_in_order_with_their_receipts() {
+    let aws = LocalAws::start().await.expect("start LocalAws");
+    let stream = aws.unique_name("batches");
+    aws.create_stream(&stream, 2).await.expect("create stream");
+    // Room for one batch of 40 records (about 700 B): each waits for the
+    // one before, and a batch of 150 (over the limit) still goes, alone.
+    let config = ProducerConfig::default().max_outstanding_bytes(1_000);
+    let producer = Producer::new(aws.kinesis_client(), &stream, config)
+        .await
+        .expect("producer");
+    let input = records("batch", 7, 60);
+    let mut batches = Vec::new();
+    let mut singles = Vec::new();
+    let mut rest = input.as_slice();
+    while !rest.is_empty() {
+        let n = rest
+            .len()
+            .min(if batches.len() % 3 == 2 { 150 } else { 40 });
+        let (batch, tail) = rest.split_at(n);
+        batches.push(producer.send_batch(batch.to_vec()).await.expect("batch"));
+        if let Some((one, tail)) = tail.split_first() {
+            singles.push((one.clone(), producer.send(one.clone()).await.expect("send")));
+            rest = tail;
+        } else {
+            rest = tail;
+        }
+    }
+    let empty = producer.send_batch(Vec::new()).await.expect("empty batch");
+    assert!(empty.is_empty());
+    assert!(empty.await.is_empty());
+    producer.flush().await.expect("flush");
+    let mut receipts = Vec::new();
+    for batch in batches {
+        let len = batch.len();
+        let results = batch.await;
+        assert_eq!(results.len(), len);
+        receipts.extend(results.into_iter().map(|r| r.expect("written")));
+    }
+    for (_, single) in singles {
+        receipts.push(single.await.expect("written"));
+    }
+    assert_eq!(receipts.len(), input.len());
+    assert!(receipts.iter().all(|r| r.aggregated));
+    let stats = producer.stats();
+    assert_eq!(stats.get(Counter::UserRecordsPut), input.len() as u64);
+    producer.close().await.expect("close");
+    let read = read_all(&aws, &stream).await;
+    check(&input, &read, true);
+}
+
+#[tokio::test]
+async fn a_batch_with_an_invalid_record_is_refused_whole() {
+    let aws = LocalAws::start().await.expect("start LocalAws");
+    let stream = aws.unique_name("invalid-batch");
+    aws.create_stream(&stream, 1).await.expect("create stream");
+    let producer = producer(&aws, &stream, true).await;
+    let batch = vec![
+        NewRecord::new("k", "x"),
+        NewRecord::new("k", "y"),
+        NewRecord::new("", "empty key"),
+    ];
+    let err = producer.send_batch(batch).await.expect_err("empty key");
+    match &err {
+        Error::InvalidBatch { index: 2, error } => {
+            assert!(matches!(**error, Error::InvalidRecord(_)), "{err}")
+        }
+        other => panic!("{other}"),
+    }
+    producer.close().await.expect("close");
+    assert_eq!(producer.stats().get(Counter::PutRecordsCalls), 0);
+    assert!(raw_records(&aws, &stream).await.is_empty());
+}
+
+#[tokio::test]
 async fn large_records_are_split_across_calls_and_aggregates() {
     let aws = LocalAws::start().await.expect("start LocalAws");
     let stream = aws.unique_name("big");
@@ -214,6 +288,7 @@ async fn public_futures_are_send() {
     fn is_send_sync<T: Send + Sync>() {}
     is_send_sync::<Producer>();
     is_send_sync::<kinesis_fleet_producer::RecordHandle>();
+    is_send_sync::<kinesis_fleet_producer::BatchHandle>();
     let aws = LocalAws::start().await.expect("start LocalAws");
     let stream = aws.unique_name("send");
     aws.create_stream(&stream, 1).await.expect("create stream");
@@ -228,6 +303,7 @@ async fn public_futures_are_send() {
         .expect("producer");
     is_send(&p.send(NewRecord::new("k", "v")));
     is_send(&p.put_all(Vec::new()));
+    is_send(&p.send_batch(Vec::new()));
     is_send(&p.flush());
     is_send(&p.close());
 }
