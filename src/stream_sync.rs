@@ -68,7 +68,7 @@ pub(crate) async fn create_children(
     children: &[Shard],
     stats: &WorkerStats,
 ) -> Result<()> {
-    let created = create_child_leases(store, children).await?;
+    let created = create_child_leases(store, None, children).await?;
     stats.add(Counter::LeasesCreated, created as u64);
     Ok(())
 }

@@ -96,10 +96,7 @@ impl Lease {
 
     /// The lease key of one of this lease's parent shards (same stream).
     pub fn parent_lease_key(&self, parent_shard_id: &str) -> String {
-        match self.stream_identifier() {
-            Some(stream) => format!("{stream}:{parent_shard_id}"),
-            None => parent_shard_id.to_owned(),
-        }
+        lease_key(self.stream_identifier(), parent_shard_id)
     }
 
     /// The worker currently responsible for processing: the checkpoint owner
@@ -124,6 +121,17 @@ impl Lease {
             Some(checkpoint_owner) => checkpoint_owner == worker,
             None => self.lease_owner.as_deref() == Some(worker),
         }
+    }
+}
+
+/// The lease key of `shard_id`: the shard id alone in a single-stream table,
+/// `account:stream:creationEpoch:shardId` when `stream_identifier` (the
+/// serialised `account:stream:creationEpoch`) is given, as the KCL's
+/// `MultiStreamLease.getLeaseKey` joins them.
+pub fn lease_key(stream_identifier: Option<&str>, shard_id: &str) -> String {
+    match stream_identifier {
+        Some(stream) => format!("{stream}:{shard_id}"),
+        None => shard_id.to_owned(),
     }
 }
 
@@ -155,6 +163,14 @@ mod tests {
         assert_eq!(
             multi.stream_identifier(),
             Some("123456789012:orders:1700000000")
+        );
+        assert_eq!(
+            multi.parent_lease_key("shardId-000000000000"),
+            "123456789012:orders:1700000000:shardId-000000000000"
+        );
+        assert_eq!(
+            single.parent_lease_key("shardId-000000000000"),
+            "shardId-000000000000"
         );
     }
 
