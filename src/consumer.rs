@@ -19,6 +19,7 @@ use crate::error::Error;
 use crate::processor::{Initialize, RecordBatch, RecordProcessor};
 use crate::reader::OpenShardReader;
 use crate::stats::{Counter, WorkerStats};
+use crate::stream_sync::stream_name_of;
 
 /// What every shard consumer of one worker shares.
 pub(crate) struct ShardContext {
@@ -122,7 +123,9 @@ impl ShardConsumer {
                 child_shards: Vec::new(),
             };
         }
+        let stream = stream_name_of(&self.ctx.config, &lease.lease_key).to_owned();
         let init = Initialize {
+            stream_name: stream.clone(),
             shard_id: self.shard_id.clone(),
             checkpoint: lease.checkpoint.clone(),
             pending_checkpoint: lease.pending_checkpoint.clone(),
@@ -133,15 +136,15 @@ impl ShardConsumer {
         }
         let start = self.starting_position(&lease.checkpoint);
         tracing::info!(shard = %self.shard_id, checkpoint = %lease.checkpoint, "consuming shard");
-        let mut reader =
-            match self
-                .ctx
-                .readers
-                .open(self.shard_id.as_str(), start, lease.hash_key_range)
-            {
-                Ok(reader) => reader,
-                Err(e) => return ShardOutcome::Failed(e),
-            };
+        let mut reader = match self.ctx.readers.open(
+            &stream,
+            self.shard_id.as_str(),
+            start,
+            lease.hash_key_range,
+        ) {
+            Ok(reader) => reader,
+            Err(e) => return ShardOutcome::Failed(e),
+        };
         loop {
             let deadline = self.processor.deadline();
             let event = tokio::select! {

@@ -83,8 +83,8 @@ pub use kinesis_fleet_producer as producer;
 pub use kinesis_fleet_retrieval::{
     Error as RetrievalError, FanOutConfig, FanOutStats, PollingConfig, Record,
 };
-pub use kinesis_fleet_types::ShardId;
 pub use kinesis_fleet_types::metrics;
+pub use kinesis_fleet_types::{ShardId, StreamIdentifier, StreamIdentifierError};
 pub use processor::{BoxError, Initialize, RecordBatch, RecordProcessor};
 pub use reader::Retrieval;
 pub use stats::{Counter, ShardProgress, StatsSnapshot, WorkerStats};

@@ -1,11 +1,13 @@
-//! Stream sync for one worker: lists the stream's shards (or takes the
+//! Stream sync for one worker: lists each stream's shards (or takes the
 //! children a shard reported at its end) and hands them to the lease crate's
-//! [`ShardSync`], which creates and cleans up leases (DESIGN §5).
+//! [`ShardSync`], which creates and cleans up leases (DESIGN §5). One sync
+//! per stream; in multi-stream mode every lease key carries its stream.
 
 use kinesis_fleet_leases::{
-    ExtendedSequenceNumber, LeaseStore, Shard, ShardSync, create_child_leases,
+    ExtendedSequenceNumber, LeaseStore, Shard, ShardSync, create_child_leases, lease_key,
+    split_lease_key,
 };
-use kinesis_fleet_retrieval::list_shards;
+use kinesis_fleet_retrieval::{list_shards, resolve_stream};
 
 use crate::config::{InitialPosition, WorkerConfig};
 use crate::error::{Error, Result};
@@ -20,80 +22,214 @@ fn initial_checkpoint(position: InitialPosition) -> ExtendedSequenceNumber {
     }
 }
 
-/// Keeps the lease table in step with the stream.
-pub(crate) struct StreamSync {
+/// One stream a worker consumes.
+struct TrackedStream {
+    /// The name Kinesis calls take.
+    name: String,
+    /// The stream part of its lease keys (`account:stream:creationEpoch`);
+    /// `None` in a single-stream table.
+    key: Option<String>,
     sync: ShardSync,
+}
+
+/// Keeps the lease table in step with the worker's streams.
+pub(crate) struct StreamSync {
+    streams: Vec<TrackedStream>,
     /// The lease table exists (made sure of once, after the first listing,
     /// so a mistyped stream name fails without creating a table).
     table_ready: bool,
 }
 
 impl StreamSync {
-    pub(crate) fn new(config: &WorkerConfig) -> StreamSync {
-        StreamSync {
-            sync: ShardSync::new(initial_checkpoint(config.initial_position)),
-            table_ready: false,
+    /// The streams of `config`; in multi-stream mode each is resolved first
+    /// (account and creation epoch from DescribeStreamSummary), so a stream
+    /// that does not exist fails here.
+    pub(crate) async fn new(
+        config: &WorkerConfig,
+        kinesis: &aws_sdk_kinesis::Client,
+    ) -> Result<StreamSync> {
+        let initial = initial_checkpoint(config.initial_position);
+        let mut streams = Vec::new();
+        if !config.is_multi_stream() {
+            streams.push(TrackedStream {
+                name: config.stream_name.clone(),
+                key: None,
+                sync: ShardSync::new(initial.clone()),
+            });
         }
+        for stream in &config.streams {
+            let resolved = resolve_stream(kinesis, stream.clone())
+                .await
+                .map_err(stream_error)?;
+            let key = resolved.serialise().ok_or_else(|| {
+                Error::invalid("streams", format!("{resolved}: Kinesis named no account"))
+            })?;
+            tracing::info!(stream = %resolved, lease_keys = %key, "tracking stream");
+            streams.push(TrackedStream {
+                name: resolved.name().to_owned(),
+                sync: ShardSync::for_stream(initial.clone(), key.clone()),
+                key: Some(key),
+            });
+        }
+        Ok(StreamSync {
+            streams,
+            table_ready: false,
+        })
     }
 
-    /// Lists the shards, creates missing leases and deletes finished ones;
-    /// returns the listing (with lineage an emulator lost inferred).
-    pub(crate) async fn sync(
+    /// The names of the streams, for Kinesis calls.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
+        self.streams.iter().map(|s| s.name.as_str())
+    }
+
+    /// Syncs every stream. In multi-stream mode a stream Kinesis reports
+    /// deleted does not stop the others: it syncs as a stream without shards,
+    /// so its leases are deleted once two syncs in a row found it gone.
+    /// Returns the first other error, after trying every stream.
+    pub(crate) async fn sync_all(
         &mut self,
         kinesis: &aws_sdk_kinesis::Client,
-        stream: &str,
+        store: &dyn LeaseStore,
+        stats: &WorkerStats,
+    ) -> Result<()> {
+        let mut first_error = None;
+        for i in 0..self.streams.len() {
+            if let Err(e) = self.sync_one(i, kinesis, store, stats).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Syncs the stream the lease `lease_key` belongs to; returns its
+    /// listing (with lineage an emulator lost inferred).
+    pub(crate) async fn sync_stream_of(
+        &mut self,
+        lease_key: &str,
+        kinesis: &aws_sdk_kinesis::Client,
         store: &dyn LeaseStore,
         stats: &WorkerStats,
     ) -> Result<Vec<Shard>> {
-        let shards = list_shards(kinesis, stream).await.map_err(|e| match e {
-            kinesis_fleet_retrieval::Error::StreamNotFound { stream } => {
-                Error::StreamNotFound { stream }
+        let stream = split_lease_key(lease_key).0;
+        let i = self
+            .streams
+            .iter()
+            .position(|s| s.key.as_deref() == stream)
+            .ok_or_else(|| Error::StreamNotFound {
+                stream: stream.unwrap_or_default().to_owned(),
+            })?;
+        self.sync_one(i, kinesis, store, stats).await
+    }
+
+    async fn sync_one(
+        &mut self,
+        i: usize,
+        kinesis: &aws_sdk_kinesis::Client,
+        store: &dyn LeaseStore,
+        stats: &WorkerStats,
+    ) -> Result<Vec<Shard>> {
+        let multi_stream = self.streams.iter().any(|s| s.key.is_some());
+        let stream = &mut self.streams[i];
+        let shards = match list_shards(kinesis, &stream.name).await {
+            Ok(shards) => shards,
+            Err(kinesis_fleet_retrieval::Error::StreamNotFound { .. }) if multi_stream => {
+                tracing::warn!(stream = %stream.name, "the stream was deleted; its leases are deleted after two syncs, the other streams go on");
+                Vec::new()
             }
-            e => Error::from(e),
-        })?;
+            Err(e) => return Err(stream_error(e)),
+        };
         if !self.table_ready {
             store.ensure_table().await?;
             self.table_ready = true;
         }
-        let report = self.sync.sync(store, &shards).await?;
+        let report = stream.sync.sync(store, &shards).await?;
         stats.add(Counter::LeasesCreated, report.created as u64);
         stats.add(Counter::LeasesDeleted, report.deleted as u64);
         Ok(report.shards)
     }
 }
 
-/// Creates the leases of the children a shard reported at its end.
+fn stream_error(e: kinesis_fleet_retrieval::Error) -> Error {
+    match e {
+        kinesis_fleet_retrieval::Error::StreamNotFound { stream } => {
+            Error::StreamNotFound { stream }
+        }
+        e => Error::from(e),
+    }
+}
+
+/// The name of the stream a lease's shard belongs to: the stream part of a
+/// multi-stream key, else the worker's single stream.
+pub(crate) fn stream_name_of<'a>(config: &'a WorkerConfig, lease_key: &'a str) -> &'a str {
+    match split_lease_key(lease_key).0 {
+        None => &config.stream_name,
+        // The key's stream part is `account:name:epoch`; a key of another
+        // shape is not ours, and reading it fails as an unknown stream.
+        Some(stream) => stream.split(':').nth(1).unwrap_or(stream),
+    }
+}
+
+/// Creates the leases of the children a shard (of the stream of the lease
+/// `parent_key`) reported at its end.
 pub(crate) async fn create_children(
     store: &dyn LeaseStore,
+    parent_key: &str,
     children: &[Shard],
     stats: &WorkerStats,
 ) -> Result<()> {
-    let created = create_child_leases(store, None, children).await?;
+    let stream = split_lease_key(parent_key).0;
+    let created = create_child_leases(store, stream, children).await?;
     stats.add(Counter::LeasesCreated, created as u64);
     Ok(())
 }
 
 /// Takes the unowned leases of `children` for worker `me`, which just
-/// finished their parent: a split's children start at once instead of after
-/// the leader's next round (which rebalances by graceful handoff if needed).
-/// Conditional, so a concurrent assignment by the leader wins harmlessly.
+/// finished their parent (the lease `parent_key`): a split's children start
+/// at once instead of after the leader's next round (which rebalances by
+/// graceful handoff if needed). Conditional, so a concurrent assignment by
+/// the leader wins harmlessly.
 pub(crate) async fn claim_children(
     store: &dyn LeaseStore,
+    parent_key: &str,
     children: &[Shard],
     me: &str,
 ) -> Result<()> {
+    let stream = split_lease_key(parent_key).0;
     for child in children {
-        let Some(lease) = store.get_lease(child.shard_id.as_str()).await? else {
+        let key = lease_key(stream, child.shard_id.as_str());
+        let Some(lease) = store.get_lease(&key).await? else {
             continue;
         };
         if lease.lease_owner.is_some() {
             continue;
         }
         match store.take_lease(&lease, me).await {
-            Ok(_) => tracing::info!(shard = %child.shard_id, "took the lease of a child shard"),
+            Ok(_) => tracing::info!(lease = %key, "took the lease of a child shard"),
             Err(kinesis_fleet_leases::Error::LeaseLost { .. }) => {}
             Err(e) => return Err(e.into()),
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_name_their_stream() {
+        let config = WorkerConfig {
+            stream_name: "orders".into(),
+            ..WorkerConfig::default()
+        };
+        assert_eq!(stream_name_of(&config, "shardId-000000000001"), "orders");
+        assert_eq!(
+            stream_name_of(
+                &config,
+                "123456789012:payments:1700000000:shardId-000000000001"
+            ),
+            "payments"
+        );
+        assert_eq!(stream_name_of(&config, "odd:shardId-1"), "odd");
+    }
 }

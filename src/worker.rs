@@ -9,11 +9,11 @@ use std::time::Duration;
 use aws_types::SdkConfig;
 use kinesis_fleet_leases::{
     Coordinator, CoordinatorStore, DynamoCoordinatorStore, DynamoLeaseStore, Fence, Lease, Shard,
-    TickPlan, coordinator_table_name, record_child_shards,
+    TickPlan, coordinator_table_name, record_child_shards, split_lease_key,
 };
 use kinesis_fleet_retrieval::PollingConfig;
-use kinesis_fleet_types::ShardId;
 use kinesis_fleet_types::metrics::result;
+use kinesis_fleet_types::{ShardId, StreamIdentifier};
 use tokio::task::JoinError;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -107,6 +107,14 @@ impl WorkerBuilder {
     pub fn stream(self, name: impl Into<String>) -> Self {
         let name = name.into();
         self.set(|c| c.stream_name = name)
+    }
+
+    /// Several streams to consume with one lease table, in the KCL's
+    /// multi-stream lease format (instead of [`stream`](Self::stream)).
+    /// Parse names, ARNs or serialised KCL identifiers with `str::parse`.
+    pub fn streams(self, streams: impl IntoIterator<Item = StreamIdentifier>) -> Self {
+        let streams: Vec<StreamIdentifier> = streams.into_iter().collect();
+        self.set(|c| c.streams = streams)
     }
 
     /// The application name (names the lease table).
@@ -280,15 +288,20 @@ impl WorkerBuilder {
         let registry =
             DynamoCoordinatorStore::new(dynamodb, coordinator_table_name(&config.application_name));
         let readers = Arc::new(
-            ReaderFactory::new(
-                kinesis.clone(),
-                config.stream_name.clone(),
-                config.retrieval.clone(),
-            )
-            .with_default_consumer_name(&config.application_name),
+            ReaderFactory::new(kinesis.clone(), config.retrieval.clone())
+                .with_default_consumer_name(&config.application_name),
         );
+        // The metrics' stream label: the stream, or the streams joined.
+        let stream_label = match config.streams.as_slice() {
+            [] => config.stream_name.clone(),
+            streams => streams
+                .iter()
+                .map(StreamIdentifier::name)
+                .collect::<Vec<_>>()
+                .join(","),
+        };
         let stats = Arc::new(WorkerStats::new(
-            &config.stream_name,
+            &stream_label,
             &worker_id,
             config.lease_table(),
         ));
@@ -400,10 +413,12 @@ impl Worker {
     /// after `failover_time`. Prefer [`ShutdownHandle::shutdown`].
     pub async fn run(self) -> Result<()> {
         let config = &self.ctx.config;
-        tracing::info!(worker = %self.ctx.worker_id, stream = %config.stream_name, application = %config.application_name, "worker starting");
-        let mut stream_sync = StreamSync::new(config);
+        tracing::info!(worker = %self.ctx.worker_id, stream = %config.stream_name, streams = config.streams.len(), application = %config.application_name, "worker starting");
+        let mut stream_sync = StreamSync::new(config, &self.kinesis).await?;
         self.sync_shards(&mut stream_sync).await?;
-        self.readers.prepare().await?;
+        for stream in stream_sync.names() {
+            self.readers.prepare(stream).await?;
+        }
         let coordination = config.coordination(&self.ctx.worker_id);
         let heartbeat_interval = coordination.heartbeat_interval;
         let mut coordinator =
@@ -445,7 +460,7 @@ impl Worker {
                     self.shard_ended(&mut stream_sync, &scheduler, &shard, children)
                         .await
                 }
-                None if sync_now => self.sync_shards(&mut stream_sync).await.map(drop),
+                None if sync_now => self.sync_shards(&mut stream_sync).await,
                 None => Ok(()),
             };
             if let Err(e) = synced {
@@ -468,15 +483,10 @@ impl Worker {
         Ok(())
     }
 
-    /// Lists the shards, creates missing leases and deletes finished ones.
-    async fn sync_shards(&self, sync: &mut StreamSync) -> Result<Vec<Shard>> {
+    /// Lists every stream's shards, creates missing leases and deletes finished ones.
+    async fn sync_shards(&self, sync: &mut StreamSync) -> Result<()> {
         let synced = sync
-            .sync(
-                &self.kinesis,
-                &self.ctx.config.stream_name,
-                self.ctx.store.as_ref(),
-                &self.ctx.stats,
-            )
+            .sync_all(&self.kinesis, self.ctx.store.as_ref(), &self.ctx.stats)
             .await;
         let outcome = if synced.is_ok() {
             result::OK
@@ -500,13 +510,16 @@ impl Worker {
     ) -> Result<()> {
         let store = self.ctx.store.as_ref();
         let children: Vec<Shard> = if reported.is_empty() {
-            let listed = self.sync_shards(sync).await?;
+            let listed = sync
+                .sync_stream_of(shard, &self.kinesis, store, &self.ctx.stats)
+                .await?;
+            let shard_id = split_lease_key(shard).1;
             listed
                 .into_iter()
-                .filter(|s| s.is_child_of(shard))
+                .filter(|s| s.is_child_of(shard_id))
                 .collect()
         } else {
-            create_children(store, &reported, &self.ctx.stats).await?;
+            create_children(store, shard, &reported, &self.ctx.stats).await?;
             reported
         };
         if !children.is_empty() {
@@ -523,7 +536,7 @@ impl Worker {
         if scheduler.fence.is_fenced() || room < children.len() {
             return Ok(());
         }
-        claim_children(store, &children, &self.ctx.worker_id).await
+        claim_children(store, shard, &children, &self.ctx.worker_id).await
     }
 }
 

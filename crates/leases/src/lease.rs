@@ -84,14 +84,12 @@ impl Lease {
 
     /// The shard id: the part after the last `:` of a multi-stream key, else the whole key.
     pub fn shard_id(&self) -> &str {
-        self.lease_key
-            .rsplit_once(':')
-            .map_or(self.lease_key.as_str(), |(_, shard)| shard)
+        split_lease_key(&self.lease_key).1
     }
 
     /// For a multi-stream key, the stream identifier `account:stream:creationEpoch`.
     pub fn stream_identifier(&self) -> Option<&str> {
-        self.lease_key.rsplit_once(':').map(|(stream, _)| stream)
+        split_lease_key(&self.lease_key).0
     }
 
     /// The lease key of one of this lease's parent shards (same stream).
@@ -132,6 +130,15 @@ pub fn lease_key(stream_identifier: Option<&str>, shard_id: &str) -> String {
     match stream_identifier {
         Some(stream) => format!("{stream}:{shard_id}"),
         None => shard_id.to_owned(),
+    }
+}
+
+/// The stream identifier (multi-stream keys only) and the shard id of a
+/// lease key: the inverse of [`lease_key`]. Shard ids never contain `:`.
+pub fn split_lease_key(key: &str) -> (Option<&str>, &str) {
+    match key.rsplit_once(':') {
+        Some((stream, shard)) => (Some(stream), shard),
+        None => (None, key),
     }
 }
 

@@ -40,7 +40,7 @@ pub use coordinator_store::{
 pub use dynamo::{DynamoCoordinatorStore, DynamoLeaseStore, DynamoStoreConfig, TableCapacity};
 pub use error::{BoxError, Error, Result};
 pub use kinesis_fleet_types::{HashKeyRange, SequenceNumberRange, Shard, ShardId};
-pub use lease::{Lease, lease_key};
+pub use lease::{Lease, lease_key, split_lease_key};
 pub use memory::MemoryLeaseStore;
 pub use protocol_writes::{
     CheckpointWrite, complete_handoff, record_child_shards, write_checkpoint,
