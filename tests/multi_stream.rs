@@ -1,0 +1,282 @@
+//! One fleet, many streams: two in-process workers share one lease table
+//! over three streams of 1, 2 and 3 shards, with leases in the KCL's
+//! multi-stream format; then one stream is deleted underneath the fleet.
+//! Runs on the emulator family `KINESIS_FLEET_BACKEND` names (embedded by default).
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use bytes::Bytes;
+use common::{build, spawn_worker, stop, wait_until, worker_builder};
+use kinesis_fleet::StreamIdentifier;
+use kinesis_fleet::prelude::*;
+use kinesis_fleet::producer::{Producer, ProducerConfig};
+use kinesis_fleet_kpl::NewRecord;
+use kinesis_fleet_leases::{DynamoLeaseStore, LeaseStore};
+use kinesis_fleet_testkit::LocalAws;
+
+/// What a processor saw: the stream it was told, the shard, the record.
+#[derive(Clone, Debug)]
+struct Seen {
+    worker: usize,
+    stream: String,
+    shard: String,
+    data: Bytes,
+}
+
+#[derive(Clone, Default)]
+struct Sightings(Arc<Mutex<Vec<Seen>>>);
+
+impl Sightings {
+    fn all(&self) -> Vec<Seen> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+struct Tagged {
+    worker: usize,
+    stream: Option<String>,
+    seen: Sightings,
+}
+
+#[async_trait]
+impl RecordProcessor for Tagged {
+    async fn initialize(&mut self, input: &Initialize) -> Result<(), BoxError> {
+        self.stream = Some(input.stream_name.clone());
+        Ok(())
+    }
+
+    async fn process_records(
+        &mut self,
+        batch: &RecordBatch,
+        cp: &mut Checkpointer,
+    ) -> Result<(), BoxError> {
+        let stream = self
+            .stream
+            .clone()
+            .ok_or("process_records before initialize")?;
+        self.seen
+            .0
+            .lock()
+            .unwrap()
+            .extend(batch.records.iter().map(|r| Seen {
+                worker: self.worker,
+                stream: stream.clone(),
+                shard: batch.shard_id.to_string(),
+                data: r.data.clone(),
+            }));
+        cp.checkpoint().await?;
+        Ok(())
+    }
+
+    async fn shard_ended(&mut self, cp: &mut Checkpointer) -> Result<(), BoxError> {
+        cp.checkpoint().await?;
+        Ok(())
+    }
+
+    async fn shutdown_requested(&mut self, cp: &mut Checkpointer) -> Result<(), BoxError> {
+        cp.checkpoint().await?;
+        Ok(())
+    }
+}
+
+/// Puts `count` records `stream|n` (n from `first`) with varied keys, so
+/// every shard gets some.
+async fn produce(aws: &LocalAws, stream: &str, first: usize, count: usize) {
+    let producer = Producer::new(
+        aws.kinesis_client(),
+        stream,
+        ProducerConfig::default().aggregation(false),
+    )
+    .await
+    .expect("producer");
+    let records: Vec<NewRecord> = (first..first + count)
+        .map(|n| NewRecord::new(format!("key-{n}"), Bytes::from(format!("{stream}|{n}"))))
+        .collect();
+    producer.put_all(records).await.expect("put records");
+}
+
+/// Records seen per `stream|n` payload.
+fn counts(seen: &[Seen]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for s in seen {
+        *counts
+            .entry(String::from_utf8_lossy(&s.data).into_owned())
+            .or_default() += 1;
+    }
+    counts
+}
+
+/// Owner -> number of leases, over the whole table.
+async fn owners(store: &DynamoLeaseStore) -> BTreeMap<String, usize> {
+    let mut owners = BTreeMap::new();
+    for lease in store.list_leases().await.expect("list leases") {
+        *owners
+            .entry(lease.lease_owner.unwrap_or_else(|| "-".into()))
+            .or_default() += 1;
+    }
+    owners
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_fleet_reads_three_streams_once_each_and_survives_a_deleted_stream() {
+    common::init_tracing();
+    let aws = LocalAws::start().await.expect("start local AWS emulators");
+    let shards = [1u32, 2, 3];
+    let mut streams = Vec::new();
+    for (i, n) in shards.iter().enumerate() {
+        let name = aws.unique_name(&format!("multi{i}"));
+        aws.create_stream(&name, *n).await.expect("create stream");
+        streams.push(name);
+    }
+    const BEFORE: usize = 60;
+    for stream in &streams {
+        produce(&aws, stream, 0, BEFORE).await;
+    }
+    let application = aws.unique_name("multi-app");
+    let seen = Sightings::default();
+    let ids: Vec<StreamIdentifier> = streams.iter().map(|s| s.parse().unwrap()).collect();
+    let worker = |n: usize| {
+        let seen = seen.clone();
+        build(
+            // No single stream: the streams below instead.
+            worker_builder("", &application)
+                .streams(ids.clone())
+                .worker_id(format!("w{n}"))
+                .shard_sync_interval(Duration::from_secs(1))
+                .processor_factory(move |_: &ShardId| Tagged {
+                    worker: n,
+                    stream: None,
+                    seen: seen.clone(),
+                }),
+            &aws,
+        )
+    };
+    let (h1, j1) = spawn_worker(worker(1));
+    let (h2, j2) = spawn_worker(worker(2));
+
+    // Every record of every stream once, to a processor told the right stream.
+    let total = BEFORE * streams.len();
+    wait_until(
+        "every record of the three streams",
+        Duration::from_secs(60),
+        || counts(&seen.all()).len() == total,
+        || format!("{} distinct of {total}", counts(&seen.all()).len()),
+    )
+    .await;
+    for s in seen.all() {
+        let payload = String::from_utf8_lossy(&s.data).into_owned();
+        assert!(
+            payload.starts_with(&format!("{}|", s.stream)),
+            "{payload} came to a processor told stream {} (shard {}, worker {})",
+            s.stream,
+            s.shard,
+            s.worker
+        );
+    }
+
+    // Six leases over two workers: 3/3, in the KCL's multi-stream format.
+    let store = DynamoLeaseStore::new(aws.dynamodb_client(), &application);
+    wait_until_async("leases balanced 3/3", Duration::from_secs(20), || async {
+        let o = owners(&store).await;
+        (
+            o.get("w1") == Some(&3) && o.get("w2") == Some(&3),
+            format!("{o:?}"),
+        )
+    })
+    .await;
+    let items = aws
+        .dynamodb_client()
+        .scan()
+        .table_name(&application)
+        .send()
+        .await
+        .expect("scan lease table");
+    let items = items.items();
+    assert_eq!(items.len(), 6, "{items:?}");
+    let account_epoch = |item: &HashMap<String, AttributeValue>| {
+        let key = item["leaseKey"].as_s().expect("leaseKey is S").clone();
+        let stream = item["streamName"].as_s().expect("streamName is S").clone();
+        let shard = item["shardId"].as_s().expect("shardId is S").clone();
+        assert_eq!(key, format!("{stream}:{shard}"), "{item:?}");
+        let parsed = StreamIdentifier::from_serialised(&stream).expect("account:stream:epoch");
+        assert!(streams.iter().any(|s| s == parsed.name()), "{stream}");
+        assert!(shard.starts_with("shardId-"), "{shard}");
+        parsed.name().to_owned()
+    };
+    let mut per_stream: BTreeMap<String, u32> = BTreeMap::new();
+    for item in items {
+        *per_stream.entry(account_epoch(item)).or_default() += 1;
+    }
+    let expected: BTreeMap<String, u32> = streams.iter().cloned().zip(shards).collect();
+    assert_eq!(per_stream, expected);
+
+    // A stream deleted underneath the fleet: the others go on, its leases go.
+    aws.kinesis_client()
+        .delete_stream()
+        .stream_name(&streams[2])
+        .send()
+        .await
+        .expect("delete stream");
+    const AFTER: usize = 30;
+    for stream in &streams[..2] {
+        produce(&aws, stream, BEFORE, AFTER).await;
+    }
+    let want = total + AFTER * 2;
+    wait_until(
+        "the records put after the deletion",
+        Duration::from_secs(60),
+        || counts(&seen.all()).len() == want,
+        || format!("{} distinct of {want}", counts(&seen.all()).len()),
+    )
+    .await;
+    wait_until_async(
+        "the deleted stream's leases deleted",
+        Duration::from_secs(30),
+        || async {
+            let leases = store.list_leases().await.expect("list leases");
+            let left: Vec<String> = leases
+                .iter()
+                .filter(|l| l.lease_key.contains(&format!(":{}:", streams[2])))
+                .map(|l| l.lease_key.clone())
+                .collect();
+            (
+                left.is_empty() && leases.len() == 3,
+                format!("{left:?} of {}", leases.len()),
+            )
+        },
+    )
+    .await;
+    assert!(!j1.is_finished() && !j2.is_finished(), "a worker stopped");
+    let duplicates: Vec<(String, usize)> = counts(&seen.all())
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .collect();
+    stop(h1, j1).await;
+    stop(h2, j2).await;
+    // Planned moves (the second worker joining) replay nothing; nothing crashed.
+    assert!(duplicates.is_empty(), "delivered twice: {duplicates:?}");
+}
+
+/// [`wait_until`] for an async condition that also describes what it saw.
+async fn wait_until_async<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (bool, String)>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let (done, saw) = check().await;
+        if done {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}; saw: {saw}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
