@@ -1,6 +1,7 @@
 //! One fleet, many streams: two in-process workers share one lease table
 //! over three streams of 1, 2 and 3 shards, with leases in the KCL's
-//! multi-stream format; then one stream is deleted underneath the fleet.
+//! multi-stream format; one stream is split under load, then another is
+//! deleted underneath the fleet.
 //! Runs on the emulator family `KINESIS_FLEET_BACKEND` names (embedded by default).
 
 mod common;
@@ -18,6 +19,7 @@ use kinesis_fleet::producer::{Producer, ProducerConfig};
 use kinesis_fleet_kpl::NewRecord;
 use kinesis_fleet_leases::{DynamoLeaseStore, LeaseStore};
 use kinesis_fleet_testkit::LocalAws;
+use kinesis_fleet_testkit::resharding::Reshard;
 
 /// What a processor saw: the stream it was told, the shard, the record.
 #[derive(Clone, Debug)]
@@ -84,8 +86,11 @@ impl RecordProcessor for Tagged {
     }
 }
 
-/// Puts `count` records `stream|n` (n from `first`) with varied keys, so
-/// every shard gets some.
+/// Partition keys per stream: records of one key land in a parent and then
+/// in one child after a split, so per-key order checks the lineage order.
+const KEYS: usize = 8;
+
+/// Puts `count` records `stream|n` (n from `first`, key `n % KEYS`) in order.
 async fn produce(aws: &LocalAws, stream: &str, first: usize, count: usize) {
     let producer = Producer::new(
         aws.kinesis_client(),
@@ -95,7 +100,12 @@ async fn produce(aws: &LocalAws, stream: &str, first: usize, count: usize) {
     .await
     .expect("producer");
     let records: Vec<NewRecord> = (first..first + count)
-        .map(|n| NewRecord::new(format!("key-{n}"), Bytes::from(format!("{stream}|{n}"))))
+        .map(|n| {
+            NewRecord::new(
+                format!("key-{}", n % KEYS),
+                Bytes::from(format!("{stream}|{n}")),
+            )
+        })
         .collect();
     producer.put_all(records).await.expect("put records");
 }
@@ -109,6 +119,41 @@ fn counts(seen: &[Seen]) -> HashMap<String, usize> {
             .or_default() += 1;
     }
     counts
+}
+
+/// Distinct records and the highest record number seen, per stream.
+fn per_stream_counts(seen: &[Seen]) -> BTreeMap<String, (usize, usize)> {
+    let mut out: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for (payload, _) in counts(seen) {
+        if let Some((stream, n)) = payload.rsplit_once('|') {
+            let entry = out.entry(stream.to_owned()).or_default();
+            entry.0 += 1;
+            entry.1 = entry.1.max(n.parse().unwrap_or(0));
+        }
+    }
+    out
+}
+
+/// (stream, key) pairs whose records came out of order.
+fn order_violations(seen: &[Seen]) -> Vec<String> {
+    let mut last: HashMap<(String, usize), usize> = HashMap::new();
+    let mut bad = Vec::new();
+    for s in seen {
+        let payload = String::from_utf8_lossy(&s.data);
+        let Some(n) = payload
+            .rsplit_once('|')
+            .and_then(|(_, n)| n.parse::<usize>().ok())
+        else {
+            bad.push(format!("unreadable {payload}"));
+            continue;
+        };
+        if let Some(previous) = last.insert((s.stream.clone(), n % KEYS), n)
+            && previous > n
+        {
+            bad.push(format!("{payload} after {previous}"));
+        }
+    }
+    bad
 }
 
 /// Owner -> number of leases, over the whole table.
@@ -215,6 +260,43 @@ async fn one_fleet_reads_three_streams_once_each_and_survives_a_deleted_stream()
     let expected: BTreeMap<String, u32> = streams.iter().cloned().zip(shards).collect();
     assert_eq!(per_stream, expected);
 
+    // The one-shard stream split under load: parents before children, child
+    // leases keyed and linked as the KCL does it.
+    let split = &streams[0];
+    produce(&aws, split, BEFORE, 20).await;
+    Reshard::new(aws.kinesis_client(), split)
+        .split_evenly("shardId-000000000000")
+        .await
+        .expect("split");
+    produce(&aws, split, BEFORE + 20, 20).await;
+    let total = total + 40;
+    wait_until(
+        "every record of the split stream",
+        Duration::from_secs(60),
+        || counts(&seen.all()).len() == total,
+        || format!("{} distinct of {total}", counts(&seen.all()).len()),
+    )
+    .await;
+    let children: Vec<_> = store
+        .list_leases()
+        .await
+        .expect("list leases")
+        .into_iter()
+        .filter(|l| l.lease_key.contains(&format!(":{split}:")) && !l.parent_shard_ids.is_empty())
+        .collect();
+    assert_eq!(children.len(), 2, "{children:?}");
+    for child in &children {
+        assert_eq!(
+            child.parent_shard_ids,
+            ["shardId-000000000000"],
+            "{child:?}"
+        );
+        assert_eq!(
+            child.stream_identifier(),
+            Some(per_stream_key(&store, split).await.as_str())
+        );
+    }
+
     // A stream deleted underneath the fleet: the others go on, its leases go.
     aws.kinesis_client()
         .delete_stream()
@@ -224,14 +306,21 @@ async fn one_fleet_reads_three_streams_once_each_and_survives_a_deleted_stream()
         .expect("delete stream");
     const AFTER: usize = 30;
     for stream in &streams[..2] {
-        produce(&aws, stream, BEFORE, AFTER).await;
+        produce(&aws, stream, BEFORE + 40, AFTER).await;
     }
     let want = total + AFTER * 2;
+    let total = want;
     wait_until(
         "the records put after the deletion",
         Duration::from_secs(60),
         || counts(&seen.all()).len() == want,
-        || format!("{} distinct of {want}", counts(&seen.all()).len()),
+        || {
+            format!(
+                "{} distinct of {want}: {:?}",
+                counts(&seen.all()).len(),
+                per_stream_counts(&seen.all())
+            )
+        },
     )
     .await;
     wait_until_async(
@@ -244,14 +333,18 @@ async fn one_fleet_reads_three_streams_once_each_and_survives_a_deleted_stream()
                 .filter(|l| l.lease_key.contains(&format!(":{}:", streams[2])))
                 .map(|l| l.lease_key.clone())
                 .collect();
+            // Left: the split stream's two children (its parent was
+            // deleted once they progressed) and the other stream's two shards.
             (
-                left.is_empty() && leases.len() == 3,
+                left.is_empty() && leases.len() == 4,
                 format!("{left:?} of {}", leases.len()),
             )
         },
     )
     .await;
     assert!(!j1.is_finished() && !j2.is_finished(), "a worker stopped");
+    assert_eq!(counts(&seen.all()).len(), total);
+    assert_eq!(order_violations(&seen.all()), Vec::<String>::new());
     let duplicates: Vec<(String, usize)> = counts(&seen.all())
         .into_iter()
         .filter(|(_, n)| *n > 1)
@@ -260,6 +353,20 @@ async fn one_fleet_reads_three_streams_once_each_and_survives_a_deleted_stream()
     stop(h2, j2).await;
     // Planned moves (the second worker joining) replay nothing; nothing crashed.
     assert!(duplicates.is_empty(), "delivered twice: {duplicates:?}");
+}
+
+/// The `account:stream:epoch` part of the lease keys of `stream`'s first shard.
+async fn per_stream_key(store: &DynamoLeaseStore, stream: &str) -> String {
+    store
+        .list_leases()
+        .await
+        .expect("list leases")
+        .into_iter()
+        .find(|l| {
+            l.lease_key.contains(&format!(":{stream}:")) && l.shard_id() == "shardId-000000000000"
+        })
+        .and_then(|l| l.stream_identifier().map(str::to_owned))
+        .expect("a lease of the stream's first shard")
 }
 
 /// [`wait_until`] for an async condition that also describes what it saw.
