@@ -201,8 +201,10 @@ async fn one_fleet_reads_three_streams_once_each_and_survives_a_deleted_stream()
             &aws,
         )
     };
-    let (h1, j1) = spawn_worker(worker(1));
-    let (h2, j2) = spawn_worker(worker(2));
+    let (w1, w2) = (worker(1), worker(2));
+    let stats = [w1.stats(), w2.stats()];
+    let (h1, j1) = spawn_worker(w1);
+    let (h2, j2) = spawn_worker(w2);
 
     // Every record of every stream once, to a processor told the right stream.
     let total = BEFORE * streams.len();
@@ -223,6 +225,29 @@ async fn one_fleet_reads_three_streams_once_each_and_survives_a_deleted_stream()
             s.worker
         );
     }
+
+    // The workers' per-shard progress tells the streams' shards apart (it
+    // counts a batch after the processor returns: wait for the last one).
+    let delivered = |stream: &str| -> u64 {
+        stats
+            .iter()
+            .flat_map(|s| s.snapshot().shards)
+            .filter(|(key, _)| key.as_str().contains(&format!(":{stream}:")))
+            .map(|(_, progress)| progress.records_delivered)
+            .sum()
+    };
+    wait_until(
+        "per-shard progress of every stream",
+        Duration::from_secs(5),
+        || streams.iter().all(|s| delivered(s) == BEFORE as u64),
+        || {
+            format!(
+                "{:?}",
+                streams.iter().map(|s| delivered(s)).collect::<Vec<_>>()
+            )
+        },
+    )
+    .await;
 
     // Six leases over two workers: 3/3, in the KCL's multi-stream format.
     let store = DynamoLeaseStore::new(aws.dynamodb_client(), &application);
