@@ -30,6 +30,8 @@ struct TrackedStream {
     /// `None` in a single-stream table.
     key: Option<String>,
     sync: ShardSync,
+    /// Kinesis said at the last sync that the stream does not exist.
+    deleted: bool,
 }
 
 /// Keeps the lease table in step with the worker's streams.
@@ -55,6 +57,7 @@ impl StreamSync {
                 name: config.stream_name.clone(),
                 key: None,
                 sync: ShardSync::new(initial.clone()),
+                deleted: false,
             });
         }
         for stream in &config.streams {
@@ -69,6 +72,7 @@ impl StreamSync {
                 name: resolved.name().to_owned(),
                 sync: ShardSync::for_stream(initial.clone(), key.clone()),
                 key: Some(key),
+                deleted: false,
             });
         }
         Ok(StreamSync {
@@ -130,12 +134,22 @@ impl StreamSync {
     ) -> Result<Vec<Shard>> {
         let multi_stream = self.streams.iter().any(|s| s.key.is_some());
         let stream = &mut self.streams[i];
-        let shards = match list_shards(kinesis, &stream.name).await {
-            Ok(shards) => shards,
-            Err(kinesis_fleet_retrieval::Error::StreamNotFound { .. }) if multi_stream => {
+        let listed = list_shards(kinesis, &stream.name).await;
+        let deleted = matches!(
+            listed,
+            Err(kinesis_fleet_retrieval::Error::StreamNotFound { .. })
+        );
+        if deleted != stream.deleted && multi_stream {
+            stream.deleted = deleted;
+            if deleted {
                 tracing::warn!(stream = %stream.name, "the stream was deleted; its leases are deleted after two syncs, the other streams go on");
-                Vec::new()
+            } else {
+                tracing::info!(stream = %stream.name, "the stream exists again");
             }
+        }
+        let shards = match listed {
+            Ok(shards) => shards,
+            Err(_) if deleted && multi_stream => Vec::new(),
             Err(e) => return Err(stream_error(e)),
         };
         if !self.table_ready {
