@@ -65,6 +65,12 @@ pub struct WorkerConfig {
     /// format (lease keys `account:stream:creationEpoch:shardId`). Set this
     /// or `stream_name`, not both. Default: empty (single-stream).
     pub streams: Vec<StreamIdentifier>,
+    /// How long the leases of a stream removed from the running set
+    /// ([`StreamSet`](crate::StreamSet)) are kept, and consumed, before the
+    /// leader deletes them, so every worker learns of the change first.
+    /// Default: 5 min (our choice; the KCL's deferred deletion strategies
+    /// take the delay from the application).
+    pub removed_stream_lease_deletion_delay: Duration,
     /// Application name: names the lease table and identifies the fleet. Required.
     pub application_name: String,
     /// Lease table name. Default: the application name (as in the KCL).
@@ -108,6 +114,7 @@ impl Default for WorkerConfig {
         WorkerConfig {
             stream_name: String::new(),
             streams: Vec::new(),
+            removed_stream_lease_deletion_delay: Duration::from_secs(300),
             application_name: String::new(),
             lease_table_name: None,
             worker_id: None,

@@ -3,11 +3,14 @@
 //! [`ShardSync`], which creates and cleans up leases (DESIGN §5). One sync
 //! per stream; in multi-stream mode every lease key carries its stream.
 
+use std::time::Duration;
+
 use kinesis_fleet_leases::{
-    ExtendedSequenceNumber, LeaseStore, Shard, ShardSync, create_child_leases, lease_key,
-    split_lease_key,
+    ExtendedSequenceNumber, LeaseStore, Shard, ShardSync, create_child_leases,
+    delete_stream_leases, lease_key, split_lease_key,
 };
-use kinesis_fleet_retrieval::{list_shards, resolve_stream};
+use kinesis_fleet_retrieval::{StreamIdentifier, list_shards, resolve_stream};
+use tokio::time::Instant;
 
 use crate::config::{InitialPosition, WorkerConfig};
 use crate::error::{Error, Result};
@@ -37,6 +40,12 @@ struct TrackedStream {
 /// Keeps the lease table in step with the worker's streams.
 pub(crate) struct StreamSync {
     streams: Vec<TrackedStream>,
+    /// Where the shards of a stream added later start.
+    initial: ExtendedSequenceNumber,
+    /// Streams removed from the set (their lease-key part) and since when.
+    removed: Vec<(String, Instant)>,
+    /// How long a removed stream's leases are kept.
+    deletion_delay: Duration,
     /// The lease table exists (made sure of once, after the first listing,
     /// so a mistyped stream name fails without creating a table).
     table_ready: bool,
@@ -61,24 +70,51 @@ impl StreamSync {
             });
         }
         for stream in &config.streams {
-            let resolved = resolve_stream(kinesis, stream.clone())
-                .await
-                .map_err(stream_error)?;
-            let key = resolved.serialise().ok_or_else(|| {
-                Error::invalid("streams", format!("{resolved}: Kinesis named no account"))
-            })?;
-            tracing::info!(stream = %resolved, lease_keys = %key, "tracking stream");
-            streams.push(TrackedStream {
-                name: resolved.name().to_owned(),
-                sync: ShardSync::for_stream(initial.clone(), key.clone()),
-                key: Some(key),
-                deleted: false,
-            });
+            streams.push(tracked(kinesis, stream, &initial).await?);
         }
         Ok(StreamSync {
             streams,
+            initial,
+            removed: Vec::new(),
+            deletion_delay: config.removed_stream_lease_deletion_delay,
             table_ready: false,
         })
+    }
+
+    /// Follows a change of the multi-stream set: streams added are resolved
+    /// and synced from now on (one that cannot be resolved is logged and
+    /// tried again at the next change); streams removed are no longer synced,
+    /// and their leases are deleted `deletion_delay` later by the leader's
+    /// sync ([`sync_all`](Self::sync_all)).
+    pub(crate) async fn follow(
+        &mut self,
+        wanted: &[StreamIdentifier],
+        kinesis: &aws_sdk_kinesis::Client,
+    ) {
+        let now = Instant::now();
+        self.streams.retain(|tracked| {
+            let kept = wanted.iter().any(|w| w.name() == tracked.name);
+            if let (false, Some(key)) = (kept, &tracked.key) {
+                tracing::info!(stream = %tracked.name, delay = ?self.deletion_delay, "stream removed from the set; its leases are deleted after the delay");
+                self.removed.push((key.clone(), now));
+            }
+            kept
+        });
+        for stream in wanted {
+            if self.streams.iter().any(|t| t.name == stream.name()) {
+                continue;
+            }
+            match tracked(kinesis, stream, &self.initial).await {
+                Ok(added) => {
+                    self.removed
+                        .retain(|(key, _)| Some(key) != added.key.as_ref());
+                    self.streams.push(added);
+                }
+                Err(e) => {
+                    tracing::warn!(stream = %stream, error = %e, "cannot add the stream; trying again at the next change of the set");
+                }
+            }
+        }
     }
 
     /// The names of the streams, for Kinesis calls.
@@ -102,7 +138,29 @@ impl StreamSync {
                 first_error.get_or_insert(e);
             }
         }
+        if let Err(e) = self.delete_removed(store, stats).await {
+            first_error.get_or_insert(e);
+        }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Deletes the leases of streams removed at least `deletion_delay` ago;
+    /// a stream is forgotten once a pass finds none of its leases left.
+    async fn delete_removed(&mut self, store: &dyn LeaseStore, stats: &WorkerStats) -> Result<()> {
+        let due: Vec<String> = self
+            .removed
+            .iter()
+            .filter(|(_, since)| since.elapsed() >= self.deletion_delay)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in due {
+            let deleted = delete_stream_leases(store, &key).await?;
+            stats.add(Counter::LeasesDeleted, deleted as u64);
+            if deleted == 0 {
+                self.removed.retain(|(k, _)| *k != key);
+            }
+        }
+        Ok(())
     }
 
     /// Syncs the stream the lease `lease_key` belongs to; returns its
@@ -161,6 +219,27 @@ impl StreamSync {
         stats.add(Counter::LeasesDeleted, report.deleted as u64);
         Ok(report.shards)
     }
+}
+
+/// `stream` resolved (account and creation epoch) and ready to sync.
+async fn tracked(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &StreamIdentifier,
+    initial: &ExtendedSequenceNumber,
+) -> Result<TrackedStream> {
+    let resolved = resolve_stream(kinesis, stream.clone())
+        .await
+        .map_err(stream_error)?;
+    let key = resolved.serialise().ok_or_else(|| {
+        Error::invalid("streams", format!("{resolved}: Kinesis named no account"))
+    })?;
+    tracing::info!(stream = %resolved, lease_keys = %key, "tracking stream");
+    Ok(TrackedStream {
+        name: resolved.name().to_owned(),
+        sync: ShardSync::for_stream(initial.clone(), key.clone()),
+        key: Some(key),
+        deleted: false,
+    })
 }
 
 fn stream_error(e: kinesis_fleet_retrieval::Error) -> Error {

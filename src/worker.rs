@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::processor::{BoxError, FnProcessor, ProcessorFactory, RecordBatch, RecordProcessor};
 use crate::reader::{ReaderFactory, Retrieval};
 use crate::stats::{Counter, WorkerStats};
+use crate::stream_set::StreamSet;
 use crate::stream_sync::{StreamSync, claim_children, create_children};
 
 /// Consumes a stream: takes shard leases from the lease table and runs a
@@ -40,6 +41,8 @@ pub struct Worker {
     registry: Arc<dyn CoordinatorStore>,
     factory: ProcessorFactory,
     shutdown: CancellationToken,
+    /// The streams of a multi-stream worker.
+    stream_set: Option<StreamSet>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -193,6 +196,11 @@ impl WorkerBuilder {
         self.set(move |c| c.processor_error_policy = policy)
     }
 
+    /// See [`WorkerConfig::removed_stream_lease_deletion_delay`].
+    pub fn removed_stream_lease_deletion_delay(self, d: Duration) -> Self {
+        self.set(move |c| c.removed_stream_lease_deletion_delay = d)
+    }
+
     /// See [`WorkerConfig::shutdown_timeout`].
     pub fn shutdown_timeout(self, d: Duration) -> Self {
         self.set(move |c| c.shutdown_timeout = d)
@@ -305,7 +313,11 @@ impl WorkerBuilder {
             &worker_id,
             config.lease_table(),
         ));
+        let stream_set = config
+            .is_multi_stream()
+            .then(|| StreamSet::new(config.streams.clone()));
         Ok(Worker {
+            stream_set,
             ctx: Arc::new(ShardContext {
                 readers: readers.clone(),
                 config: Arc::new(config),
@@ -335,6 +347,16 @@ impl WorkerBuilder {
             )
         })?;
         Ok((config, factory))
+    }
+}
+
+/// The next change of the stream set; never, for a single-stream worker.
+async fn next_change(
+    changes: &mut Option<tokio::sync::watch::Receiver<Vec<StreamIdentifier>>>,
+) -> Option<()> {
+    match changes {
+        Some(changes) => changes.changed().await.ok(),
+        None => std::future::pending().await,
     }
 }
 
@@ -389,6 +411,12 @@ impl Worker {
         self.ctx.stats.clone()
     }
 
+    /// The streams of a multi-stream worker, to change while it runs
+    /// (`None` for a single-stream worker).
+    pub fn stream_set(&self) -> Option<StreamSet> {
+        self.stream_set.clone()
+    }
+
     /// A handle that stops [`run`](Self::run) gracefully.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle(self.shutdown.clone())
@@ -438,8 +466,10 @@ impl Worker {
         );
         sync.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut leader_known = false;
+        let mut set_changes = self.stream_set.as_ref().map(StreamSet::subscribe);
         loop {
             let mut sync_now = false;
+            let mut set_changed = false;
             let mut ended: Option<(String, Vec<Shard>)> = None;
             let expiry = coordinator.next_expiry(Instant::now());
             tokio::select! {
@@ -449,11 +479,17 @@ impl Worker {
                 _ = tokio::time::sleep_until(expiry.unwrap_or_else(far_future)), if expiry.is_some() => {}
                 // The leader syncs; anyone does while no leader is known.
                 _ = sync.tick() => sync_now = coordinator.is_leader() || !leader_known,
+                Some(()) = next_change(&mut set_changes) => set_changed = true,
                 Some((lease_key, joined)) = scheduler.consumers.join_next() => {
                     // A shard end makes its children ready: lease them now.
                     ended = scheduler.reap(lease_key, joined);
                     if ended.is_none() { continue; }
                 }
+            }
+            if let (true, Some(changes)) = (set_changed, &mut set_changes) {
+                let wanted = changes.borrow_and_update().clone();
+                self.follow_stream_set(&mut stream_sync, &wanted).await;
+                sync_now = coordinator.is_leader() || !leader_known;
             }
             let synced = match ended {
                 Some((shard, children)) => {
@@ -481,6 +517,17 @@ impl Worker {
         }
         tracing::info!(worker = %self.ctx.worker_id, "worker stopped");
         Ok(())
+    }
+
+    /// Follows a change of the stream set: tracks added streams (and
+    /// prepares their fan-out consumers), forgets removed ones.
+    async fn follow_stream_set(&self, sync: &mut StreamSync, wanted: &[StreamIdentifier]) {
+        sync.follow(wanted, &self.kinesis).await;
+        for stream in sync.names() {
+            if let Err(e) = self.readers.prepare(stream).await {
+                tracing::warn!(%stream, error = %ErrorChain(&e), "cannot prepare reading the stream");
+            }
+        }
     }
 
     /// Lists every stream's shards, creates missing leases and deletes finished ones.

@@ -1,7 +1,8 @@
 //! One fleet, many streams: two in-process workers share one lease table
 //! over three streams of 1, 2 and 3 shards, with leases in the KCL's
 //! multi-stream format; one stream is split under load, then another is
-//! deleted underneath the fleet.
+//! deleted underneath the fleet; and a stream added and one removed while
+//! the fleet runs.
 //! Runs on the emulator family `KINESIS_FLEET_BACKEND` names (embedded by default).
 
 mod common;
@@ -378,6 +379,97 @@ async fn one_fleet_reads_three_streams_once_each_and_survives_a_deleted_stream()
     stop(h2, j2).await;
     // Planned moves (the second worker joining) replay nothing; nothing crashed.
     assert!(duplicates.is_empty(), "delivered twice: {duplicates:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_added_and_one_removed_while_the_fleet_runs() {
+    common::init_tracing();
+    let aws = LocalAws::start().await.expect("start local AWS emulators");
+    let mut streams = Vec::new();
+    for (i, n) in [1u32, 2, 2].iter().enumerate() {
+        let name = aws.unique_name(&format!("set{i}"));
+        aws.create_stream(&name, *n).await.expect("create stream");
+        produce(&aws, &name, 0, 20).await;
+        streams.push(name);
+    }
+    let application = aws.unique_name("set-app");
+    let seen = Sightings::default();
+    let first_two: Vec<StreamIdentifier> =
+        streams[..2].iter().map(|s| s.parse().unwrap()).collect();
+    let worker = |n: usize| {
+        let seen = seen.clone();
+        build(
+            worker_builder("", &application)
+                .streams(first_two.clone())
+                .worker_id(format!("w{n}"))
+                .shard_sync_interval(Duration::from_secs(1))
+                .removed_stream_lease_deletion_delay(Duration::from_secs(1))
+                .processor_factory(move |_: &ShardId| Tagged {
+                    worker: n,
+                    stream: None,
+                    seen: seen.clone(),
+                }),
+            &aws,
+        )
+    };
+    let (w1, w2) = (worker(1), worker(2));
+    let sets = [w1.stream_set().unwrap(), w2.stream_set().unwrap()];
+    let (h1, j1) = spawn_worker(w1);
+    let (h2, j2) = spawn_worker(w2);
+    wait_until(
+        "the first two streams",
+        Duration::from_secs(60),
+        || counts(&seen.all()).len() == 40,
+        || format!("{:?}", per_stream_counts(&seen.all())),
+    )
+    .await;
+
+    // The same change on every worker: add the third stream, remove the first.
+    for set in &sets {
+        assert!(set.add(streams[2].parse().unwrap()));
+        assert!(set.remove(&streams[0]));
+    }
+    wait_until(
+        "the added stream's records",
+        Duration::from_secs(60),
+        || counts(&seen.all()).len() == 60,
+        || format!("{:?}", per_stream_counts(&seen.all())),
+    )
+    .await;
+    let store = DynamoLeaseStore::new(aws.dynamodb_client(), &application);
+    wait_until_async(
+        "the removed stream's leases deleted, 2/2 over the rest",
+        Duration::from_secs(30),
+        || async {
+            let leases = store.list_leases().await.expect("list leases");
+            let of = |i: usize| {
+                leases
+                    .iter()
+                    .filter(|l| l.lease_key.contains(&format!(":{}:", streams[i])))
+                    .count()
+            };
+            let o = owners(&store).await;
+            (
+                (of(0), of(1), of(2)) == (0, 2, 2)
+                    && o.get("w1") == Some(&2)
+                    && o.get("w2") == Some(&2),
+                format!("per stream {:?}, owners {o:?}", (of(0), of(1), of(2))),
+            )
+        },
+    )
+    .await;
+    for s in seen.all() {
+        let payload = String::from_utf8_lossy(&s.data).into_owned();
+        assert!(
+            payload.starts_with(&format!("{}|", s.stream)),
+            "{payload} to {}",
+            s.stream
+        );
+    }
+    assert!(!j1.is_finished() && !j2.is_finished(), "a worker stopped");
+    stop(h1, j1).await;
+    stop(h2, j2).await;
+    assert_eq!(order_violations(&seen.all()), Vec::<String>::new());
 }
 
 /// The `account:stream:epoch` part of the lease keys of `stream`'s first shard.

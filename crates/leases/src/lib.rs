@@ -47,8 +47,8 @@ pub use protocol_writes::{
 };
 pub use sequence::{ExtendedSequenceNumber, MAX_SEQUENCE_NUMBER_DIGITS, SequenceNumber};
 pub use shard_sync::{
-    ShardSync, SyncReport, create_child_leases, plan_cleanup, plan_new_leases,
-    with_inferred_parents,
+    ShardSync, SyncReport, create_child_leases, delete_stream_leases, plan_cleanup,
+    plan_new_leases, with_inferred_parents,
 };
 pub use store::LeaseStore;
 

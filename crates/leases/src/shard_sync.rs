@@ -183,6 +183,25 @@ pub async fn create_child_leases(
     Ok(created)
 }
 
+/// Deletes every lease of `stream` (a serialised stream identifier) in a
+/// multi-stream table, for a stream the application stopped consuming;
+/// returns how many this call deleted. A lease changed since it was listed
+/// is left for the next call. Holders see their leases lost.
+pub async fn delete_stream_leases(store: &dyn LeaseStore, stream: &str) -> Result<usize> {
+    let mut deleted = 0;
+    for lease in of_stream(Some(stream), &store.list_leases().await?) {
+        match store.delete_lease(lease).await {
+            Ok(()) => {
+                tracing::info!(lease = %lease.lease_key, checkpoint = %lease.checkpoint, "deleted the lease of a removed stream");
+                deleted += 1;
+            }
+            Err(Error::LeaseLost { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(deleted)
+}
+
 async fn create(store: &dyn LeaseStore, lease: &Lease) -> Result<bool> {
     let created = store.create_lease_if_absent(lease).await?;
     if created {
@@ -584,6 +603,16 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
+        // A stream removed from the application: its leases alone go.
+        assert_eq!(delete_stream_leases(&store, orders).await.unwrap(), 5);
+        let left: Vec<String> = store
+            .list_leases()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.lease_key)
+            .collect();
+        assert_eq!(left, ["a"]);
     }
 
     fn ranged(id: &str, parents: &[&str], closed: bool, start: u128, end: u128) -> Shard {
