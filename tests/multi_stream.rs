@@ -2,7 +2,7 @@
 //! over three streams of 1, 2 and 3 shards, with leases in the KCL's
 //! multi-stream format; one stream is split under load, then another is
 //! deleted underneath the fleet; and a stream added and one removed while
-//! the fleet runs.
+//! the fleet runs; and enhanced fan-out over two streams.
 //! Runs on the emulator family `KINESIS_FLEET_BACKEND` names (embedded by default).
 
 mod common;
@@ -14,9 +14,9 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use bytes::Bytes;
 use common::{build, spawn_worker, stop, wait_until, worker_builder};
-use kinesis_fleet::StreamIdentifier;
 use kinesis_fleet::prelude::*;
 use kinesis_fleet::producer::{Producer, ProducerConfig};
+use kinesis_fleet::{FanOutConfig, Retrieval, StreamIdentifier};
 use kinesis_fleet_kpl::NewRecord;
 use kinesis_fleet_leases::{DynamoLeaseStore, LeaseStore};
 use kinesis_fleet_testkit::LocalAws;
@@ -470,6 +470,88 @@ async fn a_stream_added_and_one_removed_while_the_fleet_runs() {
     stop(h1, j1).await;
     stop(h2, j2).await;
     assert_eq!(order_violations(&seen.all()), Vec::<String>::new());
+}
+
+/// Enhanced fan-out over two streams: one consumer per stream, named after
+/// the application, and every record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_registers_one_consumer_per_stream() {
+    common::init_tracing();
+    let aws = LocalAws::start().await.expect("start local AWS emulators");
+    let mut streams = Vec::new();
+    for (i, n) in [1u32, 2].iter().enumerate() {
+        let name = aws.unique_name(&format!("efo{i}"));
+        aws.create_stream(&name, *n).await.expect("create stream");
+        streams.push(name);
+    }
+    let application = aws.unique_name("efo-app");
+    let seen = Sightings::default();
+    let ids: Vec<StreamIdentifier> = streams.iter().map(|s| s.parse().unwrap()).collect();
+    let sink = seen.clone();
+    let worker = build(
+        worker_builder("", &application)
+            .streams(ids)
+            .retrieval(Retrieval::FanOut(
+                FanOutConfig::default()
+                    .retry_initial_delay(Duration::from_millis(50))
+                    .retry_max_delay(Duration::from_secs(1)),
+            ))
+            .processor_factory(move |_: &ShardId| Tagged {
+                worker: 1,
+                stream: None,
+                seen: sink.clone(),
+            }),
+        &aws,
+    );
+    let (h, j) = spawn_worker(worker);
+    let kinesis = aws.kinesis_client();
+    let mut arns = Vec::new();
+    for stream in &streams {
+        let arn = kinesis
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await
+            .expect("describe stream")
+            .stream_description_summary()
+            .map(|s| s.stream_arn().to_owned())
+            .expect("summary");
+        arns.push(arn);
+    }
+    for stream in &streams {
+        produce(&aws, stream, 0, 30).await;
+    }
+    wait_until(
+        "every record of both streams",
+        Duration::from_secs(60),
+        || counts(&seen.all()).len() == 60,
+        || format!("{:?}", per_stream_counts(&seen.all())),
+    )
+    .await;
+    for arn in &arns {
+        let consumers = kinesis
+            .list_stream_consumers()
+            .stream_arn(arn)
+            .send()
+            .await
+            .expect("list stream consumers");
+        let names: Vec<&str> = consumers
+            .consumers()
+            .iter()
+            .map(|c| c.consumer_name())
+            .collect();
+        assert_eq!(names, [application.as_str()], "{arn}");
+    }
+    for s in seen.all() {
+        let payload = String::from_utf8_lossy(&s.data).into_owned();
+        assert!(
+            payload.starts_with(&format!("{}|", s.stream)),
+            "{payload} to {}",
+            s.stream
+        );
+    }
+    stop(h, j).await;
+    assert!(counts(&seen.all()).values().all(|n| *n == 1));
 }
 
 /// The `account:stream:epoch` part of the lease keys of `stream`'s first shard.
