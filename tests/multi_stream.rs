@@ -2,7 +2,8 @@
 //! over three streams of 1, 2 and 3 shards, with leases in the KCL's
 //! multi-stream format; every stream is split while they consume, then one is
 //! deleted underneath the fleet; and a stream added and one removed while
-//! the fleet runs; and enhanced fan-out over two streams.
+//! the fleet runs; enhanced fan-out over two streams; and two worker
+//! processes over three streams while one is split.
 //! Runs on the emulator family `KINESIS_FLEET_BACKEND` names (embedded by default).
 
 mod common;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use bytes::Bytes;
+use common::fleet::Fleet;
 use common::{build, spawn_worker, stop, wait_until, worker_builder};
 use kinesis_fleet::prelude::*;
 use kinesis_fleet::producer::{Producer, ProducerConfig};
@@ -474,6 +476,100 @@ async fn a_stream_added_and_one_removed_while_the_fleet_runs() {
     stop(h1, j1).await;
     stop(h2, j2).await;
     assert_eq!(order_violations(&seen.all()), Vec::<String>::new());
+}
+
+/// Two worker processes (`examples/fleet_worker --stream a,b,c`) over three
+/// streams of 1, 2 and 3 shards while records are put and one stream is
+/// split: every record once, to the stream it was put in, in per-key order,
+/// and the unfinished leases balanced within one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_worker_processes_share_three_streams() {
+    let (mut fleet, streams) = Fleet::over_streams(&[1, 2, 3], 3.0).await;
+    fleet.shard_sync_secs = Some(1.0);
+    fleet.watch();
+    let mut workers = vec![fleet.spawn("p1"), fleet.spawn("p2")];
+    const ROUNDS: usize = 10;
+    const PER_ROUND: usize = 10;
+    let producing = {
+        let (aws_streams, kinesis) = (streams.clone(), fleet.aws.kinesis_client());
+        let aws = &fleet.aws;
+        async move {
+            for round in 0..ROUNDS {
+                for stream in &aws_streams {
+                    produce(aws, stream, round * PER_ROUND, PER_ROUND).await;
+                }
+                if round == ROUNDS / 2 {
+                    Reshard::new(kinesis.clone(), &aws_streams[1])
+                        .split_evenly("shardId-000000000000")
+                        .await
+                        .expect("split");
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    };
+    producing.await;
+    let total = ROUNDS * PER_ROUND * streams.len();
+    let records = |events: &[common::fleet::Event]| -> Vec<Seen> {
+        events
+            .iter()
+            .filter(|e| e.kind == "record")
+            .map(|e| Seen {
+                worker: e.worker.trim_start_matches('p').parse().unwrap_or(0),
+                stream: e.stream.clone(),
+                shard: e.shard.clone(),
+                data: Bytes::from(e.data.clone()),
+            })
+            .collect()
+    };
+    wait_until(
+        "every record from the worker processes",
+        Duration::from_secs(90),
+        || counts(&records(&fleet.events.all())).len() == total,
+        || format!("{:?}", per_stream_counts(&records(&fleet.events.all()))),
+    )
+    .await;
+    wait_until_async(
+        "unfinished leases balanced within one",
+        Duration::from_secs(20),
+        || async {
+            let mut held: BTreeMap<String, usize> = BTreeMap::new();
+            for lease in fleet.leases().await {
+                if !lease.checkpoint.is_shard_end() {
+                    *held
+                        .entry(lease.lease_owner.unwrap_or_else(|| "-".into()))
+                        .or_default() += 1;
+                }
+            }
+            let counts: Vec<usize> = ["p1", "p2"]
+                .iter()
+                .map(|w| held.get(*w).copied().unwrap_or(0))
+                .collect();
+            let balanced = !held.contains_key("-")
+                && counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1;
+            (balanced, format!("{held:?}"))
+        },
+    )
+    .await;
+    let seen = records(&fleet.events.all());
+    for s in &seen {
+        let payload = String::from_utf8_lossy(&s.data).into_owned();
+        assert!(
+            payload.starts_with(&format!("{}|", s.stream)),
+            "{payload} printed as stream {:?} by p{}",
+            s.stream,
+            s.worker
+        );
+    }
+    assert_eq!(order_violations(&seen), Vec::<String>::new());
+    for worker in &mut workers {
+        worker.sigterm().await;
+    }
+    let duplicates: Vec<(String, usize)> = counts(&records(&fleet.events.all()))
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .collect();
+    assert!(duplicates.is_empty(), "delivered twice: {duplicates:?}");
 }
 
 /// Enhanced fan-out over two streams: one consumer per stream, named after
