@@ -3,7 +3,7 @@
 //! multi-stream format; every stream is split while they consume, then one is
 //! deleted underneath the fleet; and a stream added and one removed while
 //! the fleet runs; enhanced fan-out over two streams; and two worker
-//! processes over three streams while one is split.
+//! processes over three streams while each is split.
 //! Runs on the emulator family `KINESIS_FLEET_BACKEND` names (embedded by default).
 
 mod common;
@@ -479,8 +479,8 @@ async fn a_stream_added_and_one_removed_while_the_fleet_runs() {
 }
 
 /// Two worker processes (`examples/fleet_worker --stream a,b,c`) over three
-/// streams of 1, 2 and 3 shards while records are put and one stream is
-/// split: every record once, to the stream it was put in, in per-key order,
+/// streams of 1, 2 and 3 shards while records are put and each stream is
+/// split once: every record once, to the stream it was put in, in per-key order,
 /// and the unfinished leases balanced within one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_worker_processes_share_three_streams() {
@@ -499,10 +499,12 @@ async fn two_worker_processes_share_three_streams() {
                     produce(aws, stream, round * PER_ROUND, PER_ROUND).await;
                 }
                 if round == ROUNDS / 2 {
-                    Reshard::new(kinesis.clone(), &aws_streams[1])
-                        .split_evenly("shardId-000000000000")
-                        .await
-                        .expect("split");
+                    for stream in &aws_streams {
+                        Reshard::new(kinesis.clone(), stream)
+                            .split_evenly("shardId-000000000000")
+                            .await
+                            .expect("split");
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
