@@ -1,5 +1,6 @@
 //! DynamoDB requests of a steady fleet, counted by a proxy in front of the
-//! emulator: coordination writes must not grow with the number of shards.
+//! emulator: coordination writes must not grow with the number of shards,
+//! and only the leader queries its own leases every heartbeat.
 //!
 //! `cargo test -p kinesis-fleet --test fleet_costs -- --nocapture` prints
 //! the table the README quotes.
@@ -47,7 +48,7 @@ fn writes(counts: &BTreeMap<String, f64>) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn coordination_writes_do_not_grow_with_shards() {
+async fn coordination_writes_do_not_grow_with_shards_nor_queries_with_heartbeats() {
     let small = steady_state(12).await;
     let large = steady_state(48).await;
     eprintln!("DynamoDB requests per minute, 3 idle workers, failover 10 s ({WINDOW:?} window):");
@@ -70,4 +71,15 @@ async fn coordination_writes_do_not_grow_with_shards() {
         w48 <= w12 * 1.15 + 6.0,
         "writes grew with shards: {w12:.0}/min -> {w48:.0}/min"
     );
+    // The leader queries its own leases every heartbeat (failover/6: 36 a
+    // minute); the two others, with no moves announced, every assignment
+    // interval (failover/2: 12 a minute each), 60 in all. Querying at every
+    // heartbeat would be 108.
+    for (shards, counts) in [(12, &small), (48, &large)] {
+        let queries = counts.get("Query").copied().unwrap_or(0.0);
+        assert!(
+            queries > 0.0 && queries <= 75.0,
+            "{shards} shards: {queries:.0} owner queries/min, expected about 60: {counts:?}"
+        );
+    }
 }

@@ -502,6 +502,7 @@ mod tests {
             heartbeat_at_ms,
             started_at_ms,
             state: WorkerState::Running,
+            assignments_seen: 0,
         }
     }
 
@@ -573,6 +574,7 @@ mod tests {
                 leader_counter: 7,
                 heartbeat_counter: 3,
                 heartbeat_at_ms: 9_000,
+                assignments_at: 7,
             }),
             workers: [worker("w1", 3, 9_500, 1_000), worker("w2", 1, 9_900, 2_000)]
                 .into_iter()

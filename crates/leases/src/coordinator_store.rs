@@ -67,6 +67,10 @@ pub struct WorkerRecord {
     pub started_at_ms: u64,
     /// Lifecycle state.
     pub state: WorkerState,
+    /// The leader item's [`assignments_at`](LeaderRecord::assignments_at)
+    /// that this worker's last query of its own leases followed: the leader
+    /// knows a worker has seen its moves once this reaches their stamp.
+    pub assignments_seen: u64,
 }
 
 /// The leader item.
@@ -84,6 +88,47 @@ pub struct LeaderRecord {
     pub heartbeat_counter: u64,
     /// Wall-clock time of the last leader heartbeat (epoch ms), for operators.
     pub heartbeat_at_ms: u64,
+    /// The `leader_counter` of the last write that followed lease moves (or
+    /// the claim that started this leadership): a worker queries its own
+    /// leases when this changes, and otherwise only every assignment interval.
+    pub assignments_at: u64,
+}
+
+impl LeaderRecord {
+    /// The item a claim writes: `expected` is the expired leader's item, if any.
+    pub fn claimed(
+        me: &str,
+        expected: Option<&LeaderRecord>,
+        heartbeat_counter: u64,
+        now_ms: u64,
+    ) -> Self {
+        let leader_counter = expected.map_or(1, |e| e.leader_counter + 1);
+        LeaderRecord {
+            leader_id: me.to_owned(),
+            leader_counter,
+            heartbeat_counter,
+            heartbeat_at_ms: now_ms,
+            // A new leader may move anything: every worker looks again.
+            assignments_at: leader_counter,
+        }
+    }
+
+    /// The item a renewal of `self` writes; `assignments_changed` when the
+    /// leader moved leases since its last write.
+    pub fn renewed(&self, heartbeat_counter: u64, now_ms: u64, assignments_changed: bool) -> Self {
+        let leader_counter = self.leader_counter + 1;
+        LeaderRecord {
+            leader_id: self.leader_id.clone(),
+            leader_counter,
+            heartbeat_counter,
+            heartbeat_at_ms: now_ms,
+            assignments_at: if assignments_changed {
+                leader_counter
+            } else {
+                self.assignments_at
+            },
+        }
+    }
 }
 
 /// Everything in the coordinator table.
@@ -127,12 +172,15 @@ pub trait CoordinatorStore: Send + Sync + 'static {
         now_ms: u64,
     ) -> Result<LeaderRecord>;
     /// Leader heartbeat: condition leader id and counter as in `current`;
-    /// bumps the counter and records the leader's last successful heartbeat.
+    /// writes [`LeaderRecord::renewed`] (the counter bumped, the leader's
+    /// last successful heartbeat recorded, and `assignments_at` moved on
+    /// when `assignments_changed`).
     async fn renew_leader(
         &self,
         current: &LeaderRecord,
         heartbeat_counter: u64,
         now_ms: u64,
+        assignments_changed: bool,
     ) -> Result<LeaderRecord>;
     /// Gives leadership up (deletes the item if it is still `current`).
     async fn resign_leader(&self, current: &LeaderRecord) -> Result<()>;
@@ -204,12 +252,7 @@ impl CoordinatorStore for MemoryCoordinatorStore {
         if view.leader.as_ref() != expected {
             return Err(leader_lost());
         }
-        let leader = LeaderRecord {
-            leader_id: me.to_owned(),
-            leader_counter: expected.map_or(1, |e| e.leader_counter + 1),
-            heartbeat_counter,
-            heartbeat_at_ms: now_ms,
-        };
+        let leader = LeaderRecord::claimed(me, expected, heartbeat_counter, now_ms);
         view.leader = Some(leader.clone());
         Ok(leader)
     }
@@ -219,6 +262,7 @@ impl CoordinatorStore for MemoryCoordinatorStore {
         current: &LeaderRecord,
         heartbeat_counter: u64,
         now_ms: u64,
+        assignments_changed: bool,
     ) -> Result<LeaderRecord> {
         let mut view = self.lock();
         match &view.leader {
@@ -227,12 +271,7 @@ impl CoordinatorStore for MemoryCoordinatorStore {
                     && l.leader_counter == current.leader_counter => {}
             _ => return Err(leader_lost()),
         }
-        let leader = LeaderRecord {
-            leader_id: current.leader_id.clone(),
-            leader_counter: current.leader_counter + 1,
-            heartbeat_counter,
-            heartbeat_at_ms: now_ms,
-        };
+        let leader = current.renewed(heartbeat_counter, now_ms, assignments_changed);
         view.leader = Some(leader.clone());
         Ok(leader)
     }
@@ -258,20 +297,43 @@ mod tests {
         assert_eq!(store.read_leader().await.unwrap(), None);
         let a = store.claim_leader("a", None, 7, 1).await.unwrap();
         assert!(store.claim_leader("b", None, 1, 1).await.is_err(), "taken");
-        let a2 = store.renew_leader(&a, 8, 2).await.unwrap();
-        assert_eq!((a2.leader_counter, a2.heartbeat_counter), (2, 8));
+        assert_eq!(a.assignments_at, 1, "a claim stamps assignments");
+        let a2 = store.renew_leader(&a, 8, 2, false).await.unwrap();
+        assert_eq!(
+            (a2.leader_counter, a2.heartbeat_counter, a2.assignments_at),
+            (2, 8, 1)
+        );
         assert_eq!(store.read_leader().await.unwrap(), Some(a2.clone()));
-        assert!(store.renew_leader(&a, 9, 3).await.is_err(), "stale view");
+        assert!(
+            store.renew_leader(&a, 9, 3, false).await.is_err(),
+            "stale view"
+        );
         assert!(
             store.claim_leader("b", Some(&a), 1, 3).await.is_err(),
             "stale expiry"
         );
         let b = store.claim_leader("b", Some(&a2), 4, 3).await.unwrap();
         assert_eq!(
-            (b.leader_id.as_str(), b.leader_counter, b.heartbeat_counter),
-            ("b", 3, 4)
+            (
+                b.leader_id.as_str(),
+                b.leader_counter,
+                b.heartbeat_counter,
+                b.assignments_at
+            ),
+            ("b", 3, 4, 3)
         );
-        assert!(store.renew_leader(&a2, 9, 4).await.is_err(), "deposed");
+        assert!(
+            store.renew_leader(&a2, 9, 4, true).await.is_err(),
+            "deposed"
+        );
+        let b2 = store.renew_leader(&b, 5, 4, true).await.unwrap();
+        assert_eq!(
+            (b2.leader_counter, b2.assignments_at),
+            (4, 4),
+            "moves stamp"
+        );
+        let b = store.renew_leader(&b2, 6, 5, false).await.unwrap();
+        assert_eq!((b.leader_counter, b.assignments_at), (5, 4), "kept");
         store.resign_leader(&a2).await.unwrap();
         assert_eq!(
             store.read().await.unwrap().leader,

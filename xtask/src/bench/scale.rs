@@ -51,10 +51,11 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
     let round = FAILOVER / 2;
     let takeover_bound = FAILOVER + round;
     let election_bound = FAILOVER + heartbeat;
-    // Per heartbeat: each worker's heartbeat, coordinator read and own-lease
-    // query, and the leader's renewal; per round: the leader's lease scan.
-    let design_requests =
-        (3 * w + 1) as f64 * 60.0 / heartbeat.as_secs_f64() + 60.0 / round.as_secs_f64();
+    // Per heartbeat: each worker's heartbeat and coordinator read, the
+    // leader's renewal and own-lease query; per round: the leader's lease
+    // scan and each other worker's own-lease query.
+    let design_requests = (2 * w + 2) as f64 * 60.0 / heartbeat.as_secs_f64()
+        + w as f64 * 60.0 / round.as_secs_f64();
     let bound = |what: &str, bound: Duration| {
         format!("design bound: {what} ({})", secs(bound.as_secs_f64()))
     };
@@ -155,9 +156,10 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
              DynamoDB (dynoxide) returns for ReturnConsumedCapacity=TOTAL, summed from \
              `{READ_UNITS}` and `{WRITE_UNITS}` over the workers; on AWS they are \
              DynamoDB's own. The workers count every attempt (`{REQUESTS}`). The design \
-             figure counts a heartbeat write, a coordinator-table read and an own-lease \
-             query per worker per heartbeat, the leader's renewal per heartbeat and its \
-             lease scan per round (as section 4 measures them for 3 workers).",
+             figure counts a heartbeat write and a coordinator-table read per worker per \
+             heartbeat, the leader's renewal and own-lease query per heartbeat, and per \
+             round the leader's lease scan and every other worker's own-lease query (as \
+             section 4 measures them for 3 workers).",
             settle.as_secs(),
             window.as_secs(),
             steady.breakdown()

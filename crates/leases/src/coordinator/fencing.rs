@@ -79,6 +79,7 @@ impl Coordinator {
             heartbeat_at_ms: epoch_ms(),
             started_at_ms: self.started_at_ms,
             state,
+            assignments_seen: self.assignments_seen,
         };
         self.registry.put_worker(&record).await
     }

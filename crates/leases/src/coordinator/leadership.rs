@@ -13,7 +13,7 @@ impl Coordinator {
         let result = match (&view.leader, &self.leader) {
             (Some(stored), Some(mine)) if stored == mine => {
                 self.registry
-                    .renew_leader(mine, self.acknowledged_counter, epoch_ms())
+                    .renew_leader(mine, self.acknowledged_counter, epoch_ms(), false)
                     .await
             }
             (None, _) if self.state == WorkerState::Running => {
@@ -56,6 +56,27 @@ impl Coordinator {
                 if self.leader.take().is_some() {
                     tracing::info!(worker = %me, error = %e, "lost leadership");
                 }
+            }
+        }
+    }
+
+    /// Announces this round's lease moves: renews the leader item with a new
+    /// `assignments_at`, so every worker queries its own leases at its next
+    /// tick. A failed write ends leadership, as a failed renewal does (a new
+    /// claim announces everything again).
+    pub(super) async fn publish_assignments(&mut self) {
+        let Some(mine) = &self.leader else {
+            return;
+        };
+        match self
+            .registry
+            .renew_leader(mine, self.acknowledged_counter, epoch_ms(), true)
+            .await
+        {
+            Ok(record) => self.leader = Some(record),
+            Err(e) => {
+                self.leader = None;
+                tracing::info!(worker = %self.config.worker_id, error = %e, "lost leadership announcing moves");
             }
         }
     }

@@ -10,7 +10,8 @@
 //! the whole of it for the leader, the leader item for the others),
 //! `leadership` (keeping or taking the leader item), `round` (the leader's
 //! assignment round) and `own_leases` (this worker's leases to start, stop,
-//! release or finish handing off).
+//! release or finish handing off; the owner index is queried when the
+//! leader item announces moves, and at least every assignment interval).
 
 mod fencing;
 mod leadership;
@@ -143,20 +144,28 @@ pub struct Coordinator {
     next_forced: Option<Instant>,
     /// Leases of ours known to be at `SHARD_END`: not read again.
     finished: BTreeSet<String>,
-    /// What the owner index listed for this worker at the last tick.
+    /// What the owner index listed for this worker at its last query.
     owned_before: BTreeSet<String>,
+    /// The leader item's `assignments_at` that the last query of the owner
+    /// index followed; reported in heartbeats.
+    assignments_seen: u64,
+    /// When the owner index was last queried.
+    last_owner_query: Option<Instant>,
+    /// Query the owner index at the next tick whatever the leader item says:
+    /// the last query answered a change it may not fully reflect yet (the
+    /// index lags the table), or it failed.
+    recheck_owned: bool,
     /// Leases that left the owner index and may still name this worker as
     /// `checkpointOwner`: it completes their handoffs once it runs them no more.
     leaving: BTreeSet<String>,
     /// Leases this leader moved to another worker that may not know yet:
-    /// that worker and its heartbeat counter in the first view read after
-    /// the move. Its tick may have queried the owner index just before the
-    /// move, and a lease moved on before its next query would name it as
-    /// the source of a handoff it never learns of (stalled until
-    /// `handoff_timeout`). Such leases count for their owner but stay put
-    /// until it has heartbeat twice more: the tick between those two
-    /// heartbeats queried the index after the move.
-    unsettled: BTreeMap<String, (String, Option<u64>)>,
+    /// that worker and the leader item's `assignments_at` that announced
+    /// the move. A lease moved on before its owner queried the owner index
+    /// again would name it as the source of a handoff it never learns of
+    /// (stalled until `handoff_timeout`). Such leases count for their owner
+    /// but stay put until its heartbeat reports `assignments_seen` at least
+    /// that stamp: its query followed the move.
+    unsettled: BTreeMap<String, (String, u64)>,
     /// When the last view was read: what the last tick judged expiry by.
     observed_at: Instant,
     /// The last round kept unsettled leases in place: rerun it once some settle.
@@ -207,6 +216,9 @@ impl Coordinator {
             next_forced: None,
             finished: BTreeSet::new(),
             owned_before: BTreeSet::new(),
+            assignments_seen: 0,
+            last_owner_query: None,
+            recheck_owned: true,
             leaving: BTreeSet::new(),
             unsettled: BTreeMap::new(),
             observed_at: Instant::now(),
@@ -326,7 +338,8 @@ impl Coordinator {
         if self.leader.is_some() {
             plan.assignment = self.lead(&view, now).await;
         }
-        self.own_leases(running, &mut plan).await;
+        self.own_leases(running, view.leader.as_ref(), &mut plan)
+            .await;
         // A tick that outlived the fence decided on reads a leader may have
         // acted on since (judging this worker expired and taking its
         // leases): starting them now would deliver beside the new owners.

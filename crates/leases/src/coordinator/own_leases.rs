@@ -3,23 +3,31 @@
 
 use std::collections::BTreeSet;
 
+use tokio::time::Instant;
+
 use super::fencing::Fencing;
 use super::{Coordinator, TickPlan};
-use crate::coordinator_store::WorkerState;
+use crate::coordinator_store::{LeaderRecord, WorkerState};
 use crate::error::Error;
 use crate::lease::Lease;
 use crate::protocol_writes::complete_handoff;
 
 impl Coordinator {
-    pub(super) async fn own_leases(&mut self, running: &BTreeSet<String>, plan: &mut TickPlan) {
-        let me = self.config.worker_id.as_str();
-        let owned: BTreeSet<String> = match self.leases.list_lease_keys_owned_by(me).await {
-            Ok(keys) => keys.into_iter().collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, "querying this worker's leases failed");
-                return;
+    pub(super) async fn own_leases(
+        &mut self,
+        running: &BTreeSet<String>,
+        leader: Option<&LeaderRecord>,
+        plan: &mut TickPlan,
+    ) {
+        let owned = if self.must_query_owned(leader) {
+            match self.query_owned(leader).await {
+                Some(owned) => owned,
+                None => return,
             }
+        } else {
+            self.owned_before.clone()
         };
+        let me = self.config.worker_id.as_str();
         self.finished.retain(|k| owned.contains(k));
         if self.fencing == Fencing::Clear && self.state == WorkerState::Running {
             for key in owned.difference(running) {
@@ -61,6 +69,44 @@ impl Coordinator {
         self.leaving.retain(|k| !owned.contains(k));
         self.owned_before = owned;
         self.complete_idle_handoffs(running).await;
+    }
+
+    /// Whether this tick queries the owner index: always for the leader (it
+    /// moves leases itself) and while fenced or not running; for the others
+    /// when the leader item announces moves not yet queried after, once more
+    /// a tick later, and at least every assignment interval (which also
+    /// catches writers that announce nothing, such as KCL workers).
+    fn must_query_owned(&self, leader: Option<&LeaderRecord>) -> bool {
+        self.leader.is_some()
+            || self.recheck_owned
+            || self.fencing != Fencing::Clear
+            || self.state != WorkerState::Running
+            || leader.is_none_or(|l| l.assignments_at != self.assignments_seen)
+            || self.last_owner_query.is_none_or(|at| {
+                Instant::now().duration_since(at) >= self.config.assignment_interval
+            })
+    }
+
+    /// Queries the owner index for this worker's lease keys; `None` when the
+    /// query failed (the next tick queries again).
+    async fn query_owned(&mut self, leader: Option<&LeaderRecord>) -> Option<BTreeSet<String>> {
+        let announced = leader.map_or(self.assignments_seen, |l| l.assignments_at);
+        self.recheck_owned = true;
+        let owned = match self
+            .leases
+            .list_lease_keys_owned_by(&self.config.worker_id)
+            .await
+        {
+            Ok(keys) => keys.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "querying this worker's leases failed");
+                return None;
+            }
+        };
+        self.recheck_owned = announced != self.assignments_seen;
+        self.assignments_seen = announced;
+        self.last_owner_query = Some(Instant::now());
+        Some(owned)
     }
 
     /// Conditionally releases every unfinished lease this worker owns with no

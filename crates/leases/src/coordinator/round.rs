@@ -145,6 +145,8 @@ impl Coordinator {
             .map(|c| c.lease_key)
             .collect();
         let workers: Vec<&str> = live.iter().map(String::as_str).collect();
+        // The `assignments_at` that `publish_assignments` writes below.
+        let stamp = self.leader.as_ref().map_or(0, |l| l.leader_counter + 1);
         for m in plan_assignment(&candidates, &workers, self.config.max_leases_per_worker) {
             let (Move::Assign { lease_key, to } | Move::HandOff { lease_key, to, .. }) = &m;
             let scanned = by_key[lease_key.as_str()];
@@ -155,7 +157,8 @@ impl Coordinator {
                         .wrote(lease_key, written.lease_counter, Instant::now());
                     if *to != self.config.worker_id {
                         // (The leader's own index query follows in this tick.)
-                        self.unsettled.insert(lease_key.clone(), (to.clone(), None));
+                        self.unsettled
+                            .insert(lease_key.clone(), (to.clone(), stamp));
                     }
                     if matches!(m, Move::Assign { .. }) {
                         report.assigned += 1;
@@ -171,12 +174,8 @@ impl Coordinator {
                 }
             }
         }
-        if self.unsettled.values().any(|(_, first)| first.is_none()) {
-            // Take the baseline now rather than at the next tick: the moved
-            // leases settle, and may move again, a heartbeat sooner.
-            if let Ok(after) = self.registry.read().await {
-                self.settle_moves(&after);
-            }
+        if report.assigned + report.handoffs + report.forced > 0 {
+            self.publish_assignments().await;
         }
         self.next_forced = pending
             .iter()
@@ -190,25 +189,17 @@ impl Coordinator {
         Some(report)
     }
 
-    /// Settles moved leases whose owner has heartbeat twice since the first
-    /// view read after the move (see `unsettled`); forgets those of workers gone.
+    /// Settles moved leases whose owner reports having queried the owner
+    /// index since the move was announced (see `unsettled`); forgets those
+    /// of workers gone. (A leader item recreated after a resignation counts
+    /// from 1 again, so larger reports of the old item's settle its first
+    /// moves early: at worst a handoff then waits for `handoff_timeout`.)
     pub(super) fn settle_moves(&mut self, view: &CoordinatorView) {
         let before = self.unsettled.len();
-        self.unsettled.retain(|_, (owner, baseline)| {
-            let Some(counter) = view
-                .workers
+        self.unsettled.retain(|_, (owner, stamp)| {
+            view.workers
                 .get(owner.as_str())
-                .map(|w| w.heartbeat_counter)
-            else {
-                return false;
-            };
-            match baseline {
-                None => {
-                    *baseline = Some(counter);
-                    true
-                }
-                Some(first) => counter < *first + 2,
-            }
+                .is_some_and(|w| w.assignments_seen < *stamp)
         });
         self.settled |= self.unsettled.len() < before;
     }

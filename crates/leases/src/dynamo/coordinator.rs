@@ -25,6 +25,8 @@ const STATE: &str = "state";
 const LEADER_ID: &str = "leaderId";
 const LEADER_COUNTER: &str = "leaderCounter";
 const LEADER_HEARTBEAT: &str = "leaderHeartbeatCounter";
+const ASSIGNMENTS_AT: &str = "assignmentsAt";
+const ASSIGNMENTS_SEEN: &str = "assignmentsSeen";
 
 /// The coordinator table `<application>-coordinator` on DynamoDB.
 #[derive(Clone, Debug)]
@@ -88,6 +90,9 @@ impl DynamoCoordinatorStore {
             // Absent in items written before it existed: 0, never seen.
             heartbeat_counter: Self::number(item, key, LEADER_HEARTBEAT)?,
             heartbeat_at_ms: Self::number(item, key, HEARTBEAT_AT)?,
+            // Absent in items written before it existed: 0, which no
+            // worker's query followed.
+            assignments_at: Self::number(item, key, ASSIGNMENTS_AT)?,
         })
     }
 
@@ -110,6 +115,7 @@ impl DynamoCoordinatorStore {
                 started_at_ms: Self::number(item, key, STARTED_AT)?,
                 state: WorkerState::parse(&state)
                     .ok_or_else(|| Self::malformed(key, STATE, "unknown state"))?,
+                assignments_seen: Self::number(item, key, ASSIGNMENTS_SEEN)?,
             };
             view.workers.insert(worker.worker_id.clone(), worker);
         }
@@ -128,6 +134,7 @@ impl DynamoCoordinatorStore {
             (HEARTBEAT_AT.to_owned(), n(worker.heartbeat_at_ms)),
             (STARTED_AT.to_owned(), n(worker.started_at_ms)),
             (STATE.to_owned(), s(worker.state.as_str())),
+            (ASSIGNMENTS_SEEN.to_owned(), n(worker.assignments_seen)),
         ])
     }
 
@@ -139,6 +146,7 @@ impl DynamoCoordinatorStore {
             (LEADER_COUNTER.to_owned(), n(leader.leader_counter)),
             (LEADER_HEARTBEAT.to_owned(), n(leader.heartbeat_counter)),
             (HEARTBEAT_AT.to_owned(), n(leader.heartbeat_at_ms)),
+            (ASSIGNMENTS_AT.to_owned(), n(leader.assignments_at)),
         ])
     }
 
@@ -292,12 +300,7 @@ impl CoordinatorStore for DynamoCoordinatorStore {
             None => format!("attribute_not_exists({})", expr.name(KEY)),
             Some(e) => Self::is_still(&mut expr, e),
         };
-        let leader = LeaderRecord {
-            leader_id: me.to_owned(),
-            leader_counter: expected.map_or(1, |e| e.leader_counter + 1),
-            heartbeat_counter,
-            heartbeat_at_ms: now_ms,
-        };
+        let leader = LeaderRecord::claimed(me, expected, heartbeat_counter, now_ms);
         self.put_leader(&leader, condition, expr).await?;
         Ok(leader)
     }
@@ -307,15 +310,11 @@ impl CoordinatorStore for DynamoCoordinatorStore {
         current: &LeaderRecord,
         heartbeat_counter: u64,
         now_ms: u64,
+        assignments_changed: bool,
     ) -> Result<LeaderRecord> {
         let mut expr = Expr::default();
         let condition = Self::is_still(&mut expr, current);
-        let leader = LeaderRecord {
-            leader_counter: current.leader_counter + 1,
-            heartbeat_counter,
-            heartbeat_at_ms: now_ms,
-            ..current.clone()
-        };
+        let leader = current.renewed(heartbeat_counter, now_ms, assignments_changed);
         self.put_leader(&leader, condition, expr).await?;
         Ok(leader)
     }

@@ -196,6 +196,7 @@ pub(crate) async fn coordinator_lifecycle(store: &dyn CoordinatorStore) {
         heartbeat_at_ms: 1_700_000_000_000 + counter,
         started_at_ms: 1_700_000_000_000,
         state: WorkerState::Running,
+        assignments_seen: counter / 2,
     };
     store.put_worker(&worker("w1", 3)).await.unwrap();
     store.put_worker(&worker("w2", 1)).await.unwrap();
@@ -209,8 +210,11 @@ pub(crate) async fn coordinator_lifecycle(store: &dyn CoordinatorStore) {
         "taken"
     );
     store.put_worker(&worker("w1", 4)).await.unwrap();
-    let a2 = store.renew_leader(&a, 4, 11).await.unwrap();
-    assert_eq!((a2.leader_counter, a2.heartbeat_counter), (2, 4));
+    let a2 = store.renew_leader(&a, 4, 11, true).await.unwrap();
+    assert_eq!(
+        (a2.leader_counter, a2.heartbeat_counter, a2.assignments_at),
+        (2, 4, 2)
+    );
     assert_eq!(store.read_leader().await.unwrap(), Some(a2.clone()));
     let view = store.read().await.unwrap();
     assert_eq!(view.leader, Some(a2.clone()));
@@ -218,7 +222,10 @@ pub(crate) async fn coordinator_lifecycle(store: &dyn CoordinatorStore) {
         view.workers.values().cloned().collect::<Vec<_>>(),
         [worker("w1", 4), worker("w2", 1)]
     );
-    assert!(store.renew_leader(&a, 5, 12).await.is_err(), "stale view");
+    assert!(
+        store.renew_leader(&a, 5, 12, false).await.is_err(),
+        "stale view"
+    );
     assert!(
         store.claim_leader("w2", Some(&a), 1, 12).await.is_err(),
         "stale expiry"

@@ -575,13 +575,15 @@ impl CoordinatorStore for FaultyCoordinatorStore {
         current: &LeaderRecord,
         heartbeat_counter: u64,
         now_ms: u64,
+        assignments_changed: bool,
     ) -> Result<LeaderRecord> {
         let renewed = self
             .faults
             .run(
                 &self.counters,
                 Op::LeaderRenewal,
-                self.inner.renew_leader(current, heartbeat_counter, now_ms),
+                self.inner
+                    .renew_leader(current, heartbeat_counter, now_ms, assignments_changed),
             )
             .await;
         self.charge_leader_write(Op::LeaderRenewal, Some(current), &renewed);
