@@ -17,13 +17,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use kinesis_fleet::prelude::*;
-use kinesis_fleet::{FanOutConfig, Retrieval};
+use kinesis_fleet::{FanOutConfig, Retrieval, StreamIdentifier};
 
 #[derive(Debug, Parser)]
 struct Args {
-    /// Stream to consume.
-    #[arg(long, env = "KFLEET_STREAM")]
-    stream: String,
+    /// Stream to consume; several, comma-separated (names, ARNs or KCL
+    /// identifiers `account:stream:epoch`), share one lease table in the
+    /// KCL's multi-stream format.
+    #[arg(long, env = "KFLEET_STREAM", value_delimiter = ',', required = true)]
+    stream: Vec<String>,
     /// Application name (the fleet): names the lease and coordinator tables.
     #[arg(long, env = "KFLEET_APPLICATION")]
     application: String,
@@ -61,6 +63,8 @@ struct Args {
 /// Prints what it sees and checkpoints after every batch.
 struct Printer {
     worker: String,
+    /// The shard's stream, learnt in `initialize`.
+    stream: String,
     print: bool,
     /// One line per batch instead of one per record.
     batches: bool,
@@ -99,6 +103,7 @@ impl Printer {
 #[async_trait]
 impl RecordProcessor for Printer {
     async fn initialize(&mut self, input: &Initialize) -> Result<(), BoxError> {
+        self.stream.clone_from(&input.stream_name);
         self.emit(format!(
             r#"{{"event":"initialize","worker":"{}","shard":"{}","checkpoint":"{}"}}"#,
             self.worker, input.shard_id, input.checkpoint
@@ -122,8 +127,9 @@ impl RecordProcessor for Printer {
         }
         for r in &batch.records {
             self.emit(format!(
-                r#"{{"event":"record","worker":"{}","shard":"{}","seq":"{}","sub":{},"key":{:?},"data":{:?}}}"#,
+                r#"{{"event":"record","worker":"{}","stream":"{}","shard":"{}","seq":"{}","sub":{},"key":{:?},"data":{:?}}}"#,
                 self.worker,
+                self.stream,
                 batch.shard_id,
                 r.sequence_number,
                 r.sub_sequence_number,
@@ -174,8 +180,16 @@ async fn main() -> Result<(), BoxError> {
         return Err("--failover-secs must be at least 1".into());
     }
     let sdk_config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let mut builder = Worker::builder()
-        .stream(&args.stream)
+    let mut builder = match args.stream.as_slice() {
+        [one] => Worker::builder().stream(one),
+        several => Worker::builder().streams(
+            several
+                .iter()
+                .map(|s| s.parse::<StreamIdentifier>())
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    builder = builder
         .application(&args.application)
         .initial_position(initial_position)
         .failover_time(Duration::from_secs_f64(args.failover_secs))
@@ -197,6 +211,7 @@ async fn main() -> Result<(), BoxError> {
     let worker = builder
         .processor_factory(move |_: &ShardId| Printer {
             worker: worker_id.clone(),
+            stream: String::new(),
             print,
             batches,
         })

@@ -10,6 +10,7 @@ use kinesis_fleet_retrieval::Record;
 use kinesis_fleet_types::ShardId;
 use kinesis_fleet_types::metrics::result;
 
+use crate::consumer::progress_key;
 use crate::stats::WorkerStats;
 
 /// Why a checkpoint was not written.
@@ -303,8 +304,9 @@ impl Checkpointer {
                 self.lease = lease;
                 self.stats.checkpointed(result::OK);
                 let checkpoint = self.lease.checkpoint.clone();
-                self.stats
-                    .update_shard(&self.shard_id, |p| p.checkpoint = Some(checkpoint));
+                self.stats.update_shard(&progress_key(&self.lease), |p| {
+                    p.checkpoint = Some(checkpoint)
+                });
                 Ok(())
             }
             Err(kinesis_fleet_leases::Error::LeaseLost { .. }) => {

@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use kinesis_fleet_leases::CoordinatorConfig;
+use kinesis_fleet_types::StreamIdentifier;
 
 use crate::error::{Error, Result};
 use crate::reader::Retrieval;
@@ -58,8 +59,18 @@ impl Default for ProcessorErrorPolicy {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct WorkerConfig {
-    /// Stream to consume. Required.
+    /// Stream to consume. Required unless [`streams`](Self::streams) is set.
     pub stream_name: String,
+    /// Streams to consume with one lease table, in the KCL's multi-stream
+    /// format (lease keys `account:stream:creationEpoch:shardId`). Set this
+    /// or `stream_name`, not both. Default: empty (single-stream).
+    pub streams: Vec<StreamIdentifier>,
+    /// How long the leases of a stream removed from the running set
+    /// ([`StreamSet`](crate::StreamSet)) are kept, and consumed, before the
+    /// leader deletes them, so every worker learns of the change first.
+    /// Default: 5 min (our choice; the KCL's deferred deletion strategies
+    /// take the delay from the application).
+    pub removed_stream_lease_deletion_delay: Duration,
     /// Application name: names the lease table and identifies the fleet. Required.
     pub application_name: String,
     /// Lease table name. Default: the application name (as in the KCL).
@@ -102,6 +113,8 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             stream_name: String::new(),
+            streams: Vec::new(),
+            removed_stream_lease_deletion_delay: Duration::from_secs(300),
             application_name: String::new(),
             lease_table_name: None,
             worker_id: None,
@@ -122,7 +135,11 @@ impl Default for WorkerConfig {
 impl WorkerConfig {
     /// Checks every field; the error names the field and what is allowed.
     pub fn validate(&self) -> Result<()> {
-        check_name("stream", &self.stream_name, 1, 128)?;
+        if self.streams.is_empty() {
+            check_name("stream", &self.stream_name, 1, 128)?;
+        } else {
+            self.check_streams()?;
+        }
         // The application name names DynamoDB tables (`<app>` and, for fleets,
         // `<app>-coordinator`), so it follows table-name rules with room for the suffix.
         check_name("application", &self.application_name, 3, 243)?;
@@ -184,6 +201,42 @@ impl WorkerConfig {
             }
             other => Ok(other?),
         }
+    }
+
+    /// Multi-stream settings: no single stream besides them, each stream
+    /// once, and no fan-out consumer ARN (which belongs to one stream).
+    fn check_streams(&self) -> Result<()> {
+        if !self.stream_name.is_empty() {
+            return Err(Error::invalid(
+                "streams",
+                format!(
+                    "cannot be combined with a single stream ({:?}): set one or the other",
+                    self.stream_name
+                ),
+            ));
+        }
+        let mut names: Vec<&str> = self.streams.iter().map(StreamIdentifier::name).collect();
+        names.sort_unstable();
+        if let Some(twice) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Error::invalid(
+                "streams",
+                format!("names stream {:?} twice", twice[0]),
+            ));
+        }
+        if let Retrieval::FanOut(fan_out) = &self.retrieval
+            && fan_out.consumer_arn.is_some()
+        {
+            return Err(Error::invalid(
+                "consumer_arn",
+                "names one stream's consumer; with several streams set consumer_name (or nothing: the application name) so each stream gets its own",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether leases are written in the multi-stream format.
+    pub fn is_multi_stream(&self) -> bool {
+        !self.streams.is_empty()
     }
 
     /// The lease table's name.
@@ -295,6 +348,27 @@ mod tests {
         c = valid();
         c.lease_table_name = Some("x".repeat(256));
         assert_eq!(field_of(&c), "lease_table_name");
+    }
+
+    #[test]
+    fn streams_replace_the_single_stream() {
+        let stream = |s: &str| s.parse::<StreamIdentifier>().unwrap();
+        let mut c = valid();
+        c.streams = vec![
+            stream("a"),
+            stream("arn:aws:kinesis:eu-west-1:123456789012:stream/b"),
+        ];
+        assert_eq!(field_of(&c), "streams", "not both");
+        c.stream_name = String::new();
+        c.validate().unwrap();
+        assert!(c.is_multi_stream());
+        c.streams.push(stream("123456789012:a:5"));
+        assert_eq!(field_of(&c), "streams", "a twice");
+        c.streams.pop();
+        c.retrieval = Retrieval::FanOut(
+            kinesis_fleet_retrieval::FanOutConfig::default().consumer_arn("arn:c"),
+        );
+        assert_eq!(field_of(&c), "consumer_arn");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::error::Error;
 use crate::processor::{Initialize, RecordBatch, RecordProcessor};
 use crate::reader::OpenShardReader;
 use crate::stats::{Counter, WorkerStats};
+use crate::stream_sync::stream_name_of;
 
 /// What every shard consumer of one worker shares.
 pub(crate) struct ShardContext {
@@ -79,6 +80,8 @@ enum Step {
 struct ShardConsumer {
     ctx: Arc<ShardContext>,
     shard_id: ShardId,
+    /// The shard's key in the worker's stats (see [`progress_key`]).
+    progress: ShardId,
     processor: Box<dyn RecordProcessor>,
     checkpointer: Checkpointer,
     signals: ConsumerSignals,
@@ -93,6 +96,7 @@ pub(crate) async fn consume_shard(
     signals: ConsumerSignals,
 ) -> ShardOutcome {
     let shard_id = ShardId::new(lease.shard_id());
+    let progress = progress_key(&lease);
     let checkpointer = Checkpointer::new(
         shard_id.clone(),
         ctx.worker_id.clone(),
@@ -100,18 +104,26 @@ pub(crate) async fn consume_shard(
         lease,
         ctx.stats.clone(),
     );
-    ctx.stats.consuming(&shard_id, true);
+    ctx.stats.consuming(&progress, true);
     let mut consumer = ShardConsumer {
         ctx: ctx.clone(),
-        shard_id: shard_id.clone(),
+        shard_id,
+        progress: progress.clone(),
         processor,
         checkpointer,
         signals,
     };
     let outcome = consumer.run().await;
     let outcome = consumer.finish(outcome).await;
-    ctx.stats.consuming(&shard_id, false);
+    ctx.stats.consuming(&progress, false);
     outcome
+}
+
+/// What the worker's per-shard progress and metrics call the shard of
+/// `lease`: its lease key, which is the shard id in a single-stream table
+/// and names the stream too in a multi-stream one (where shard ids repeat).
+pub(crate) fn progress_key(lease: &Lease) -> ShardId {
+    ShardId::new(lease.lease_key.as_str())
 }
 
 impl ShardConsumer {
@@ -122,7 +134,9 @@ impl ShardConsumer {
                 child_shards: Vec::new(),
             };
         }
+        let stream = stream_name_of(&self.ctx.config, &lease.lease_key).to_owned();
         let init = Initialize {
+            stream_name: stream.clone(),
             shard_id: self.shard_id.clone(),
             checkpoint: lease.checkpoint.clone(),
             pending_checkpoint: lease.pending_checkpoint.clone(),
@@ -133,15 +147,15 @@ impl ShardConsumer {
         }
         let start = self.starting_position(&lease.checkpoint);
         tracing::info!(shard = %self.shard_id, checkpoint = %lease.checkpoint, "consuming shard");
-        let mut reader =
-            match self
-                .ctx
-                .readers
-                .open(self.shard_id.as_str(), start, lease.hash_key_range)
-            {
-                Ok(reader) => reader,
-                Err(e) => return ShardOutcome::Failed(e),
-            };
+        let mut reader = match self.ctx.readers.open(
+            &stream,
+            self.shard_id.as_str(),
+            start,
+            lease.hash_key_range,
+        ) {
+            Ok(reader) => reader,
+            Err(e) => return ShardOutcome::Failed(e),
+        };
         loop {
             let deadline = self.processor.deadline();
             let event = tokio::select! {
@@ -168,7 +182,7 @@ impl ShardConsumer {
                         Counter::RecordsOutOfRange,
                         fetched.stats.filtered_out_of_range as u64,
                     );
-                    stats.fetched(&self.shard_id, fetched.millis_behind_latest);
+                    stats.fetched(&self.progress, fetched.millis_behind_latest);
                     let Some(last) = fetched.records.last() else {
                         continue;
                     };
@@ -195,7 +209,7 @@ impl ShardConsumer {
                         Step::Skipped => self.ctx.stats.add(Counter::BatchesSkipped, 1),
                         Step::Stop(outcome) => return outcome,
                     }
-                    stats.delivered(&self.shard_id, count, bytes as u64);
+                    stats.delivered(&self.progress, count, bytes as u64);
                 }
                 Ok(Some(ReadEvent::ShardEnd { child_shards })) => {
                     tracing::info!(shard = %self.shard_id, children = child_shards.len(), "shard ended");

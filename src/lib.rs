@@ -67,6 +67,7 @@ mod exporter;
 mod processor;
 mod reader;
 mod stats;
+mod stream_set;
 mod stream_sync;
 #[cfg(test)]
 mod test_fixture;
@@ -83,11 +84,12 @@ pub use kinesis_fleet_producer as producer;
 pub use kinesis_fleet_retrieval::{
     Error as RetrievalError, FanOutConfig, FanOutStats, PollingConfig, Record,
 };
-pub use kinesis_fleet_types::ShardId;
 pub use kinesis_fleet_types::metrics;
+pub use kinesis_fleet_types::{ShardId, StreamIdentifier, StreamIdentifierError};
 pub use processor::{BoxError, Initialize, RecordBatch, RecordProcessor};
 pub use reader::Retrieval;
 pub use stats::{Counter, ShardProgress, StatsSnapshot, WorkerStats};
+pub use stream_set::StreamSet;
 pub use worker::{ShutdownHandle, Worker, WorkerBuilder};
 
 /// Everything a processor and its `main` need.

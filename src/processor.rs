@@ -18,6 +18,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Initialize {
+    /// The stream the shard belongs to (the worker's stream, or one of its
+    /// [`streams`](crate::WorkerConfig::streams)).
+    pub stream_name: String,
     /// The shard this processor serves.
     pub shard_id: ShardId,
     /// Where delivery resumes: records after this position come next.

@@ -1,6 +1,7 @@
 //! Which shard reader a worker uses: the one place that knows the retrieval modes.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use kinesis_fleet_retrieval::{
     FanOutConfig, FanOutReader, HashKeyRange, PollingConfig, PollingReader, ShardReader,
@@ -31,10 +32,11 @@ impl Default for Retrieval {
 /// Opens the reader of one shard: the seam between a shard's lifecycle and
 /// Kinesis, so the lifecycle is tested with scripted readers.
 pub(crate) trait OpenShardReader: Send + Sync {
-    /// A reader for `shard_id` from `start`; `hash_key_range` filters
-    /// deaggregated records after a reshard.
+    /// A reader for `shard_id` of `stream` from `start`; `hash_key_range`
+    /// filters deaggregated records after a reshard.
     fn open(
         &self,
+        stream: &str,
         shard_id: &str,
         start: StartingPosition,
         hash_key_range: Option<HashKeyRange>,
@@ -44,26 +46,20 @@ pub(crate) trait OpenShardReader: Send + Sync {
 /// Opens shard readers for one worker.
 pub(crate) struct ReaderFactory {
     kinesis: aws_sdk_kinesis::Client,
-    stream_name: String,
     retrieval: Retrieval,
     /// Consumer name used when [`FanOutConfig::consumer_name`] is unset.
     default_consumer_name: Option<String>,
-    /// The fan-out consumer, once [`ReaderFactory::prepare`] has run.
-    consumer: OnceLock<StreamConsumer>,
+    /// The fan-out consumer of each stream, once [`ReaderFactory::prepare`] has run.
+    consumers: Mutex<HashMap<String, StreamConsumer>>,
 }
 
 impl ReaderFactory {
-    pub(crate) fn new(
-        kinesis: aws_sdk_kinesis::Client,
-        stream_name: String,
-        retrieval: Retrieval,
-    ) -> Self {
+    pub(crate) fn new(kinesis: aws_sdk_kinesis::Client, retrieval: Retrieval) -> Self {
         ReaderFactory {
             kinesis,
-            stream_name,
             retrieval,
             default_consumer_name: None,
-            consumer: OnceLock::new(),
+            consumers: Mutex::new(HashMap::new()),
         }
     }
 
@@ -74,15 +70,16 @@ impl ReaderFactory {
         self
     }
 
-    /// One-time set-up before the first reader opens: for fan-out, describe
-    /// or register the stream consumer and wait until it is ACTIVE.
+    /// One-time set-up before the first reader of `stream` opens: for
+    /// fan-out, describe or register the stream's consumer (one per stream,
+    /// of the same name) and wait until it is ACTIVE.
     ///
     /// Cancel-safe: a consumer registered by a dropped call is reused by the next.
-    pub(crate) async fn prepare(&self) -> Result<()> {
+    pub(crate) async fn prepare(&self, stream: &str) -> Result<()> {
         match &self.retrieval {
             Retrieval::Polling(_) => Ok(()),
             Retrieval::FanOut(config) => {
-                if self.consumer.get().is_some() {
+                if self.consumer(stream).is_some() {
                     return Ok(());
                 }
                 let consumer = match (&config.consumer_arn, &config.consumer_name) {
@@ -100,24 +97,36 @@ impl ReaderFactory {
                         };
                         register_stream_consumer(
                             &self.kinesis,
-                            &self.stream_name,
+                            stream,
                             name,
                             config.registration_timeout,
                         )
                         .await?
                     }
                 };
-                tracing::info!(consumer = %consumer.consumer_arn, "enhanced fan-out consumer ready");
-                let _ = self.consumer.set(consumer);
+                tracing::info!(%stream, consumer = %consumer.consumer_arn, "enhanced fan-out consumer ready");
+                self.consumers
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .insert(stream.to_owned(), consumer);
                 Ok(())
             }
         }
+    }
+
+    fn consumer(&self, stream: &str) -> Option<StreamConsumer> {
+        self.consumers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(stream)
+            .cloned()
     }
 }
 
 impl OpenShardReader for ReaderFactory {
     fn open(
         &self,
+        stream: &str,
         shard_id: &str,
         start: StartingPosition,
         hash_key_range: Option<HashKeyRange>,
@@ -125,19 +134,19 @@ impl OpenShardReader for ReaderFactory {
         match &self.retrieval {
             Retrieval::Polling(config) => Ok(Box::new(PollingReader::spawn(
                 self.kinesis.clone(),
-                self.stream_name.clone(),
+                stream,
                 shard_id,
                 start,
                 hash_key_range,
                 config.clone(),
             )?)),
             Retrieval::FanOut(config) => {
-                let consumer = self.consumer.get().ok_or_else(|| {
+                let consumer = self.consumer(stream).ok_or_else(|| {
                     Error::invalid("retrieval", "fan-out readers open only after prepare()")
                 })?;
                 Ok(Box::new(FanOutReader::spawn(
                     self.kinesis.clone(),
-                    self.stream_name.clone(),
+                    stream,
                     consumer.consumer_arn.clone(),
                     shard_id,
                     start,

@@ -156,7 +156,8 @@ struct WorkerLabels {
 #[non_exhaustive]
 pub struct StatsSnapshot {
     counters: [u64; Counter::ALL.len()],
-    /// Per-shard progress.
+    /// Per-shard progress, keyed by lease key: the shard id, or
+    /// `account:stream:creationEpoch:shardId` for a worker of several streams.
     pub shards: BTreeMap<ShardId, ShardProgress>,
 }
 

@@ -119,6 +119,7 @@ impl ScriptedReaders {
 impl OpenShardReader for ScriptedReaders {
     fn open(
         &self,
+        _stream: &str,
         shard_id: &str,
         start: StartingPosition,
         _hash_key_range: Option<HashKeyRange>,

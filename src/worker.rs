@@ -9,11 +9,11 @@ use std::time::Duration;
 use aws_types::SdkConfig;
 use kinesis_fleet_leases::{
     Coordinator, CoordinatorStore, DynamoCoordinatorStore, DynamoLeaseStore, Fence, Lease, Shard,
-    TickPlan, coordinator_table_name, record_child_shards,
+    TickPlan, coordinator_table_name, record_child_shards, split_lease_key,
 };
 use kinesis_fleet_retrieval::PollingConfig;
-use kinesis_fleet_types::ShardId;
 use kinesis_fleet_types::metrics::result;
+use kinesis_fleet_types::{ShardId, StreamIdentifier};
 use tokio::task::JoinError;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::processor::{BoxError, FnProcessor, ProcessorFactory, RecordBatch, RecordProcessor};
 use crate::reader::{ReaderFactory, Retrieval};
 use crate::stats::{Counter, WorkerStats};
+use crate::stream_set::StreamSet;
 use crate::stream_sync::{StreamSync, claim_children, create_children};
 
 /// Consumes a stream: takes shard leases from the lease table and runs a
@@ -40,6 +41,8 @@ pub struct Worker {
     registry: Arc<dyn CoordinatorStore>,
     factory: ProcessorFactory,
     shutdown: CancellationToken,
+    /// The streams of a multi-stream worker.
+    stream_set: Option<StreamSet>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -107,6 +110,14 @@ impl WorkerBuilder {
     pub fn stream(self, name: impl Into<String>) -> Self {
         let name = name.into();
         self.set(|c| c.stream_name = name)
+    }
+
+    /// Several streams to consume with one lease table, in the KCL's
+    /// multi-stream lease format (instead of [`stream`](Self::stream)).
+    /// Parse names, ARNs or serialised KCL identifiers with `str::parse`.
+    pub fn streams(self, streams: impl IntoIterator<Item = StreamIdentifier>) -> Self {
+        let streams: Vec<StreamIdentifier> = streams.into_iter().collect();
+        self.set(|c| c.streams = streams)
     }
 
     /// The application name (names the lease table).
@@ -183,6 +194,11 @@ impl WorkerBuilder {
     /// What to do when a processor callback fails.
     pub fn processor_error_policy(self, policy: ProcessorErrorPolicy) -> Self {
         self.set(move |c| c.processor_error_policy = policy)
+    }
+
+    /// See [`WorkerConfig::removed_stream_lease_deletion_delay`].
+    pub fn removed_stream_lease_deletion_delay(self, d: Duration) -> Self {
+        self.set(move |c| c.removed_stream_lease_deletion_delay = d)
     }
 
     /// See [`WorkerConfig::shutdown_timeout`].
@@ -280,19 +296,28 @@ impl WorkerBuilder {
         let registry =
             DynamoCoordinatorStore::new(dynamodb, coordinator_table_name(&config.application_name));
         let readers = Arc::new(
-            ReaderFactory::new(
-                kinesis.clone(),
-                config.stream_name.clone(),
-                config.retrieval.clone(),
-            )
-            .with_default_consumer_name(&config.application_name),
+            ReaderFactory::new(kinesis.clone(), config.retrieval.clone())
+                .with_default_consumer_name(&config.application_name),
         );
+        // The metrics' stream label: the stream, or the streams joined.
+        let stream_label = match config.streams.as_slice() {
+            [] => config.stream_name.clone(),
+            streams => streams
+                .iter()
+                .map(StreamIdentifier::name)
+                .collect::<Vec<_>>()
+                .join(","),
+        };
         let stats = Arc::new(WorkerStats::new(
-            &config.stream_name,
+            &stream_label,
             &worker_id,
             config.lease_table(),
         ));
+        let stream_set = config
+            .is_multi_stream()
+            .then(|| StreamSet::new(config.streams.clone()));
         Ok(Worker {
+            stream_set,
             ctx: Arc::new(ShardContext {
                 readers: readers.clone(),
                 config: Arc::new(config),
@@ -322,6 +347,16 @@ impl WorkerBuilder {
             )
         })?;
         Ok((config, factory))
+    }
+}
+
+/// The next change of the stream set; never, for a single-stream worker.
+async fn next_change(
+    changes: &mut Option<tokio::sync::watch::Receiver<Vec<StreamIdentifier>>>,
+) -> Option<()> {
+    match changes {
+        Some(changes) => changes.changed().await.ok(),
+        None => std::future::pending().await,
     }
 }
 
@@ -376,6 +411,12 @@ impl Worker {
         self.ctx.stats.clone()
     }
 
+    /// The streams of a multi-stream worker, to change while it runs
+    /// (`None` for a single-stream worker).
+    pub fn stream_set(&self) -> Option<StreamSet> {
+        self.stream_set.clone()
+    }
+
     /// A handle that stops [`run`](Self::run) gracefully.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle(self.shutdown.clone())
@@ -400,10 +441,12 @@ impl Worker {
     /// after `failover_time`. Prefer [`ShutdownHandle::shutdown`].
     pub async fn run(self) -> Result<()> {
         let config = &self.ctx.config;
-        tracing::info!(worker = %self.ctx.worker_id, stream = %config.stream_name, application = %config.application_name, "worker starting");
-        let mut stream_sync = StreamSync::new(config);
+        tracing::info!(worker = %self.ctx.worker_id, stream = %config.stream_name, streams = config.streams.len(), application = %config.application_name, "worker starting");
+        let mut stream_sync = StreamSync::new(config, &self.kinesis).await?;
         self.sync_shards(&mut stream_sync).await?;
-        self.readers.prepare().await?;
+        for stream in stream_sync.names() {
+            self.readers.prepare(stream).await?;
+        }
         let coordination = config.coordination(&self.ctx.worker_id);
         let heartbeat_interval = coordination.heartbeat_interval;
         let mut coordinator =
@@ -423,8 +466,10 @@ impl Worker {
         );
         sync.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut leader_known = false;
+        let mut set_changes = self.stream_set.as_ref().map(StreamSet::subscribe);
         loop {
             let mut sync_now = false;
+            let mut set_changed = false;
             let mut ended: Option<(String, Vec<Shard>)> = None;
             let expiry = coordinator.next_expiry(Instant::now());
             tokio::select! {
@@ -434,18 +479,24 @@ impl Worker {
                 _ = tokio::time::sleep_until(expiry.unwrap_or_else(far_future)), if expiry.is_some() => {}
                 // The leader syncs; anyone does while no leader is known.
                 _ = sync.tick() => sync_now = coordinator.is_leader() || !leader_known,
+                Some(()) = next_change(&mut set_changes) => set_changed = true,
                 Some((lease_key, joined)) = scheduler.consumers.join_next() => {
                     // A shard end makes its children ready: lease them now.
                     ended = scheduler.reap(lease_key, joined);
                     if ended.is_none() { continue; }
                 }
             }
+            if let (true, Some(changes)) = (set_changed, &mut set_changes) {
+                let wanted = changes.borrow_and_update().clone();
+                self.follow_stream_set(&mut stream_sync, &wanted).await;
+                sync_now = coordinator.is_leader() || !leader_known;
+            }
             let synced = match ended {
                 Some((shard, children)) => {
                     self.shard_ended(&mut stream_sync, &scheduler, &shard, children)
                         .await
                 }
-                None if sync_now => self.sync_shards(&mut stream_sync).await.map(drop),
+                None if sync_now => self.sync_shards(&mut stream_sync).await,
                 None => Ok(()),
             };
             if let Err(e) = synced {
@@ -468,15 +519,21 @@ impl Worker {
         Ok(())
     }
 
-    /// Lists the shards, creates missing leases and deletes finished ones.
-    async fn sync_shards(&self, sync: &mut StreamSync) -> Result<Vec<Shard>> {
+    /// Follows a change of the stream set: tracks added streams (and
+    /// prepares their fan-out consumers), forgets removed ones.
+    async fn follow_stream_set(&self, sync: &mut StreamSync, wanted: &[StreamIdentifier]) {
+        sync.follow(wanted, &self.kinesis).await;
+        for stream in sync.names() {
+            if let Err(e) = self.readers.prepare(stream).await {
+                tracing::warn!(%stream, error = %ErrorChain(&e), "cannot prepare reading the stream");
+            }
+        }
+    }
+
+    /// Lists every stream's shards, creates missing leases and deletes finished ones.
+    async fn sync_shards(&self, sync: &mut StreamSync) -> Result<()> {
         let synced = sync
-            .sync(
-                &self.kinesis,
-                &self.ctx.config.stream_name,
-                self.ctx.store.as_ref(),
-                &self.ctx.stats,
-            )
+            .sync_all(&self.kinesis, self.ctx.store.as_ref(), &self.ctx.stats)
             .await;
         let outcome = if synced.is_ok() {
             result::OK
@@ -500,13 +557,16 @@ impl Worker {
     ) -> Result<()> {
         let store = self.ctx.store.as_ref();
         let children: Vec<Shard> = if reported.is_empty() {
-            let listed = self.sync_shards(sync).await?;
+            let listed = sync
+                .sync_stream_of(shard, &self.kinesis, store, &self.ctx.stats)
+                .await?;
+            let shard_id = split_lease_key(shard).1;
             listed
                 .into_iter()
-                .filter(|s| s.is_child_of(shard))
+                .filter(|s| s.is_child_of(shard_id))
                 .collect()
         } else {
-            create_children(store, &reported, &self.ctx.stats).await?;
+            create_children(store, shard, &reported, &self.ctx.stats).await?;
             reported
         };
         if !children.is_empty() {
@@ -523,7 +583,7 @@ impl Worker {
         if scheduler.fence.is_fenced() || room < children.len() {
             return Ok(());
         }
-        claim_children(store, &children, &self.ctx.worker_id).await
+        claim_children(store, shard, &children, &self.ctx.worker_id).await
     }
 }
 

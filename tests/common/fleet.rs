@@ -29,6 +29,8 @@ use tokio::time::Instant;
 pub struct Event {
     pub at: Instant,
     pub worker: String,
+    /// The stream a record came from (record events).
+    pub stream: String,
     pub kind: String,
     pub shard: String,
     /// Record: `seq/sub`; checkpoint: the position written; initialize: the checkpoint.
@@ -131,6 +133,7 @@ impl WorkerProcess {
 /// What fleet tests share: emulators, a stream, an application, the event log.
 pub struct Fleet {
     pub aws: LocalAws,
+    /// The stream (`--stream`; several, comma-separated, for a multi-stream fleet).
     pub stream: String,
     pub application: String,
     pub events: EventLog,
@@ -146,6 +149,23 @@ pub struct Fleet {
 impl Fleet {
     pub async fn new(shards: u32, failover_secs: f64) -> Fleet {
         let (aws, stream) = super::local_stream(shards).await;
+        Fleet::on(aws, stream, failover_secs)
+    }
+
+    /// A fleet over one stream per entry of `shards` (that many shards
+    /// each); the streams' names in order.
+    pub async fn over_streams(shards: &[u32], failover_secs: f64) -> (Fleet, Vec<String>) {
+        let (aws, first) = super::local_stream(shards[0]).await;
+        let mut streams = vec![first];
+        for n in &shards[1..] {
+            let stream = aws.unique_name("stream");
+            aws.create_stream(&stream, *n).await.expect("create stream");
+            streams.push(stream);
+        }
+        (Fleet::on(aws, streams.join(","), failover_secs), streams)
+    }
+
+    fn on(aws: LocalAws, stream: String, failover_secs: f64) -> Fleet {
         let application = aws.unique_name("fleet");
         let dynamodb_endpoint = aws.dynamodb_endpoint().to_owned();
         Fleet {
@@ -460,6 +480,7 @@ fn parse(line: &str) -> Option<Event> {
     Some(Event {
         at: Instant::now(),
         worker: text("worker"),
+        stream: text("stream"),
         shard: text("shard"),
         data: text("data"),
         ok: v.get("ok").and_then(|x| x.as_bool()).unwrap_or(true),

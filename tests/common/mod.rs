@@ -29,7 +29,7 @@ pub async fn local_stream(shards: u32) -> (LocalAws, String) {
     (aws, stream)
 }
 
-fn init_tracing() {
+pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

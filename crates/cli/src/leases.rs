@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use aws_sdk_kinesis::types::ShardIteratorType;
-use kinesis_fleet::{ExtendedSequenceNumber, SequenceNumber};
+use kinesis_fleet::{ExtendedSequenceNumber, SequenceNumber, StreamIdentifier};
 use kinesis_fleet_leases::{DynamoLeaseStore, Lease, LeaseStore};
 use serde::Serialize;
 
@@ -29,7 +29,8 @@ pub(crate) struct Args {
     #[arg(long, value_name = "TABLE")]
     pub(crate) lease_table: Option<String>,
     /// The stream the application consumes: adds each lease's lag
-    /// (MillisBehindLatest at its checkpoint).
+    /// (MillisBehindLatest at its checkpoint); in a multi-stream table, of
+    /// that stream's leases.
     #[arg(long, short)]
     stream: Option<String>,
     /// Print JSON.
@@ -69,7 +70,9 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
         let kinesis = Kinesis::new(&aws);
         kinesis.summary(stream).await?;
         for (row, lease) in rows.iter_mut().zip(&leases) {
-            row.millis_behind_latest = lag(&kinesis, stream, lease).await;
+            if is_of_stream(lease, stream) {
+                row.millis_behind_latest = lag(&kinesis, stream, lease).await;
+            }
         }
     }
     if args.json {
@@ -155,6 +158,15 @@ fn row(lease: &Lease) -> LeaseRow {
     }
 }
 
+/// Whether `lease` is a shard of `stream`: any single-stream lease, and in a
+/// multi-stream table the leases whose key names that stream.
+fn is_of_stream(lease: &Lease, stream: &str) -> bool {
+    match lease.stream_identifier() {
+        None => true,
+        Some(id) => StreamIdentifier::from_serialised(id).is_ok_and(|id| id.name() == stream),
+    }
+}
+
 /// MillisBehindLatest of the first record after the lease's checkpoint;
 /// `None` when unknown (finished shard, AT_TIMESTAMP, or an error).
 async fn lag(kinesis: &Kinesis, stream: &str, lease: &Lease) -> Option<i64> {
@@ -200,4 +212,27 @@ async fn lag(kinesis: &Kinesis, stream: &str, lease: &Lease) -> Option<i64> {
         .context("GetRecords")
         .ok()?;
     out.millis_behind_latest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_is_read_for_the_leases_of_the_named_stream() {
+        let lease = |key: &str| Lease::new(key, ExtendedSequenceNumber::TRIM_HORIZON);
+        assert!(is_of_stream(&lease("shardId-000000000000"), "orders"));
+        assert!(is_of_stream(
+            &lease("123456789012:orders:1700000000:shardId-000000000000"),
+            "orders"
+        ));
+        assert!(!is_of_stream(
+            &lease("123456789012:payments:1700000000:shardId-000000000000"),
+            "orders"
+        ));
+        assert!(!is_of_stream(
+            &lease("not:a:stream:key:shardId-0"),
+            "stream"
+        ));
+    }
 }

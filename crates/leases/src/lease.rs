@@ -84,22 +84,17 @@ impl Lease {
 
     /// The shard id: the part after the last `:` of a multi-stream key, else the whole key.
     pub fn shard_id(&self) -> &str {
-        self.lease_key
-            .rsplit_once(':')
-            .map_or(self.lease_key.as_str(), |(_, shard)| shard)
+        split_lease_key(&self.lease_key).1
     }
 
     /// For a multi-stream key, the stream identifier `account:stream:creationEpoch`.
     pub fn stream_identifier(&self) -> Option<&str> {
-        self.lease_key.rsplit_once(':').map(|(stream, _)| stream)
+        split_lease_key(&self.lease_key).0
     }
 
     /// The lease key of one of this lease's parent shards (same stream).
     pub fn parent_lease_key(&self, parent_shard_id: &str) -> String {
-        match self.stream_identifier() {
-            Some(stream) => format!("{stream}:{parent_shard_id}"),
-            None => parent_shard_id.to_owned(),
-        }
+        lease_key(self.stream_identifier(), parent_shard_id)
     }
 
     /// The worker currently responsible for processing: the checkpoint owner
@@ -124,6 +119,26 @@ impl Lease {
             Some(checkpoint_owner) => checkpoint_owner == worker,
             None => self.lease_owner.as_deref() == Some(worker),
         }
+    }
+}
+
+/// The lease key of `shard_id`: the shard id alone in a single-stream table,
+/// `account:stream:creationEpoch:shardId` when `stream_identifier` (the
+/// serialised `account:stream:creationEpoch`) is given, as the KCL's
+/// `MultiStreamLease.getLeaseKey` joins them.
+pub fn lease_key(stream_identifier: Option<&str>, shard_id: &str) -> String {
+    match stream_identifier {
+        Some(stream) => format!("{stream}:{shard_id}"),
+        None => shard_id.to_owned(),
+    }
+}
+
+/// The stream identifier (multi-stream keys only) and the shard id of a
+/// lease key: the inverse of [`lease_key`]. Shard ids never contain `:`.
+pub fn split_lease_key(key: &str) -> (Option<&str>, &str) {
+    match key.rsplit_once(':') {
+        Some((stream, shard)) => (Some(stream), shard),
+        None => (None, key),
     }
 }
 
@@ -155,6 +170,14 @@ mod tests {
         assert_eq!(
             multi.stream_identifier(),
             Some("123456789012:orders:1700000000")
+        );
+        assert_eq!(
+            multi.parent_lease_key("shardId-000000000000"),
+            "123456789012:orders:1700000000:shardId-000000000000"
+        );
+        assert_eq!(
+            single.parent_lease_key("shardId-000000000000"),
+            "shardId-000000000000"
         );
     }
 

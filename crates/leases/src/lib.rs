@@ -40,15 +40,15 @@ pub use coordinator_store::{
 pub use dynamo::{DynamoCoordinatorStore, DynamoLeaseStore, DynamoStoreConfig, TableCapacity};
 pub use error::{BoxError, Error, Result};
 pub use kinesis_fleet_types::{HashKeyRange, SequenceNumberRange, Shard, ShardId};
-pub use lease::Lease;
+pub use lease::{Lease, lease_key, split_lease_key};
 pub use memory::MemoryLeaseStore;
 pub use protocol_writes::{
     CheckpointWrite, complete_handoff, record_child_shards, write_checkpoint,
 };
 pub use sequence::{ExtendedSequenceNumber, MAX_SEQUENCE_NUMBER_DIGITS, SequenceNumber};
 pub use shard_sync::{
-    ShardSync, SyncReport, create_child_leases, plan_cleanup, plan_new_leases,
-    with_inferred_parents,
+    ShardSync, SyncReport, create_child_leases, delete_stream_leases, plan_cleanup,
+    plan_new_leases, with_inferred_parents,
 };
 pub use store::LeaseStore;
 

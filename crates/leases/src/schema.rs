@@ -181,6 +181,7 @@ pub fn from_item(item: &Item) -> Result<Option<Lease>> {
     lease.hash_key_range = r.hash_key_range()?;
     lease.throughput_kbps = r.opt_f64(THROUGHPUT_KBPS)?;
     lease.checkpoint_owner = r.opt_string(CHECKPOINT_OWNER)?;
+    r.multi_stream_attributes(&lease)?;
     Ok(Some(lease))
 }
 
@@ -257,6 +258,33 @@ impl Reader<'_> {
             Some(AttributeValue::Ss(v)) => Ok(sorted_unique(v.iter().cloned())),
             Some(_) => Err(self.bad_type(attribute, "SS")),
         }
+    }
+
+    /// The KCL multi-stream serialiser writes `streamName` and `shardId` next
+    /// to a key it joined from them, and reads them back instead of the key:
+    /// where present they must name the same stream and shard as the key, or
+    /// the KCL and this crate would disagree about the lease.
+    fn multi_stream_attributes(&self, lease: &Lease) -> Result<()> {
+        let stream = self.opt_string(STREAM_NAME)?;
+        if let Some(stream) = &stream
+            && lease.stream_identifier() != Some(stream.as_str())
+        {
+            return Err(Error::malformed(
+                self.key,
+                STREAM_NAME,
+                format!("{stream:?} is not the stream part of the lease key"),
+            ));
+        }
+        if let Some(shard) = self.opt_string(SHARD_ID)?
+            && (stream.is_none() || shard != lease.shard_id())
+        {
+            return Err(Error::malformed(
+                self.key,
+                SHARD_ID,
+                format!("{shard:?} is not the shard part of a multi-stream lease key"),
+            ));
+        }
+        Ok(())
     }
 
     /// Both bounds present and non-empty, as KCL requires; otherwise no range.
@@ -551,6 +579,98 @@ mod tests {
         assert_eq!(lease.pending_checkpoint, None);
         assert_eq!(lease.checkpoint_owner, None);
         assert_eq!(lease.shard_id(), "shardId-000000000003");
+    }
+
+    /// A lease item as the KCL writes it in multi-stream mode, for a child
+    /// shard after a split. Source: amazon-kinesis-client 3.5.1,
+    /// `leases/HierarchicalShardSyncer.java` (`newKCLMultiStreamLeaseForChildShard`:
+    /// `leaseKey = MultiStreamLease.getLeaseKey(streamIdentifier.serialize(), shardId)`,
+    /// plain shard ids in `parentShardIds`, checkpoint `TRIM_HORIZON`),
+    /// `common/StreamIdentifier.java` (`serialize()` = `account:stream:creationEpoch`)
+    /// and `leases/dynamodb/DynamoDBMultiStreamLeaseSerializer.java`
+    /// (`toDynamoRecord` adds `streamName` = the serialised stream identifier,
+    /// "for legacy reasons", and `shardId`, both S) on top of
+    /// `DynamoDBLeaseSerializer.toDynamoRecord` (leaseKey S, leaseCounter N,
+    /// ownerSwitchesSinceCheckpoint N, checkpoint S, checkpointSubSequenceNumber N,
+    /// parentShardId SS, startingHashKey/endingHashKey S).
+    fn kcl_multi_stream_item() -> Item {
+        HashMap::from([
+            (
+                LEASE_KEY.into(),
+                s("123456789012:orders:1700000000:shardId-000000000004"),
+            ),
+            (LEASE_OWNER.into(), s("kcl-worker-1")),
+            (LEASE_COUNTER.into(), AttributeValue::N("3".into())),
+            (
+                OWNER_SWITCHES_SINCE_CHECKPOINT.into(),
+                AttributeValue::N("0".into()),
+            ),
+            (CHECKPOINT.into(), s("TRIM_HORIZON")),
+            (
+                CHECKPOINT_SUB_SEQUENCE_NUMBER.into(),
+                AttributeValue::N("0".into()),
+            ),
+            (
+                PARENT_SHARD_ID.into(),
+                AttributeValue::Ss(vec!["shardId-000000000001".into()]),
+            ),
+            (STARTING_HASH_KEY.into(), s("0")),
+            (
+                ENDING_HASH_KEY.into(),
+                s("170141183460469231731687303715884105727"),
+            ),
+            (STREAM_NAME.into(), s("123456789012:orders:1700000000")),
+            (SHARD_ID.into(), s("shardId-000000000004")),
+        ])
+    }
+
+    #[test]
+    fn reads_and_writes_a_kcl_multi_stream_item() {
+        let item = kcl_multi_stream_item();
+        let lease = from_item(&item).unwrap().unwrap();
+        assert_eq!(
+            lease.stream_identifier(),
+            Some("123456789012:orders:1700000000")
+        );
+        assert_eq!(lease.shard_id(), "shardId-000000000004");
+        assert_eq!(lease.parent_shard_ids, ["shardId-000000000001"]);
+        assert_eq!(
+            lease.parent_lease_key("shardId-000000000001"),
+            "123456789012:orders:1700000000:shardId-000000000001"
+        );
+        // Written back: the KCL's attributes with the KCL's types, plus entityType.
+        let mut written = to_item(&lease);
+        assert_eq!(written.remove(ENTITY_TYPE), Some(s(ENTITY_TYPE_LEASE)));
+        assert_eq!(written, item);
+    }
+
+    #[test]
+    fn multi_stream_attributes_must_agree_with_the_key() {
+        for (name, value) in [
+            (STREAM_NAME, s("123456789012:payments:1700000000")),
+            (STREAM_NAME, AttributeValue::N("1".into())),
+            (SHARD_ID, s("shardId-000000000005")),
+        ] {
+            let mut item = kcl_multi_stream_item();
+            item.insert(name.into(), value.clone());
+            assert!(
+                matches!(from_item(&item), Err(Error::MalformedLease { attribute, .. }) if attribute == name),
+                "{name} = {value:?}"
+            );
+        }
+        // A shardId beside a single-stream key says the item is not ours to read.
+        let mut single = kcl2_item();
+        single.insert(SHARD_ID.into(), s("shardId-000000000003"));
+        assert!(matches!(
+            from_item(&single),
+            Err(Error::MalformedLease {
+                attribute: SHARD_ID,
+                ..
+            })
+        ));
+        // Single-stream items carry neither attribute, as before.
+        let written = to_item(&from_item(&kcl2_item()).unwrap().unwrap());
+        assert!(!written.contains_key(STREAM_NAME) && !written.contains_key(SHARD_ID));
     }
 
     #[test]

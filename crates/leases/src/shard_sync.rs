@@ -21,15 +21,17 @@
 //! a lease whose shard left the stream (past retention) is deleted after two
 //! syncs in a row did not list it.
 //!
-//! Only single-stream lease keys are considered; multi-stream keys of a KCL
-//! application sharing the table are left alone.
+//! One sync serves one stream. In a single-stream table it considers only
+//! single-stream keys (the shard id); in a multi-stream table (KCL 2.3+'s
+//! format) only the keys of its own stream, `account:stream:creationEpoch:shardId`,
+//! and it creates leases with such keys. Other streams' leases are left alone.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use kinesis_fleet_types::{Shard, ShardId};
 
 use crate::error::{Error, Result};
-use crate::lease::Lease;
+use crate::lease::{Lease, lease_key};
 use crate::sequence::{ExtendedSequenceNumber, SequenceNumber};
 use crate::store::LeaseStore;
 
@@ -51,6 +53,8 @@ pub struct SyncReport {
 #[derive(Debug)]
 pub struct ShardSync {
     initial: ExtendedSequenceNumber,
+    /// The serialised stream identifier in a multi-stream table.
+    stream: Option<String>,
     missing: BTreeSet<String>,
 }
 
@@ -60,7 +64,20 @@ impl ShardSync {
     pub fn new(initial: ExtendedSequenceNumber) -> ShardSync {
         ShardSync {
             initial,
+            stream: None,
             missing: BTreeSet::new(),
+        }
+    }
+
+    /// Syncs of one stream of a multi-stream table, `stream_identifier` being
+    /// its serialised `account:stream:creationEpoch`.
+    pub fn for_stream(
+        initial: ExtendedSequenceNumber,
+        stream_identifier: impl Into<String>,
+    ) -> ShardSync {
+        ShardSync {
+            stream: Some(stream_identifier.into()),
+            ..ShardSync::new(initial)
         }
     }
 
@@ -69,21 +86,22 @@ impl ShardSync {
         let shards = with_inferred_parents(shards);
         let mut leases = store.list_leases().await?;
         let mut report = SyncReport::default();
-        for lease in plan_new_leases(&shards, &leases, &self.initial) {
+        let stream = self.stream.as_deref();
+        for lease in plan_new_leases(stream, &shards, &leases, &self.initial) {
             if create(store, &lease).await? {
                 report.created += 1;
             }
             leases.push(lease);
         }
         let listed: BTreeSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
-        let missing_now: BTreeSet<String> = single_stream(&leases)
+        let missing_now: BTreeSet<String> = of_stream(stream, &leases)
             .map(Lease::shard_id)
             .filter(|id| !listed.contains(id))
             .map(str::to_owned)
             .collect();
         let gone: BTreeSet<String> = missing_now.intersection(&self.missing).cloned().collect();
         self.missing = missing_now;
-        for lease in plan_cleanup(&shards, &leases, &gone) {
+        for lease in plan_cleanup(stream, &shards, &leases, &gone) {
             match store.delete_lease(&lease).await {
                 Ok(()) => {
                     tracing::info!(shard = %lease.lease_key, checkpoint = %lease.checkpoint, "deleted lease");
@@ -146,18 +164,42 @@ pub fn with_inferred_parents(shards: &[Shard]) -> Vec<Shard> {
         .collect()
 }
 
-/// Creates leases for the children a shard reported at its end (at
+/// Creates leases for the children a shard of `stream` (a serialised stream
+/// identifier in a multi-stream table) reported at its end (at
 /// `TRIM_HORIZON`, waiting on their parents); returns how many this call
 /// created. Cheaper than a full sync: no ListShards, no table scan.
-pub async fn create_child_leases(store: &dyn LeaseStore, children: &[Shard]) -> Result<usize> {
+pub async fn create_child_leases(
+    store: &dyn LeaseStore,
+    stream: Option<&str>,
+    children: &[Shard],
+) -> Result<usize> {
     let mut created = 0;
     for child in children {
-        let lease = new_lease(child, ExtendedSequenceNumber::TRIM_HORIZON);
+        let lease = new_lease(stream, child, ExtendedSequenceNumber::TRIM_HORIZON);
         if create(store, &lease).await? {
             created += 1;
         }
     }
     Ok(created)
+}
+
+/// Deletes every lease of `stream` (a serialised stream identifier) in a
+/// multi-stream table, for a stream the application stopped consuming;
+/// returns how many this call deleted. A lease changed since it was listed
+/// is left for the next call. Holders see their leases lost.
+pub async fn delete_stream_leases(store: &dyn LeaseStore, stream: &str) -> Result<usize> {
+    let mut deleted = 0;
+    for lease in of_stream(Some(stream), &store.list_leases().await?) {
+        match store.delete_lease(lease).await {
+            Ok(()) => {
+                tracing::info!(lease = %lease.lease_key, checkpoint = %lease.checkpoint, "deleted the lease of a removed stream");
+                deleted += 1;
+            }
+            Err(Error::LeaseLost { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(deleted)
 }
 
 async fn create(store: &dyn LeaseStore, lease: &Lease) -> Result<bool> {
@@ -168,25 +210,30 @@ async fn create(store: &dyn LeaseStore, lease: &Lease) -> Result<bool> {
     Ok(created)
 }
 
-fn single_stream(leases: &[Lease]) -> impl Iterator<Item = &Lease> {
-    leases.iter().filter(|l| l.stream_identifier().is_none())
+/// The leases of `stream` (`None`: the single-stream keys).
+fn of_stream<'a>(stream: Option<&'a str>, leases: &'a [Lease]) -> impl Iterator<Item = &'a Lease> {
+    leases
+        .iter()
+        .filter(move |l| l.stream_identifier() == stream)
 }
 
-fn new_lease(shard: &Shard, checkpoint: ExtendedSequenceNumber) -> Lease {
-    let mut lease = Lease::new(shard.shard_id.as_str(), checkpoint)
+fn new_lease(stream: Option<&str>, shard: &Shard, checkpoint: ExtendedSequenceNumber) -> Lease {
+    let mut lease = Lease::new(lease_key(stream, shard.shard_id.as_str()), checkpoint)
         .with_parents(shard.parent_shard_ids.iter().map(ShardId::as_str));
     lease.hash_key_range = Some(shard.hash_key_range);
     lease
 }
 
-/// The leases to create so that `leases` covers `shards`, parents first.
+/// The leases to create so that the leases of `stream` (see
+/// [`create_child_leases`]) among `leases` cover `shards`, parents first.
 pub fn plan_new_leases(
+    stream: Option<&str>,
     shards: &[Shard],
     leases: &[Lease],
     initial: &ExtendedSequenceNumber,
 ) -> Vec<Lease> {
     let in_stream: BTreeSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
-    let mut leased: BTreeSet<String> = single_stream(leases)
+    let mut leased: BTreeSet<String> = of_stream(stream, leases)
         .map(|l| l.shard_id().to_owned())
         .collect();
     let parents_in_stream = |s: &Shard| -> Vec<String> {
@@ -230,7 +277,7 @@ pub fn plan_new_leases(
             } else {
                 return true;
             };
-            let mut lease = new_lease(shard, checkpoint);
+            let mut lease = new_lease(stream, shard, checkpoint);
             lease.parent_shard_ids = parents;
             leased.insert(shard.shard_id.to_string());
             planned.push(lease);
@@ -243,12 +290,18 @@ pub fn plan_new_leases(
     }
 }
 
-/// The leases to delete: finished parents whose children all progressed, and
-/// leases of shards in `gone` (not listed by two syncs in a row).
-pub fn plan_cleanup(shards: &[Shard], leases: &[Lease], gone: &BTreeSet<String>) -> Vec<Lease> {
+/// The leases of `stream` to delete: finished parents whose children all
+/// progressed, and leases of shards in `gone` (not listed by two syncs in a row).
+pub fn plan_cleanup(
+    stream: Option<&str>,
+    shards: &[Shard],
+    leases: &[Lease],
+    gone: &BTreeSet<String>,
+) -> Vec<Lease> {
     let listed: BTreeMap<&str, &Shard> = shards.iter().map(|s| (s.shard_id.as_str(), s)).collect();
-    let by_shard: BTreeMap<&str, &Lease> =
-        single_stream(leases).map(|l| (l.shard_id(), l)).collect();
+    let by_shard: BTreeMap<&str, &Lease> = of_stream(stream, leases)
+        .map(|l| (l.shard_id(), l))
+        .collect();
     let mut children: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for shard in shards {
         for parent in &shard.parent_shard_ids {
@@ -324,7 +377,7 @@ mod tests {
         leases: &[Lease],
         initial: ExtendedSequenceNumber,
     ) -> Vec<(String, ExtendedSequenceNumber)> {
-        plan_new_leases(shards, leases, &initial)
+        plan_new_leases(None, shards, leases, &initial)
             .into_iter()
             .map(|l| (l.lease_key, l.checkpoint))
             .collect()
@@ -361,7 +414,7 @@ mod tests {
                 ("d".into(), th.clone())
             ]
         );
-        let created = plan_new_leases(&resharded(), &[], &th);
+        let created = plan_new_leases(None, &resharded(), &[], &th);
         assert_eq!(created[1].parent_shard_ids, vec!["a".to_string()]);
     }
 
@@ -378,7 +431,7 @@ mod tests {
             ]
         );
         // A later sync leaves the closed parent alone.
-        let leases = plan_new_leases(&resharded(), &[], &latest);
+        let leases = plan_new_leases(None, &resharded(), &[], &latest);
         assert!(planned(&resharded(), &leases, latest).is_empty());
     }
 
@@ -405,7 +458,7 @@ mod tests {
         let th = ExtendedSequenceNumber::TRIM_HORIZON;
         let none = BTreeSet::new();
         let cleanup = |leases: &[Lease]| -> Vec<String> {
-            plan_cleanup(&shards, leases, &none)
+            plan_cleanup(None, &shards, leases, &none)
                 .into_iter()
                 .map(|l| l.lease_key)
                 .collect()
@@ -440,7 +493,7 @@ mod tests {
             at("c", seq("4"), &["p"]),
         ];
         // p's child progressed, but g (waiting on q) still names p as a child.
-        assert!(plan_cleanup(&shards, &leases, &BTreeSet::new()).is_empty());
+        assert!(plan_cleanup(None, &shards, &leases, &BTreeSet::new()).is_empty());
     }
 
     #[test]
@@ -453,7 +506,7 @@ mod tests {
             at("z", seq("9"), &[]),
         ];
         let gone: BTreeSet<String> = ["z".to_owned()].into();
-        let deleted: Vec<String> = plan_cleanup(&shards, &leases, &gone)
+        let deleted: Vec<String> = plan_cleanup(None, &shards, &leases, &gone)
             .into_iter()
             .map(|l| l.lease_key)
             .collect();
@@ -464,11 +517,102 @@ mod tests {
     fn multi_stream_leases_are_left_alone() {
         let leases = vec![at("1:s:2:a", ExtendedSequenceNumber::SHARD_END, &[])];
         let gone: BTreeSet<String> = ["a".to_owned()].into();
-        assert!(plan_cleanup(&[], &leases, &gone).is_empty());
+        assert!(plan_cleanup(None, &[], &leases, &gone).is_empty());
         assert_eq!(
             planned(&resharded(), &leases, ExtendedSequenceNumber::LATEST).len(),
             3
         );
+    }
+
+    #[tokio::test]
+    async fn streams_of_a_multi_stream_table_sync_side_by_side() {
+        let store = MemoryLeaseStore::new();
+        let th = ExtendedSequenceNumber::TRIM_HORIZON;
+        let orders = "123456789012:orders:1700000000";
+        let payments = "123456789012:payments:1700000001";
+        let mut sync_orders = ShardSync::for_stream(th.clone(), orders);
+        let mut sync_payments = ShardSync::for_stream(ExtendedSequenceNumber::LATEST, payments);
+        let mut single = ShardSync::new(th.clone());
+        assert_eq!(
+            sync_orders
+                .sync(&store, &resharded())
+                .await
+                .unwrap()
+                .created,
+            4
+        );
+        // Same shard ids, another stream: its own leases, at its own initial position.
+        let report = sync_payments.sync(&store, &resharded()).await.unwrap();
+        assert_eq!(report.created, 3);
+        assert_eq!(
+            single
+                .sync(&store, &resharded()[..1])
+                .await
+                .unwrap()
+                .created,
+            1
+        );
+        let mut keys: Vec<String> = store
+            .list_leases()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.lease_key)
+            .collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "123456789012:orders:1700000000:a",
+                "123456789012:orders:1700000000:b",
+                "123456789012:orders:1700000000:c",
+                "123456789012:orders:1700000000:d",
+                "123456789012:payments:1700000001:b",
+                "123456789012:payments:1700000001:c",
+                "123456789012:payments:1700000001:d",
+                "a",
+            ]
+        );
+        let child = store
+            .get_lease("123456789012:orders:1700000000:b")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            child.parent_shard_ids,
+            ["a"],
+            "parents are plain shard ids, as in the KCL"
+        );
+        // A stream that lists no shards (deleted) loses its leases after two
+        // syncs; the others keep theirs.
+        assert_eq!(sync_payments.sync(&store, &[]).await.unwrap().deleted, 0);
+        assert_eq!(sync_payments.sync(&store, &[]).await.unwrap().deleted, 3);
+        assert_eq!(store.list_leases().await.unwrap().len(), 5);
+        // Children reported at a shard end get keys of their stream.
+        let kids = [shard("e", &["d"], false)];
+        assert_eq!(
+            create_child_leases(&store, Some(orders), &kids)
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(
+            store
+                .get_lease("123456789012:orders:1700000000:e")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        // A stream removed from the application: its leases alone go.
+        assert_eq!(delete_stream_leases(&store, orders).await.unwrap(), 5);
+        let left: Vec<String> = store
+            .list_leases()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.lease_key)
+            .collect();
+        assert_eq!(left, ["a"]);
     }
 
     fn ranged(id: &str, parents: &[&str], closed: bool, start: u128, end: u128) -> Shard {
@@ -526,8 +670,8 @@ mod tests {
         assert!(store.get_lease("d").await.unwrap().is_none());
         // Children reported at shard end are created once.
         let kids = [shard("e", &["b"], false), shard("f", &["b"], false)];
-        assert_eq!(create_child_leases(&store, &kids).await.unwrap(), 2);
-        assert_eq!(create_child_leases(&store, &kids).await.unwrap(), 0);
+        assert_eq!(create_child_leases(&store, None, &kids).await.unwrap(), 2);
+        assert_eq!(create_child_leases(&store, None, &kids).await.unwrap(), 0);
         let e = store.get_lease("e").await.unwrap().unwrap();
         assert_eq!(e.parent_shard_ids, ["b"]);
         assert_eq!(e.checkpoint, ExtendedSequenceNumber::TRIM_HORIZON);

@@ -32,11 +32,13 @@ pub use consumer_registration::{
 };
 pub use error::{BoxError, Error, Result};
 pub use fanout::{FanOutConfig, FanOutReader, FanOutStats, FanOutStatsSnapshot, ResubscribeCause};
-pub use kinesis_fleet_types::{HashKeyRange, SequenceNumberRange, Shard, ShardId};
+pub use kinesis_fleet_types::{
+    HashKeyRange, SequenceNumberRange, Shard, ShardId, StreamIdentifier, StreamIdentifierError,
+};
 pub use polling::{MIN_TIME_BETWEEN_GET_RECORDS, PollingConfig, PollingReader};
 pub use queue::PrefetchUsage;
 pub use reader::{FetchedBatch, ReadEvent, ShardReader};
 pub use record::{BatchStats, Record, compare_sequence_numbers};
 pub use retry::RetryPolicy;
-pub use shard::list_shards;
+pub use shard::{list_shards, resolve_stream};
 pub use starting_position::StartingPosition;

@@ -3,7 +3,7 @@
 //! into [`Shard`]s.
 
 use aws_sdk_kinesis::Client;
-use kinesis_fleet_types::{HashKeyRange, SequenceNumberRange, Shard, ShardId};
+use kinesis_fleet_types::{HashKeyRange, SequenceNumberRange, Shard, ShardId, StreamIdentifier};
 
 use crate::error::{Error, Failure, Result};
 use crate::retry::{EndpointProbe, RetryPolicy, send, with_retry};
@@ -17,6 +17,59 @@ pub(crate) async fn stream_is_gone(client: &Client, stream: &str, probe: &Endpoi
         "DescribeStreamSummary"
     );
     matches!(described, Err(Failure::NotFound))
+}
+
+/// Completes `stream` with what multi-stream lease keys need and a name or
+/// ARN does not say: the account (from the `StreamARN` DescribeStreamSummary
+/// returns) and the creation time in whole seconds (`StreamCreationTimestamp`).
+/// What `stream` already holds (a serialised identifier's epoch) is kept.
+///
+/// Errors: [`Error::StreamNotFound`]; [`Error::MalformedResponse`] without
+/// an ARN or a creation time; throttling and transport errors once their
+/// retries run out.
+///
+/// Cancel-safe: it only reads.
+pub async fn resolve_stream(client: &Client, stream: StreamIdentifier) -> Result<StreamIdentifier> {
+    const OPERATION: &str = "DescribeStreamSummary";
+    let probe = &EndpointProbe::default();
+    let name = stream.name();
+    let described = with_retry(&RetryPolicy::LIST_SHARDS, name, || async move {
+        send!(
+            client.describe_stream_summary().stream_name(name),
+            probe,
+            "DescribeStreamSummary"
+        )
+    })
+    .await;
+    let summary = match described {
+        Ok(out) => out,
+        Err(Failure::NotFound) => {
+            return Err(Error::StreamNotFound {
+                stream: name.to_owned(),
+            });
+        }
+        Err(f) => return Err(f.into_error(OPERATION)),
+    };
+    let malformed = |message: &str| Error::MalformedResponse {
+        operation: OPERATION,
+        message: format!("stream {name}: {message}"),
+    };
+    let summary = summary
+        .stream_description_summary()
+        .ok_or_else(|| malformed("no StreamDescriptionSummary"))?;
+    let account = StreamIdentifier::from_arn(summary.stream_arn())
+        .map_err(|e| malformed(&e.to_string()))?
+        .account()
+        .map(str::to_owned)
+        .unwrap_or_default();
+    let created = summary
+        .stream_creation_timestamp()
+        .secs()
+        .try_into()
+        .ok()
+        .filter(|&secs: &u64| secs > 0)
+        .ok_or_else(|| malformed("StreamCreationTimestamp is not after 1970"))?;
+    Ok(stream.resolved(&account, created))
 }
 
 /// Converts a shard of a ListShards page.

@@ -1,0 +1,75 @@
+//! The streams a multi-stream worker consumes, changeable while it runs.
+
+use kinesis_fleet_types::StreamIdentifier;
+use tokio::sync::watch;
+
+/// The set of streams of a multi-stream worker
+/// ([`Worker::stream_set`](crate::Worker::stream_set)). Cheap to clone.
+///
+/// A stream added starts at the initial position once the fleet's leader
+/// has synced it (at once on the leader, else at its next shard sync). The
+/// leases of a stream removed are kept, and consumed, for
+/// [`removed_stream_lease_deletion_delay`](crate::WorkerConfig::removed_stream_lease_deletion_delay),
+/// so that every worker of the fleet learns of the change; then the leader
+/// deletes them and their holders stop (`lease_lost`). Change the set the
+/// same way on every worker: the leader's set decides.
+#[derive(Clone, Debug)]
+pub struct StreamSet(watch::Sender<Vec<StreamIdentifier>>);
+
+impl StreamSet {
+    pub(crate) fn new(streams: Vec<StreamIdentifier>) -> StreamSet {
+        StreamSet(watch::Sender::new(streams))
+    }
+
+    /// Adds `stream`; false if a stream of its name is already in the set.
+    pub fn add(&self, stream: StreamIdentifier) -> bool {
+        self.0.send_if_modified(|streams| {
+            let absent = streams.iter().all(|s| s.name() != stream.name());
+            if absent {
+                streams.push(stream);
+            }
+            absent
+        })
+    }
+
+    /// Removes the stream named `name`; false if it was not in the set.
+    pub fn remove(&self, name: &str) -> bool {
+        self.0.send_if_modified(|streams| {
+            let before = streams.len();
+            streams.retain(|s| s.name() != name);
+            streams.len() != before
+        })
+    }
+
+    /// The streams in the set now.
+    pub fn streams(&self) -> Vec<StreamIdentifier> {
+        self.0.borrow().clone()
+    }
+
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Vec<StreamIdentifier>> {
+        self.0.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn changes_reach_subscribers_once_per_change() {
+        let stream = |s: &str| s.parse::<StreamIdentifier>().unwrap();
+        let set = StreamSet::new(vec![stream("a")]);
+        let mut changes = set.subscribe();
+        assert!(!set.add(stream("123456789012:a:5")), "same name");
+        assert!(!changes.has_changed().unwrap());
+        assert!(set.add(stream("b")));
+        assert!(changes.has_changed().unwrap());
+        changes.mark_unchanged();
+        assert!(!set.remove("c"));
+        assert!(!changes.has_changed().unwrap());
+        assert!(set.remove("a"));
+        changes.changed().await.unwrap();
+        let names: Vec<String> = set.streams().iter().map(|s| s.name().to_owned()).collect();
+        assert_eq!(names, ["b"]);
+    }
+}
