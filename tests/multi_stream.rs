@@ -18,7 +18,7 @@ use common::fleet::Fleet;
 use common::{build, spawn_worker, stop, wait_until, worker_builder};
 use kinesis_fleet::prelude::*;
 use kinesis_fleet::producer::{Producer, ProducerConfig};
-use kinesis_fleet::{FanOutConfig, Retrieval, StreamIdentifier};
+use kinesis_fleet::{FanOutConfig, Retrieval, StreamIdentifier, WorkerBuilder};
 use kinesis_fleet_kpl::NewRecord;
 use kinesis_fleet_leases::{DynamoLeaseStore, LeaseStore};
 use kinesis_fleet_testkit::LocalAws;
@@ -94,6 +94,25 @@ impl RecordProcessor for Tagged {
 const KEYS: usize = 8;
 
 /// Puts `count` records `stream|n` (n from `first`, key `n % KEYS`) in order.
+/// Worker `n` of `application` over `streams` (no single stream), whose
+/// processors record what they see in `seen`.
+fn tagged_worker(
+    application: &str,
+    streams: &[StreamIdentifier],
+    n: usize,
+    seen: &Sightings,
+) -> WorkerBuilder {
+    let seen = seen.clone();
+    worker_builder("", application)
+        .streams(streams.to_vec())
+        .worker_id(format!("w{n}"))
+        .processor_factory(move |_: &ShardId| Tagged {
+            worker: n,
+            stream: None,
+            seen: seen.clone(),
+        })
+}
+
 async fn produce(aws: &LocalAws, stream: &str, first: usize, count: usize) {
     let producer = Producer::new(
         aws.kinesis_client(),
@@ -189,18 +208,8 @@ async fn one_fleet_reads_three_streams_once_each_and_survives_a_deleted_stream()
     let seen = Sightings::default();
     let ids: Vec<StreamIdentifier> = streams.iter().map(|s| s.parse().unwrap()).collect();
     let worker = |n: usize| {
-        let seen = seen.clone();
         build(
-            // No single stream: the streams below instead.
-            worker_builder("", &application)
-                .streams(ids.clone())
-                .worker_id(format!("w{n}"))
-                .shard_sync_interval(Duration::from_secs(1))
-                .processor_factory(move |_: &ShardId| Tagged {
-                    worker: n,
-                    stream: None,
-                    seen: seen.clone(),
-                }),
+            tagged_worker(&application, &ids, n, &seen).shard_sync_interval(Duration::from_secs(1)),
             &aws,
         )
     };
@@ -403,18 +412,10 @@ async fn a_stream_added_and_one_removed_while_the_fleet_runs() {
     let first_two: Vec<StreamIdentifier> =
         streams[..2].iter().map(|s| s.parse().unwrap()).collect();
     let worker = |n: usize| {
-        let seen = seen.clone();
         build(
-            worker_builder("", &application)
-                .streams(first_two.clone())
-                .worker_id(format!("w{n}"))
+            tagged_worker(&application, &first_two, n, &seen)
                 .shard_sync_interval(Duration::from_secs(1))
-                .removed_stream_lease_deletion_delay(Duration::from_secs(1))
-                .processor_factory(move |_: &ShardId| Tagged {
-                    worker: n,
-                    stream: None,
-                    seen: seen.clone(),
-                }),
+                .removed_stream_lease_deletion_delay(Duration::from_secs(1)),
             &aws,
         )
     };
@@ -589,20 +590,12 @@ async fn fan_out_registers_one_consumer_per_stream() {
     let application = aws.unique_name("efo-app");
     let seen = Sightings::default();
     let ids: Vec<StreamIdentifier> = streams.iter().map(|s| s.parse().unwrap()).collect();
-    let sink = seen.clone();
     let worker = build(
-        worker_builder("", &application)
-            .streams(ids)
-            .retrieval(Retrieval::FanOut(
-                FanOutConfig::default()
-                    .retry_initial_delay(Duration::from_millis(50))
-                    .retry_max_delay(Duration::from_secs(1)),
-            ))
-            .processor_factory(move |_: &ShardId| Tagged {
-                worker: 1,
-                stream: None,
-                seen: sink.clone(),
-            }),
+        tagged_worker(&application, &ids, 1, &seen).retrieval(Retrieval::FanOut(
+            FanOutConfig::default()
+                .retry_initial_delay(Duration::from_millis(50))
+                .retry_max_delay(Duration::from_secs(1)),
+        )),
         &aws,
     );
     let (h, j) = spawn_worker(worker);
