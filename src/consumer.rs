@@ -134,7 +134,7 @@ impl ShardConsumer {
                 child_shards: Vec::new(),
             };
         }
-        let stream = stream_name_of(&self.ctx.config, &lease.lease_key).to_owned();
+        let stream = stream_name_of(&self.ctx.config, &lease.lease_key);
         let init = Initialize {
             stream_name: stream.clone(),
             shard_id: self.shard_id.clone(),

@@ -253,12 +253,13 @@ fn stream_error(e: kinesis_fleet_retrieval::Error) -> Error {
 
 /// The name of the stream a lease's shard belongs to: the stream part of a
 /// multi-stream key, else the worker's single stream.
-pub(crate) fn stream_name_of<'a>(config: &'a WorkerConfig, lease_key: &'a str) -> &'a str {
+pub(crate) fn stream_name_of(config: &WorkerConfig, lease_key: &str) -> String {
     match split_lease_key(lease_key).0 {
-        None => &config.stream_name,
+        None => config.stream_name.clone(),
         // The key's stream part is `account:name:epoch`; a key of another
         // shape is not ours, and reading it fails as an unknown stream.
-        Some(stream) => stream.split(':').nth(1).unwrap_or(stream),
+        Some(stream) => StreamIdentifier::from_serialised(stream)
+            .map_or_else(|_| stream.to_owned(), |id| id.name().to_owned()),
     }
 }
 

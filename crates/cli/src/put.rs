@@ -143,6 +143,7 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
         line.clear();
         let n = tokio::select! {
             read = reader.read_until(b'\n', &mut line) => read.context("reading the input")?,
+            // Ends early only when a record failed.
             written = &mut acknowledged => return Err(failed(written, &producer).await),
         };
         if n == 0 {
@@ -191,8 +192,6 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
     ))
 }
 
-/// Awaits the handles in input order; the number of records written, or
-/// the first failure (naming its line and how many were written before).
 /// Most lines handed to the producer at once.
 const BATCH_LINES: usize = 500;
 
@@ -259,6 +258,8 @@ async fn stop(
     }
 }
 
+/// Awaits the batches in input order; the number of records written, or
+/// the first failure (naming its line and how many were written before).
 async fn acknowledge(
     mut batches: mpsc::UnboundedReceiver<Sent>,
     bar: indicatif::ProgressBar,
@@ -280,6 +281,8 @@ async fn acknowledge(
     Ok(written)
 }
 
+/// The error that ended the acknowledging task early, after closing the
+/// producer.
 async fn failed(
     written: Result<anyhow::Result<u64>, tokio::task::JoinError>,
     producer: &Producer,
