@@ -17,6 +17,7 @@ pub struct StreamIdentifier {
     name: String,
     account: Option<String>,
     region: Option<String>,
+    arn: Option<String>,
     creation_epoch: Option<u64>,
 }
 
@@ -77,6 +78,7 @@ impl StreamIdentifier {
             name,
             account: None,
             region: None,
+            arn: None,
             creation_epoch: None,
         })
     }
@@ -122,6 +124,7 @@ impl StreamIdentifier {
             name: name.to_owned(),
             account: Some(account.to_owned()),
             region: Some(region.to_owned()),
+            arn: Some(arn.to_owned()),
             creation_epoch: None,
         })
     }
@@ -156,6 +159,7 @@ impl StreamIdentifier {
             name: name.to_owned(),
             account: Some(account.to_owned()),
             region: None,
+            arn: None,
             creation_epoch: Some(epoch),
         })
     }
@@ -181,6 +185,13 @@ impl StreamIdentifier {
     /// The region, when named by ARN.
     pub fn region(&self) -> Option<&str> {
         self.region.as_deref()
+    }
+
+    /// The ARN, when named by one: Kinesis calls then carry it as
+    /// `StreamARN` beside `StreamName`, which is how a stream in another
+    /// account is reached.
+    pub fn arn(&self) -> Option<&str> {
+        self.arn.as_deref()
     }
 
     /// The creation time in seconds since the epoch, when known.
@@ -244,6 +255,11 @@ mod tests {
         assert_eq!(arn.name(), "orders.v2");
         assert_eq!(arn.account(), Some("123456789012"));
         assert_eq!(arn.region(), Some("eu-west-1"));
+        assert_eq!(
+            arn.arn(),
+            Some("arn:aws:kinesis:eu-west-1:123456789012:stream/orders.v2")
+        );
+        assert_eq!(name.arn(), None);
         assert_eq!(arn.serialise(), None, "no creation epoch yet");
         let arn = arn.resolved("999999999999", 1_700_000_000);
         assert_eq!(
