@@ -9,6 +9,7 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -480,39 +481,51 @@ async fn a_stream_added_and_one_removed_while_the_fleet_runs() {
 }
 
 /// Two worker processes (`examples/fleet_worker --stream a,b,c`) over three
-/// streams of 1, 2 and 3 shards while records are put and each stream is
-/// split once: every record once, to the stream it was put in, in per-key order,
-/// and the unfinished leases balanced within one.
+/// streams of 1, 2 and 3 shards, each stream split once while records go
+/// in (some are put during the splits): every record once, to the stream it
+/// was put in, in per-key order, and the unfinished leases balanced within one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_worker_processes_share_three_streams() {
     let (mut fleet, streams) = Fleet::over_streams(&[1, 2, 3], 3.0).await;
     fleet.shard_sync_secs = Some(1.0);
     fleet.watch();
     let mut workers = vec![fleet.spawn("p1"), fleet.spawn("p2")];
-    const ROUNDS: usize = 10;
-    const PER_ROUND: usize = 10;
-    let producing = {
-        let (aws_streams, kinesis) = (streams.clone(), fleet.aws.kinesis_client());
-        let aws = &fleet.aws;
-        async move {
-            for round in 0..ROUNDS {
-                for stream in &aws_streams {
-                    produce(aws, stream, round * PER_ROUND, PER_ROUND).await;
-                }
-                if round == ROUNDS / 2 {
-                    for stream in &aws_streams {
-                        Reshard::new(kinesis.clone(), stream)
-                            .split_evenly("shardId-000000000000")
-                            .await
-                            .expect("split");
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(300)).await;
+    const PER_ROUND: usize = 3;
+    const BEFORE_SPLITS: usize = 60;
+    const AT_LEAST: usize = 120;
+    // Records go into every stream every 20 ms (per stream, `PER_ROUND` at a
+    // time) from before each stream's first shard is split until after.
+    let put = AtomicUsize::new(0);
+    let splits_done = AtomicBool::new(false);
+    let producing = async {
+        let mut n = 0;
+        while n < AT_LEAST || !splits_done.load(Ordering::Relaxed) {
+            for stream in &streams {
+                produce(&fleet.aws, stream, n, PER_ROUND).await;
             }
+            n += PER_ROUND;
+            put.store(n, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        n
     };
-    producing.await;
-    let total = ROUNDS * PER_ROUND * streams.len();
+    let splitting = async {
+        while put.load(Ordering::Relaxed) < BEFORE_SPLITS {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let before = put.load(Ordering::Relaxed);
+        for stream in &streams {
+            Reshard::new(fleet.aws.kinesis_client(), stream)
+                .split_evenly("shardId-000000000000")
+                .await
+                .expect("split");
+        }
+        splits_done.store(true, Ordering::Relaxed);
+        put.load(Ordering::Relaxed) - before
+    };
+    let (per_stream, put_during_splits) = tokio::join!(producing, splitting);
+    assert!(put_during_splits > 0, "no record went in during the splits");
+    let total = per_stream * streams.len();
     let records = |events: &[common::fleet::Event]| -> Vec<Seen> {
         events
             .iter()
