@@ -16,7 +16,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use bytes::Bytes;
 use common::fleet::Fleet;
-use common::{build, spawn_worker, stop, wait_until, worker_builder};
+use common::{build, spawn_worker, stop, wait_until, wait_until_async, worker_builder};
 use kinesis_fleet::prelude::*;
 use kinesis_fleet::producer::{Producer, ProducerConfig};
 use kinesis_fleet::{FanOutConfig, Retrieval, StreamIdentifier, WorkerBuilder};
@@ -660,23 +660,4 @@ async fn fan_out_registers_one_consumer_per_stream() {
     }
     stop(h, j).await;
     assert!(counts(&seen.all()).values().all(|n| *n == 1));
-}
-
-/// [`wait_until`] for an async condition that also describes what it saw.
-async fn wait_until_async<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = (bool, String)>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let (done, saw) = check().await;
-        if done {
-            return;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}; saw: {saw}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }

@@ -250,6 +250,25 @@ pub async fn wait_until(
     }
 }
 
+/// [`wait_until`] for an async condition that also describes what it saw.
+pub async fn wait_until_async<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (bool, String)>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let (done, saw) = check().await;
+        if done {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}; saw: {saw}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Runs a worker on a task; returns its shutdown handle and join handle.
 pub fn spawn_worker(
     worker: Worker,
