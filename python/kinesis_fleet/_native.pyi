@@ -61,8 +61,10 @@ class Batch:
     def __getitem__(self, index: int) -> Record: ...
 
 class InitializeInput:
-    """What initialize learns: the shard and where delivery resumes."""
+    """What initialize learns: the stream, the shard and where delivery resumes."""
 
+    @property
+    def stream_name(self) -> str: ...
     @property
     def shard_id(self) -> str: ...
     @property
@@ -84,7 +86,8 @@ class Worker:
     def __init__(
         self,
         *,
-        stream: str,
+        stream: Optional[str],
+        streams: Optional[List[str]],
         application: str,
         factory: Callable[[str], Any],
         run_coroutine: Callable[[Coroutine[Any, Any, None]], None],
@@ -99,6 +102,7 @@ class Worker:
         max_records: Optional[int],
         poll_interval: Optional[float],
         shard_sync_interval: Optional[float],
+        removed_stream_lease_deletion_delay: Optional[float],
         shutdown_timeout: Optional[float],
         error_policy: str,
         retry_backoff: Tuple[float, float],
@@ -111,6 +115,9 @@ class Worker:
     ) -> None: ...
     @property
     def worker_id(self) -> str: ...
+    def streams(self) -> List[str]: ...
+    def add_stream(self, stream: str) -> bool: ...
+    def remove_stream(self, name: str) -> bool: ...
     def shutdown(self) -> None: ...
     def stats(self) -> Dict[str, int]: ...
     def run(self) -> None: ...

@@ -1,5 +1,5 @@
-"""``Worker``: runs processors for the shards of one stream, as a member of
-the fleet of workers sharing its application name."""
+"""``Worker``: runs processors for the shards of one stream (or several), as
+a member of the fleet of workers sharing its application name."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import signal
 import threading
 from datetime import datetime, timedelta
 from types import FrameType
-from typing import Any, Callable, Coroutine, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Coroutine, Dict, List, Optional, Sequence, Tuple, Union
 
 from kinesis_fleet import _native
 from kinesis_fleet._native import ConfigurationError
@@ -65,6 +65,12 @@ def _factory(
 class Worker:
     """Consumes ``stream`` as a member of the fleet named ``application``.
 
+    ``streams=[...]`` instead of ``stream`` consumes several streams with one
+    lease table, in the KCL's multi-stream lease format; each may be a name,
+    an ARN or the KCL's ``account:name:creationEpoch``, and
+    ``InitializeInput.stream_name`` tells a processor which stream its shard
+    belongs to.
+
     ``processor`` is a :class:`RecordProcessor` subclass (one instance per
     shard lease) or a function called with each :class:`~kinesis_fleet.Batch`
     (checkpointed when it returns); ``processor_factory(shard_id)`` builds
@@ -83,7 +89,8 @@ class Worker:
     def __init__(
         self,
         *,
-        stream: str,
+        stream: Optional[str] = None,
+        streams: Optional[Sequence[str]] = None,
         application: str,
         processor: Optional[ProcessorArg] = None,
         processor_factory: Optional[Callable[[str], RecordProcessor]] = None,
@@ -97,6 +104,7 @@ class Worker:
         max_records: Optional[int] = None,
         poll_interval: Optional[Seconds] = None,
         shard_sync_interval: Optional[Seconds] = None,
+        removed_stream_lease_deletion_delay: Optional[Seconds] = None,
         shutdown_timeout: Optional[Seconds] = None,
         error_policy: str = "retry",
         retry_backoff: Tuple[Seconds, Seconds] = (0.1, 30.0),
@@ -119,6 +127,7 @@ class Worker:
         self._loop_lock = threading.Lock()
         self._native = _native.Worker(
             stream=stream,
+            streams=None if streams is None else [str(s) for s in streams],
             application=application,
             factory=_factory(processor, processor_factory),
             run_coroutine=self._run_coroutine,
@@ -133,6 +142,9 @@ class Worker:
             max_records=max_records,
             poll_interval=_seconds("poll_interval", poll_interval),
             shard_sync_interval=_seconds("shard_sync_interval", shard_sync_interval),
+            removed_stream_lease_deletion_delay=_seconds(
+                "removed_stream_lease_deletion_delay", removed_stream_lease_deletion_delay
+            ),
             shutdown_timeout=_seconds("shutdown_timeout", shutdown_timeout),
             error_policy=error_policy,
             retry_backoff=backoff,
@@ -148,6 +160,25 @@ class Worker:
     def worker_id(self) -> str:
         """This worker's id in the lease table (``leaseOwner``)."""
         return self._native.worker_id
+
+    @property
+    def streams(self) -> List[str]:
+        """The names of the streams a ``streams=[...]`` worker consumes now."""
+        return self._native.streams()
+
+    def add_stream(self, stream: str) -> bool:
+        """Adds a stream (a name, an ARN or ``account:name:creationEpoch``) to
+        a ``streams=[...]`` worker while it runs; False if one of its name is
+        already there. Its shards start at ``initial_position`` once the
+        fleet's leader has synced it. Make the same change on every worker."""
+        return self._native.add_stream(stream)
+
+    def remove_stream(self, name: str) -> bool:
+        """Removes a stream from a ``streams=[...]`` worker's set; False if it
+        was not there. Its leases are still consumed for
+        ``removed_stream_lease_deletion_delay`` (default 5 minutes), then the
+        leader deletes them. Make the same change on every worker."""
+        return self._native.remove_stream(name)
 
     def stats(self) -> Dict[str, int]:
         """The worker's counters: ``records_delivered``, ``processor_errors``,

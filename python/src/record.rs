@@ -171,9 +171,11 @@ impl Batch {
     }
 }
 
-/// What `initialize` learns: the shard and where delivery resumes.
+/// What `initialize` learns: the stream, the shard and where delivery resumes.
 #[pyclass(module = "kinesis_fleet", frozen, get_all)]
 pub(crate) struct InitializeInput {
+    /// The stream the shard belongs to.
+    stream_name: String,
     shard_id: String,
     /// The checkpoint delivery resumes after (a sequence number or a sentinel such as `TRIM_HORIZON`).
     checkpoint: String,
@@ -191,6 +193,7 @@ impl InitializeInput {
         Bound::new(
             py,
             InitializeInput {
+                stream_name: input.stream_name.clone(),
                 shard_id: input.shard_id.as_str().to_owned(),
                 checkpoint: input.checkpoint.to_string(),
                 pending_checkpoint: input.pending_checkpoint.as_ref().map(ToString::to_string),
@@ -207,8 +210,8 @@ impl InitializeInput {
 impl InitializeInput {
     fn __repr__(&self) -> String {
         format!(
-            "InitializeInput(shard_id={:?}, checkpoint={:?}, pending_checkpoint={:?})",
-            self.shard_id, self.checkpoint, self.pending_checkpoint
+            "InitializeInput(stream_name={:?}, shard_id={:?}, checkpoint={:?}, pending_checkpoint={:?})",
+            self.stream_name, self.shard_id, self.checkpoint, self.pending_checkpoint
         )
     }
 }

@@ -8,7 +8,8 @@ use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::Credentials;
 use kinesis_fleet::{
     Counter, FanOutConfig, InitialPosition, PollingConfig, ProcessorErrorPolicy, Retrieval,
-    ShardId, ShutdownHandle, Worker, WorkerBuilder, WorkerStats,
+    ShardId, ShutdownHandle, StreamIdentifier, StreamIdentifierError, StreamSet, Worker,
+    WorkerBuilder, WorkerStats,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -27,6 +28,8 @@ pub(crate) struct NativeWorker {
     worker_id: String,
     shutdown: ShutdownHandle,
     stats: Arc<WorkerStats>,
+    /// The stream set of a multi-stream worker.
+    stream_set: Option<StreamSet>,
     /// The worker until it is started.
     built: Mutex<Option<Worker>>,
 }
@@ -55,15 +58,16 @@ fn config_error(field: &'static str, message: String) -> PyErr {
 impl NativeWorker {
     #[new]
     #[pyo3(signature = (
-        *, stream, application, factory, run_coroutine, initial_position, at_timestamp, retrieval,
+        *, stream, streams, application, factory, run_coroutine, initial_position, at_timestamp, retrieval,
         failover, heartbeat_interval, worker_id, lease_table, max_leases_per_worker, max_records,
-        poll_interval, shard_sync_interval, shutdown_timeout, error_policy, retry_backoff,
-        region, endpoint_url, kinesis_endpoint, dynamodb_endpoint, credentials, metrics_addr
+        poll_interval, shard_sync_interval, removed_stream_lease_deletion_delay, shutdown_timeout,
+        error_policy, retry_backoff, region, endpoint_url, kinesis_endpoint, dynamodb_endpoint, credentials, metrics_addr
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
-        stream: String,
+        stream: Option<String>,
+        streams: Option<Vec<String>>,
         application: String,
         factory: Py<PyAny>,
         run_coroutine: Py<PyAny>,
@@ -78,6 +82,7 @@ impl NativeWorker {
         max_records: Option<i32>,
         poll_interval: Option<f64>,
         shard_sync_interval: Option<f64>,
+        removed_stream_lease_deletion_delay: Option<f64>,
         shutdown_timeout: Option<f64>,
         error_policy: &str,
         retry_backoff: (f64, f64),
@@ -88,8 +93,22 @@ impl NativeWorker {
         credentials: Option<(String, String)>,
         metrics_addr: Option<String>,
     ) -> PyResult<Self> {
-        let mut builder = Worker::builder()
-            .stream(stream)
+        let mut builder = match (stream, streams) {
+            (Some(stream), None) => Worker::builder().stream(stream),
+            (None, Some(streams)) => Worker::builder().streams(
+                streams
+                    .iter()
+                    .map(|s| parse_stream(s))
+                    .collect::<PyResult<Vec<_>>>()?,
+            ),
+            _ => {
+                return Err(config_error(
+                    "stream",
+                    "give either `stream` or `streams`".to_owned(),
+                ));
+            }
+        };
+        builder = builder
             .application(application)
             .initial_position(match (initial_position, at_timestamp) {
                 ("LATEST", _) => InitialPosition::Latest,
@@ -170,6 +189,12 @@ impl NativeWorker {
         if let Some(d) = shard_sync_interval {
             builder = builder.shard_sync_interval(seconds("shard_sync_interval", d)?);
         }
+        if let Some(d) = removed_stream_lease_deletion_delay {
+            builder = builder.removed_stream_lease_deletion_delay(seconds(
+                "removed_stream_lease_deletion_delay",
+                d,
+            )?);
+        }
         if let Some(d) = shutdown_timeout {
             builder = builder.shutdown_timeout(seconds("shutdown_timeout", d)?);
         }
@@ -203,6 +228,7 @@ impl NativeWorker {
             worker_id: worker.worker_id().to_owned(),
             shutdown: worker.shutdown_handle(),
             stats: worker.stats(),
+            stream_set: worker.stream_set(),
             built: Mutex::new(Some(worker)),
         })
     }
@@ -211,6 +237,28 @@ impl NativeWorker {
     #[getter]
     fn worker_id(&self) -> &str {
         &self.worker_id
+    }
+
+    /// The names of the streams a multi-stream worker consumes now.
+    fn streams(&self) -> PyResult<Vec<String>> {
+        Ok(self
+            .stream_set()?
+            .streams()
+            .iter()
+            .map(|s| s.name().to_owned())
+            .collect())
+    }
+
+    /// Adds a stream (a name, an ARN or `account:name:creationEpoch`) to a
+    /// multi-stream worker's set; false if one of its name is already there.
+    fn add_stream(&self, stream: String) -> PyResult<bool> {
+        Ok(self.stream_set()?.add(parse_stream(&stream)?))
+    }
+
+    /// Removes the stream named `name` from a multi-stream worker's set;
+    /// false if it was not there.
+    fn remove_stream(&self, name: &str) -> PyResult<bool> {
+        Ok(self.stream_set()?.remove(name))
     }
 
     /// Asks the worker to stop gracefully (thread-safe, idempotent).
@@ -283,6 +331,14 @@ impl NativeWorker {
 }
 
 impl NativeWorker {
+    fn stream_set(&self) -> PyResult<&StreamSet> {
+        self.stream_set.as_ref().ok_or_else(|| {
+            pyo3::exceptions::PyRuntimeError::new_err(
+                "a Worker built with `stream` has no stream set: build it with `streams=[...]`",
+            )
+        })
+    }
+
     /// Spawns the worker's `run` on the runtime; a worker runs once.
     fn start(
         &self,
@@ -300,6 +356,13 @@ impl NativeWorker {
             })?;
         Ok(runtime.spawn(worker.run()))
     }
+}
+
+/// A stream given as a name, an ARN or the KCL's `account:name:creationEpoch`.
+fn parse_stream(stream: &str) -> PyResult<StreamIdentifier> {
+    stream
+        .parse()
+        .map_err(|e: StreamIdentifierError| config_error("streams", e.to_string()))
 }
 
 /// The worker's result as Python sees it.
