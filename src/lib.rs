@@ -82,7 +82,7 @@ pub use kinesis_fleet_kpl as kpl;
 pub use kinesis_fleet_leases::{Error as LeaseError, ExtendedSequenceNumber, SequenceNumber};
 pub use kinesis_fleet_producer as producer;
 pub use kinesis_fleet_retrieval::{
-    Error as RetrievalError, FanOutConfig, FanOutStats, PollingConfig, Record,
+    Error as RetrievalError, FanOutConfig, FanOutStats, PollingConfig, Record, resolve_stream,
 };
 pub use kinesis_fleet_types::metrics;
 pub use kinesis_fleet_types::{ShardId, StreamIdentifier, StreamIdentifierError};

@@ -139,6 +139,12 @@ class LocalAws:
         self._native.create_stream(name, shards)
         return name
 
+    def stream_identifier(self, stream: str) -> str:
+        """The KCL's multi-stream identifier of ``stream``,
+        ``account:name:creationEpoch`` (as a KCL multi-stream application
+        names its streams)."""
+        return self._native.stream_identifier(stream)
+
     def put(
         self, stream: str, records: Iterable[Tuple[str, bytes]], *, aggregated: bool = False
     ) -> int:

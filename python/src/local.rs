@@ -114,6 +114,20 @@ impl NativeLocalAws {
         })
     }
 
+    /// The KCL's multi-stream identifier of a stream, `account:name:creationEpoch`.
+    fn stream_identifier(&self, py: Python<'_>, stream: &str) -> PyResult<String> {
+        self.block(py, async move |aws| {
+            let failed = |e: &dyn std::error::Error| local_error(&format!("describing stream {stream}"), e);
+            let name = stream.parse().map_err(|e| failed(&e))?;
+            let resolved = kinesis_fleet::resolve_stream(&aws.kinesis_client(), name)
+                .await
+                .map_err(|e| failed(&e))?;
+            resolved.serialise().ok_or_else(|| {
+                LocalAwsError::new_err(format!("stream {stream}: no account or creation time"))
+            })
+        })
+    }
+
     /// Splits an open shard in the middle of its hash key range.
     fn split_shard(&self, py: Python<'_>, stream: &str, shard_id: &str) -> PyResult<()> {
         self.block(py, async move |aws| {

@@ -1,5 +1,6 @@
 //! The Python package's suite: a virtualenv under the target directory with
-//! maturin, pytest and mypy from PyPI, one debug build of the package
+//! maturin, pytest, mypy and kcl-rs (the KCL peer of the multi-stream
+//! hand-over test) from PyPI, one debug build of the package
 //! (`maturin develop`), `mypy --strict` on the package and its examples,
 //! then pytest on the embedded emulators.
 
@@ -7,24 +8,36 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// What the virtualenv gets from PyPI (the versions the suite was written with).
-const TOOLS: [&str; 3] = ["maturin==1.16.0", "pytest==9.2.0", "mypy==2.4.1"];
+const TOOLS: [&str; 4] = [
+    "maturin==1.16.0",
+    "pytest==9.2.0",
+    "mypy==2.4.1",
+    "kcl-rs==0.1.4",
+];
 
 /// Runs the Python suite against the embedded emulators.
 pub(crate) fn test(root: &Path) -> Result<(), String> {
     let target = target_dir(root);
     let venv = target.join("python-venv");
     let bin = venv.join("bin");
-    if !bin.join("maturin").exists() {
-        run(
-            Command::new("python3").args(["-m", "venv"]).arg(&venv),
-            "creating the virtualenv (needs python3 with venv)",
-        )?;
+    // The list installed, so a virtualenv made with an older list is completed.
+    let installed = venv.join("kinesis-fleet-tools.txt");
+    let wanted = TOOLS.join("\n");
+    if std::fs::read_to_string(&installed).ok().as_deref() != Some(wanted.as_str()) {
+        if !bin.join("pip").exists() {
+            run(
+                Command::new("python3").args(["-m", "venv"]).arg(&venv),
+                "creating the virtualenv (needs python3 with venv)",
+            )?;
+        }
         run(
             Command::new(bin.join("pip"))
                 .args(["install", "--quiet", "--disable-pip-version-check"])
                 .args(TOOLS),
-            "pip install maturin pytest mypy",
+            "pip install maturin pytest mypy kcl-rs",
         )?;
+        std::fs::write(&installed, wanted)
+            .map_err(|e| format!("writing {}: {e}", installed.display()))?;
     }
     let python = root.join("python");
     let in_venv = |program: &str| {
