@@ -117,7 +117,8 @@ impl NativeLocalAws {
     /// The KCL's multi-stream identifier of a stream, `account:name:creationEpoch`.
     fn stream_identifier(&self, py: Python<'_>, stream: &str) -> PyResult<String> {
         self.block(py, async move |aws| {
-            let failed = |e: &dyn std::error::Error| local_error(&format!("describing stream {stream}"), e);
+            let failed =
+                |e: &dyn std::error::Error| local_error(&format!("describing stream {stream}"), e);
             let name = stream.parse().map_err(|e| failed(&e))?;
             let resolved = kinesis_fleet::resolve_stream(&aws.kinesis_client(), name)
                 .await

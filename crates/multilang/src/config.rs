@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use kinesis_fleet::{
-    FanOutConfig, InitialPosition, PollingConfig, ProcessorErrorPolicy, Retrieval, WorkerConfig,
+    FanOutConfig, InitialPosition, PollingConfig, ProcessorErrorPolicy, Retrieval,
+    StreamIdentifier, StreamIdentifierError, WorkerConfig,
 };
 
 use crate::error::{Error, Result};
@@ -223,15 +224,19 @@ impl MultiLangConfig {
         let mut worker = WorkerConfig::default();
         let mut arn_region = None;
         if let Some(entry) = props.get("streamArn") {
-            let (region, name) = parse_stream_arn(&entry.value).ok_or_else(|| {
+            let stream = StreamIdentifier::from_arn(&entry.value).map_err(|e| {
+                let reason = match e {
+                    StreamIdentifierError::InvalidArn { reason, .. } => reason,
+                    _ => "not a stream ARN",
+                };
                 invalid(
                     "streamArn",
                     entry,
-                    "arn:<partition>:kinesis:<region>:<account>:stream/<name>",
+                    format!("arn:<partition>:kinesis:<region>:<12-digit account>:stream/<name>: {reason}"),
                 )
             })?;
-            arn_region = Some(region);
-            worker.stream_name = name;
+            arn_region = stream.region().map(str::to_owned);
+            worker.stream_name = stream.name().to_owned();
         } else {
             worker.stream_name = reader
                 .required("streamName", "the stream to consume (or set streamArn)")?
@@ -305,26 +310,6 @@ fn resolve_program(mut command: Vec<String>, folder: &Path) -> Vec<String> {
         *program = folder.join(&*program).to_string_lossy().into_owned();
     }
     command
-}
-
-/// `arn:aws:kinesis:us-east-1:123456789012:stream/orders` → (region, stream name).
-fn parse_stream_arn(arn: &str) -> Option<(String, String)> {
-    let mut parts = arn.splitn(6, ':');
-    let (Some("arn"), Some(partition), Some("kinesis"), Some(region), Some(account), Some(rest)) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        return None;
-    };
-    let name = rest.strip_prefix("stream/")?;
-    if partition.is_empty() || region.is_empty() || account.is_empty() || name.is_empty() {
-        return None;
-    }
-    Some((region.to_owned(), name.to_owned()))
 }
 
 fn invalid(key: &str, entry: &Entry, expected: impl Into<String>) -> Error {
@@ -530,7 +515,7 @@ mod tests {
     #[test]
     fn arn_region_retrieval_modes_and_timestamps() {
         let c = config(
-            "executableName = a\nstreamArn = arn:aws:kinesis:eu-west-1:1:stream/s\napplicationName = app\n\
+            "executableName = a\nstreamArn = arn:aws:kinesis:eu-west-1:123456789012:stream/s\napplicationName = app\n\
              retrievalMode = fanout\nmaxRecords = 10\nconsumerName = mine\ninitialPositionInStreamExtended = 1636609142\n",
         )
         .unwrap();
