@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, bail};
 use base64::Engine;
 use kinesis_fleet::prelude::*;
-use kinesis_fleet::{PollingConfig, ShutdownHandle, WorkerConfig};
+use kinesis_fleet::{PollingConfig, ShutdownHandle, StreamIdentifier, WorkerConfig};
 use kinesis_fleet_retrieval::{
     PollingReader, ReadEvent, Record as ShardRecord, Shard, ShardReader, StartingPosition,
 };
@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 
 use crate::aws::{Aws, AwsArgs};
 use crate::kinesis::Kinesis;
+use crate::leases::refuse_multi_stream_table;
 use crate::time::{parse_duration, parse_timestamp};
 
 /// Wait between GetRecords calls on a caught-up shard. Shorter than the
@@ -43,9 +44,9 @@ Examples:
   kfleet tail --stream orders --timestamp 15m --format text
   kfleet tail --stream orders --application orders-etl --from trim-horizon")]
 pub(crate) struct Args {
-    /// Stream to read.
+    /// Stream to read: a name or an ARN.
     #[arg(long, short)]
-    stream: String,
+    stream: StreamIdentifier,
     #[command(flatten)]
     position: PositionArgs,
     /// Output format: JSON lines, or `text` (the data of each record, one per line).
@@ -370,7 +371,7 @@ async fn without_leases(
         for (shard, position) in ready {
             let reader = PollingReader::spawn(
                 kinesis.client.clone(),
-                &args.stream,
+                args.stream.name(),
                 &shard.shard_id,
                 position,
                 Some(shard.hash_key_range),
@@ -502,6 +503,7 @@ async fn with_application(
     start: Start,
     sink: Arc<Sink>,
 ) -> anyhow::Result<()> {
+    refuse_multi_stream_table(aws, &application).await?;
     let shutdown: Arc<Mutex<Option<ShutdownHandle>>> = Arc::default();
     let leased = Arc::new(watch::Sender::new(false));
     let factory_sink = sink.clone();
@@ -513,7 +515,7 @@ async fn with_application(
         builder = builder.metrics_addr(addr);
     }
     let worker = builder
-        .stream(&args.stream)
+        .stream(args.stream.name())
         .application(&application)
         .initial_position(start.initial_position())
         .polling(PollingConfig::default().idle_time_between_reads(IDLE_TIME_BETWEEN_READS))
