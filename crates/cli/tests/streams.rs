@@ -3,6 +3,7 @@
 //! multi-stream lease table written by a real multi-stream worker.
 //! Runs on the emulator family `KINESIS_FLEET_BACKEND` names (embedded by default).
 
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,11 @@ async fn ok_with_input(aws: &LocalAws, args: &[&str], stdin: &str) -> String {
 /// `kfleet ARGS` against `aws`'s emulators, without a profile, with
 /// `stdin`, off the async runtime.
 async fn run(aws: &LocalAws, args: &[&str], stdin: &str) -> Output {
+    run_with_env(aws, args, stdin, &[]).await
+}
+
+/// [`run`] with more environment variables.
+async fn run_with_env(aws: &LocalAws, args: &[&str], stdin: &str, env: &[(&str, &Path)]) -> Output {
     use std::io::Write;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kfleet"));
     cmd.args(args)
@@ -43,7 +49,8 @@ async fn run(aws: &LocalAws, args: &[&str], stdin: &str) -> Output {
         .env("NO_COLOR", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        .envs(env.iter().copied());
     let stdin = stdin.to_owned();
     tokio::task::spawn_blocking(move || {
         let mut child = cmd.spawn().expect("spawn kfleet");
@@ -362,4 +369,85 @@ async fn status_leases_and_lineage_show_a_multi_stream_table() {
 
     shutdown.shutdown();
     running.await.expect("join").expect("worker run");
+}
+
+/// `--stream-profile` takes Kinesis' credentials from that profile (here a
+/// `credential_process` that leaves a mark) while the lease table stays on
+/// the main configuration; a profile that does not resolve is a one-line error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_profile_gives_kinesis_its_own_credentials() {
+    use std::os::unix::fs::PermissionsExt;
+    let aws = LocalAws::start().await.expect("start LocalAws");
+    let stream = aws.unique_name("profiled");
+    aws.create_stream(&stream, 1).await.expect("create stream");
+    let application = aws.unique_name("profiled-app");
+    ok_with_input(&aws, &["put", "--stream", &stream], "one\n").await;
+
+    let dir = std::env::temp_dir().join(aws.unique_name("stream-profile"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let marker = dir.join("used");
+    let script = dir.join("credentials.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho used >> '{}'\necho '{{\"Version\": 1, \"AccessKeyId\": \"stream\", \"SecretAccessKey\": \"stream\"}}'\n",
+            marker.display()
+        ),
+    )
+    .expect("write script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let config = dir.join("config");
+    std::fs::write(
+        &config,
+        format!(
+            "[profile stream-account]\ncredential_process = {}\n",
+            script.display()
+        ),
+    )
+    .expect("write config");
+    let no_credentials_file = dir.join("credentials");
+    std::fs::write(&no_credentials_file, "").expect("write credentials");
+    let env = [
+        ("AWS_CONFIG_FILE", config.as_path()),
+        ("AWS_SHARED_CREDENTIALS_FILE", no_credentials_file.as_path()),
+    ];
+    let args = [
+        "tail",
+        "--stream",
+        &stream,
+        "--application",
+        &application,
+        "--stream-profile",
+        "stream-account",
+        "--from",
+        "trim-horizon",
+        "--max-records",
+        "1",
+        "--format",
+        "text",
+    ];
+    let out = run_with_env(&aws, &args, "", &env).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\n");
+    let runs = std::fs::read_to_string(&marker).unwrap_or_default();
+    assert_eq!(
+        runs.lines().count(),
+        1,
+        "the stream profile's credential_process ran once, for Kinesis only"
+    );
+    let leases = json(&ok(&aws, &["leases", "--application", &application, "--json"]).await);
+    assert_eq!(leases.as_array().map(Vec::len), Some(1), "{leases}");
+
+    let args = ["tail", "--stream", &stream, "--stream-profile", "elsewhere"];
+    let out = run_with_env(&aws, &args, "", &env).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.lines().count() == 1
+            && err
+                .contains("no AWS credentials for Kinesis in profile elsewhere (--stream-profile)"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
