@@ -447,7 +447,7 @@ fn render(s: &Status) -> String {
         for st in &s.streams {
             let l = &st.leases;
             out.push_str(&format!(
-                "             {}: {} total: {} owned, {} unowned, {} finished\n",
+                "             {}  {} total: {} owned, {} unowned, {} finished\n",
                 st.stream, l.total, l.owned, l.unowned, l.finished
             ));
         }
@@ -728,7 +728,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("1:orders:17: 2 total: 1 owned, 1 unowned, 0 finished"),
+            text.contains("1:orders:17  2 total: 1 owned, 1 unowned, 0 finished"),
             "{text}"
         );
         let row = text.lines().find(|l| l.starts_with("1:clicks:18")).unwrap();
