@@ -12,7 +12,7 @@ use kinesis_fleet_sink::{CommandTransform, Compression, Format, S3Sink, SinkConf
 
 use crate::aws::{Aws, AwsArgs, Service, sdk_error};
 use crate::kinesis::Kinesis;
-use crate::leases::refuse_multi_stream_table;
+use crate::leases::check_lease_table;
 use crate::signal::shutdown_signal;
 use crate::tail::PositionArgs;
 use crate::time::parse_duration;
@@ -135,7 +135,7 @@ async fn s3(aws_args: &AwsArgs, args: S3Args) -> anyhow::Result<ExitCode> {
     .await?;
     let kinesis = Kinesis::new(&aws);
     let summary = kinesis.summary(&args.stream).await?;
-    refuse_multi_stream_table(&aws, &args.application).await?;
+    check_lease_table(&aws, &args.application, std::slice::from_ref(&args.stream)).await?;
     let s3 = aws.s3();
     if let Err(e) = s3.head_bucket().bucket(&args.bucket).send().await {
         return Err(sdk_error("HeadBucket", &aws.s3_endpoint(), &e)

@@ -188,10 +188,15 @@ fn row(lease: &Lease) -> LeaseRow {
 /// multi-stream table the leases whose key names that stream (and its
 /// account and creation epoch, where `stream` says them).
 pub(crate) fn is_of_stream(lease: &Lease, stream: &StreamIdentifier) -> bool {
-    let Some(key) = lease.stream_identifier() else {
-        return true;
-    };
-    StreamIdentifier::from_serialised(key).is_ok_and(|of| {
+    lease
+        .stream_identifier()
+        .is_none_or(|id| identifies(id, stream))
+}
+
+/// Whether the serialised identifier `id` (`account:stream:creationEpoch`)
+/// is `stream`'s.
+fn identifies(id: &str, stream: &StreamIdentifier) -> bool {
+    StreamIdentifier::from_serialised(id).is_ok_and(|of| {
         of.name() == stream.name()
             && stream.account().is_none_or(|a| of.account() == Some(a))
             && stream
@@ -200,48 +205,84 @@ pub(crate) fn is_of_stream(lease: &Lease, stream: &StreamIdentifier) -> bool {
     })
 }
 
-/// A lease table holding multi-stream leases, refused by the commands that
-/// join a fleet as a single-stream worker (`tail --application`, `deliver`):
-/// their shard-id keys would sit beside the fleet's and the fleet's leader
-/// would hand them other streams' leases.
+/// Why a worker of kfleet (`tail --application`, `deliver`) does not join
+/// an application: its lease table is of another shape than the worker's
+/// streams. The fleet's leader hands any lease of the table to any worker.
 #[derive(Debug)]
-pub(crate) struct MultiStreamTable {
-    table: String,
-    streams: Vec<String>,
+pub(crate) enum LeaseTableMismatch {
+    /// One stream given, multi-stream leases found.
+    MultiStream { table: String, streams: Vec<String> },
+    /// Several streams given, single-stream leases found.
+    SingleStream { table: String },
+    /// Several streams given, leases of other streams found.
+    OtherStreams { table: String, streams: Vec<String> },
 }
 
-impl std::fmt::Display for MultiStreamTable {
+impl std::fmt::Display for LeaseTableMismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "lease table {} holds multi-stream leases (streams {}): kfleet tail and kfleet deliver join \
-             single-stream applications only; read the stream without --application, or name another application",
-            self.table,
-            self.streams.join(", ")
-        )
+        match self {
+            LeaseTableMismatch::MultiStream { table, streams } => write!(
+                f,
+                "lease table {table} holds multi-stream leases (streams {}): name every stream of the \
+                 application with --stream a,b,... (a single-stream worker would be handed their leases), \
+                 or read without --application",
+                streams.join(", ")
+            ),
+            LeaseTableMismatch::SingleStream { table } => write!(
+                f,
+                "lease table {table} holds single-stream leases: with several --stream the worker writes \
+                 multi-stream leases, so name another application or one stream"
+            ),
+            LeaseTableMismatch::OtherStreams { table, streams } => write!(
+                f,
+                "lease table {table} holds leases of streams not given with --stream ({}): this worker \
+                 would be handed them; name them too",
+                streams.join(", ")
+            ),
+        }
     }
 }
 
-impl std::error::Error for MultiStreamTable {}
+impl std::error::Error for LeaseTableMismatch {}
 
-/// Fails with [`MultiStreamTable`] when `table` holds multi-stream leases;
-/// a missing table is fine (the worker creates it).
-pub(crate) async fn refuse_multi_stream_table(aws: &Aws, table: &str) -> anyhow::Result<()> {
+/// Fails with [`LeaseTableMismatch`] unless `table`'s leases are of the
+/// shape a worker over `streams` writes: single-stream leases for one
+/// stream, multi-stream leases of `streams` only for several. A missing
+/// table is fine (the worker creates it).
+pub(crate) async fn check_lease_table(
+    aws: &Aws,
+    table: &str,
+    streams: &[StreamIdentifier],
+) -> anyhow::Result<()> {
     let leases = read_leases(aws, table).await?.unwrap_or_default();
-    let mut streams: Vec<String> = leases
+    let table = table.to_owned();
+    let mut multi: Vec<String> = leases
         .iter()
         .filter_map(|l| l.stream_identifier().map(str::to_owned))
         .collect();
-    streams.sort();
-    streams.dedup();
-    if streams.is_empty() {
-        return Ok(());
+    multi.sort();
+    multi.dedup();
+    let mismatch = if let [_] = streams {
+        (!multi.is_empty()).then_some(LeaseTableMismatch::MultiStream {
+            table,
+            streams: multi,
+        })
+    } else if leases.iter().any(|l| l.stream_identifier().is_none()) {
+        Some(LeaseTableMismatch::SingleStream { table })
+    } else {
+        let others: Vec<String> = multi
+            .into_iter()
+            .filter(|id| !streams.iter().any(|s| identifies(id, s)))
+            .collect();
+        (!others.is_empty()).then_some(LeaseTableMismatch::OtherStreams {
+            table,
+            streams: others,
+        })
+    };
+    match mismatch {
+        Some(m) => Err(m.into()),
+        None => Ok(()),
     }
-    Err(MultiStreamTable {
-        table: table.to_owned(),
-        streams,
-    }
-    .into())
 }
 
 /// MillisBehindLatest of the first record after the lease's checkpoint;

@@ -451,3 +451,160 @@ async fn stream_profile_gives_kinesis_its_own_credentials() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `kfleet tail` over two streams (one named by ARN): without an
+/// application it prints each record once with its stream; with one it is a
+/// multi-stream worker whose leases `leases` and `status` show; and it
+/// refuses lease tables of another shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_reads_several_streams_and_writes_multi_stream_leases() {
+    let aws = LocalAws::start().await.expect("start LocalAws");
+    let (x, y, z) = (
+        aws.unique_name("tail-x"),
+        aws.unique_name("tail-y"),
+        aws.unique_name("tail-z"),
+    );
+    aws.create_stream(&x, 1).await.expect("create stream");
+    aws.create_stream(&y, 2).await.expect("create stream");
+    aws.create_stream(&z, 1).await.expect("create stream");
+    let y_arn = arn_of(&aws, &y).await;
+    ok_with_input(&aws, &["put", "--stream", &x], "x1\n").await;
+    ok_with_input(&aws, &["put", "--stream", &y_arn], "y1\ny2\n").await;
+    let both = format!("{x},{y_arn}");
+
+    let printed = ok(
+        &aws,
+        &[
+            "tail",
+            "--stream",
+            &both,
+            "--from",
+            "trim-horizon",
+            "--max-records",
+            "3",
+        ],
+    )
+    .await;
+    let mut seen: Vec<(String, String)> = printed
+        .lines()
+        .map(|l| {
+            let v = json(l);
+            (
+                v["stream"].as_str().unwrap().to_owned(),
+                v["data"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut expected = vec![
+        (x.clone(), "x1".to_owned()),
+        (y.clone(), "y1".to_owned()),
+        (y.clone(), "y2".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(seen, expected, "{printed}");
+
+    let application = aws.unique_name("tail-ms-app");
+    let printed = ok(
+        &aws,
+        &[
+            "tail",
+            "--stream",
+            &x,
+            "--stream",
+            &y_arn,
+            "--application",
+            &application,
+            "--from",
+            "trim-horizon",
+            "--max-records",
+            "3",
+            "--format",
+            "text",
+        ],
+    )
+    .await;
+    let mut lines: Vec<&str> = printed.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines, ["x1", "y1", "y2"], "{printed}");
+    let leases = json(&ok(&aws, &["leases", "--application", &application, "--json"]).await);
+    let mut streams: Vec<String> = leases
+        .as_array()
+        .expect("lease rows")
+        .iter()
+        .map(|row| {
+            let id: StreamIdentifier = row["stream"]
+                .as_str()
+                .expect("multi-stream")
+                .parse()
+                .unwrap();
+            id.name().to_owned()
+        })
+        .collect();
+    streams.sort();
+    let mut expected = vec![x.clone(), y.clone(), y.clone()];
+    expected.sort();
+    assert_eq!(streams, expected, "{leases}");
+    let status = json(&ok(&aws, &["status", "--application", &application, "--json"]).await);
+    assert_eq!(
+        status["streams"].as_array().map(Vec::len),
+        Some(2),
+        "{status}"
+    );
+
+    let refused = |args: Vec<String>, needle: String| {
+        let aws = &aws;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = run(aws, &args, "").await;
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success() && err.lines().count() == 1 && err.contains(&needle),
+                "{args:?}: {err}"
+            );
+        }
+    };
+    let tail = |streams: &str, application: &str| {
+        ["tail", "--stream", streams, "--application", application]
+            .map(str::to_owned)
+            .to_vec()
+    };
+    refused(
+        tail(&x, &application),
+        format!("lease table {application} holds multi-stream leases"),
+    )
+    .await;
+    refused(
+        tail(&format!("{x},{z}"), &application),
+        format!("lease table {application} holds leases of streams not given with --stream"),
+    )
+    .await;
+    let single = aws.unique_name("tail-single-app");
+    ok(
+        &aws,
+        &[
+            "tail",
+            "--stream",
+            &x,
+            "--application",
+            &single,
+            "--from",
+            "trim-horizon",
+            "--max-records",
+            "1",
+        ],
+    )
+    .await;
+    refused(
+        tail(&both, &single),
+        format!("lease table {single} holds single-stream leases"),
+    )
+    .await;
+    refused(
+        ["tail", "--stream", &format!("{x},{x}")]
+            .map(str::to_owned)
+            .to_vec(),
+        format!("--stream names {x} twice"),
+    )
+    .await;
+}
