@@ -33,6 +33,9 @@ use crate::time::{format_age, format_epoch_millis, now_millis, parse_duration};
 Heartbeat ages are computed from the wall-clock times workers write, so they are only as \
 good as the clocks; workers themselves judge liveness by watching counters change.
 
+On a multi-stream lease table (keys account:stream:creationEpoch:shardId) it adds each \
+stream's lease counts, and --watch a STREAM column.
+
 With --watch the view is redrawn in place every INTERVAL (2s if omitted) until Ctrl-C, with \
 a row per shard: its owner, checkpoint and, given the workers' metrics endpoints \
 (--metrics-addr of fleet_worker, kfleet tail --application, kfleet multilang), how far behind \

@@ -42,7 +42,8 @@ Examples:
   kfleet tail --stream orders --from trim-horizon --max-records 100
   kfleet tail --stream orders --from at-timestamp --timestamp 2024-05-01T12:00:00Z
   kfleet tail --stream orders --timestamp 15m --format text
-  kfleet tail --stream orders --application orders-etl --from trim-horizon")]
+  kfleet tail --stream orders --application orders-etl --from trim-horizon
+  kfleet tail --stream orders,arn:aws:kinesis:eu-west-1:123456789012:stream/clicks --application shop-etl")]
 pub(crate) struct Args {
     /// Stream to read, by name or ARN. Several (`--stream a,b` or repeated)
     /// add a `stream` field to JSON lines and, with --application, make the
