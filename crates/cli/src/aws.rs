@@ -9,6 +9,10 @@
 //! not there, and asking it costs seconds of timeouts. Loopback endpoints
 //! (the local emulators) get placeholder credentials and `us-east-1` when
 //! none are configured.
+//!
+//! `--stream-profile` gives Kinesis its own profile (a stream in another
+//! account, reached by assuming a role there), while DynamoDB and S3 stay
+//! on the main configuration.
 
 use std::error::Error as StdError;
 use std::net::IpAddr;
@@ -68,6 +72,11 @@ pub(crate) struct AwsArgs {
     /// Profile from the AWS config and credentials files (default: AWS_PROFILE, else `default`).
     #[arg(long, global = true, help_heading = "AWS")]
     profile: Option<String>,
+    /// Profile for Kinesis calls only, e.g. one with role_arn and
+    /// source_profile that assumes a role in the stream's account; the lease
+    /// table (DynamoDB) and S3 stay on --profile. Same region.
+    #[arg(long, global = true, value_name = "PROFILE", help_heading = "AWS")]
+    stream_profile: Option<String>,
 }
 
 /// The services a command talks to.
@@ -100,6 +109,8 @@ impl Service {
 #[derive(Debug)]
 pub(crate) struct Aws {
     sdk: SdkConfig,
+    /// Kinesis' own configuration, with `--stream-profile`.
+    kinesis_sdk: Option<SdkConfig>,
     kinesis_endpoint: Option<String>,
     dynamodb_endpoint: Option<String>,
     s3_endpoint: Option<String>,
@@ -147,50 +158,38 @@ impl Aws {
         } else {
             args.credentials_chain(&region)
         };
-        let first = match tokio::time::timeout(
-            CREDENTIALS_DEADLINE,
-            credentials.provide_credentials(),
-        )
-        .await
-        {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                let why = match &e {
-                    CredentialsError::CredentialsNotLoaded(_) => String::new(),
-                    other => format!(" ({})", error_chain(other)),
-                };
-                bail!(
-                    "no AWS credentials for {target}{why}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
-                     pick a profile with --profile or AWS_PROFILE (for SSO profiles run `aws sso login` first), \
-                     or point --endpoint-url at local emulators{EMULATORS_HINT}"
-                )
-            }
-            Err(_) => bail!(
-                "resolving AWS credentials for {target} took longer than {CREDENTIALS_DEADLINE:?}"
-            ),
-        };
-        let credentials = Prefetched {
-            first: Mutex::new(Some(first)),
-            inner: credentials,
-        };
+        let credentials = Prefetched::resolve(credentials, &target, &format!(
+            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+             pick a profile with --profile or AWS_PROFILE (for SSO profiles run `aws sso login` first), \
+             or point --endpoint-url at local emulators{EMULATORS_HINT}"
+        ))
+        .await?;
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(region)
+            .region(region.clone())
             .credentials_provider(credentials);
         if let Some(profile) = &args.profile {
             loader = loader.profile_name(profile);
         }
         let sdk = loader.load().await;
+        let kinesis_sdk = match &args.stream_profile {
+            Some(profile) if services.contains(&Service::Kinesis) => {
+                Some(stream_profile_config(profile, region).await?)
+            }
+            _ => None,
+        };
         Ok(Aws {
             sdk,
+            kinesis_sdk,
             kinesis_endpoint,
             dynamodb_endpoint,
             s3_endpoint,
         })
     }
 
-    /// A Kinesis client.
+    /// A Kinesis client (of `--stream-profile` when given).
     pub(crate) fn kinesis(&self) -> aws_sdk_kinesis::Client {
-        let mut config = aws_sdk_kinesis::config::Builder::from(&self.sdk);
+        let sdk = self.kinesis_sdk.as_ref().unwrap_or(&self.sdk);
+        let mut config = aws_sdk_kinesis::config::Builder::from(sdk);
         if let Some(url) = &self.kinesis_endpoint {
             config = config.endpoint_url(url);
         }
@@ -372,6 +371,29 @@ impl AwsArgs {
     }
 }
 
+/// The configuration of `--stream-profile PROFILE`: that profile's
+/// credentials only (source profiles, role assumption, SSO and
+/// `credential_process` as the SDK resolves them), in `region`.
+async fn stream_profile_config(profile: &str, region: Region) -> anyhow::Result<SdkConfig> {
+    let conf = ProviderConfig::default().with_region(Some(region.clone()));
+    let provider = ProfileFileCredentialsProvider::builder()
+        .configure(&conf)
+        .profile_name(profile)
+        .build();
+    let credentials = Prefetched::resolve(
+        SharedCredentialsProvider::new(provider),
+        &format!("Kinesis in profile {profile} (--stream-profile)"),
+        "check the profile in the AWS config and credentials files (for SSO profiles run `aws sso login` first)",
+    )
+    .await?;
+    Ok(aws_config::defaults(BehaviorVersion::latest())
+        .region(region)
+        .credentials_provider(credentials)
+        .profile_name(profile)
+        .load()
+        .await)
+}
+
 /// Hands out the credentials resolved by the pre-check once, then asks the
 /// chain again (refreshes), so a `credential_process` or SSO lookup does not
 /// run twice at start-up.
@@ -379,6 +401,36 @@ impl AwsArgs {
 struct Prefetched {
     first: Mutex<Option<Credentials>>,
     inner: SharedCredentialsProvider,
+}
+
+impl Prefetched {
+    /// Resolves `inner`'s credentials once, now: a missing credential is a
+    /// one-line error naming `target` and what to do (`hint`).
+    async fn resolve(
+        inner: SharedCredentialsProvider,
+        target: &str,
+        hint: &str,
+    ) -> anyhow::Result<Prefetched> {
+        let first = match tokio::time::timeout(CREDENTIALS_DEADLINE, inner.provide_credentials())
+            .await
+        {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                let why = match &e {
+                    CredentialsError::CredentialsNotLoaded(_) => String::new(),
+                    other => format!(" ({})", error_chain(other)),
+                };
+                bail!("no AWS credentials for {target}{why}: {hint}")
+            }
+            Err(_) => bail!(
+                "resolving AWS credentials for {target} took longer than {CREDENTIALS_DEADLINE:?}"
+            ),
+        };
+        Ok(Prefetched {
+            first: Mutex::new(Some(first)),
+            inner,
+        })
+    }
 }
 
 impl ProvideCredentials for Prefetched {

@@ -7,11 +7,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use kinesis_fleet::{PollingConfig, Worker};
+use kinesis_fleet::{PollingConfig, StreamIdentifier, Worker};
 use kinesis_fleet_sink::{CommandTransform, Compression, Format, S3Sink, SinkConfig};
 
 use crate::aws::{Aws, AwsArgs, Service, sdk_error};
 use crate::kinesis::Kinesis;
+use crate::leases::check_lease_table;
 use crate::signal::shutdown_signal;
 use crate::tail::PositionArgs;
 use crate::time::parse_duration;
@@ -46,9 +47,9 @@ Examples:
   kfleet deliver s3 --stream orders --application orders-s3 --bucket my-bucket --buffer-size 64MiB \\
       --buffer-interval 60s --format jsonl --compression gzip --transform-cmd 'python3 transform.py'")]
 pub(crate) struct S3Args {
-    /// Stream to deliver.
+    /// Stream to deliver: a name or an ARN.
     #[arg(long, short)]
-    stream: String,
+    stream: StreamIdentifier,
     /// The application (lease table) whose fleet this worker joins; run the
     /// command several times with the same name to share the shards.
     #[arg(long, short)]
@@ -134,6 +135,7 @@ async fn s3(aws_args: &AwsArgs, args: S3Args) -> anyhow::Result<ExitCode> {
     .await?;
     let kinesis = Kinesis::new(&aws);
     let summary = kinesis.summary(&args.stream).await?;
+    check_lease_table(&aws, &args.application, std::slice::from_ref(&args.stream)).await?;
     let s3 = aws.s3();
     if let Err(e) = s3.head_bucket().bucket(&args.bucket).send().await {
         return Err(sdk_error("HeadBucket", &aws.s3_endpoint(), &e)
@@ -154,7 +156,7 @@ async fn s3(aws_args: &AwsArgs, args: S3Args) -> anyhow::Result<ExitCode> {
             FormatArg::Raw => Format::Raw,
             FormatArg::Jsonl => Format::JsonLines,
         });
-    let mut sink = S3Sink::new(s3, &args.stream, config)?;
+    let mut sink = S3Sink::new(s3, args.stream.name(), config)?;
     if let Some(command) = &args.transform_cmd {
         let stream_arn = summary.stream_arn().to_owned();
         let region = aws.region();
@@ -178,7 +180,7 @@ async fn s3(aws_args: &AwsArgs, args: S3Args) -> anyhow::Result<ExitCode> {
         builder = builder.metrics_addr(addr);
     }
     let worker = builder
-        .stream(&args.stream)
+        .stream(args.stream.name())
         .application(&args.application)
         .initial_position(start.initial_position())
         .failover_time(args.failover_time)

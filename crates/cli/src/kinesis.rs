@@ -1,11 +1,15 @@
 //! [`Kinesis`]: the Kinesis client the commands share, with the calls and
 //! the errors they all need (a missing stream, waiting for ACTIVE).
+//!
+//! Streams are [`StreamIdentifier`]s: a stream named by ARN is asked for
+//! with `StreamARN` beside `StreamName`, as the KCL 2.5+ does.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::types::{StreamDescriptionSummary, StreamStatus};
+use kinesis_fleet::StreamIdentifier;
 use kinesis_fleet_retrieval::Shard;
 
 use crate::aws::{Aws, AwsArgs, Service, error_code, sdk_error};
@@ -48,11 +52,15 @@ impl Kinesis {
     }
 
     /// DescribeStreamSummary; a missing stream is a clear error.
-    pub(crate) async fn summary(&self, name: &str) -> anyhow::Result<StreamDescriptionSummary> {
+    pub(crate) async fn summary(
+        &self,
+        stream: &StreamIdentifier,
+    ) -> anyhow::Result<StreamDescriptionSummary> {
         match self
             .client
             .describe_stream_summary()
-            .stream_name(name)
+            .stream_name(stream.name())
+            .set_stream_arn(arn(stream))
             .send()
             .await
         {
@@ -60,37 +68,46 @@ impl Kinesis {
                 .stream_description_summary
                 .context("DescribeStreamSummary returned no summary"),
             Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {
-                Err(self.no_such_stream(name))
+                Err(self.no_such_stream(stream))
             }
             Err(e) => Err(sdk_error("DescribeStreamSummary", &self.endpoint, &e)),
         }
     }
 
     /// Every shard of the stream, open and closed.
-    pub(crate) async fn shards(&self, name: &str) -> anyhow::Result<Vec<Shard>> {
-        kinesis_fleet_retrieval::list_shards(&self.client, name)
+    pub(crate) async fn shards(&self, stream: &StreamIdentifier) -> anyhow::Result<Vec<Shard>> {
+        kinesis_fleet_retrieval::list_shards(&self.client, stream.name())
             .await
             .map_err(|e| match e {
-                kinesis_fleet_retrieval::Error::StreamNotFound { .. } => self.no_such_stream(name),
+                kinesis_fleet_retrieval::Error::StreamNotFound { .. } => {
+                    self.no_such_stream(stream)
+                }
                 other => anyhow::Error::new(other).context("listing shards"),
             })
     }
 
-    pub(crate) fn no_such_stream(&self, name: &str) -> anyhow::Error {
+    pub(crate) fn no_such_stream(&self, stream: &StreamIdentifier) -> anyhow::Error {
         anyhow::anyhow!(
-            "stream {name:?} does not exist at {} (check the name, --region and --profile; `kfleet stream list` shows the streams)",
+            "stream {:?} does not exist at {} (check the name, --region and --profile; `kfleet stream list` shows the streams)",
+            stream.arn().unwrap_or(stream.name()),
             self.endpoint
         )
     }
 
     /// Polls until the stream is ACTIVE (or, with `gone`, until it no longer exists).
-    pub(crate) async fn wait(&self, name: &str, what: &str, gone: bool) -> anyhow::Result<()> {
+    pub(crate) async fn wait(
+        &self,
+        stream: &StreamIdentifier,
+        what: &str,
+        gone: bool,
+    ) -> anyhow::Result<()> {
+        let name = stream.name();
         let bar = output::spinner(format!("{what}: waiting for stream {name}"));
         let started = Instant::now();
         let mut delay = Duration::from_millis(50);
         let mut last;
         loop {
-            match self.summary(name).await {
+            match self.summary(stream).await {
                 Ok(s) if !gone && s.stream_status() == &StreamStatus::Active => break,
                 Ok(s) => last = s.stream_status().as_str().to_owned(),
                 Err(_) if gone => break,
@@ -110,6 +127,11 @@ impl Kinesis {
         bar.finish_and_clear();
         Ok(())
     }
+}
+
+/// The `StreamARN` of a request about `stream`: set when it was named by ARN.
+pub(crate) fn arn(stream: &StreamIdentifier) -> Option<String> {
+    stream.arn().map(str::to_owned)
 }
 
 /// `open` or `closed`, as `stream describe` and `lineage` print a shard.

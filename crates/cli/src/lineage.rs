@@ -4,13 +4,14 @@
 
 use std::collections::HashMap;
 
+use kinesis_fleet::StreamIdentifier;
 use kinesis_fleet_leases::Lease;
 use kinesis_fleet_retrieval::Shard;
 use serde::Serialize;
 
 use crate::aws::AwsArgs;
 use crate::kinesis::{Kinesis, shard_state};
-use crate::leases::list_leases;
+use crate::leases::{is_of_stream, list_leases};
 use crate::output::{self, Table, checkpoint_text};
 
 /// `kfleet lineage` options.
@@ -25,13 +26,14 @@ cleaned up.
 Examples:
   kfleet lineage --stream orders
   kfleet lineage --stream orders --application orders-etl
+  kfleet lineage --stream arn:aws:kinesis:eu-west-1:123456789012:stream/orders --application shop-etl
   kfleet lineage --stream orders --json | jq '.shards[] | select(.state == \"open\")'")]
 pub(crate) struct Args {
-    /// Stream whose shards to show.
+    /// Stream whose shards to show: a name or an ARN.
     #[arg(long, short)]
-    stream: String,
+    stream: StreamIdentifier,
     /// Application name (names the lease table): adds each shard's lease
-    /// owner and checkpoint.
+    /// owner and checkpoint (in a multi-stream table, of the stream's leases).
     #[arg(long, short)]
     application: Option<String>,
     /// Lease table, when it is not named after the application.
@@ -99,7 +101,7 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
     };
     let by_shard: HashMap<&str, &Lease> = leases
         .iter()
-        .filter(|l| of_stream(l, &args.stream))
+        .filter(|l| is_of_stream(l, &args.stream))
         .map(|l| (l.shard_id(), l))
         .collect();
     let tree = tree(&shards);
@@ -112,7 +114,7 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
             .map(|l| shard_row(&shards, &tree, l.shard, lease_of(&shards[l.shard])))
             .collect();
         return output::print_json(&Lineage {
-            stream: args.stream,
+            stream: args.stream.name().to_owned(),
             lease_table: table,
             shards: rows,
         });
@@ -154,14 +156,6 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
         out.row(cells);
     }
     output::print(&out.render())
-}
-
-/// Whether `lease` belongs to `stream`: a single-stream key, or a
-/// multi-stream key (`account:stream:epoch:shard`) naming it.
-fn of_stream(lease: &Lease, stream: &str) -> bool {
-    lease
-        .stream_identifier()
-        .is_none_or(|id| id.split(':').nth(1) == Some(stream))
 }
 
 fn shard_row(shards: &[Shard], tree: &Tree, i: usize, lease: Option<&Lease>) -> ShardRow {
@@ -252,7 +246,6 @@ mod tests {
     use kinesis_fleet_retrieval::{HashKeyRange, SequenceNumberRange, ShardId};
 
     use super::*;
-    use kinesis_fleet::ExtendedSequenceNumber;
 
     fn shard(id: u32, parents: &[u32], range: (u128, u128), closed: bool) -> Shard {
         let name = |n: &u32| ShardId::from(format!("s{n}"));
@@ -307,19 +300,5 @@ mod tests {
             shard(7, &[6], (20, 29), false),
         ];
         assert_eq!(drawn(&shards), ["s5", "s6", "└─ s7", "   └─ s6 ^"]);
-    }
-
-    #[test]
-    fn multi_stream_keys() {
-        let lease = |key: &str| Lease::new(key, ExtendedSequenceNumber::LATEST);
-        assert!(of_stream(&lease("shardId-000000000001"), "orders"));
-        assert!(of_stream(
-            &lease("1:orders:17:shardId-000000000001"),
-            "orders"
-        ));
-        assert!(!of_stream(
-            &lease("1:clicks:17:shardId-000000000001"),
-            "orders"
-        ));
     }
 }

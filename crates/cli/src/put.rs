@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
+use kinesis_fleet::StreamIdentifier;
 use kinesis_fleet::kpl::NewRecord;
 use kinesis_fleet::producer::{BatchHandle, Counter, Error, Producer, ProducerConfig};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -29,9 +30,9 @@ Examples:
   kfleet put --stream orders --file orders.jsonl --key-field customer.id --aggregate
   tail -f app.log | kfleet put --stream logs --partition-key app-1 --aggregate")]
 pub(crate) struct Args {
-    /// Stream to write to.
+    /// Stream to write to: a name or an ARN.
     #[arg(long, short)]
-    stream: String,
+    stream: StreamIdentifier,
     /// Read records from this file instead of stdin.
     #[arg(long, value_name = "PATH")]
     file: Option<PathBuf>,
@@ -120,7 +121,8 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
     let config = ProducerConfig::default()
         .aggregation(args.aggregate)
         .max_buffered_time(Duration::from_millis(args.max_buffered_time));
-    let producer = Producer::new(kinesis.client.clone(), &args.stream, config)
+    // The producer's PutRecords go by name: the ARN's stream in this account and region.
+    let producer = Producer::new(kinesis.client.clone(), args.stream.name(), config)
         .await
         .with_context(|| format!("starting a producer for {}", args.stream))?;
 

@@ -33,6 +33,9 @@ use crate::time::{format_age, format_epoch_millis, now_millis, parse_duration};
 Heartbeat ages are computed from the wall-clock times workers write, so they are only as \
 good as the clocks; workers themselves judge liveness by watching counters change.
 
+On a multi-stream lease table (keys account:stream:creationEpoch:shardId) it adds each \
+stream's lease counts, and --watch a STREAM column.
+
 With --watch the view is redrawn in place every INTERVAL (2s if omitted) until Ctrl-C, with \
 a row per shard: its owner, checkpoint and, given the workers' metrics endpoints \
 (--metrics-addr of fleet_worker, kfleet tail --application, kfleet multilang), how far behind \
@@ -74,6 +77,9 @@ struct Status {
     leader: Option<Leader>,
     workers: Vec<WorkerRow>,
     leases: LeaseCounts,
+    /// Per stream, in a multi-stream lease table (empty in a single-stream one).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    streams: Vec<StreamLeases>,
     balance: Option<Balance>,
     waiting_on_parents: Vec<Waiting>,
     /// One row per unfinished lease (with --watch or --metrics).
@@ -84,9 +90,20 @@ struct Status {
     metrics_errors: Vec<String>,
 }
 
+/// The leases of one stream of a multi-stream table.
+#[derive(Debug, Serialize)]
+struct StreamLeases {
+    /// `account:stream:creationEpoch`, as in the leases' `streamName` attribute.
+    stream: String,
+    leases: LeaseCounts,
+}
+
 #[derive(Debug, Serialize)]
 struct ShardRow {
     lease_key: String,
+    /// In a multi-stream table, `account:stream:creationEpoch`.
+    stream: Option<String>,
+    shard_id: String,
     owner: Option<String>,
     checkpoint: String,
     /// The largest behind-latest any endpoint reports for the shard (the
@@ -209,7 +226,7 @@ async fn snapshot(aws: &Aws, args: &Args) -> anyhow::Result<Status> {
     Ok(status)
 }
 
-/// Behind-latest seconds by shard id, the largest any endpoint reports,
+/// Behind-latest seconds by `shard` label (the lease key), the largest any endpoint reports,
 /// and the endpoints that failed.
 async fn read_lag(urls: &[String]) -> (HashMap<String, f64>, Vec<String>) {
     let mut lag: HashMap<String, f64> = HashMap::new();
@@ -236,9 +253,13 @@ fn shard_rows(leases: &[Lease], lag: &HashMap<String, f64>) -> Vec<ShardRow> {
         .filter(|l| l.checkpoint.sequence_number != SequenceNumber::ShardEnd)
         .map(|l| ShardRow {
             lease_key: l.lease_key.clone(),
+            stream: l.stream_identifier().map(str::to_owned),
+            shard_id: l.shard_id().to_owned(),
             owner: l.lease_owner.clone(),
             checkpoint: output::checkpoint_text(&l.checkpoint),
-            behind_latest_seconds: lag.get(l.shard_id()).copied(),
+            // Workers label a shard with its lease key (the shard id in a
+            // single-stream table).
+            behind_latest_seconds: lag.get(&l.lease_key).copied(),
         })
         .collect()
 }
@@ -254,6 +275,41 @@ async fn read_coordinator(aws: &Aws, table: &str) -> anyhow::Result<Option<Coord
         Err(e) if is_missing_table(&e) => Ok(None),
         Err(e) => Err(anyhow::Error::new(e).context(format!("reading coordinator table {table}"))),
     }
+}
+
+impl LeaseCounts {
+    fn of<'a>(leases: impl Iterator<Item = &'a Lease>) -> LeaseCounts {
+        let mut counts = LeaseCounts::default();
+        for lease in leases {
+            counts.total += 1;
+            match lease.lease_owner {
+                Some(_) => counts.owned += 1,
+                None => counts.unowned += 1,
+            }
+            if lease.checkpoint.sequence_number == SequenceNumber::ShardEnd {
+                counts.finished += 1;
+            }
+        }
+        counts
+    }
+}
+
+/// Lease counts per stream of a multi-stream table, by stream; empty for a
+/// single-stream table.
+fn per_stream(leases: &[Lease]) -> Vec<StreamLeases> {
+    let mut by_stream: BTreeMap<&str, Vec<&Lease>> = BTreeMap::new();
+    for lease in leases {
+        if let Some(stream) = lease.stream_identifier() {
+            by_stream.entry(stream).or_default().push(lease);
+        }
+    }
+    by_stream
+        .into_iter()
+        .map(|(stream, leases)| StreamLeases {
+            stream: stream.to_owned(),
+            leases: LeaseCounts::of(leases.into_iter()),
+        })
+        .collect()
 }
 
 fn build_status(
@@ -273,12 +329,8 @@ fn build_status(
     let mut status = Status {
         application: application.to_owned(),
         lease_table: lease_table.to_owned(),
-        leases: LeaseCounts {
-            total: leases.len(),
-            owned: leases.iter().filter(|l| l.lease_owner.is_some()).count(),
-            unowned: leases.iter().filter(|l| l.lease_owner.is_none()).count(),
-            finished: leases.iter().filter(|l| finished(l)).count(),
-        },
+        leases: LeaseCounts::of(leases.iter()),
+        streams: per_stream(leases),
         ..Status::default()
     };
     let mut workers: BTreeMap<String, WorkerRow> = BTreeMap::new();
@@ -339,14 +391,14 @@ fn build_status(
             mean: counts.iter().sum::<usize>() as f64 / counts.len() as f64,
         });
     }
-    let by_key: HashMap<&str, &Lease> = leases.iter().map(|l| (l.shard_id(), l)).collect();
+    let by_key: HashMap<&str, &Lease> = leases.iter().map(|l| (l.lease_key.as_str(), l)).collect();
     for lease in leases.iter().filter(|l| !finished(l)) {
         let open_parents: Vec<String> = lease
             .parent_shard_ids
             .iter()
             .filter(|p| {
                 by_key
-                    .get(p.as_str())
+                    .get(lease.parent_lease_key(p).as_str())
                     .is_some_and(|parent| !finished(parent))
             })
             .cloned()
@@ -390,6 +442,19 @@ fn render(s: &Status) -> String {
         "leases       {} total: {} owned, {} unowned, {} finished (SHARD_END)\n",
         l.total, l.owned, l.unowned, l.finished
     ));
+    if !s.streams.is_empty() {
+        out.push_str(&format!(
+            "streams      {} (a multi-stream lease table)\n",
+            s.streams.len()
+        ));
+        for st in &s.streams {
+            let l = &st.leases;
+            out.push_str(&format!(
+                "             {}  {} total: {} owned, {} unowned, {} finished\n",
+                st.stream, l.total, l.owned, l.unowned, l.finished
+            ));
+        }
+    }
     match &s.balance {
         Some(b) => {
             let running = s.workers.iter().filter(|w| w.may_hold_leases()).count();
@@ -459,16 +524,26 @@ fn render(s: &Status) -> String {
     }
     if !s.shards.is_empty() {
         out.push('\n');
-        let mut table = Table::new(&["SHARD", "OWNER", "BEHIND LATEST", "CHECKPOINT"]);
+        let multi_stream = !s.streams.is_empty();
+        let mut headers = vec!["SHARD", "OWNER", "BEHIND LATEST", "CHECKPOINT"];
+        if multi_stream {
+            headers.insert(0, "STREAM");
+        }
+        let mut table = Table::new(&headers);
         for row in &s.shards {
-            table.row(vec![
-                row.lease_key.clone(),
+            let mut cells = Vec::with_capacity(headers.len());
+            if multi_stream {
+                cells.push(row.stream.clone().unwrap_or_default());
+            }
+            cells.extend([
+                row.shard_id.clone(),
                 row.owner.clone().unwrap_or_default(),
                 row.behind_latest_seconds
                     .map(|secs| format_age((secs * 1000.0).round() as i64))
                     .unwrap_or_default(),
                 row.checkpoint.clone(),
             ]);
+            table.row(cells);
         }
         out.push_str(&table.render());
     }
@@ -602,5 +677,75 @@ mod tests {
         let text = render(&st);
         assert!(text.contains("leader       w1"), "{text}");
         assert!(text.contains("RUNNING"), "{text}");
+    }
+
+    #[test]
+    fn multi_stream_tables_count_leases_per_stream_and_match_parents_within_a_stream() {
+        let (a, b) = ("1:orders:17", "1:clicks:18");
+        let key = |stream: &str, shard: &str| format!("{stream}:{shard}");
+        let leases = [
+            lease(&key(a, "s-0"), Some("w1"), &[], false),
+            lease(&key(a, "s-1"), None, &["s-0"], false),
+            lease(&key(b, "s-0"), Some("w2"), &[], true),
+            lease(&key(b, "s-2"), Some("w2"), &["s-0"], false),
+        ];
+        let lag = HashMap::from([(key(b, "s-2"), 1.0), ("s-2".to_owned(), 9.0)]);
+        let mut st = build_status("app", "app", None, &leases, 0);
+        st.shards = shard_rows(&leases, &lag);
+        let counts: Vec<_> = st
+            .streams
+            .iter()
+            .map(|s| {
+                (
+                    s.stream.as_str(),
+                    s.leases.total,
+                    s.leases.owned,
+                    s.leases.finished,
+                )
+            })
+            .collect();
+        assert_eq!(counts, [(b, 2, 2, 1), (a, 2, 1, 0)]);
+        // clicks' s-0 is finished; orders' s-0 is not, and only it holds back orders' s-1.
+        let waiting: Vec<_> = st
+            .waiting_on_parents
+            .iter()
+            .map(|w| w.lease_key.as_str())
+            .collect();
+        assert_eq!(waiting, [key(a, "s-1")]);
+        let row = st
+            .shards
+            .iter()
+            .find(|r| r.lease_key == key(b, "s-2"))
+            .unwrap();
+        assert_eq!(
+            (
+                row.stream.as_deref(),
+                row.shard_id.as_str(),
+                row.behind_latest_seconds
+            ),
+            (Some(b), "s-2", Some(1.0))
+        );
+        let text = render(&st);
+        assert!(
+            text.contains("streams      2 (a multi-stream lease table)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("1:orders:17  2 total: 1 owned, 1 unowned, 0 finished"),
+            "{text}"
+        );
+        let row = text.lines().find(|l| l.starts_with("1:clicks:18")).unwrap();
+        assert_eq!(
+            row.split_whitespace().collect::<Vec<_>>()[..3],
+            ["1:clicks:18", "s-2", "w2"],
+            "{text}"
+        );
+        let json = serde_json::to_value(&st).unwrap();
+        assert_eq!(json["streams"][1]["stream"], a);
+        assert_eq!(json["streams"][1]["leases"]["unowned"], 1);
+        assert_eq!(json["shards"][0]["stream"], a);
+        let single = build_status("app", "app", None, &[lease("s-0", None, &[], false)], 0);
+        let json = serde_json::to_value(&single).unwrap();
+        assert!(json.get("streams").is_none(), "{json}");
     }
 }

@@ -6,11 +6,12 @@ use std::io::IsTerminal;
 use anyhow::{Context, bail};
 use aws_sdk_kinesis::types::{ScalingType, StreamMode, StreamModeDetails};
 use clap::Subcommand;
+use kinesis_fleet::StreamIdentifier;
 use kinesis_fleet_retrieval::{HashKeyRange, Shard};
 use serde::Serialize;
 
 use crate::aws::{AwsArgs, error_code, sdk_error};
-use crate::kinesis::{Kinesis, shard_state};
+use crate::kinesis::{Kinesis, arn, shard_state};
 use crate::output::{self, Table};
 
 /// `kfleet stream` options.
@@ -91,8 +92,8 @@ struct CreateArgs {
 
 #[derive(Debug, clap::Args)]
 struct DescribeArgs {
-    /// Stream name.
-    name: String,
+    /// Stream name or ARN.
+    name: StreamIdentifier,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -100,8 +101,8 @@ struct DescribeArgs {
 
 #[derive(Debug, clap::Args)]
 struct SplitArgs {
-    /// Stream name.
-    name: String,
+    /// Stream name or ARN.
+    name: StreamIdentifier,
     /// The open shard to split (id or number).
     shard: String,
     /// First hash key of the new upper shard (default: the middle of the
@@ -115,8 +116,8 @@ struct SplitArgs {
 
 #[derive(Debug, clap::Args)]
 struct MergeArgs {
-    /// Stream name.
-    name: String,
+    /// Stream name or ARN.
+    name: StreamIdentifier,
     /// One open shard (id or number).
     shard: String,
     /// The open shard adjacent to it (id or number).
@@ -128,8 +129,8 @@ struct MergeArgs {
 
 #[derive(Debug, clap::Args)]
 struct ScaleArgs {
-    /// Stream name.
-    name: String,
+    /// Stream name or ARN.
+    name: StreamIdentifier,
     /// Target number of open shards.
     #[arg(value_parser = clap::value_parser!(i32).range(1..=10_000))]
     shards: i32,
@@ -140,8 +141,8 @@ struct ScaleArgs {
 
 #[derive(Debug, clap::Args)]
 struct DeleteArgs {
-    /// Stream name.
-    name: String,
+    /// Stream name or ARN.
+    name: StreamIdentifier,
     /// Do not ask for confirmation.
     #[arg(long, short)]
     yes: bool,
@@ -196,7 +197,9 @@ async fn list(k: &Kinesis, args: ListArgs) -> anyhow::Result<()> {
     }
     let mut rows = Vec::new();
     for name in &names {
-        let s = k.summary(name).await?;
+        let s = k
+            .summary(&StreamIdentifier::from_name(name.clone())?)
+            .await?;
         rows.push(StreamRow {
             name: name.clone(),
             status: s.stream_status().as_str().to_owned(),
@@ -233,7 +236,8 @@ struct StreamRow {
 }
 
 async fn create(k: &Kinesis, args: CreateArgs) -> anyhow::Result<()> {
-    let mut request = k.client.create_stream().stream_name(&args.name);
+    let stream = StreamIdentifier::from_name(args.name.clone())?;
+    let mut request = k.client.create_stream().stream_name(stream.name());
     if args.on_demand {
         request = request.stream_mode_details(
             StreamModeDetails::builder()
@@ -249,7 +253,7 @@ async fn create(k: &Kinesis, args: CreateArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| sdk_error("CreateStream", &k.endpoint, &e))?;
     if !args.no_wait {
-        k.wait(&args.name, "create", false).await?;
+        k.wait(&stream, "create", false).await?;
     }
     let shape = match args.shards {
         Some(n) if !args.on_demand => format!("{n} shards"),
@@ -403,7 +407,7 @@ fn find_open_shard<'a>(stream: &str, shards: &'a [Shard], arg: &str) -> anyhow::
 
 async fn split(k: &Kinesis, args: SplitArgs) -> anyhow::Result<()> {
     let shards = k.shards(&args.name).await?;
-    let shard = find_open_shard(&args.name, &shards, &args.shard)?;
+    let shard = find_open_shard(args.name.name(), &shards, &args.shard)?;
     let HashKeyRange { start, end } = shard.hash_key_range;
     if start == end {
         bail!(
@@ -421,7 +425,8 @@ async fn split(k: &Kinesis, args: SplitArgs) -> anyhow::Result<()> {
     };
     k.client
         .split_shard()
-        .stream_name(&args.name)
+        .stream_name(args.name.name())
+        .set_stream_arn(arn(&args.name))
         .shard_to_split(&shard.shard_id)
         .new_starting_hash_key(at.to_string())
         .send()
@@ -445,8 +450,8 @@ async fn split(k: &Kinesis, args: SplitArgs) -> anyhow::Result<()> {
 
 async fn merge(k: &Kinesis, args: MergeArgs) -> anyhow::Result<()> {
     let shards = k.shards(&args.name).await?;
-    let a = find_open_shard(&args.name, &shards, &args.shard)?;
-    let b = find_open_shard(&args.name, &shards, &args.adjacent)?;
+    let a = find_open_shard(args.name.name(), &shards, &args.shard)?;
+    let b = find_open_shard(args.name.name(), &shards, &args.adjacent)?;
     if a.shard_id == b.shard_id {
         bail!("cannot merge shard {} with itself", a.shard_id);
     }
@@ -466,7 +471,8 @@ async fn merge(k: &Kinesis, args: MergeArgs) -> anyhow::Result<()> {
     }
     k.client
         .merge_shards()
-        .stream_name(&args.name)
+        .stream_name(args.name.name())
+        .set_stream_arn(arn(&args.name))
         .shard_to_merge(&a.shard_id)
         .adjacent_shard_to_merge(&b.shard_id)
         .send()
@@ -490,7 +496,11 @@ async fn merge(k: &Kinesis, args: MergeArgs) -> anyhow::Result<()> {
 }
 
 /// Open shards whose parents include all of `parents`.
-async fn children_of(k: &Kinesis, stream: &str, parents: &[&str]) -> anyhow::Result<Vec<String>> {
+async fn children_of(
+    k: &Kinesis,
+    stream: &StreamIdentifier,
+    parents: &[&str],
+) -> anyhow::Result<Vec<String>> {
     let shards = k.shards(stream).await?;
     let mut children: Vec<String> = shards
         .iter()
@@ -508,7 +518,8 @@ async fn scale(k: &Kinesis, args: ScaleArgs) -> anyhow::Result<()> {
     let before = k.summary(&args.name).await?.open_shard_count();
     k.client
         .update_shard_count()
-        .stream_name(&args.name)
+        .stream_name(args.name.name())
+        .set_stream_arn(arn(&args.name))
         .target_shard_count(args.shards)
         .scaling_type(ScalingType::UniformScaling)
         .send()
@@ -538,7 +549,7 @@ async fn delete(k: &Kinesis, args: DeleteArgs) -> anyhow::Result<()> {
                 args.name
             );
         }
-        let name = args.name.clone();
+        let name = args.name.name().to_owned();
         let confirmed = tokio::task::spawn_blocking(move || confirm(&name))
             .await
             .context("reading the confirmation")??;
@@ -548,7 +559,8 @@ async fn delete(k: &Kinesis, args: DeleteArgs) -> anyhow::Result<()> {
     }
     k.client
         .delete_stream()
-        .stream_name(&args.name)
+        .stream_name(args.name.name())
+        .set_stream_arn(arn(&args.name))
         .enforce_consumer_deletion(args.enforce_consumer_deletion)
         .send()
         .await

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, bail};
 use base64::Engine;
 use kinesis_fleet::prelude::*;
-use kinesis_fleet::{PollingConfig, ShutdownHandle, WorkerConfig};
+use kinesis_fleet::{PollingConfig, ShutdownHandle, StreamIdentifier, WorkerConfig};
 use kinesis_fleet_retrieval::{
     PollingReader, ReadEvent, Record as ShardRecord, Shard, ShardReader, StartingPosition,
 };
@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 
 use crate::aws::{Aws, AwsArgs};
 use crate::kinesis::Kinesis;
+use crate::leases::check_lease_table;
 use crate::time::{parse_duration, parse_timestamp};
 
 /// Wait between GetRecords calls on a caught-up shard. Shorter than the
@@ -41,11 +42,14 @@ Examples:
   kfleet tail --stream orders --from trim-horizon --max-records 100
   kfleet tail --stream orders --from at-timestamp --timestamp 2024-05-01T12:00:00Z
   kfleet tail --stream orders --timestamp 15m --format text
-  kfleet tail --stream orders --application orders-etl --from trim-horizon")]
+  kfleet tail --stream orders --application orders-etl --from trim-horizon
+  kfleet tail --stream orders,arn:aws:kinesis:eu-west-1:123456789012:stream/clicks --application shop-etl")]
 pub(crate) struct Args {
-    /// Stream to read.
-    #[arg(long, short)]
-    stream: String,
+    /// Stream to read, by name or ARN. Several (`--stream a,b` or repeated)
+    /// add a `stream` field to JSON lines and, with --application, make the
+    /// tail a multi-stream worker (leases in the KCL multi-stream format).
+    #[arg(long, short, required = true, value_delimiter = ',')]
+    stream: Vec<StreamIdentifier>,
     #[command(flatten)]
     position: PositionArgs,
     /// Output format: JSON lines, or `text` (the data of each record, one per line).
@@ -145,8 +149,13 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let (aws, kinesis) = Kinesis::connect(aws_args, args.application.is_some()).await?;
-    // A missing stream is a one-line error before anything else starts.
-    kinesis.summary(&args.stream).await?;
+    for (i, stream) in args.stream.iter().enumerate() {
+        if args.stream[..i].iter().any(|s| s.name() == stream.name()) {
+            bail!("--stream names {} twice", stream.name());
+        }
+        // A missing stream is a one-line error before anything else starts.
+        kinesis.summary(stream).await?;
+    }
     let sink = Arc::new(Sink::new(&args));
     match args.application.clone() {
         Some(application) => {
@@ -163,6 +172,8 @@ struct Sink {
     out: Mutex<BufWriter<Stdout>>,
     format: Format,
     force_base64: bool,
+    /// Several streams: JSON lines name theirs.
+    several_streams: bool,
     /// Records that may still be printed (`u64::MAX` without a limit).
     remaining: Mutex<u64>,
     closed: AtomicBool,
@@ -172,6 +183,9 @@ struct Sink {
 
 #[derive(Serialize)]
 struct JsonRecord<'a> {
+    /// With several streams only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<&'a str>,
     shard: &'a str,
     sequence: &'a str,
     subsequence: u64,
@@ -187,15 +201,16 @@ impl Sink {
             out: Mutex::new(BufWriter::new(std::io::stdout())),
             format: args.format,
             force_base64: args.base64,
+            several_streams: args.stream.len() > 1,
             remaining: Mutex::new(args.max_records.unwrap_or(u64::MAX)),
             closed: AtomicBool::new(false),
             activity: AtomicBool::new(false),
         }
     }
 
-    /// Prints records of `shard` until the budget runs out; returns how
-    /// many were printed (a prefix of `records`).
-    fn write(&self, shard: &str, records: &[ShardRecord]) -> anyhow::Result<usize> {
+    /// Prints records of `shard` of `stream` until the budget runs out;
+    /// returns how many were printed (a prefix of `records`).
+    fn write(&self, stream: &str, shard: &str, records: &[ShardRecord]) -> anyhow::Result<usize> {
         if self.is_done() || records.is_empty() {
             return Ok(0);
         }
@@ -206,7 +221,7 @@ impl Sink {
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
         let mut text = Vec::new();
         for r in &records[..n] {
-            self.format_record(&mut text, shard, r)?;
+            self.format_record(&mut text, stream, shard, r)?;
         }
         *remaining -= n as u64;
         self.activity.store(true, Ordering::Relaxed);
@@ -220,7 +235,13 @@ impl Sink {
         }
     }
 
-    fn format_record(&self, buf: &mut Vec<u8>, shard: &str, r: &ShardRecord) -> anyhow::Result<()> {
+    fn format_record(
+        &self,
+        buf: &mut Vec<u8>,
+        stream: &str,
+        shard: &str,
+        r: &ShardRecord,
+    ) -> anyhow::Result<()> {
         let text = if self.force_base64 {
             None
         } else {
@@ -238,6 +259,7 @@ impl Sink {
                 serde_json::to_writer(
                     &mut *buf,
                     &JsonRecord {
+                        stream: self.several_streams.then_some(stream),
                         shard,
                         sequence: &r.sequence_number,
                         subsequence: r.sub_sequence_number,
@@ -285,11 +307,18 @@ async fn idle_timer(sink: &Sink, idle: Option<Duration>) {
     }
 }
 
+/// A shard of one of the tailed streams (an index into `--stream`).
+#[derive(Clone, Debug)]
+struct ShardAt {
+    stream: usize,
+    shard: String,
+}
+
 /// What a shard reader task reports.
 enum ShardEvent {
-    Records(String, Vec<ShardRecord>),
-    Ended(String),
-    Failed(String, kinesis_fleet_retrieval::Error),
+    Records(ShardAt, Vec<ShardRecord>),
+    Ended(ShardAt),
+    Failed(ShardAt, kinesis_fleet_retrieval::Error),
 }
 
 /// Which shards are read, done, and may start next.
@@ -361,27 +390,37 @@ async fn without_leases(
     start: Start,
     sink: &Sink,
 ) -> anyhow::Result<()> {
-    let shards = kinesis.shards(&args.stream).await?;
-    let mut follower = Follower::new(start, shards);
+    // One follower per stream, in `args.stream` order.
+    let mut followers = Vec::with_capacity(args.stream.len());
+    for stream in &args.stream {
+        followers.push(Follower::new(start, kinesis.shards(stream).await?));
+    }
     let (tx, mut rx) = mpsc::channel::<ShardEvent>(16);
     let mut readers = JoinSet::new();
     let polling = PollingConfig::default().idle_time_between_reads(IDLE_TIME_BETWEEN_READS);
-    let spawn = |readers: &mut JoinSet<()>, ready: Vec<(Shard, StartingPosition)>| {
-        for (shard, position) in ready {
-            let reader = PollingReader::spawn(
-                kinesis.client.clone(),
-                &args.stream,
-                &shard.shard_id,
-                position,
-                Some(shard.hash_key_range),
-                polling.clone(),
-            )
-            .context("starting a shard reader")?;
-            readers.spawn(read_shard(reader, shard.shard_id.into(), tx.clone()));
-        }
-        anyhow::Ok(())
-    };
-    spawn(&mut readers, follower.ready(true))?;
+    let spawn =
+        |readers: &mut JoinSet<()>, stream: usize, ready: Vec<(Shard, StartingPosition)>| {
+            for (shard, position) in ready {
+                let reader = PollingReader::spawn(
+                    kinesis.client.clone(),
+                    args.stream[stream].name(),
+                    &shard.shard_id,
+                    position,
+                    Some(shard.hash_key_range),
+                    polling.clone(),
+                )
+                .context("starting a shard reader")?;
+                let at = ShardAt {
+                    stream,
+                    shard: shard.shard_id.into(),
+                };
+                readers.spawn(read_shard(reader, at, tx.clone()));
+            }
+            anyhow::Ok(())
+        };
+    for (stream, follower) in followers.iter_mut().enumerate() {
+        spawn(&mut readers, stream, follower.ready(true))?;
+    }
     let idle = idle_timer(sink, args.idle_timeout);
     tokio::pin!(idle);
     loop {
@@ -391,19 +430,23 @@ async fn without_leases(
             _ = crate::signal::shutdown_signal() => break,
         };
         match event {
-            Some(ShardEvent::Records(shard, records)) => {
-                sink.write(&shard, &records)?;
+            Some(ShardEvent::Records(at, records)) => {
+                sink.write(args.stream[at.stream].name(), &at.shard, &records)?;
                 if sink.is_done() {
                     break;
                 }
             }
-            Some(ShardEvent::Ended(shard)) => {
-                follower.finished.insert(shard.into());
-                follower.learn(kinesis.shards(&args.stream).await?);
-                spawn(&mut readers, follower.ready(false))?;
+            Some(ShardEvent::Ended(at)) => {
+                let follower = &mut followers[at.stream];
+                follower.finished.insert(at.shard.into());
+                follower.learn(kinesis.shards(&args.stream[at.stream]).await?);
+                spawn(&mut readers, at.stream, follower.ready(false))?;
             }
-            Some(ShardEvent::Failed(shard, e)) => {
-                return Err(anyhow::Error::new(e).context(format!("reading shard {shard}")));
+            Some(ShardEvent::Failed(at, e)) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "reading shard {} of {}",
+                    at.shard, args.stream[at.stream]
+                )));
             }
             // Every reader is done and no shard is left (a deleted stream).
             None => break,
@@ -414,17 +457,17 @@ async fn without_leases(
 }
 
 /// Reads one shard to its end (or until the output is done), forwarding events.
-async fn read_shard(mut reader: PollingReader, shard: String, tx: mpsc::Sender<ShardEvent>) {
+async fn read_shard(mut reader: PollingReader, at: ShardAt, tx: mpsc::Sender<ShardEvent>) {
     loop {
         let event = match reader.next_event().await {
             Ok(Some(ReadEvent::Batch(batch))) if batch.records.is_empty() => continue,
-            Ok(Some(ReadEvent::Batch(batch))) => ShardEvent::Records(shard.clone(), batch.records),
+            Ok(Some(ReadEvent::Batch(batch))) => ShardEvent::Records(at.clone(), batch.records),
             Ok(Some(ReadEvent::ShardEnd { .. })) | Ok(None) => {
-                let _ = tx.send(ShardEvent::Ended(shard)).await;
+                let _ = tx.send(ShardEvent::Ended(at)).await;
                 return;
             }
             Err(e) => {
-                let _ = tx.send(ShardEvent::Failed(shard, e)).await;
+                let _ = tx.send(ShardEvent::Failed(at, e)).await;
                 return;
             }
         };
@@ -437,6 +480,8 @@ async fn read_shard(mut reader: PollingReader, shard: String, tx: mpsc::Sender<S
 /// Prints each batch and checkpoints exactly what was printed.
 struct TailProcessor {
     sink: Arc<Sink>,
+    /// The lease's stream, from `initialize`.
+    stream: String,
     shutdown: Arc<Mutex<Option<ShutdownHandle>>>,
     /// Set once this tail holds a lease of the application.
     leased: Arc<watch::Sender<bool>>,
@@ -461,7 +506,8 @@ impl TailProcessor {
 
 #[async_trait]
 impl RecordProcessor for TailProcessor {
-    async fn initialize(&mut self, _: &Initialize) -> Result<(), BoxError> {
+    async fn initialize(&mut self, input: &Initialize) -> Result<(), BoxError> {
+        self.stream.clone_from(&input.stream_name);
         self.leased.send_replace(true);
         Ok(())
     }
@@ -474,7 +520,9 @@ impl RecordProcessor for TailProcessor {
         if self.skipped {
             return Ok(());
         }
-        let printed = self.sink.write(batch.shard_id.as_str(), &batch.records)?;
+        let printed = self
+            .sink
+            .write(&self.stream, batch.shard_id.as_str(), &batch.records)?;
         if printed == batch.records.len() {
             cp.checkpoint().await?;
         } else {
@@ -502,6 +550,7 @@ async fn with_application(
     start: Start,
     sink: Arc<Sink>,
 ) -> anyhow::Result<()> {
+    check_lease_table(aws, &application, &args.stream).await?;
     let shutdown: Arc<Mutex<Option<ShutdownHandle>>> = Arc::default();
     let leased = Arc::new(watch::Sender::new(false));
     let factory_sink = sink.clone();
@@ -512,13 +561,17 @@ async fn with_application(
     if let Some(addr) = args.metrics_addr {
         builder = builder.metrics_addr(addr);
     }
+    builder = match args.stream.as_slice() {
+        [one] => builder.stream(one.name()),
+        several => builder.streams(several.to_vec()),
+    };
     let worker = builder
-        .stream(&args.stream)
         .application(&application)
         .initial_position(start.initial_position())
         .polling(PollingConfig::default().idle_time_between_reads(IDLE_TIME_BETWEEN_READS))
         .processor_factory(move |_: &ShardId| TailProcessor {
             sink: factory_sink.clone(),
+            stream: String::new(),
             shutdown: factory_shutdown.clone(),
             leased: factory_leased.clone(),
             skipped: false,
