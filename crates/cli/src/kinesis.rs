@@ -68,7 +68,7 @@ impl Kinesis {
 
     /// Every shard of the stream, open and closed.
     pub(crate) async fn shards(&self, name: &str) -> anyhow::Result<Vec<Shard>> {
-        kinesis_fleet_retrieval::list_shards(&self.client, name)
+        kinesis_fleet_retrieval::list_shards(&self.client, &name.parse()?)
             .await
             .map_err(|e| match e {
                 kinesis_fleet_retrieval::Error::StreamNotFound { .. } => self.no_such_stream(name),

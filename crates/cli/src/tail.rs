@@ -370,7 +370,7 @@ async fn without_leases(
         for (shard, position) in ready {
             let reader = PollingReader::spawn(
                 kinesis.client.clone(),
-                &args.stream,
+                args.stream.parse()?,
                 &shard.shard_id,
                 position,
                 Some(shard.hash_key_range),
