@@ -780,6 +780,100 @@ async fn a_stream_of_another_account_is_read_through_its_own_client() {
     assert!(other_tables.table_names().is_empty(), "{other_tables:?}");
 }
 
+/// Two worker processes (`fleet_worker --stream-profile`) over a stream of
+/// the application's Kinesis and one of another account named by ARN, read
+/// with a profile of its own from the shared config file (its endpoint is
+/// the second emulator): every record once, to the right stream, and the
+/// other account in the lease keys of its stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_processes_read_a_stream_of_another_account_with_its_profile() {
+    const OTHER_ACCOUNT: &str = "333333333333";
+    let (mut fleet, streams) = Fleet::over_streams(&[2], 3.0).await;
+    let mut options = LocalAwsOptions::new(fleet.aws.backend());
+    options.kinesis_account = Some(OTHER_ACCOUNT.to_owned());
+    let other = LocalAws::start_with_options(options)
+        .await
+        .expect("start the other account's emulators");
+    let away = other.unique_name("away");
+    other.create_stream(&away, 2).await.expect("create stream");
+    let away_arn = stream_arn(&other.kinesis_client(), &away).await;
+    let config_file = std::env::temp_dir().join(fleet.aws.unique_name("aws-config"));
+    std::fs::write(
+        &config_file,
+        format!(
+            "[default]\nservices = local\n\n[services local]\nkinesis =\n  endpoint_url = {}\ndynamodb =\n  endpoint_url = {}\n\n[profile other-account]\nendpoint_url = {}\n",
+            fleet.aws.kinesis_endpoint(),
+            fleet.aws.dynamodb_endpoint(),
+            other.kinesis_endpoint()
+        ),
+    )
+    .expect("write the AWS config file");
+    fleet.config_file = Some(config_file.clone());
+    fleet.stream = format!("{},{away_arn}", streams[0]);
+    fleet.shard_sync_secs = Some(1.0);
+    let profile = [
+        "--stream-profile".to_owned(),
+        format!("{away_arn}=other-account"),
+    ];
+    let mut workers = vec![
+        fleet.spawn_with_args("p1", &profile),
+        fleet.spawn_with_args("p2", &profile),
+    ];
+    produce(&fleet.aws, &streams[0], 0, 30).await;
+    produce(&other, &away, 0, 30).await;
+    let records = |events: &[common::fleet::Event]| -> Vec<Seen> {
+        events
+            .iter()
+            .filter(|e| e.kind == "record")
+            .map(|e| Seen {
+                worker: e.worker.trim_start_matches('p').parse().unwrap_or(0),
+                stream: e.stream.clone(),
+                shard: e.shard.clone(),
+                data: Bytes::from(e.data.clone()),
+            })
+            .collect()
+    };
+    wait_until(
+        "every record of both accounts' streams from the worker processes",
+        Duration::from_secs(60),
+        || counts(&records(&fleet.events.all())).len() == 60,
+        || format!("{:?}", per_stream_counts(&records(&fleet.events.all()))),
+    )
+    .await;
+    for worker in &mut workers {
+        worker.sigterm().await;
+    }
+    let seen = records(&fleet.events.all());
+    for s in &seen {
+        let payload = String::from_utf8_lossy(&s.data).into_owned();
+        assert!(
+            payload.starts_with(&format!("{}|", s.stream)),
+            "{payload} to {}",
+            s.stream
+        );
+    }
+    assert!(
+        counts(&seen).values().all(|n| *n == 1),
+        "{:?}",
+        counts(&seen)
+    );
+    let away_keys: Vec<String> = fleet
+        .leases()
+        .await
+        .into_iter()
+        .map(|l| l.lease_key)
+        .filter(|k| k.contains(&format!(":{away}:")))
+        .collect();
+    let _ = std::fs::remove_file(&config_file);
+    assert_eq!(away_keys.len(), 2, "{away_keys:?}");
+    assert!(
+        away_keys
+            .iter()
+            .all(|k| k.starts_with(&format!("{OTHER_ACCOUNT}:"))),
+        "{away_keys:?}"
+    );
+}
+
 /// [`wait_until`] for an async condition that also describes what it saw.
 async fn wait_until_async<F, Fut>(what: &str, timeout: Duration, mut check: F)
 where
