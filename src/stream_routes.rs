@@ -43,17 +43,25 @@ impl StreamRoutes {
             .insert(stream.name().to_owned(), StreamRoute { stream, client });
     }
 
-    /// The route of the stream named `name`.
+    /// The route of the stream named `name`. A stream never inserted (a
+    /// lease of a stream in no worker's set) goes by name through the
+    /// application's client.
     ///
-    /// Errors: [`Error::StreamNotFound`] for a stream never inserted.
+    /// Errors: [`Error::StreamNotFound`] for a name Kinesis cannot have.
     pub(crate) fn get(&self, name: &str) -> Result<StreamRoute> {
-        self.routes
+        let routes = self
+            .routes
             .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::StreamNotFound {
-                stream: name.to_owned(),
-            })
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(route) = routes.get(name) {
+            return Ok(route.clone());
+        }
+        let stream = StreamIdentifier::from_name(name).map_err(|_| Error::StreamNotFound {
+            stream: name.to_owned(),
+        })?;
+        Ok(StreamRoute {
+            stream,
+            client: self.application.clone(),
+        })
     }
 }

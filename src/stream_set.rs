@@ -99,9 +99,10 @@ mod tests {
         let mut changes = set.subscribe();
         assert!(!set.add(stream("123456789012:a:5")), "same name");
         assert!(!changes.has_changed().unwrap());
-        assert!(routes.get("b").is_err());
-        assert!(set.add_with_client(stream("b"), client));
-        assert_eq!(routes.get("b").unwrap().stream, stream("b"));
+        let b = stream("arn:aws:kinesis:us-east-1:123456789012:stream/b");
+        assert_eq!(routes.get("b").unwrap().stream, stream("b"), "by name");
+        assert!(set.add_with_client(b.clone(), client));
+        assert_eq!(routes.get("b").unwrap().stream, b, "as added, with its ARN");
         assert!(changes.has_changed().unwrap());
         changes.mark_unchanged();
         assert!(!set.remove("c"));
