@@ -3,7 +3,11 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use aws_sdk_kinesis::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_kinesis::config::{ConfigBag, Intercept, RuntimeComponents};
 
 use bytes::Bytes;
 use common::{SHARD0, assert_in_order, data, named, plain};
@@ -186,13 +190,44 @@ async fn reads_plain_aggregated_and_corrupt_records_exactly_once_in_order() {
     );
 }
 
+/// Records each request's operation (`X-Amz-Target`) and whether its body
+/// names a `StreamARN`.
+#[derive(Clone, Debug, Default)]
+struct StreamArnsSent(Arc<Mutex<Vec<(String, bool)>>>);
+
+impl Intercept for StreamArnsSent {
+    fn name(&self) -> &'static str {
+        "StreamArnsSent"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let request = context.request();
+        let operation = request.headers().get("x-amz-target").unwrap_or_default();
+        let body = request.body().bytes().unwrap_or_default();
+        let arn = body.windows(9).any(|w| w == b"StreamARN");
+        self.0.lock().unwrap().push((operation.to_owned(), arn));
+        Ok(())
+    }
+}
+
 /// Named by ARN, a stream's calls carry StreamARN beside StreamName
 /// (ListShards, GetShardIterator, GetRecords), which both emulators take.
 #[tokio::test]
 async fn a_stream_named_by_arn_is_listed_and_read() {
     let aws = LocalAws::start().await.unwrap();
     let stream = stream_with_shards(&aws, 2).await;
-    let client = aws.kinesis_client();
+    let sent = StreamArnsSent::default();
+    let client = aws_sdk_kinesis::Client::from_conf(
+        aws.kinesis_config()
+            .to_builder()
+            .interceptor(sent.clone())
+            .build(),
+    );
     let summary = client
         .describe_stream_summary()
         .stream_name(&stream)
@@ -202,7 +237,7 @@ async fn a_stream_named_by_arn_is_listed_and_read() {
     let arn = &summary.stream_description_summary.unwrap().stream_arn;
     let by_arn = StreamIdentifier::from_arn(arn).unwrap();
     assert_eq!(list_shards(&client, &by_arn).await.unwrap().len(), 2);
-    plain_producer(client.clone(), &stream)
+    plain_producer(aws.kinesis_client(), &stream)
         .await
         .put_all(vec![
             NewRecord::new("pk", "by-arn").with_explicit_hash_key("0"),
@@ -222,6 +257,18 @@ async fn a_stream_named_by_arn_is_listed_and_read() {
         data(&collect(&mut reader, 1, false).await.records),
         ["by-arn"]
     );
+    let sent = sent.0.lock().unwrap().clone();
+    for operation in ["ListShards", "GetShardIterator", "GetRecords"] {
+        let calls: Vec<bool> = sent
+            .iter()
+            .filter(|(target, _)| target.ends_with(&format!(".{operation}")))
+            .map(|(_, arn)| *arn)
+            .collect();
+        assert!(
+            !calls.is_empty() && calls.iter().all(|arn| *arn),
+            "{operation} without StreamARN: {sent:?}"
+        );
+    }
 }
 
 #[tokio::test]
