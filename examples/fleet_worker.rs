@@ -6,7 +6,17 @@
 //! ```
 //!
 //! AWS settings come from the standard chain (profile, `AWS_REGION`,
-//! `AWS_ENDPOINT_URL_KINESIS`, `AWS_ENDPOINT_URL_DYNAMODB`, ...). With
+//! `AWS_ENDPOINT_URL_KINESIS`, `AWS_ENDPOINT_URL_DYNAMODB`, ...). A stream
+//! of another account is named by ARN and read with a profile of its own,
+//! e.g. one with `role_arn` and `source_profile`:
+//!
+//! ```sh
+//! cargo run --example fleet_worker -- --application billing \
+//!     --stream clicks,arn:aws:kinesis:eu-west-1:222222222222:stream/orders \
+//!     --stream-profile arn:aws:kinesis:eu-west-1:222222222222:stream/orders=orders-reader
+//! ```
+//!
+//! With
 //! `--print-records` every record is printed to stdout as a JSON line
 //! (`{"event":"record",...}`), as are lease losses and checkpoints, which is
 //! what the fleet tests read. SIGTERM or ctrl-c stops the worker gracefully:
@@ -26,6 +36,12 @@ struct Args {
     /// KCL's multi-stream format.
     #[arg(long, env = "KFLEET_STREAM", value_delimiter = ',', required = true)]
     stream: Vec<String>,
+    /// `STREAM=PROFILE`: read STREAM (as given to `--stream`) with the AWS
+    /// profile PROFILE, loaded by the standard SDK configuration (so a
+    /// profile with `role_arn` and `source_profile` assumes that role).
+    /// The lease tables stay with the default configuration. Repeatable.
+    #[arg(long, value_name = "STREAM=PROFILE")]
+    stream_profile: Vec<String>,
     /// Application name (the fleet): names the lease and coordinator tables.
     #[arg(long, env = "KFLEET_APPLICATION")]
     application: String,
@@ -180,15 +196,25 @@ async fn main() -> Result<(), BoxError> {
         return Err("--failover-secs must be at least 1".into());
     }
     let sdk_config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let mut builder = match args.stream.as_slice() {
-        [one] => Worker::builder().stream(one),
-        several => Worker::builder().streams(
-            several
-                .iter()
-                .map(|s| s.parse::<StreamIdentifier>())
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
+    let streams = args
+        .stream
+        .iter()
+        .map(|s| s.parse::<StreamIdentifier>())
+        .collect::<Result<Vec<_>, _>>()?;
+    // One stream by name keeps the single-stream table; several, or an ARN,
+    // use the multi-stream format.
+    let mut builder = match streams.as_slice() {
+        [one] if one.arn().is_none() => Worker::builder().stream(one.name()),
+        several => Worker::builder().streams(several.to_vec()),
     };
+    for pair in &args.stream_profile {
+        let Some((stream, profile)) = pair.split_once('=') else {
+            return Err(format!("--stream-profile {pair:?} is not STREAM=PROFILE").into());
+        };
+        let stream: StreamIdentifier = stream.parse()?;
+        let config = aws_config::from_env().profile_name(profile).load().await;
+        builder = builder.stream_client(stream, aws_sdk_kinesis::Client::new(&config));
+    }
     builder = builder
         .application(&args.application)
         .initial_position(initial_position)

@@ -67,6 +67,7 @@ mod exporter;
 mod processor;
 mod reader;
 mod stats;
+mod stream_routes;
 mod stream_set;
 mod stream_sync;
 #[cfg(test)]

@@ -9,6 +9,7 @@ use kinesis_fleet_retrieval::{
 };
 
 use crate::error::{Error, Result};
+use crate::stream_routes::StreamRoutes;
 
 /// How records are fetched from Kinesis.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,7 +46,7 @@ pub(crate) trait OpenShardReader: Send + Sync {
 
 /// Opens shard readers for one worker.
 pub(crate) struct ReaderFactory {
-    kinesis: aws_sdk_kinesis::Client,
+    routes: StreamRoutes,
     retrieval: Retrieval,
     /// Consumer name used when [`FanOutConfig::consumer_name`] is unset.
     default_consumer_name: Option<String>,
@@ -54,9 +55,9 @@ pub(crate) struct ReaderFactory {
 }
 
 impl ReaderFactory {
-    pub(crate) fn new(kinesis: aws_sdk_kinesis::Client, retrieval: Retrieval) -> Self {
+    pub(crate) fn new(routes: StreamRoutes, retrieval: Retrieval) -> Self {
         ReaderFactory {
-            kinesis,
+            routes,
             retrieval,
             default_consumer_name: None,
             consumers: Mutex::new(HashMap::new()),
@@ -82,9 +83,10 @@ impl ReaderFactory {
                 if self.consumer(stream).is_some() {
                     return Ok(());
                 }
+                let route = self.routes.get(stream)?;
                 let consumer = match (&config.consumer_arn, &config.consumer_name) {
                     (Some(arn), _) => {
-                        wait_for_stream_consumer(&self.kinesis, arn, config.registration_timeout)
+                        wait_for_stream_consumer(&route.client, arn, config.registration_timeout)
                             .await?
                     }
                     (None, name) => {
@@ -96,8 +98,8 @@ impl ReaderFactory {
                             ));
                         };
                         register_stream_consumer(
-                            &self.kinesis,
-                            stream,
+                            &route.client,
+                            &route.stream,
                             name,
                             config.registration_timeout,
                         )
@@ -131,10 +133,11 @@ impl OpenShardReader for ReaderFactory {
         start: StartingPosition,
         hash_key_range: Option<HashKeyRange>,
     ) -> Result<Box<dyn ShardReader>> {
+        let route = self.routes.get(stream)?;
         match &self.retrieval {
             Retrieval::Polling(config) => Ok(Box::new(PollingReader::spawn(
-                self.kinesis.clone(),
-                stream,
+                route.client,
+                route.stream,
                 shard_id,
                 start,
                 hash_key_range,
@@ -145,8 +148,8 @@ impl OpenShardReader for ReaderFactory {
                     Error::invalid("retrieval", "fan-out readers open only after prepare()")
                 })?;
                 Ok(Box::new(FanOutReader::spawn(
-                    self.kinesis.clone(),
-                    stream,
+                    route.client,
+                    route.stream,
                     consumer.consumer_arn.clone(),
                     shard_id,
                     start,

@@ -3,6 +3,8 @@
 use kinesis_fleet_types::StreamIdentifier;
 use tokio::sync::watch;
 
+use crate::stream_routes::StreamRoutes;
+
 /// The set of streams of a multi-stream worker
 /// ([`Worker::stream_set`](crate::Worker::stream_set)). Cheap to clone.
 ///
@@ -14,18 +16,46 @@ use tokio::sync::watch;
 /// deletes them and their holders stop (`lease_lost`). Change the set the
 /// same way on every worker: the leader's set decides.
 #[derive(Clone, Debug)]
-pub struct StreamSet(watch::Sender<Vec<StreamIdentifier>>);
+pub struct StreamSet {
+    streams: watch::Sender<Vec<StreamIdentifier>>,
+    routes: StreamRoutes,
+}
 
 impl StreamSet {
-    pub(crate) fn new(streams: Vec<StreamIdentifier>) -> StreamSet {
-        StreamSet(watch::Sender::new(streams))
+    pub(crate) fn new(streams: Vec<StreamIdentifier>, routes: StreamRoutes) -> StreamSet {
+        StreamSet {
+            streams: watch::Sender::new(streams),
+            routes,
+        }
     }
 
-    /// Adds `stream`; false if a stream of its name is already in the set.
+    /// Adds `stream`, read through the worker's Kinesis client; false if a
+    /// stream of its name is already in the set.
     pub fn add(&self, stream: StreamIdentifier) -> bool {
-        self.0.send_if_modified(|streams| {
+        self.add_routed(stream, None)
+    }
+
+    /// Adds `stream`, read through its own `client` (e.g. with a role of the
+    /// account that owns it, see
+    /// [`WorkerBuilder::stream_client`](crate::WorkerBuilder::stream_client));
+    /// false if a stream of its name is already in the set.
+    pub fn add_with_client(
+        &self,
+        stream: StreamIdentifier,
+        client: aws_sdk_kinesis::Client,
+    ) -> bool {
+        self.add_routed(stream, Some(client))
+    }
+
+    fn add_routed(
+        &self,
+        stream: StreamIdentifier,
+        client: Option<aws_sdk_kinesis::Client>,
+    ) -> bool {
+        self.streams.send_if_modified(|streams| {
             let absent = streams.iter().all(|s| s.name() != stream.name());
             if absent {
+                self.routes.insert(stream.clone(), client);
                 streams.push(stream);
             }
             absent
@@ -34,7 +64,7 @@ impl StreamSet {
 
     /// Removes the stream named `name`; false if it was not in the set.
     pub fn remove(&self, name: &str) -> bool {
-        self.0.send_if_modified(|streams| {
+        self.streams.send_if_modified(|streams| {
             let before = streams.len();
             streams.retain(|s| s.name() != name);
             streams.len() != before
@@ -43,11 +73,11 @@ impl StreamSet {
 
     /// The streams in the set now.
     pub fn streams(&self) -> Vec<StreamIdentifier> {
-        self.0.borrow().clone()
+        self.streams.borrow().clone()
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<Vec<StreamIdentifier>> {
-        self.0.subscribe()
+        self.streams.subscribe()
     }
 }
 
@@ -58,11 +88,21 @@ mod tests {
     #[tokio::test]
     async fn changes_reach_subscribers_once_per_change() {
         let stream = |s: &str| s.parse::<StreamIdentifier>().unwrap();
-        let set = StreamSet::new(vec![stream("a")]);
+        let client = aws_sdk_kinesis::Client::from_conf(
+            aws_sdk_kinesis::Config::builder()
+                .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
+                .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+                .build(),
+        );
+        let routes = StreamRoutes::new(client.clone());
+        let set = StreamSet::new(vec![stream("a")], routes.clone());
         let mut changes = set.subscribe();
         assert!(!set.add(stream("123456789012:a:5")), "same name");
         assert!(!changes.has_changed().unwrap());
-        assert!(set.add(stream("b")));
+        let b = stream("arn:aws:kinesis:us-east-1:123456789012:stream/b");
+        assert_eq!(routes.get("b").unwrap().stream, stream("b"), "by name");
+        assert!(set.add_with_client(b.clone(), client));
+        assert_eq!(routes.get("b").unwrap().stream, b, "as added, with its ARN");
         assert!(changes.has_changed().unwrap());
         changes.mark_unchanged();
         assert!(!set.remove("c"));

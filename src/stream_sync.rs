@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use crate::config::{InitialPosition, WorkerConfig};
 use crate::error::{Error, Result};
 use crate::stats::{Counter, WorkerStats};
+use crate::stream_routes::{StreamRoute, StreamRoutes};
 
 /// The checkpoint sentinel a new lease at `position` starts from.
 fn initial_checkpoint(position: InitialPosition) -> ExtendedSequenceNumber {
@@ -27,8 +28,8 @@ fn initial_checkpoint(position: InitialPosition) -> ExtendedSequenceNumber {
 
 /// One stream a worker consumes.
 struct TrackedStream {
-    /// The name Kinesis calls take.
-    name: String,
+    /// How its Kinesis calls name it, and the client they go through.
+    route: StreamRoute,
     /// The stream part of its lease keys (`account:stream:creationEpoch`);
     /// `None` in a single-stream table.
     key: Option<String>,
@@ -55,22 +56,19 @@ impl StreamSync {
     /// The streams of `config`; in multi-stream mode each is resolved first
     /// (account and creation epoch from DescribeStreamSummary), so a stream
     /// that does not exist fails here.
-    pub(crate) async fn new(
-        config: &WorkerConfig,
-        kinesis: &aws_sdk_kinesis::Client,
-    ) -> Result<StreamSync> {
+    pub(crate) async fn new(config: &WorkerConfig, routes: &StreamRoutes) -> Result<StreamSync> {
         let initial = initial_checkpoint(config.initial_position);
         let mut streams = Vec::new();
         if !config.is_multi_stream() {
             streams.push(TrackedStream {
-                name: config.stream_name.clone(),
+                route: routes.get(&config.stream_name)?,
                 key: None,
                 sync: ShardSync::new(initial.clone()),
                 deleted: false,
             });
         }
         for stream in &config.streams {
-            streams.push(tracked(kinesis, stream, &initial).await?);
+            streams.push(tracked(routes, stream, &initial).await?);
         }
         Ok(StreamSync {
             streams,
@@ -86,25 +84,21 @@ impl StreamSync {
     /// tried again at the next change); streams removed are no longer synced,
     /// and their leases are deleted `deletion_delay` later by the leader's
     /// sync ([`sync_all`](Self::sync_all)).
-    pub(crate) async fn follow(
-        &mut self,
-        wanted: &[StreamIdentifier],
-        kinesis: &aws_sdk_kinesis::Client,
-    ) {
+    pub(crate) async fn follow(&mut self, wanted: &[StreamIdentifier], routes: &StreamRoutes) {
         let now = Instant::now();
         self.streams.retain(|tracked| {
-            let kept = wanted.iter().any(|w| w.name() == tracked.name);
+            let kept = wanted.iter().any(|w| w.name() == tracked.name());
             if let (false, Some(key)) = (kept, &tracked.key) {
-                tracing::info!(stream = %tracked.name, delay = ?self.deletion_delay, "stream removed from the set; its leases are deleted after the delay");
+                tracing::info!(stream = %tracked.name(), delay = ?self.deletion_delay, "stream removed from the set; its leases are deleted after the delay");
                 self.removed.push((key.clone(), now));
             }
             kept
         });
         for stream in wanted {
-            if self.streams.iter().any(|t| t.name == stream.name()) {
+            if self.streams.iter().any(|t| t.name() == stream.name()) {
                 continue;
             }
-            match tracked(kinesis, stream, &self.initial).await {
+            match tracked(routes, stream, &self.initial).await {
                 Ok(added) => {
                     self.removed
                         .retain(|(key, _)| Some(key) != added.key.as_ref());
@@ -119,7 +113,7 @@ impl StreamSync {
 
     /// The names of the streams, for Kinesis calls.
     pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
-        self.streams.iter().map(|s| s.name.as_str())
+        self.streams.iter().map(TrackedStream::name)
     }
 
     /// Syncs every stream. In multi-stream mode a stream Kinesis reports
@@ -128,13 +122,12 @@ impl StreamSync {
     /// Returns the first other error, after trying every stream.
     pub(crate) async fn sync_all(
         &mut self,
-        kinesis: &aws_sdk_kinesis::Client,
         store: &dyn LeaseStore,
         stats: &WorkerStats,
     ) -> Result<()> {
         let mut first_error = None;
         for i in 0..self.streams.len() {
-            if let Err(e) = self.sync_one(i, kinesis, store, stats).await {
+            if let Err(e) = self.sync_one(i, store, stats).await {
                 first_error.get_or_insert(e);
             }
         }
@@ -168,7 +161,6 @@ impl StreamSync {
     pub(crate) async fn sync_stream_of(
         &mut self,
         lease_key: &str,
-        kinesis: &aws_sdk_kinesis::Client,
         store: &dyn LeaseStore,
         stats: &WorkerStats,
     ) -> Result<Vec<Shard>> {
@@ -180,19 +172,18 @@ impl StreamSync {
             .ok_or_else(|| Error::StreamNotFound {
                 stream: stream.unwrap_or_default().to_owned(),
             })?;
-        self.sync_one(i, kinesis, store, stats).await
+        self.sync_one(i, store, stats).await
     }
 
     async fn sync_one(
         &mut self,
         i: usize,
-        kinesis: &aws_sdk_kinesis::Client,
         store: &dyn LeaseStore,
         stats: &WorkerStats,
     ) -> Result<Vec<Shard>> {
         let multi_stream = self.streams.iter().any(|s| s.key.is_some());
         let stream = &mut self.streams[i];
-        let listed = list_shards(kinesis, &stream.name).await;
+        let listed = list_shards(&stream.route.client, &stream.route.stream).await;
         let deleted = matches!(
             listed,
             Err(kinesis_fleet_retrieval::Error::StreamNotFound { .. })
@@ -200,9 +191,9 @@ impl StreamSync {
         if deleted != stream.deleted && multi_stream {
             stream.deleted = deleted;
             if deleted {
-                tracing::warn!(stream = %stream.name, "the stream was deleted; its leases are deleted after two syncs, the other streams go on");
+                tracing::warn!(stream = %stream.name(), "the stream was deleted; its leases are deleted after two syncs, the other streams go on");
             } else {
-                tracing::info!(stream = %stream.name, "the stream exists again");
+                tracing::info!(stream = %stream.name(), "the stream exists again");
             }
         }
         let shards = match listed {
@@ -221,13 +212,21 @@ impl StreamSync {
     }
 }
 
-/// `stream` resolved (account and creation epoch) and ready to sync.
+impl TrackedStream {
+    fn name(&self) -> &str {
+        self.route.stream.name()
+    }
+}
+
+/// `stream` resolved (account and creation epoch, through its route) and
+/// ready to sync.
 async fn tracked(
-    kinesis: &aws_sdk_kinesis::Client,
+    routes: &StreamRoutes,
     stream: &StreamIdentifier,
     initial: &ExtendedSequenceNumber,
 ) -> Result<TrackedStream> {
-    let resolved = resolve_stream(kinesis, stream.clone())
+    let route = routes.get(stream.name())?;
+    let resolved = resolve_stream(&route.client, stream.clone())
         .await
         .map_err(stream_error)?;
     let key = resolved.serialise().ok_or_else(|| {
@@ -235,7 +234,7 @@ async fn tracked(
     })?;
     tracing::info!(stream = %resolved, lease_keys = %key, "tracking stream");
     Ok(TrackedStream {
-        name: resolved.name().to_owned(),
+        route,
         sync: ShardSync::for_stream(initial.clone(), key.clone()),
         key: Some(key),
         deleted: false,

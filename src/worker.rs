@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::processor::{BoxError, FnProcessor, ProcessorFactory, RecordBatch, RecordProcessor};
 use crate::reader::{ReaderFactory, Retrieval};
 use crate::stats::{Counter, WorkerStats};
+use crate::stream_routes::StreamRoutes;
 use crate::stream_set::StreamSet;
 use crate::stream_sync::{StreamSync, claim_children, create_children};
 
@@ -37,7 +38,7 @@ use crate::stream_sync::{StreamSync, claim_children, create_children};
 pub struct Worker {
     ctx: Arc<ShardContext>,
     readers: Arc<ReaderFactory>,
-    kinesis: aws_sdk_kinesis::Client,
+    routes: StreamRoutes,
     registry: Arc<dyn CoordinatorStore>,
     factory: ProcessorFactory,
     shutdown: CancellationToken,
@@ -83,6 +84,8 @@ pub struct WorkerBuilder {
     /// The setters called, in call order, applied to `base` when building.
     settings: Vec<Setting>,
     factory: Option<ProcessorFactory>,
+    /// Streams read through a Kinesis client of their own.
+    stream_clients: Vec<(StreamIdentifier, aws_sdk_kinesis::Client)>,
     /// Where to serve Prometheus metrics, if anywhere.
     #[cfg(feature = "prometheus")]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -118,6 +121,51 @@ impl WorkerBuilder {
     pub fn streams(self, streams: impl IntoIterator<Item = StreamIdentifier>) -> Self {
         let streams: Vec<StreamIdentifier> = streams.into_iter().collect();
         self.set(|c| c.streams = streams)
+    }
+
+    /// Reads `stream` (one of [`streams`](Self::streams), or the
+    /// [`stream`](Self::stream)) through its own Kinesis `client`: every
+    /// Kinesis call about it goes there (shard sync, readers, the fan-out
+    /// consumer, deleted-stream checks), while the lease and coordinator
+    /// tables stay on the application's DynamoDB client. The way to read a
+    /// stream of another account: name it by ARN and give it a client with
+    /// a role of that account, from the standard SDK configuration (a
+    /// profile with `role_arn` and `source_profile`) or an explicit
+    /// `AssumeRoleProvider`:
+    ///
+    /// ```no_run
+    /// # async fn build() -> Result<(), Box<dyn std::error::Error>> {
+    /// use kinesis_fleet::prelude::*;
+    /// use kinesis_fleet::StreamIdentifier;
+    ///
+    /// let app = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    /// let orders: StreamIdentifier =
+    ///     "arn:aws:kinesis:eu-west-1:222222222222:stream/orders".parse()?;
+    /// // ~/.aws/config: [profile orders-reader] role_arn = ..., source_profile = default
+    /// let orders_account = aws_config::from_env().profile_name("orders-reader").load().await;
+    /// // or: aws_config::sts::AssumeRoleProvider::builder(role_arn).session_name("app")
+    /// //         .configure(&app).build().await, as the credentials provider.
+    /// let worker = Worker::builder()
+    ///     .application("billing")
+    ///     .streams(["clicks".parse()?, orders.clone()])
+    ///     .stream_client(orders, aws_sdk_kinesis::Client::new(&orders_account))
+    ///     .processor_fn(|_batch: &RecordBatch| async { Ok(()) })
+    ///     .build(&app)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// A stream added while the worker runs takes its client with
+    /// [`StreamSet::add_with_client`]. Building fails for a stream not
+    /// consumed; a second call for the same stream replaces the first.
+    pub fn stream_client(
+        mut self,
+        stream: StreamIdentifier,
+        client: aws_sdk_kinesis::Client,
+    ) -> Self {
+        self.stream_clients
+            .retain(|(s, _)| s.name() != stream.name());
+        self.stream_clients.push((stream, client));
+        self
     }
 
     /// The application name (names the lease table).
@@ -276,13 +324,35 @@ impl WorkerBuilder {
     /// Validates the settings and builds a worker with the given clients
     /// (for endpoints that differ per service, like local emulators).
     pub fn build_with_clients(
-        self,
+        mut self,
         kinesis: aws_sdk_kinesis::Client,
         dynamodb: aws_sdk_dynamodb::Client,
     ) -> Result<Worker> {
         #[cfg(feature = "prometheus")]
         let metrics_addr = self.metrics_addr;
+        let mut stream_clients = std::mem::take(&mut self.stream_clients);
         let (config, factory) = self.into_parts()?;
+        let routes = StreamRoutes::new(kinesis);
+        let streams = match config.streams.as_slice() {
+            [] => vec![
+                StreamIdentifier::from_name(&config.stream_name)
+                    .map_err(|e| Error::invalid("stream", e.to_string()))?,
+            ],
+            streams => streams.to_vec(),
+        };
+        for stream in streams {
+            let own = stream_clients
+                .iter()
+                .position(|(s, _)| s.name() == stream.name())
+                .map(|i| stream_clients.swap_remove(i).1);
+            routes.insert(stream, own);
+        }
+        if let Some((stream, _)) = stream_clients.first() {
+            return Err(Error::invalid(
+                "stream_client",
+                format!("names {stream}, which is not a stream the worker consumes"),
+            ));
+        }
         #[cfg(feature = "prometheus")]
         if let Some(addr) = metrics_addr {
             crate::exporter::install_prometheus_exporter(addr)?;
@@ -296,7 +366,7 @@ impl WorkerBuilder {
         let registry =
             DynamoCoordinatorStore::new(dynamodb, coordinator_table_name(&config.application_name));
         let readers = Arc::new(
-            ReaderFactory::new(kinesis.clone(), config.retrieval.clone())
+            ReaderFactory::new(routes.clone(), config.retrieval.clone())
                 .with_default_consumer_name(&config.application_name),
         );
         // The metrics' stream label: the stream, or the streams joined.
@@ -315,7 +385,7 @@ impl WorkerBuilder {
         ));
         let stream_set = config
             .is_multi_stream()
-            .then(|| StreamSet::new(config.streams.clone()));
+            .then(|| StreamSet::new(config.streams.clone(), routes.clone()));
         Ok(Worker {
             stream_set,
             ctx: Arc::new(ShardContext {
@@ -326,7 +396,7 @@ impl WorkerBuilder {
                 stats,
             }),
             readers,
-            kinesis,
+            routes,
             registry: Arc::new(registry),
             factory,
             shutdown: CancellationToken::new(),
@@ -391,6 +461,7 @@ impl Worker {
             base: WorkerConfig::default(),
             settings: Vec::new(),
             factory: None,
+            stream_clients: Vec::new(),
             #[cfg(feature = "prometheus")]
             metrics_addr: None,
         }
@@ -442,7 +513,7 @@ impl Worker {
     pub async fn run(self) -> Result<()> {
         let config = &self.ctx.config;
         tracing::info!(worker = %self.ctx.worker_id, stream = %config.stream_name, streams = config.streams.len(), application = %config.application_name, "worker starting");
-        let mut stream_sync = StreamSync::new(config, &self.kinesis).await?;
+        let mut stream_sync = StreamSync::new(config, &self.routes).await?;
         self.sync_shards(&mut stream_sync).await?;
         for stream in stream_sync.names() {
             self.readers.prepare(stream).await?;
@@ -522,7 +593,7 @@ impl Worker {
     /// Follows a change of the stream set: tracks added streams (and
     /// prepares their fan-out consumers), forgets removed ones.
     async fn follow_stream_set(&self, sync: &mut StreamSync, wanted: &[StreamIdentifier]) {
-        sync.follow(wanted, &self.kinesis).await;
+        sync.follow(wanted, &self.routes).await;
         for stream in sync.names() {
             if let Err(e) = self.readers.prepare(stream).await {
                 tracing::warn!(%stream, error = %ErrorChain(&e), "cannot prepare reading the stream");
@@ -533,7 +604,7 @@ impl Worker {
     /// Lists every stream's shards, creates missing leases and deletes finished ones.
     async fn sync_shards(&self, sync: &mut StreamSync) -> Result<()> {
         let synced = sync
-            .sync_all(&self.kinesis, self.ctx.store.as_ref(), &self.ctx.stats)
+            .sync_all(self.ctx.store.as_ref(), &self.ctx.stats)
             .await;
         let outcome = if synced.is_ok() {
             result::OK
@@ -557,9 +628,7 @@ impl Worker {
     ) -> Result<()> {
         let store = self.ctx.store.as_ref();
         let children: Vec<Shard> = if reported.is_empty() {
-            let listed = sync
-                .sync_stream_of(shard, &self.kinesis, store, &self.ctx.stats)
-                .await?;
+            let listed = sync.sync_stream_of(shard, store, &self.ctx.stats).await?;
             let shard_id = split_lease_key(shard).1;
             listed
                 .into_iter()

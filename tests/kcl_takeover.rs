@@ -22,7 +22,7 @@ async fn leases_of_a_departed_kcl_fleet_resume_after_their_checkpoints() {
 
     // What Kinesis holds, per shard, in order.
     let kinesis = aws.kinesis_client();
-    let shards = kinesis_fleet_retrieval::list_shards(&kinesis, &stream)
+    let shards = kinesis_fleet_retrieval::list_shards(&kinesis, &stream.parse().unwrap())
         .await
         .unwrap();
     let mut records: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
@@ -161,7 +161,7 @@ async fn a_finished_parent_names_its_children_and_a_stop_releases_it() {
         .await
         .expect("split");
     let mut children: Vec<String> =
-        kinesis_fleet_retrieval::list_shards(&aws.kinesis_client(), &stream)
+        kinesis_fleet_retrieval::list_shards(&aws.kinesis_client(), &stream.parse().unwrap())
             .await
             .expect("ListShards")
             .into_iter()

@@ -3,7 +3,8 @@
 //! multi-stream format; every stream is split while they consume, then one is
 //! deleted underneath the fleet; and a stream added and one removed while
 //! the fleet runs; enhanced fan-out over two streams; and two worker
-//! processes over three streams while each is split.
+//! processes over three streams while each is split; and a stream of another
+//! account (a second Kinesis emulator) read through its own client.
 //! Runs on the emulator family `KINESIS_FLEET_BACKEND` names (embedded by default).
 
 mod common;
@@ -22,8 +23,8 @@ use kinesis_fleet::producer::{Producer, ProducerConfig};
 use kinesis_fleet::{FanOutConfig, Retrieval, StreamIdentifier, WorkerBuilder};
 use kinesis_fleet_kpl::NewRecord;
 use kinesis_fleet_leases::{DynamoLeaseStore, LeaseStore};
-use kinesis_fleet_testkit::LocalAws;
 use kinesis_fleet_testkit::resharding::Reshard;
+use kinesis_fleet_testkit::{LocalAws, LocalAwsOptions};
 
 /// What a processor saw: the stream it was told, the shard, the record.
 #[derive(Clone, Debug)]
@@ -660,4 +661,228 @@ async fn fan_out_registers_one_consumer_per_stream() {
     }
     stop(h, j).await;
     assert!(counts(&seen.all()).values().all(|n| *n == 1));
+}
+
+/// The ARN of `stream` as the Kinesis behind `client` reports it.
+async fn stream_arn(client: &aws_sdk_kinesis::Client, stream: &str) -> String {
+    client
+        .describe_stream_summary()
+        .stream_name(stream)
+        .send()
+        .await
+        .expect("describe stream")
+        .stream_description_summary()
+        .map(|s| s.stream_arn().to_owned())
+        .expect("summary")
+}
+
+/// A stream of another account: a second Kinesis emulator whose ARNs carry
+/// account 222222222222 holds a stream named by ARN, read through its own
+/// client (`stream_client`), beside a stream of the application's Kinesis;
+/// a second such stream joins while the fleet runs (`add_with_client`). Two
+/// workers read every record once; lease keys carry each stream's own
+/// account; the lease table lives in the application's DynamoDB alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_another_account_is_read_through_its_own_client() {
+    const OTHER_ACCOUNT: &str = "222222222222";
+    common::init_tracing();
+    let aws = LocalAws::start().await.expect("start local AWS emulators");
+    let mut options = LocalAwsOptions::new(aws.backend());
+    options.kinesis_account = Some(OTHER_ACCOUNT.to_owned());
+    let other = LocalAws::start_with_options(options)
+        .await
+        .expect("start the other account's emulators");
+    let home = aws.unique_name("home");
+    aws.create_stream(&home, 2).await.expect("create stream");
+    let (away, later) = (other.unique_name("away"), other.unique_name("later"));
+    for stream in [&away, &later] {
+        other.create_stream(stream, 2).await.expect("create stream");
+    }
+    let away_arn = stream_arn(&other.kinesis_client(), &away).await;
+    let later_arn = stream_arn(&other.kinesis_client(), &later).await;
+    assert!(
+        away_arn.contains(&format!(":{OTHER_ACCOUNT}:stream/")),
+        "{away_arn}"
+    );
+    let home_account = stream_arn(&aws.kinesis_client(), &home)
+        .await
+        .split(':')
+        .nth(4)
+        .expect("an account in the ARN")
+        .to_owned();
+    assert_ne!(home_account, OTHER_ACCOUNT);
+    produce(&aws, &home, 0, 30).await;
+    produce(&other, &away, 0, 30).await;
+
+    let application = aws.unique_name("cross-app");
+    let seen = Sightings::default();
+    let away_id = StreamIdentifier::from_arn(&away_arn).unwrap();
+    let ids = [home.parse().unwrap(), away_id.clone()];
+    let worker = |n: usize| {
+        build(
+            tagged_worker(&application, &ids, n, &seen)
+                .stream_client(away_id.clone(), other.kinesis_client())
+                .shard_sync_interval(Duration::from_secs(1)),
+            &aws,
+        )
+    };
+    let (w1, w2) = (worker(1), worker(2));
+    let sets = [w1.stream_set().unwrap(), w2.stream_set().unwrap()];
+    let (h1, j1) = spawn_worker(w1);
+    let (h2, j2) = spawn_worker(w2);
+    wait_until(
+        "every record of both accounts' streams",
+        Duration::from_secs(60),
+        || counts(&seen.all()).len() == 60,
+        || format!("{:?}", per_stream_counts(&seen.all())),
+    )
+    .await;
+
+    for set in &sets {
+        let later_id = StreamIdentifier::from_arn(&later_arn).unwrap();
+        assert!(set.add_with_client(later_id, other.kinesis_client()));
+    }
+    produce(&other, &later, 0, 20).await;
+    wait_until(
+        "the records of the stream added with its client",
+        Duration::from_secs(60),
+        || counts(&seen.all()).len() == 80,
+        || format!("{:?}", per_stream_counts(&seen.all())),
+    )
+    .await;
+    assert!(!j1.is_finished() && !j2.is_finished(), "a worker stopped");
+    stop(h1, j1).await;
+    stop(h2, j2).await;
+
+    let seen = seen.all();
+    for s in &seen {
+        let payload = String::from_utf8_lossy(&s.data).into_owned();
+        assert!(
+            payload.starts_with(&format!("{}|", s.stream)),
+            "{payload} to {}",
+            s.stream
+        );
+    }
+    assert!(
+        counts(&seen).values().all(|n| *n == 1),
+        "{:?}",
+        counts(&seen)
+    );
+    assert_eq!(order_violations(&seen), Vec::<String>::new());
+    let store = DynamoLeaseStore::new(aws.dynamodb_client(), &application);
+    let mut accounts: BTreeMap<String, String> = BTreeMap::new();
+    for lease in store.list_leases().await.expect("list leases") {
+        let mut parts = lease.lease_key.split(':');
+        let (account, stream) = (parts.next().unwrap(), parts.next().unwrap_or_default());
+        accounts.insert(stream.to_owned(), account.to_owned());
+    }
+    let expected: BTreeMap<String, String> = [
+        (home.clone(), home_account),
+        (away.clone(), OTHER_ACCOUNT.to_owned()),
+        (later.clone(), OTHER_ACCOUNT.to_owned()),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(accounts, expected);
+    let other_tables = other
+        .dynamodb_client()
+        .list_tables()
+        .send()
+        .await
+        .expect("list tables");
+    assert!(other_tables.table_names().is_empty(), "{other_tables:?}");
+}
+
+/// Two worker processes (`fleet_worker --stream-profile`) over a stream of
+/// the application's Kinesis and one of another account named by ARN, read
+/// with a profile of its own from the shared config file (its endpoint is
+/// the second emulator): every record once, to the right stream, and the
+/// other account in the lease keys of its stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_processes_read_a_stream_of_another_account_with_its_profile() {
+    const OTHER_ACCOUNT: &str = "333333333333";
+    let (mut fleet, streams) = Fleet::over_streams(&[2], 3.0).await;
+    let mut options = LocalAwsOptions::new(fleet.aws.backend());
+    options.kinesis_account = Some(OTHER_ACCOUNT.to_owned());
+    let other = LocalAws::start_with_options(options)
+        .await
+        .expect("start the other account's emulators");
+    let away = other.unique_name("away");
+    other.create_stream(&away, 2).await.expect("create stream");
+    let away_arn = stream_arn(&other.kinesis_client(), &away).await;
+    let config_file = std::env::temp_dir().join(fleet.aws.unique_name("aws-config"));
+    std::fs::write(
+        &config_file,
+        format!(
+            "[default]\nservices = local\n\n[services local]\nkinesis =\n  endpoint_url = {}\ndynamodb =\n  endpoint_url = {}\n\n[profile other-account]\nendpoint_url = {}\n",
+            fleet.aws.kinesis_endpoint(),
+            fleet.aws.dynamodb_endpoint(),
+            other.kinesis_endpoint()
+        ),
+    )
+    .expect("write the AWS config file");
+    fleet.config_file = Some(config_file.clone());
+    fleet.stream = format!("{},{away_arn}", streams[0]);
+    fleet.shard_sync_secs = Some(1.0);
+    let profile = [
+        "--stream-profile".to_owned(),
+        format!("{away_arn}=other-account"),
+    ];
+    let mut workers = vec![
+        fleet.spawn_with_args("p1", &profile),
+        fleet.spawn_with_args("p2", &profile),
+    ];
+    produce(&fleet.aws, &streams[0], 0, 30).await;
+    produce(&other, &away, 0, 30).await;
+    let records = |events: &[common::fleet::Event]| -> Vec<Seen> {
+        events
+            .iter()
+            .filter(|e| e.kind == "record")
+            .map(|e| Seen {
+                worker: e.worker.trim_start_matches('p').parse().unwrap_or(0),
+                stream: e.stream.clone(),
+                shard: e.shard.clone(),
+                data: Bytes::from(e.data.clone()),
+            })
+            .collect()
+    };
+    wait_until(
+        "every record of both accounts' streams from the worker processes",
+        Duration::from_secs(60),
+        || counts(&records(&fleet.events.all())).len() == 60,
+        || format!("{:?}", per_stream_counts(&records(&fleet.events.all()))),
+    )
+    .await;
+    for worker in &mut workers {
+        worker.sigterm().await;
+    }
+    let seen = records(&fleet.events.all());
+    for s in &seen {
+        let payload = String::from_utf8_lossy(&s.data).into_owned();
+        assert!(
+            payload.starts_with(&format!("{}|", s.stream)),
+            "{payload} to {}",
+            s.stream
+        );
+    }
+    assert!(
+        counts(&seen).values().all(|n| *n == 1),
+        "{:?}",
+        counts(&seen)
+    );
+    let away_keys: Vec<String> = fleet
+        .leases()
+        .await
+        .into_iter()
+        .map(|l| l.lease_key)
+        .filter(|k| k.contains(&format!(":{away}:")))
+        .collect();
+    let _ = std::fs::remove_file(&config_file);
+    assert_eq!(away_keys.len(), 2, "{away_keys:?}");
+    assert!(
+        away_keys
+            .iter()
+            .all(|k| k.starts_with(&format!("{OTHER_ACCOUNT}:"))),
+        "{away_keys:?}"
+    );
 }

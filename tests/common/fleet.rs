@@ -144,6 +144,10 @@ pub struct Fleet {
     pub fan_out: bool,
     /// `--shard-sync-secs` for the workers (default: the worker's own).
     pub shard_sync_secs: Option<f64>,
+    /// A shared AWS config file for the workers (`AWS_CONFIG_FILE`), which
+    /// then names the endpoints instead of `AWS_ENDPOINT_URL_*` (those
+    /// variables would override a profile's own endpoint).
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 impl Fleet {
@@ -177,6 +181,7 @@ impl Fleet {
             dynamodb_endpoint,
             fan_out: false,
             shard_sync_secs: None,
+            config_file: None,
         }
     }
 
@@ -279,7 +284,15 @@ impl Fleet {
     }
 
     fn spawn_process(&self, id: &str, dynamodb_endpoint: &str, extra: &[String]) -> WorkerProcess {
-        let mut child = Command::new(example_binary())
+        let mut command = Command::new(example_binary());
+        command.env_clear();
+        match &self.config_file {
+            Some(file) => command.env("AWS_CONFIG_FILE", file),
+            None => command
+                .env("AWS_ENDPOINT_URL_KINESIS", self.aws.kinesis_endpoint())
+                .env("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint),
+        };
+        let mut child = command
             .args(["--stream", &self.stream, "--application", &self.application])
             .args(extra)
             .args(["--worker-id", id, "--print-records"])
@@ -291,15 +304,12 @@ impl Fleet {
                     .into_iter()
                     .flatten(),
             )
-            .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env(
                 "RUST_LOG",
                 std::env::var("FLEET_WORKER_LOG")
                     .unwrap_or_else(|_| "warn,kinesis_fleet=info".into()),
             )
-            .env("AWS_ENDPOINT_URL_KINESIS", self.aws.kinesis_endpoint())
-            .env("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint)
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_REGION", "us-east-1")

@@ -76,7 +76,7 @@ impl Kinesis {
 
     /// Every shard of the stream, open and closed.
     pub(crate) async fn shards(&self, stream: &StreamIdentifier) -> anyhow::Result<Vec<Shard>> {
-        kinesis_fleet_retrieval::list_shards(&self.client, stream.name())
+        kinesis_fleet_retrieval::list_shards(&self.client, stream)
             .await
             .map_err(|e| match e {
                 kinesis_fleet_retrieval::Error::StreamNotFound { .. } => {

@@ -403,7 +403,7 @@ async fn without_leases(
             for (shard, position) in ready {
                 let reader = PollingReader::spawn(
                     kinesis.client.clone(),
-                    args.stream[stream].name(),
+                    args.stream[stream].clone(),
                     &shard.shard_id,
                     position,
                     Some(shard.hash_key_range),

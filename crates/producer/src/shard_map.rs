@@ -34,13 +34,16 @@ impl ShardMap {
 
     /// Lists the shards of `stream`.
     pub(crate) async fn list(client: &aws_sdk_kinesis::Client, stream: &str) -> Result<ShardMap> {
-        let shards = kinesis_fleet_retrieval::list_shards(client, stream)
+        let failed = |message: String, retryable| Error::ListShards {
+            stream: stream.to_owned(),
+            message,
+            retryable,
+        };
+        let id = kinesis_fleet_retrieval::StreamIdentifier::from_name(stream)
+            .map_err(|e| failed(e.to_string(), false))?;
+        let shards = kinesis_fleet_retrieval::list_shards(client, &id)
             .await
-            .map_err(|e| Error::ListShards {
-                stream: stream.to_owned(),
-                message: e.to_string(),
-                retryable: e.is_retryable(),
-            })?;
+            .map_err(|e| failed(e.to_string(), e.is_retryable()))?;
         Ok(ShardMap::new(shards))
     }
 

@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::types::ConsumerStatus;
+use kinesis_fleet_types::StreamIdentifier;
 use tokio::time::Instant;
 
 use crate::error::{Error, Failure, Result};
 use crate::retry::{EndpointProbe, RetryPolicy, send, with_retry};
+use crate::shard::for_stream;
 
 /// Retries of one registration call (throttling: DescribeStreamConsumer
 /// allows 20 calls/s per stream, RegisterStreamConsumer 5/s per account).
@@ -45,9 +47,10 @@ macro_rules! call {
     }};
 }
 
-/// Describes the consumer `consumer_name` of `stream_name`, registering it
-/// if it does not exist, and waits until it is ACTIVE, at most
-/// `active_deadline`.
+/// Describes the consumer `consumer_name` of `stream`, registering it if
+/// it does not exist, and waits until it is ACTIVE, at most
+/// `active_deadline`. A stream named by ARN is registered on that ARN; a
+/// stream named by name is described first for its ARN.
 ///
 /// Workers that register the same name at the same moment all end up with
 /// the one consumer: a `ResourceInUseException` from RegisterStreamConsumer
@@ -62,34 +65,17 @@ macro_rules! call {
 /// becoming ACTIVE), which the next call reuses.
 pub async fn register_stream_consumer(
     client: &Client,
-    stream_name: &str,
+    stream: &StreamIdentifier,
     consumer_name: &str,
     active_deadline: Duration,
 ) -> Result<StreamConsumer> {
     let probe = EndpointProbe::default();
     let started = Instant::now();
-    let summary = match call!(
-        client.describe_stream_summary().stream_name(stream_name),
-        &probe,
-        "DescribeStreamSummary",
-        stream_name
-    ) {
-        Ok(out) => out,
-        Err(Failure::NotFound) => {
-            return Err(Error::StreamNotFound {
-                stream: stream_name.to_owned(),
-            });
-        }
-        Err(f) => return Err(f.into_error("DescribeStreamSummary")),
+    let stream_name = stream.name();
+    let stream_arn = match stream.arn() {
+        Some(arn) => arn.to_owned(),
+        None => described_stream_arn(client, stream, &probe).await?,
     };
-    let stream_arn = summary
-        .stream_description_summary()
-        .map(|s| s.stream_arn().to_owned())
-        .filter(|arn| !arn.is_empty())
-        .ok_or_else(|| Error::MalformedResponse {
-            operation: "DescribeStreamSummary",
-            message: "no StreamARN".into(),
-        })?;
 
     let mut registered = false;
     let mut poll = STATUS_POLL.0;
@@ -248,6 +234,36 @@ pub async fn deregister_stream_consumer(client: &Client, consumer_arn: &str) -> 
         }
         Err(f) => Err(f.into_error("DeregisterStreamConsumer")),
     }
+}
+
+/// The ARN of `stream`, from DescribeStreamSummary.
+async fn described_stream_arn(
+    client: &Client,
+    stream: &StreamIdentifier,
+    probe: &EndpointProbe,
+) -> Result<String> {
+    let summary = match call!(
+        for_stream!(client.describe_stream_summary(), stream),
+        probe,
+        "DescribeStreamSummary",
+        stream.name()
+    ) {
+        Ok(out) => out,
+        Err(Failure::NotFound) => {
+            return Err(Error::StreamNotFound {
+                stream: stream.name().to_owned(),
+            });
+        }
+        Err(f) => return Err(f.into_error("DescribeStreamSummary")),
+    };
+    summary
+        .stream_description_summary()
+        .map(|s| s.stream_arn().to_owned())
+        .filter(|arn| !arn.is_empty())
+        .ok_or_else(|| Error::MalformedResponse {
+            operation: "DescribeStreamSummary",
+            message: "no StreamARN".into(),
+        })
 }
 
 fn check_deadline(

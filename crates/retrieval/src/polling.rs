@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
-use kinesis_fleet_types::HashKeyRange;
 use kinesis_fleet_types::metrics::{GET_RECORDS_DURATION_SECONDS, label, result};
+use kinesis_fleet_types::{HashKeyRange, StreamIdentifier};
 use tokio::time::Instant;
 
 use crate::error::{Error, Failure, Result};
@@ -14,7 +14,7 @@ use crate::reader::{FetchedBatch, ReadEvent, ShardReader};
 use crate::reader_task::{ReadLoop, ReaderTask};
 use crate::record::{RawRecord, RecordPipeline};
 use crate::retry::{EndpointProbe, RetryPolicy, check_range, send, with_retry};
-use crate::shard::{child_shards_from_sdk, stream_is_gone};
+use crate::shard::{child_shards_from_sdk, for_stream, stream_is_gone};
 use crate::starting_position::StartingPosition;
 
 /// Kinesis allows 5 GetRecords calls per second per shard: at least this
@@ -147,7 +147,8 @@ impl PollingConfig {
 pub struct PollingReader(ReaderTask);
 
 impl PollingReader {
-    /// Validates `config` and spawns the prefetch task for `shard_id`.
+    /// Validates `config` and spawns the prefetch task for `shard_id` of
+    /// `stream` (its calls carry the stream's ARN when it has one).
     ///
     /// `hash_key_range`, when set, drops deaggregated KPL
     /// sub-records whose effective hash key lies outside the range (after a
@@ -162,14 +163,13 @@ impl PollingReader {
     /// Outside a Tokio runtime, like `tokio::spawn`.
     pub fn spawn(
         client: Client,
-        stream_name: impl Into<String>,
+        stream: StreamIdentifier,
         shard_id: impl Into<String>,
         start: StartingPosition,
         hash_key_range: Option<HashKeyRange>,
         config: PollingConfig,
     ) -> Result<PollingReader> {
         config.validate()?;
-        let stream = stream_name.into();
         let shard_id = shard_id.into();
         let span = tracing::info_span!("polling_reader", stream = %stream, shard = %shard_id);
         let task = ReaderTask::spawn(
@@ -216,7 +216,7 @@ impl ShardReader for PollingReader {
 /// The prefetch task's state.
 struct Fetcher {
     client: Client,
-    stream: String,
+    stream: StreamIdentifier,
     shard_id: String,
     start: StartingPosition,
     config: PollingConfig,
@@ -247,12 +247,13 @@ impl ReadLoop for Fetcher {
                 let answer = send!(
                     self.client
                         .get_records()
+                        .set_stream_arn(self.stream.arn().map(str::to_owned))
                         .shard_iterator(&iterator)
                         .limit(self.config.max_records),
                     &self.probe,
                     "GetRecords"
                 );
-                record_get_records(&self.stream, started, &answer);
+                record_get_records(self.stream.name(), started, &answer);
                 answer
             })
             .await;
@@ -332,10 +333,7 @@ impl Fetcher {
     async fn shard_iterator(&self) -> Result<String> {
         let out = with_retry(&self.config.retry, &self.shard_id, || {
             let at = self.start.iterator_start(self.last_sequence.as_deref());
-            let req = self
-                .client
-                .get_shard_iterator()
-                .stream_name(&self.stream)
+            let req = for_stream!(self.client.get_shard_iterator(), &self.stream)
                 .shard_id(&self.shard_id)
                 .shard_iterator_type(at.kind)
                 .set_starting_sequence_number(at.sequence_number)
@@ -364,11 +362,11 @@ impl Fetcher {
     async fn not_found(&self) -> Error {
         if stream_is_gone(&self.client, &self.stream, &self.probe).await {
             return Error::StreamNotFound {
-                stream: self.stream.clone(),
+                stream: self.stream.name().to_owned(),
             };
         }
         Error::ShardNotFound {
-            stream: self.stream.clone(),
+            stream: self.stream.name().to_owned(),
             shard_id: self.shard_id.clone(),
         }
     }
@@ -450,7 +448,7 @@ mod tests {
         );
         let err = PollingReader::spawn(
             client,
-            "s",
+            StreamIdentifier::from_name("s").unwrap(),
             "shardId-000000000000",
             StartingPosition::TrimHorizon,
             None,
@@ -476,6 +474,7 @@ mod tests {
                 .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
                 .build(),
         );
-        is_send(&crate::list_shards(&client, "s"));
+        let stream = StreamIdentifier::from_name("s").unwrap();
+        is_send(&crate::list_shards(&client, &stream));
     }
 }

@@ -8,11 +8,27 @@ use kinesis_fleet_types::{HashKeyRange, SequenceNumberRange, Shard, ShardId, Str
 use crate::error::{Error, Failure, Result};
 use crate::retry::{EndpointProbe, RetryPolicy, send, with_retry};
 
+/// Names `stream` on a Kinesis request builder: `StreamName`, plus
+/// `StreamARN` when the stream was named by ARN (as the KCL 2.5+ does). A
+/// macro because each operation's builder is a type of its own.
+macro_rules! for_stream {
+    ($req:expr, $stream:expr) => {{
+        let stream: &kinesis_fleet_types::StreamIdentifier = $stream;
+        $req.stream_name(stream.name())
+            .set_stream_arn(stream.arn().map(str::to_owned))
+    }};
+}
+pub(crate) use for_stream;
+
 /// After a ResourceNotFound on one shard's call: whether the stream itself
 /// is gone (DescribeStreamSummary says so too), rather than the shard.
-pub(crate) async fn stream_is_gone(client: &Client, stream: &str, probe: &EndpointProbe) -> bool {
+pub(crate) async fn stream_is_gone(
+    client: &Client,
+    stream: &StreamIdentifier,
+    probe: &EndpointProbe,
+) -> bool {
     let described = send!(
-        client.describe_stream_summary().stream_name(stream),
+        for_stream!(client.describe_stream_summary(), stream),
         probe,
         "DescribeStreamSummary"
     );
@@ -33,9 +49,9 @@ pub async fn resolve_stream(client: &Client, stream: StreamIdentifier) -> Result
     const OPERATION: &str = "DescribeStreamSummary";
     let probe = &EndpointProbe::default();
     let name = stream.name();
-    let described = with_retry(&RetryPolicy::LIST_SHARDS, name, || async move {
+    let described = with_retry(&RetryPolicy::LIST_SHARDS, name, || async {
         send!(
-            client.describe_stream_summary().stream_name(name),
+            for_stream!(client.describe_stream_summary(), &stream),
             probe,
             "DescribeStreamSummary"
         )
@@ -139,6 +155,7 @@ fn parse_hash_key(operation: &'static str, s: &str) -> Result<u128> {
 }
 
 /// Lists all shards of a stream (open and closed), following `NextToken`.
+/// The first page names the stream (with its ARN when it has one).
 ///
 /// Sends neither `ShardFilter` nor `MaxResults`, which some emulators
 /// mishandle; the caller computes frontiers from the full list. Throttling
@@ -150,7 +167,8 @@ fn parse_hash_key(operation: &'static str, s: &str) -> Result<u128> {
 /// [`Error::ServiceUnavailable`] once retries run out.
 ///
 /// Cancel-safe: it only reads; dropping the future discards the partial list.
-pub async fn list_shards(client: &Client, stream_name: &str) -> Result<Vec<Shard>> {
+pub async fn list_shards(client: &Client, stream: &StreamIdentifier) -> Result<Vec<Shard>> {
+    let stream_name = stream.name();
     let probe = &EndpointProbe::default();
     let mut restarts = 0;
     'listing: loop {
@@ -158,10 +176,10 @@ pub async fn list_shards(client: &Client, stream_name: &str) -> Result<Vec<Shard
         let mut next_token: Option<String> = None;
         loop {
             let page = with_retry(&RetryPolicy::LIST_SHARDS, stream_name, || {
-                // NextToken and StreamName are mutually exclusive.
+                // NextToken excludes StreamName and StreamARN.
                 let req = match &next_token {
                     Some(t) => client.list_shards().next_token(t),
-                    None => client.list_shards().stream_name(stream_name),
+                    None => for_stream!(client.list_shards(), stream),
                 };
                 async move { send!(req, probe, "ListShards") }
             })

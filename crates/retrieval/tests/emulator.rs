@@ -3,15 +3,19 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aws_sdk_kinesis::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_kinesis::config::{ConfigBag, Intercept, RuntimeComponents};
+
 use bytes::Bytes;
-use common::{SHARD0, assert_in_order, data, plain};
+use common::{SHARD0, assert_in_order, data, named, plain};
 use kinesis_fleet_kpl::{Aggregator, NewRecord};
 use kinesis_fleet_producer::{Producer, ProducerConfig};
 use kinesis_fleet_retrieval::{
     BatchStats, Error, HashKeyRange, PollingConfig, PollingReader, ReadEvent, Record, Shard,
-    ShardReader, StartingPosition, list_shards,
+    ShardReader, StartingPosition, StreamIdentifier, list_shards,
 };
 use kinesis_fleet_testkit::LocalAws;
 use tokio::time::{Instant, timeout};
@@ -95,7 +99,9 @@ async fn stream_with_shards(aws: &LocalAws, shards: u32) -> String {
 async fn list_shards_covers_the_hash_key_space() {
     let aws = LocalAws::start().await.unwrap();
     let stream = stream_with_shards(&aws, 4).await;
-    let mut shards = list_shards(&aws.kinesis_client(), &stream).await.unwrap();
+    let mut shards = list_shards(&aws.kinesis_client(), &named(&stream))
+        .await
+        .unwrap();
     assert_eq!(shards.len(), 4, "{shards:#?}");
     shards.sort_by_key(|s| s.hash_key_range.start);
     assert_eq!(shards[0].hash_key_range.start, 0);
@@ -130,7 +136,7 @@ async fn reads_plain_aggregated_and_corrupt_records_exactly_once_in_order() {
     // Small GetRecords pages so the reader loops over several batches.
     let mut reader = PollingReader::spawn(
         aws.kinesis_client(),
-        &stream,
+        named(&stream),
         SHARD0,
         StartingPosition::TrimHorizon,
         None,
@@ -184,6 +190,87 @@ async fn reads_plain_aggregated_and_corrupt_records_exactly_once_in_order() {
     );
 }
 
+/// Records each request's operation (`X-Amz-Target`) and whether its body
+/// names a `StreamARN`.
+#[derive(Clone, Debug, Default)]
+struct StreamArnsSent(Arc<Mutex<Vec<(String, bool)>>>);
+
+impl Intercept for StreamArnsSent {
+    fn name(&self) -> &'static str {
+        "StreamArnsSent"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let request = context.request();
+        let operation = request.headers().get("x-amz-target").unwrap_or_default();
+        let body = request.body().bytes().unwrap_or_default();
+        let arn = body.windows(9).any(|w| w == b"StreamARN");
+        self.0.lock().unwrap().push((operation.to_owned(), arn));
+        Ok(())
+    }
+}
+
+/// Named by ARN, a stream's calls carry StreamARN beside StreamName
+/// (ListShards, GetShardIterator, GetRecords), which both emulators take.
+#[tokio::test]
+async fn a_stream_named_by_arn_is_listed_and_read() {
+    let aws = LocalAws::start().await.unwrap();
+    let stream = stream_with_shards(&aws, 2).await;
+    let sent = StreamArnsSent::default();
+    let client = aws_sdk_kinesis::Client::from_conf(
+        aws.kinesis_config()
+            .to_builder()
+            .interceptor(sent.clone())
+            .build(),
+    );
+    let summary = client
+        .describe_stream_summary()
+        .stream_name(&stream)
+        .send()
+        .await
+        .unwrap();
+    let arn = &summary.stream_description_summary.unwrap().stream_arn;
+    let by_arn = StreamIdentifier::from_arn(arn).unwrap();
+    assert_eq!(list_shards(&client, &by_arn).await.unwrap().len(), 2);
+    plain_producer(aws.kinesis_client(), &stream)
+        .await
+        .put_all(vec![
+            NewRecord::new("pk", "by-arn").with_explicit_hash_key("0"),
+        ])
+        .await
+        .unwrap();
+    let mut reader = PollingReader::spawn(
+        client,
+        by_arn,
+        SHARD0,
+        StartingPosition::TrimHorizon,
+        None,
+        fast(),
+    )
+    .unwrap();
+    assert_eq!(
+        data(&collect(&mut reader, 1, false).await.records),
+        ["by-arn"]
+    );
+    let sent = sent.0.lock().unwrap().clone();
+    for operation in ["ListShards", "GetShardIterator", "GetRecords"] {
+        let calls: Vec<bool> = sent
+            .iter()
+            .filter(|(target, _)| target.ends_with(&format!(".{operation}")))
+            .map(|(_, arn)| *arn)
+            .collect();
+        assert!(
+            !calls.is_empty() && calls.iter().all(|arn| *arn),
+            "{operation} without StreamARN: {sent:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn after_checkpoint_resumes_inside_an_aggregate() {
     let aws = LocalAws::start().await.unwrap();
@@ -195,7 +282,7 @@ async fn after_checkpoint_resumes_inside_an_aggregate() {
 
     let mut first = PollingReader::spawn(
         aws.kinesis_client(),
-        &stream,
+        named(&stream),
         SHARD0,
         StartingPosition::TrimHorizon,
         None,
@@ -208,7 +295,7 @@ async fn after_checkpoint_resumes_inside_an_aggregate() {
 
     let mut resumed = PollingReader::spawn(
         aws.kinesis_client(),
-        &stream,
+        named(&stream),
         SHARD0,
         StartingPosition::AfterCheckpoint {
             sequence_number: checkpoint.sequence_number.clone(),
@@ -225,7 +312,7 @@ async fn after_checkpoint_resumes_inside_an_aggregate() {
     // A checkpoint at a plain record skips it whole.
     let mut after_x = PollingReader::spawn(
         aws.kinesis_client(),
-        &stream,
+        named(&stream),
         SHARD0,
         StartingPosition::AfterCheckpoint {
             sequence_number: all[0].sequence_number.clone(),
@@ -251,7 +338,7 @@ async fn latest_sees_only_records_put_after_the_iterator() {
 
     let mut reader = PollingReader::spawn(
         aws.kinesis_client(),
-        &stream,
+        named(&stream),
         SHARD0,
         StartingPosition::Latest,
         None,
@@ -294,7 +381,7 @@ async fn hash_range_filter_drops_out_of_range_sub_records() {
 
     let mut reader = PollingReader::spawn(
         aws.kinesis_client(),
-        &stream,
+        named(&stream),
         SHARD0,
         StartingPosition::TrimHorizon,
         Some(HashKeyRange::new(0, mid - 1)),
@@ -319,7 +406,7 @@ async fn prefetch_stays_within_budget_when_nobody_consumes() {
     // By records: 25 user records, pages of 10.
     let mut reader = PollingReader::spawn(
         aws.kinesis_client(),
-        &stream,
+        named(&stream),
         SHARD0,
         StartingPosition::TrimHorizon,
         None,
@@ -345,7 +432,7 @@ async fn prefetch_stays_within_budget_when_nobody_consumes() {
     // By bytes: 50-byte records, 500 bytes per page, 1200-byte budget.
     let mut reader = PollingReader::spawn(
         aws.kinesis_client(),
-        &stream,
+        named(&stream),
         SHARD0,
         StartingPosition::TrimHorizon,
         None,
@@ -369,13 +456,13 @@ async fn prefetch_stays_within_budget_when_nobody_consumes() {
 async fn missing_stream_is_stream_not_found() {
     let aws = LocalAws::start().await.unwrap();
     let missing = aws.unique_name("missing");
-    match list_shards(&aws.kinesis_client(), &missing).await {
+    match list_shards(&aws.kinesis_client(), &named(&missing)).await {
         Err(Error::StreamNotFound { stream }) => assert_eq!(stream, missing),
         other => panic!("{other:?}"),
     }
     let mut reader = PollingReader::spawn(
         aws.kinesis_client(),
-        &missing,
+        named(&missing),
         SHARD0,
         StartingPosition::TrimHorizon,
         None,
@@ -398,7 +485,7 @@ async fn missing_shard_is_shard_not_found() {
     let stream = stream_with_shards(&aws, 1).await;
     let mut reader = PollingReader::spawn(
         aws.kinesis_client(),
-        &stream,
+        named(&stream),
         "shardId-000000000007",
         StartingPosition::TrimHorizon,
         None,
@@ -434,7 +521,7 @@ async fn unreachable_endpoint_is_named_in_bounded_time() {
     );
 
     let started = Instant::now();
-    let err = timeout(Duration::from_secs(20), list_shards(&client, "s"))
+    let err = timeout(Duration::from_secs(20), list_shards(&client, &named("s")))
         .await
         .unwrap()
         .unwrap_err();
@@ -460,7 +547,7 @@ async fn unreachable_endpoint_is_named_in_bounded_time() {
     let started = Instant::now();
     let mut reader = PollingReader::spawn(
         client,
-        "s",
+        named("s"),
         SHARD0,
         StartingPosition::TrimHorizon,
         None,
@@ -495,7 +582,7 @@ async fn reader_of_a_split_parent_reaches_shard_end_after_its_last_record() {
 
     let mut reader = PollingReader::spawn(
         client.clone(),
-        &stream,
+        named(&stream),
         SHARD0,
         StartingPosition::TrimHorizon,
         None,
@@ -520,7 +607,7 @@ async fn reader_of_a_split_parent_reaches_shard_end_after_its_last_record() {
     // Wait for the split to take effect: three shards, the parent closed.
     let deadline = Instant::now() + Duration::from_secs(30);
     let shards = loop {
-        let shards = list_shards(&client, &stream).await.unwrap();
+        let shards = list_shards(&client, &named(&stream)).await.unwrap();
         if shards.len() == 3 && shards.iter().any(|s| s.shard_id == SHARD0 && s.is_closed()) {
             break shards;
         }
@@ -560,7 +647,7 @@ async fn reader_of_a_split_parent_reaches_shard_end_after_its_last_record() {
     // A fresh reader of the closed parent: its records, then shard end.
     let mut fresh = PollingReader::spawn(
         client,
-        &stream,
+        named(&stream),
         SHARD0,
         StartingPosition::TrimHorizon,
         None,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region, retry::RetryConfig};
 use kinesis_fleet_retrieval::{
     Error, HashKeyRange, PollingConfig, PollingReader, ReadEvent, Shard, ShardReader,
-    StartingPosition,
+    StartingPosition, StreamIdentifier,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -202,7 +202,7 @@ async fn expired_iterator_throttling_pacing_and_child_shards() {
     .await;
     let mut reader = PollingReader::spawn(
         client(&endpoint),
-        "s",
+        StreamIdentifier::from_name("s").unwrap(),
         "shardId-000000000000",
         StartingPosition::TrimHorizon,
         None,
@@ -267,7 +267,7 @@ async fn persistent_throttling_gives_up_with_throttled_after_the_budget() {
     .await;
     let mut reader = PollingReader::spawn(
         client(&endpoint),
-        "s",
+        StreamIdentifier::from_name("s").unwrap(),
         "shardId-000000000000",
         StartingPosition::Latest,
         None,
@@ -302,7 +302,7 @@ async fn access_denied_is_fatal_at_once() {
     .await;
     let mut reader = PollingReader::spawn(
         client(&endpoint),
-        "s",
+        StreamIdentifier::from_name("s").unwrap(),
         "shardId-000000000000",
         StartingPosition::AtTimestamp(
             std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),

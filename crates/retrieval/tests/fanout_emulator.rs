@@ -6,12 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{SHARD0, assert_in_order, data, plain};
+use common::{SHARD0, assert_in_order, data, named, plain};
 use kinesis_fleet_kpl::NewRecord;
 use kinesis_fleet_producer::{Producer, ProducerConfig};
 use kinesis_fleet_retrieval::{
-    FanOutConfig, FanOutReader, ReadEvent, Record, ShardReader, StartingPosition, list_shards,
-    register_stream_consumer,
+    FanOutConfig, FanOutReader, ReadEvent, Record, ShardReader, StartingPosition, StreamIdentifier,
+    list_shards, register_stream_consumer,
 };
 use kinesis_fleet_testkit::{Backend, Fault, FaultProxy, LocalAws};
 use tokio::time::{Instant, timeout};
@@ -68,7 +68,7 @@ fn spawn_reader(
 ) -> FanOutReader {
     FanOutReader::spawn(
         client,
-        stream,
+        named(stream),
         arn,
         shard,
         StartingPosition::TrimHorizon,
@@ -96,7 +96,7 @@ async fn setup(shards: u32) -> (LocalAws, String, String) {
     aws.create_stream(&stream, shards).await.unwrap();
     let consumer = register_stream_consumer(
         &aws.kinesis_client(),
-        &stream,
+        &named(&stream),
         &aws.unique_name("app"),
         Duration::from_secs(30),
     )
@@ -142,7 +142,7 @@ fn produce_in_background(
 /// The shard that partition key "one-key" maps to.
 async fn shard_of_one_key(aws: &LocalAws, stream: &str) -> String {
     let h = kinesis_fleet_kpl::effective_hash_key("one-key", None).unwrap();
-    list_shards(&aws.kinesis_client(), stream)
+    list_shards(&aws.kinesis_client(), &named(stream))
         .await
         .unwrap()
         .into_iter()
@@ -160,9 +160,10 @@ async fn concurrent_registrations_share_one_consumer_and_both_readers_get_record
     let name = aws.unique_name("app");
     let (a, b) = (aws.kinesis_client(), aws.kinesis_client());
     let deadline = Duration::from_secs(30);
+    let by_name = named(&stream);
     let (first, second) = tokio::join!(
-        register_stream_consumer(&a, &stream, &name, deadline),
-        register_stream_consumer(&b, &stream, &name, deadline),
+        register_stream_consumer(&a, &by_name, &name, deadline),
+        register_stream_consumer(&b, &by_name, &name, deadline),
     );
     let (first, second) = (first.unwrap(), second.unwrap());
     assert_eq!(first.consumer_arn, second.consumer_arn);
@@ -179,8 +180,9 @@ async fn concurrent_registrations_share_one_consumer_and_both_readers_get_record
         "one consumer: {:?}",
         listed.consumers()
     );
-    // Registering again (a restarted worker) reuses it.
-    let again = register_stream_consumer(&a, &stream, &name, deadline)
+    // Registering again (a restarted worker, naming the stream by ARN) reuses it.
+    let by_arn = StreamIdentifier::from_arn(&first.stream_arn).unwrap();
+    let again = register_stream_consumer(&a, &by_arn, &name, deadline)
         .await
         .unwrap();
     assert_eq!(again, first);
@@ -209,7 +211,7 @@ async fn concurrent_registrations_share_one_consumer_and_both_readers_get_record
     .put_all(plain("k", 40))
     .await
     .unwrap();
-    let shards = list_shards(&a, &stream).await.unwrap();
+    let shards = list_shards(&a, &named(&stream)).await.unwrap();
     for reader in &mut readers {
         let shard = shards
             .iter()
@@ -419,7 +421,7 @@ async fn reader_of_a_split_parent_reaches_shard_end_with_children() {
     let Some(ReadEvent::ShardEnd { child_shards }) = end else {
         panic!("no shard end")
     };
-    let shards = list_shards(&client, &stream).await.unwrap();
+    let shards = list_shards(&client, &named(&stream)).await.unwrap();
     for c in &child_shards {
         assert_eq!(c.parent_shard_ids, [SHARD0]);
         assert!(shards.iter().any(|s| s.shard_id == c.shard_id));

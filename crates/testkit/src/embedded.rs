@@ -152,16 +152,21 @@ impl Drop for EmulatorThread {
 /// Starts ferrokinesis, serving HTTP/1.1 and h2c (enhanced fan-out uses HTTP/2).
 #[allow(dead_code)] // kept for symmetry; LocalAws goes through `start_kinesis_with`
 pub(crate) async fn start_kinesis() -> Result<(EmulatorThread, SocketAddr)> {
-    start_kinesis_with(None, None).await
+    start_kinesis_with(None, None, None).await
 }
 
 /// Starts ferrokinesis on `port` (default: a free one), persisting its state
-/// (write-ahead log and snapshots) under `data_dir/kinesis` when given.
+/// (write-ahead log and snapshots) under `data_dir/kinesis` when given,
+/// with stream ARNs in `account` (default `000000000000`).
 pub(crate) async fn start_kinesis_with(
     port: Option<u16>,
     data_dir: Option<&Path>,
+    account: Option<&str>,
 ) -> Result<(EmulatorThread, SocketAddr)> {
     let mut options = kinesis_options();
+    if let Some(account) = account {
+        options.aws_account_id = account.to_owned();
+    }
     if let Some(dir) = data_dir {
         let state_dir = dir.join("kinesis");
         std::fs::create_dir_all(&state_dir)

@@ -153,6 +153,10 @@ pub struct LocalAwsOptions {
     /// `dynamodb.sqlite3`, S3 its objects under `s3/`. Default: in memory
     /// (S3: a temporary directory removed on drop). Embedded backend only.
     pub data_dir: Option<PathBuf>,
+    /// The 12-digit account the Kinesis emulator puts in stream ARNs, e.g.
+    /// to play another account's Kinesis beside the application's. Default:
+    /// `000000000000`.
+    pub kinesis_account: Option<String>,
 }
 
 impl LocalAwsOptions {
@@ -165,6 +169,7 @@ impl LocalAwsOptions {
             dynamodb_port: None,
             s3_port: None,
             data_dir: None,
+            kinesis_account: None,
         }
     }
 }
@@ -241,10 +246,11 @@ impl LocalAws {
         let backend = options.backend;
         let started = Instant::now();
         let data_dir = options.data_dir.as_deref();
+        let account = options.kinesis_account.as_deref();
         let (servers, kinesis, dynamodb, s3) = match backend {
             Backend::Embedded => {
                 let (kinesis, dynamodb, s3) = tokio::try_join!(
-                    embedded::start_kinesis_with(options.kinesis_port, data_dir),
+                    embedded::start_kinesis_with(options.kinesis_port, data_dir, account),
                     embedded::start_dynamodb_with(options.dynamodb_port, data_dir),
                     async {
                         match options.s3 {
@@ -278,13 +284,16 @@ impl LocalAws {
                     ));
                 }
                 let testenv = npm::Testenv::locate()?;
-                let (kinesis, dynamodb, s3) =
-                    tokio::try_join!(testenv.start_kinesis(), testenv.start_dynamodb(), async {
+                let (kinesis, dynamodb, s3) = tokio::try_join!(
+                    testenv.start_kinesis(account),
+                    testenv.start_dynamodb(),
+                    async {
                         match options.s3 {
                             true => testenv.start_s3().await.map(Some),
                             false => Ok(None),
                         }
-                    })?;
+                    }
+                )?;
                 let (s3, s3_addr) = s3.unzip();
                 let servers = Servers::Npm {
                     kinesis: Box::new(kinesis.0),

@@ -69,8 +69,12 @@ impl Testenv {
         })
     }
 
-    /// Starts kinesis-mock with plain HTTP on a free port.
-    pub(crate) async fn start_kinesis(&self) -> Result<(NodeProcess, SocketAddr)> {
+    /// Starts kinesis-mock with plain HTTP on a free port, with stream ARNs
+    /// in `account` (default `000000000000`).
+    pub(crate) async fn start_kinesis(
+        &self,
+        account: Option<&str>,
+    ) -> Result<(NodeProcess, SocketAddr)> {
         let dir = self.kinesis_main.parent().unwrap_or(Path::new("."));
         start_with_port_retry("kinesis-mock", |port| {
             let mut cmd = node_command(&self.kinesis_main, dir);
@@ -86,6 +90,9 @@ impl Testenv {
                 .env("LOG_LEVEL", "WARN")
                 .env("SHOULD_PERSIST_DATA", "false")
                 .env("LOAD_DATA_IF_EXISTS", "false");
+            if let Some(account) = account {
+                cmd.env("AWS_ACCOUNT_ID", account);
+            }
             for var in [
                 "CREATE_STREAM_DURATION",
                 "DELETE_STREAM_DURATION",

@@ -1,7 +1,7 @@
 //! The enhanced fan-out reader's handle.
 
 use aws_sdk_kinesis::Client;
-use kinesis_fleet_types::HashKeyRange;
+use kinesis_fleet_types::{HashKeyRange, StreamIdentifier};
 
 use super::FanOutConfig;
 use super::subscriber::Subscriber;
@@ -39,7 +39,7 @@ impl FanOutReader {
     /// Outside a Tokio runtime, like `tokio::spawn`.
     pub fn spawn(
         client: Client,
-        stream_name: impl Into<String>,
+        stream: StreamIdentifier,
         consumer_arn: impl Into<String>,
         shard_id: impl Into<String>,
         start: StartingPosition,
@@ -47,7 +47,6 @@ impl FanOutReader {
         config: FanOutConfig,
     ) -> Result<FanOutReader> {
         config.validate()?;
-        let stream = stream_name.into();
         let shard_id = shard_id.into();
         let consumer_arn = consumer_arn.into();
         let span = tracing::info_span!("fanout_reader", stream = %stream, shard = %shard_id);
@@ -115,7 +114,7 @@ mod tests {
     async fn spawn_rejects_invalid_config() {
         let err = FanOutReader::spawn(
             client(),
-            "s",
+            StreamIdentifier::from_name("s").unwrap(),
             "arn:aws:kinesis:us-east-1:0:stream/s/consumer/c:1",
             "shardId-000000000000",
             StartingPosition::TrimHorizon,
@@ -138,9 +137,10 @@ mod tests {
         is_send_sync::<FanOutReader>();
         fn is_send<T: Send>(_: &T) {}
         let c = client();
+        let stream = StreamIdentifier::from_name("s").unwrap();
         is_send(&crate::register_stream_consumer(
             &c,
-            "s",
+            &stream,
             "c",
             Duration::from_secs(1),
         ));

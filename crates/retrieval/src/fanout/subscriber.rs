@@ -9,8 +9,8 @@ use aws_sdk_kinesis::operation::subscribe_to_shard::SubscribeToShardOutput;
 use aws_sdk_kinesis::types::{
     StartingPosition as SdkStartingPosition, SubscribeToShardEvent, SubscribeToShardEventStream,
 };
-use kinesis_fleet_types::Shard;
 use kinesis_fleet_types::metrics::{FANOUT_RESUBSCRIPTIONS, SUBSCRIPTION_DURATION_SECONDS, label};
+use kinesis_fleet_types::{Shard, StreamIdentifier};
 use rand::Rng;
 use tokio::time::Instant;
 
@@ -64,7 +64,7 @@ enum Ended {
 /// The subscription task's state.
 pub(super) struct Subscriber {
     pub(super) client: Client,
-    pub(super) stream: String,
+    pub(super) stream: StreamIdentifier,
     pub(super) consumer_arn: String,
     pub(super) shard_id: String,
     pub(super) start: StartingPosition,
@@ -102,7 +102,7 @@ impl ReadLoop for Subscriber {
                     let ended = self.consume(receiver).await?;
                     if let Ended::Resubscribe { cause, .. } = &ended {
                         metrics::histogram!(SUBSCRIPTION_DURATION_SECONDS.name,
-                            label::STREAM => self.stream.clone(), label::CAUSE => cause.as_str())
+                            label::STREAM => self.stream.name().to_owned(), label::CAUSE => cause.as_str())
                         .record(opened.elapsed().as_secs_f64());
                     }
                     ended
@@ -131,7 +131,7 @@ impl ReadLoop for Subscriber {
             }
             stats.resubscribed(cause);
             metrics::counter!(FANOUT_RESUBSCRIPTIONS.name,
-                label::STREAM => self.stream.clone(), label::SHARD => self.shard_id.clone(),
+                label::STREAM => self.stream.name().to_owned(), label::SHARD => self.shard_id.clone(),
                 label::CAUSE => cause.as_str())
             .increment(1);
             let delay = match cause {
@@ -338,7 +338,7 @@ impl Subscriber {
         };
         let Some(me) = shards.iter().find(|s| s.shard_id == self.shard_id.as_str()) else {
             return Err(Error::ShardNotFound {
-                stream: self.stream.clone(),
+                stream: self.stream.name().to_owned(),
                 shard_id: self.shard_id.clone(),
             });
         };
@@ -377,7 +377,7 @@ impl Subscriber {
     async fn not_found(&self) -> Error {
         if stream_is_gone(&self.client, &self.stream, &self.probe).await {
             return Error::StreamNotFound {
-                stream: self.stream.clone(),
+                stream: self.stream.name().to_owned(),
             };
         }
         let consumer = send!(
@@ -393,7 +393,7 @@ impl Subscriber {
             };
         }
         Error::ShardNotFound {
-            stream: self.stream.clone(),
+            stream: self.stream.name().to_owned(),
             shard_id: self.shard_id.clone(),
         }
     }

@@ -2,9 +2,14 @@
 //! fan-out reader.
 
 use kinesis_fleet_kpl::NewRecord;
-use kinesis_fleet_retrieval::{Record, compare_sequence_numbers};
+use kinesis_fleet_retrieval::{Record, StreamIdentifier, compare_sequence_numbers};
 
 pub(crate) const SHARD0: &str = "shardId-000000000000";
+
+/// The stream named `name`.
+pub(crate) fn named(name: &str) -> StreamIdentifier {
+    StreamIdentifier::from_name(name).unwrap()
+}
 
 /// `n` plain records `<prefix>-<i>`, each with its own partition key.
 pub(crate) fn plain(prefix: &str, n: usize) -> Vec<NewRecord> {
