@@ -29,7 +29,7 @@ mod error;
 mod hash_key;
 mod proto;
 
-pub use aggregate::{AggregatedRecord, Aggregator, NewRecord, aggregate};
+pub use aggregate::{AggregatedRecord, Aggregator, NewRecord, UnjoinedAggregate, aggregate};
 pub use deaggregate::{
     CorruptAggregate, Deaggregated, KeyTable, UserRecord, deaggregate, deaggregate_unverified,
 };

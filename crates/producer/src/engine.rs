@@ -28,10 +28,11 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use hashbrown::DefaultHashBuilder;
-use kinesis_fleet_kpl::{AggregatedRecord, Aggregator, NewRecord};
+use kinesis_fleet_kpl::{Aggregator, NewRecord, UnjoinedAggregate};
 use kinesis_fleet_types::ShardId;
 use tokio::time::{Duration, Instant};
 
@@ -98,7 +99,7 @@ pub(crate) struct Entry {
     order_key: OrderKey,
     pub(crate) partition_key: String,
     pub(crate) explicit_hash_key: Option<String>,
-    pub(crate) data: Bytes,
+    pub(crate) data: Payload,
     members: Vec<Member>,
     aggregated: bool,
     /// Closed because the next record did not fit: send without waiting.
@@ -115,7 +116,7 @@ impl Entry {
             order_key,
             partition_key: member.record.partition_key.clone(),
             explicit_hash_key: member.record.explicit_hash_key.clone(),
-            data: member.record.data.clone(),
+            data: Payload::Plain(member.record.data.clone()),
             members: vec![member],
             aggregated: false,
             full: false,
@@ -127,7 +128,7 @@ impl Entry {
 
     fn aggregate(
         shard: ShardId,
-        record: AggregatedRecord,
+        mut record: UnjoinedAggregate,
         members: Vec<Member>,
         full: bool,
         hasher: &DefaultHashBuilder,
@@ -136,9 +137,9 @@ impl Entry {
         Entry {
             order_key: OrderKey::keys(&members, hasher),
             predicted: shard,
-            partition_key: record.partition_key,
-            explicit_hash_key: record.explicit_hash_key,
-            data: record.data,
+            partition_key: std::mem::take(&mut record.partition_key),
+            explicit_hash_key: Some(std::mem::take(&mut record.explicit_hash_key)),
+            data: Payload::Aggregate(record),
             members,
             aggregated: true,
             full,
@@ -159,6 +160,33 @@ impl Entry {
 
     fn into_members(self) -> Vec<Member> {
         self.members
+    }
+}
+
+/// An entry's data. An aggregate is kept unjoined: the call that sends it
+/// joins and hashes it (off the producer's task), and a retry joins it
+/// again rather than the entry keeping a joined copy.
+#[derive(Debug)]
+pub(crate) enum Payload {
+    Plain(Bytes),
+    Aggregate(UnjoinedAggregate),
+}
+
+impl Payload {
+    /// Length of the data sent.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Payload::Plain(data) => data.len(),
+            Payload::Aggregate(aggregate) => aggregate.data_len(),
+        }
+    }
+
+    /// The data sent, in a buffer of its own.
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
+        match self {
+            Payload::Plain(data) => data.to_vec(),
+            Payload::Aggregate(aggregate) => aggregate.join(),
+        }
     }
 }
 
@@ -224,7 +252,7 @@ impl ShardState {
 
     /// Moves the open aggregate, if any, to the queue.
     fn close_open(&mut self, shard: &ShardId, full: bool, hasher: &DefaultHashBuilder) {
-        if let Some(record) = self.open.flush() {
+        if let Some(record) = self.open.flush_unjoined() {
             let members = std::mem::take(&mut self.open_members);
             self.ready.push_back(Entry::aggregate(
                 shard.clone(),
@@ -245,7 +273,7 @@ impl ShardState {
 #[derive(Debug)]
 pub(crate) struct Engine {
     config: ProducerConfig,
-    stats: std::sync::Arc<Stats>,
+    stats: Arc<Stats>,
     map: ShardMap,
     shards: Map<ShardId, ShardState>,
     /// Plain entries' order keys with an entry in flight.
@@ -270,11 +298,7 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
-    pub(crate) fn new(
-        config: ProducerConfig,
-        stats: std::sync::Arc<Stats>,
-        map: ShardMap,
-    ) -> Engine {
+    pub(crate) fn new(config: ProducerConfig, stats: Arc<Stats>, map: ShardMap) -> Engine {
         Engine {
             config,
             stats,
@@ -325,10 +349,7 @@ impl Engine {
             state.ready.push_back(Entry::plain(shard, key, member));
             return None;
         }
-        match state
-            .open
-            .add_with_hash_key(&member.record, member.hash_key)
-        {
+        match state.open.add_unjoined(&member.record, member.hash_key) {
             Ok(None) => state.open_members.push(member),
             Ok(Some(full)) => {
                 let members = std::mem::take(&mut state.open_members);
@@ -652,12 +673,13 @@ impl Engine {
         self.stats.kinesis_record_put(entry.members.len());
         done.reserve(entry.members.len());
         let shard_id = ShardId::from(shard_id);
+        let sequence_number: Arc<str> = Arc::from(sequence_number);
         for (sub, member) in entry.members.into_iter().enumerate() {
             done.push(Done {
                 id: member.id,
                 result: Ok(Receipt {
                     shard_id: shard_id.clone(),
-                    sequence_number: sequence_number.to_owned(),
+                    sequence_number: sequence_number.clone(),
                     sub_sequence_number: if entry.aggregated { sub as u64 } else { 0 },
                     aggregated: entry.aggregated,
                     attempts: entry.attempts,
@@ -705,6 +727,7 @@ impl Engine {
                 .expect("set_map checked every landed shard");
             let attempts = entry.attempts;
             let shard_id = ShardId::from(landed);
+            let sequence_number: Arc<str> = Arc::from(sequence_number);
             let mut inside = 0;
             for (sub, member) in entry.members.into_iter().enumerate() {
                 if range.contains(member.hash_key) {
@@ -776,7 +799,7 @@ mod tests {
     const HALF: u128 = u128::MAX / 2;
 
     fn engine(config: ProducerConfig, map: ShardMap) -> Engine {
-        Engine::new(config, std::sync::Arc::new(Stats::new("test")), map)
+        Engine::new(config, Arc::new(Stats::new("test")), map)
     }
 
     fn member(id: u64, key: &str, ehk: Option<u128>, len: usize, now: Instant) -> Member {
@@ -802,9 +825,10 @@ mod tests {
                 .unwrap()
         };
         if !entry.aggregated {
-            return vec![(entry.partition_key.clone(), id(&entry.data))];
+            return vec![(entry.partition_key.clone(), id(&entry.data.to_vec()))];
         }
-        let Deaggregated::Aggregated(records) = deaggregate(&entry.data) else {
+        let Deaggregated::Aggregated(records) = deaggregate(&Bytes::from(entry.data.to_vec()))
+        else {
             panic!("not an aggregate");
         };
         records

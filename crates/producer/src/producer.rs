@@ -29,8 +29,9 @@ use crate::{Error, ProducerConfig, Result};
 pub struct Receipt {
     /// The shard it landed on.
     pub shard_id: ShardId,
-    /// Sequence number of the Kinesis record holding it.
-    pub sequence_number: String,
+    /// Sequence number of the Kinesis record holding it, shared by the
+    /// receipts of every user record in that Kinesis record.
+    pub sequence_number: Arc<str>,
     /// Its index in the aggregate (0 for a plain record), as a KCL consumer
     /// reports it.
     pub sub_sequence_number: u64,
