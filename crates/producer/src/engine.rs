@@ -107,6 +107,8 @@ pub(crate) struct Entry {
     attempts: u32,
     not_before: Option<Instant>,
     last_error: String,
+    /// Its records' receipts, when [`settle`] made them where the call ran.
+    settled: Vec<Done>,
 }
 
 impl Entry {
@@ -123,6 +125,7 @@ impl Entry {
             attempts: 0,
             not_before: None,
             last_error: String::new(),
+            settled: Vec::new(),
         }
     }
 
@@ -146,6 +149,7 @@ impl Entry {
             attempts: 0,
             not_before: None,
             last_error: String::new(),
+            settled: Vec::new(),
         }
     }
 
@@ -194,6 +198,60 @@ impl Payload {
 #[derive(Debug)]
 pub(crate) struct Batch {
     pub(crate) entries: Vec<Entry>,
+}
+
+/// Resolves the aggregates of an answered call that were written on the
+/// shard they were predicted for, where the call ran rather than on the
+/// producer's task: makes their receipts and drops their records and data,
+/// leaving [`Engine::on_response`] only the bookkeeping. (No other entry of
+/// the call shares their partition keys, so nothing in the call can send
+/// them again.)
+pub(crate) fn settle(batch: &mut Batch, outcome: &CallOutcome) {
+    let CallOutcome::Answered(results) = outcome else {
+        return;
+    };
+    if results.len() != batch.entries.len() {
+        return;
+    }
+    for (entry, result) in batch.entries.iter_mut().zip(results) {
+        if let EntryOutcome::Written {
+            shard_id,
+            sequence_number,
+        } = result
+            && entry.aggregated
+            && shard_id == entry.predicted.as_str()
+        {
+            entry.data = Payload::Plain(Bytes::new());
+            let members = std::mem::take(&mut entry.members);
+            entry.settled = receipts(members, entry.attempts, shard_id, sequence_number, true);
+        }
+    }
+}
+
+/// The receipts of the records of one Kinesis record.
+fn receipts(
+    members: Vec<Member>,
+    attempts: u32,
+    shard_id: &str,
+    sequence_number: &str,
+    aggregated: bool,
+) -> Vec<Done> {
+    let shard_id = ShardId::from(shard_id);
+    let sequence_number: Arc<str> = Arc::from(sequence_number);
+    members
+        .into_iter()
+        .enumerate()
+        .map(|(sub, member)| Done {
+            id: member.id,
+            result: Ok(Receipt {
+                shard_id: shard_id.clone(),
+                sequence_number: sequence_number.clone(),
+                sub_sequence_number: if aggregated { sub as u64 } else { 0 },
+                aggregated,
+                attempts,
+            }),
+        })
+        .collect()
 }
 
 /// Kinesis' answer to one entry.
@@ -253,7 +311,7 @@ impl ShardState {
     /// Moves the open aggregate, if any, to the queue.
     fn close_open(&mut self, shard: &ShardId, full: bool, hasher: &DefaultHashBuilder) {
         if let Some(record) = self.open.flush_unjoined() {
-            let members = std::mem::take(&mut self.open_members);
+            let members = self.take_members();
             self.ready.push_back(Entry::aggregate(
                 shard.clone(),
                 record,
@@ -262,6 +320,13 @@ impl ShardState {
                 hasher,
             ));
         }
+    }
+
+    /// The open aggregate's members, leaving room for as many in the next
+    /// one (no regrowth while a shard's aggregates keep their size).
+    fn take_members(&mut self) -> Vec<Member> {
+        let room = Vec::with_capacity(self.open_members.len());
+        std::mem::replace(&mut self.open_members, room)
     }
 
     fn is_empty(&self) -> bool {
@@ -352,7 +417,7 @@ impl Engine {
         match state.open.add_unjoined(&member.record, member.hash_key) {
             Ok(None) => state.open_members.push(member),
             Ok(Some(full)) => {
-                let members = std::mem::take(&mut state.open_members);
+                let members = state.take_members();
                 state.ready.push_back(Entry::aggregate(
                     shard,
                     full,
@@ -567,6 +632,16 @@ impl Engine {
                 // entries go again after it, written or not.
                 let mut broken: Set<OrderKey> = Set::default();
                 for (mut entry, result) in batch.entries.into_iter().zip(results) {
+                    if !entry.settled.is_empty() {
+                        if let EntryOutcome::Written {
+                            shard_id,
+                            sequence_number,
+                        } = result
+                        {
+                            self.complete(entry, &shard_id, &sequence_number, &mut done);
+                        }
+                        continue;
+                    }
                     if broken.contains(&entry.order_key) {
                         if matches!(result, EntryOutcome::Written { .. }) {
                             self.stats.add(Counter::Duplicates, 1);
@@ -670,21 +745,22 @@ impl Engine {
     }
 
     fn complete(&self, entry: Entry, shard_id: &str, sequence_number: &str, done: &mut Vec<Done>) {
-        self.stats.kinesis_record_put(entry.members.len());
-        done.reserve(entry.members.len());
-        let shard_id = ShardId::from(shard_id);
-        let sequence_number: Arc<str> = Arc::from(sequence_number);
-        for (sub, member) in entry.members.into_iter().enumerate() {
-            done.push(Done {
-                id: member.id,
-                result: Ok(Receipt {
-                    shard_id: shard_id.clone(),
-                    sequence_number: sequence_number.clone(),
-                    sub_sequence_number: if entry.aggregated { sub as u64 } else { 0 },
-                    aggregated: entry.aggregated,
-                    attempts: entry.attempts,
-                }),
-            });
+        let mut receipts = if entry.members.is_empty() {
+            entry.settled
+        } else {
+            receipts(
+                entry.members,
+                entry.attempts,
+                shard_id,
+                sequence_number,
+                entry.aggregated,
+            )
+        };
+        self.stats.kinesis_record_put(receipts.len());
+        if done.is_empty() {
+            *done = receipts;
+        } else {
+            done.append(&mut receipts);
         }
     }
 
@@ -908,7 +984,13 @@ mod tests {
                         outcomes.push(EntryOutcome::Written { shard_id: entry.predicted.to_string(), sequence_number: format!("{coin}") });
                     }
                 }
-                for done in engine.on_response(batch, CallOutcome::Answered(outcomes), now) {
+                let outcome = CallOutcome::Answered(outcomes);
+                let mut batch = batch;
+                if round % 2 == 0 {
+                    // As the call does; odd rounds leave it all to `on_response`.
+                    settle(&mut batch, &outcome);
+                }
+                for done in engine.on_response(batch, outcome, now) {
                     let receipt = done.result.expect("no record fails within the TTL");
                     let hash_key = records_hash_key(&records, done.id);
                     prop_assert_eq!(map.shard_for(hash_key), Some(&receipt.shard_id));
