@@ -400,18 +400,23 @@ impl Engine {
 
     /// Accepts a validated user record.
     pub(crate) fn submit(&mut self, member: Member, now: Instant) -> Option<Done> {
-        let Some(shard) = self.map.shard_for(member.hash_key).cloned() else {
+        let Some(shard) = self.map.shard_for(member.hash_key) else {
             self.unrouted.push(member);
             self.needs_refresh = true;
             return None;
         };
-        let state = self
-            .shards
-            .entry(shard.clone())
-            .or_insert_with(|| ShardState::new(&self.config, now));
+        // Looked up by reference: the id is cloned only for a new shard or
+        // a new entry, not per record.
+        if !self.shards.contains_key(shard) {
+            let state = ShardState::new(&self.config, now);
+            self.shards.insert(shard.clone(), state);
+        }
+        let state = self.shards.get_mut(shard).expect("inserted above");
         if !self.config.aggregation {
             let key = OrderKey::PartitionKey(shard.clone(), member.record.partition_key.clone());
-            state.ready.push_back(Entry::plain(shard, key, member));
+            state
+                .ready
+                .push_back(Entry::plain(shard.clone(), key, member));
             return None;
         }
         match state.open.add_unjoined(&member.record, member.hash_key) {
@@ -419,7 +424,7 @@ impl Engine {
             Ok(Some(full)) => {
                 let members = state.take_members();
                 state.ready.push_back(Entry::aggregate(
-                    shard,
+                    shard.clone(),
                     full,
                     members,
                     true,
@@ -429,9 +434,11 @@ impl Engine {
             }
             Err(kinesis_fleet_kpl::Error::RecordTooLarge { .. }) => {
                 // Too large to aggregate but valid for Kinesis: alone, plain.
-                state.close_open(&shard, true, &self.key_hasher);
+                state.close_open(shard, true, &self.key_hasher);
                 let key = OrderKey::keys(std::slice::from_ref(&member), &self.key_hasher);
-                state.ready.push_back(Entry::plain(shard, key, member));
+                state
+                    .ready
+                    .push_back(Entry::plain(shard.clone(), key, member));
             }
             Err(e) => {
                 return Some(Done {
