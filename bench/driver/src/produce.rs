@@ -1,8 +1,9 @@
 //! Writers for the producer section: our producer (`produce`) and the
 //! emulator's PutRecords ceiling (`put-ceiling`), each timing `COUNT` user
 //! records of `BYTES` bytes with distinct partition keys and printing one
-//! JSON object: `user_records`, `kinesis_records`, `calls`, `seconds` (and
-//! for the ceiling `build_seconds`, the untimed building of its entries).
+//! JSON object: `user_records`, `kinesis_records`, `calls`, `seconds`,
+//! `cpu_seconds` (the CPU time this process used while timed) and for the
+//! ceiling `build_seconds`, the untimed building of its entries.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -56,6 +57,7 @@ pub(crate) async fn ours(
         );
     }
     let start = Instant::now();
+    let cpu = cpu_seconds()?;
     let mut handles = Vec::with_capacity(batches.len());
     for batch in batches {
         handles.push(
@@ -72,6 +74,7 @@ pub(crate) async fn ours(
         }
     }
     let seconds = start.elapsed().as_secs_f64();
+    let cpu_seconds = cpu_seconds()? - cpu;
     producer.close().await.map_err(|e| e.to_string())?;
     let stats = producer.stats();
     print_result(
@@ -79,6 +82,7 @@ pub(crate) async fn ours(
         stats.get(Counter::KinesisRecordsPut),
         stats.get(Counter::PutRecordsCalls),
         seconds,
+        cpu_seconds,
         None,
     );
     Ok(())
@@ -119,6 +123,7 @@ pub(crate) async fn ceiling(
         ProducerConfig::default().max_concurrent_calls,
     ));
     let start = Instant::now();
+    let cpu = cpu_seconds()?;
     let mut tasks = JoinSet::new();
     for entries in calls {
         let permit = in_flight
@@ -147,11 +152,13 @@ pub(crate) async fn ceiling(
         joined.map_err(|e| format!("PutRecords task: {e}"))??;
     }
     let seconds = start.elapsed().as_secs_f64();
+    let cpu_seconds = cpu_seconds()? - cpu;
     print_result(
         count as u64,
         kinesis_records as u64,
         call_count as u64,
         seconds,
+        cpu_seconds,
         Some(build_seconds),
     );
     Ok(())
@@ -223,11 +230,31 @@ fn batches(entries: Vec<PutRecordsRequestEntry>) -> Vec<Vec<PutRecordsRequestEnt
     calls
 }
 
+/// CPU time (user + system, all threads) this process used so far, in
+/// seconds, from `/proc/self/stat` (clock ticks of 1/100 s: Linux's
+/// `USER_HZ`).
+fn cpu_seconds() -> Result<f64, String> {
+    let stat =
+        std::fs::read_to_string("/proc/self/stat").map_err(|e| format!("/proc/self/stat: {e}"))?;
+    // Fields after the command name (which may hold spaces); utime and
+    // stime are fields 14 and 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => Ok((user + system) as f64 / 100.0),
+        _ => Err(format!("/proc/self/stat: unexpected {stat:?}")),
+    }
+}
+
 fn print_result(
     user_records: u64,
     kinesis_records: u64,
     calls: u64,
     seconds: f64,
+    cpu_seconds: f64,
     build_seconds: Option<f64>,
 ) {
     println!(
@@ -237,6 +264,7 @@ fn print_result(
             "kinesis_records": kinesis_records,
             "calls": calls,
             "seconds": seconds,
+            "cpu_seconds": cpu_seconds,
             "build_seconds": build_seconds,
         })
     );

@@ -5,7 +5,7 @@ use std::hash::BuildHasher;
 use bytes::Bytes;
 use hashbrown::{DefaultHashBuilder, HashTable};
 use md5::{Digest, Md5};
-use prost::encoding::{encode_varint, encoded_len_varint};
+use prost::encoding::encoded_len_varint;
 
 use crate::hash_key::{effective_hash_key, validate_partition_key};
 use crate::{DIGEST_LEN, Error, KPL_MAGIC, MAX_RECORD_BYTES, Result};
@@ -63,6 +63,62 @@ impl AggregatedRecord {
     /// Bytes Kinesis counts against its record limit: data plus partition key.
     pub fn size_bytes(&self) -> usize {
         self.data.len() + self.partition_key.len()
+    }
+}
+
+/// A finished aggregate whose bytes are not joined yet: its key tables and
+/// records as encoded. [`join`](Self::join) assembles the bytes and computes
+/// the digest (an MD5 of the whole aggregate), so that cost can be paid on
+/// another thread than the aggregating one, or paid again for a retry
+/// instead of keeping a second copy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnjoinedAggregate {
+    /// Partition key for PutRecords, as in [`AggregatedRecord`].
+    pub partition_key: String,
+    /// Explicit hash key for PutRecords, as in [`AggregatedRecord`].
+    pub explicit_hash_key: String,
+    /// How many user records it holds.
+    pub user_records: usize,
+    partition_keys: Vec<u8>,
+    explicit_hash_keys: Vec<u8>,
+    records: Vec<u8>,
+}
+
+impl UnjoinedAggregate {
+    /// Length of the joined data (magic, protobuf, digest).
+    pub fn data_len(&self) -> usize {
+        KPL_MAGIC.len() + self.body_len() + DIGEST_LEN
+    }
+
+    /// Bytes Kinesis counts against its record limit: data plus partition key.
+    pub fn size_bytes(&self) -> usize {
+        self.data_len() + self.partition_key.len()
+    }
+
+    /// The aggregate's data, byte for byte [`AggregatedRecord::data`].
+    pub fn join(&self) -> Vec<u8> {
+        let mut data = Vec::with_capacity(self.data_len());
+        data.extend_from_slice(&KPL_MAGIC);
+        data.extend_from_slice(&self.partition_keys);
+        data.extend_from_slice(&self.explicit_hash_keys);
+        data.extend_from_slice(&self.records);
+        let digest = Md5::digest(&data[KPL_MAGIC.len()..]);
+        data.extend_from_slice(&digest);
+        data
+    }
+
+    /// Joins it into an [`AggregatedRecord`].
+    pub fn into_record(self) -> AggregatedRecord {
+        AggregatedRecord {
+            data: self.join().into(),
+            partition_key: self.partition_key,
+            explicit_hash_key: Some(self.explicit_hash_key),
+            user_records: self.user_records,
+        }
+    }
+
+    fn body_len(&self) -> usize {
+        self.partition_keys.len() + self.explicit_hash_keys.len() + self.records.len()
     }
 }
 
@@ -156,6 +212,16 @@ impl Aggregator {
         record: &NewRecord,
         hash_key: u128,
     ) -> Result<Option<AggregatedRecord>> {
+        Ok(self
+            .add_inner(record, hash_key)?
+            .map(UnjoinedAggregate::into_record))
+    }
+
+    fn add_inner(
+        &mut self,
+        record: &NewRecord,
+        hash_key: u128,
+    ) -> Result<Option<UnjoinedAggregate>> {
         validate_partition_key(&record.partition_key)?;
         let pk = self.partition_keys.lookup(&record.partition_key);
         let ehk = record
@@ -179,33 +245,44 @@ impl Aggregator {
                 max: self.max_bytes,
             });
         }
-        let finished = self.flush();
+        let finished = self.flush_unjoined();
         self.push(record, pk, ehk, hash_key);
         Ok(finished)
     }
 
     /// Finishes the current aggregate, if it holds any records.
     pub fn flush(&mut self) -> Option<AggregatedRecord> {
+        self.flush_unjoined().map(UnjoinedAggregate::into_record)
+    }
+
+    /// [`add_with_hash_key`](Self::add_with_hash_key), returning a full
+    /// aggregate unjoined: its bytes are joined and hashed later, by
+    /// [`UnjoinedAggregate::join`], on whichever thread calls it.
+    pub fn add_unjoined(
+        &mut self,
+        record: &NewRecord,
+        hash_key: u128,
+    ) -> Result<Option<UnjoinedAggregate>> {
+        self.add_inner(record, hash_key)
+    }
+
+    /// [`flush`](Self::flush), returning the aggregate unjoined.
+    pub fn flush_unjoined(&mut self) -> Option<UnjoinedAggregate> {
         let (partition_key, hash_key) = self.first.take()?;
         let user_records = std::mem::take(&mut self.user_records);
-        let mut data = Vec::with_capacity(KPL_MAGIC.len() + self.body_len() + DIGEST_LEN);
-        data.extend_from_slice(&KPL_MAGIC);
-        data.extend_from_slice(&self.partition_keys.encoded);
-        data.extend_from_slice(&self.explicit_hash_keys.encoded);
-        data.extend_from_slice(&self.records);
+        let aggregate = UnjoinedAggregate {
+            partition_key,
+            explicit_hash_key: hash_key.to_string(),
+            user_records,
+            partition_keys: std::mem::take(&mut self.partition_keys.encoded),
+            explicit_hash_keys: std::mem::take(&mut self.explicit_hash_keys.encoded),
+            // The records buffer goes with the aggregate: an idle aggregator
+            // holds no aggregate's worth of memory.
+            records: std::mem::take(&mut self.records),
+        };
         self.partition_keys.clear();
         self.explicit_hash_keys.clear();
-        // The largest buffer is not kept: an idle aggregator holds no
-        // aggregate's worth of memory.
-        self.records = Vec::new();
-        let digest = Md5::digest(&data[KPL_MAGIC.len()..]);
-        data.extend_from_slice(&digest);
-        Some(AggregatedRecord {
-            partition_key,
-            explicit_hash_key: Some(hash_key.to_string()),
-            data: data.into(),
-            user_records,
-        })
+        Some(aggregate)
     }
 
     /// Number of user records in the current aggregate.
@@ -256,6 +333,10 @@ impl Aggregator {
             inner += 1 + encoded_len_varint(ehk.index);
         }
         let out = &mut self.records;
+        if self.first.is_none() {
+            // Room for a full aggregate at once: no copying as it grows.
+            out.reserve(self.max_bytes.min(MAX_RECORD_BYTES));
+        }
         out.reserve(field_len(inner));
         out.push(RECORDS_TAG);
         encode_varint(inner as u64, out);
@@ -401,6 +482,17 @@ pub fn aggregate(records: impl IntoIterator<Item = NewRecord>) -> Result<Vec<Agg
     }
     out.extend(aggregator.flush());
     Ok(out)
+}
+
+/// Appends `value` as a protobuf varint (what `prost::encoding::encode_varint`
+/// writes, inlined for the few bytes of a record's fields).
+#[inline]
+fn encode_varint(mut value: u64, out: &mut Vec<u8>) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
 }
 
 /// Encoded length of a length-delimited field with a one-byte key (field
@@ -600,6 +692,41 @@ mod tests {
             Err(Error::InvalidExplicitHashKey { value: "-1".into() })
         );
         assert_eq!(agg.len(), 1);
+    }
+
+    #[test]
+    fn unjoined_aggregates_join_to_the_same_records() {
+        let records: Vec<_> = (0..40)
+            .map(|i| {
+                let record = NewRecord::new(format!("k{}", i % 7), vec![i as u8; 60_000]);
+                if i % 3 == 0 {
+                    record.with_explicit_hash_key(format!("{}", i * 1000))
+                } else {
+                    record
+                }
+            })
+            .collect();
+        let mut aggregator = Aggregator::new();
+        let mut unjoined = Vec::new();
+        for record in &records {
+            let hash_key =
+                effective_hash_key(&record.partition_key, record.explicit_hash_key.as_deref())
+                    .unwrap();
+            unjoined.extend(aggregator.add_unjoined(record, hash_key).unwrap());
+        }
+        unjoined.extend(aggregator.flush_unjoined());
+        let joined: Vec<AggregatedRecord> = unjoined
+            .into_iter()
+            .map(|u| {
+                assert_eq!(u.join().len(), u.data_len());
+                let size = u.size_bytes();
+                let record = u.into_record();
+                assert_eq!(record.size_bytes(), size);
+                record
+            })
+            .collect();
+        assert!(joined.len() > 1);
+        assert_eq!(joined, aggregate(records).unwrap());
     }
 
     #[test]

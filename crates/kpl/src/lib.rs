@@ -10,7 +10,9 @@
 //!   back as [`Deaggregated::NotAggregated`]; aggregates that fail verification
 //!   as [`Deaggregated::Corrupt`], to be delivered raw as the KCL does.
 //! - Producers (and tests) build aggregates with [`Aggregator`] or
-//!   [`aggregate`].
+//!   [`aggregate`]; [`Aggregator::add_unjoined`] returns a full aggregate as
+//!   an [`UnjoinedAggregate`], whose joining and MD5 digest another thread
+//!   can do.
 //!
 //! ```
 //! use kinesis_fleet_kpl::{Deaggregated, NewRecord, aggregate, deaggregate};
@@ -29,7 +31,7 @@ mod error;
 mod hash_key;
 mod proto;
 
-pub use aggregate::{AggregatedRecord, Aggregator, NewRecord, aggregate};
+pub use aggregate::{AggregatedRecord, Aggregator, NewRecord, UnjoinedAggregate, aggregate};
 pub use deaggregate::{
     CorruptAggregate, Deaggregated, KeyTable, UserRecord, deaggregate, deaggregate_unverified,
 };

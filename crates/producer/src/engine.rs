@@ -28,10 +28,11 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use hashbrown::DefaultHashBuilder;
-use kinesis_fleet_kpl::{AggregatedRecord, Aggregator, NewRecord};
+use kinesis_fleet_kpl::{Aggregator, NewRecord, UnjoinedAggregate};
 use kinesis_fleet_types::ShardId;
 use tokio::time::{Duration, Instant};
 
@@ -98,7 +99,7 @@ pub(crate) struct Entry {
     order_key: OrderKey,
     pub(crate) partition_key: String,
     pub(crate) explicit_hash_key: Option<String>,
-    pub(crate) data: Bytes,
+    pub(crate) data: Payload,
     members: Vec<Member>,
     aggregated: bool,
     /// Closed because the next record did not fit: send without waiting.
@@ -106,6 +107,8 @@ pub(crate) struct Entry {
     attempts: u32,
     not_before: Option<Instant>,
     last_error: String,
+    /// Its records' receipts, when [`settle`] made them where the call ran.
+    settled: Vec<Done>,
 }
 
 impl Entry {
@@ -115,19 +118,20 @@ impl Entry {
             order_key,
             partition_key: member.record.partition_key.clone(),
             explicit_hash_key: member.record.explicit_hash_key.clone(),
-            data: member.record.data.clone(),
+            data: Payload::Plain(member.record.data.clone()),
             members: vec![member],
             aggregated: false,
             full: false,
             attempts: 0,
             not_before: None,
             last_error: String::new(),
+            settled: Vec::new(),
         }
     }
 
     fn aggregate(
         shard: ShardId,
-        record: AggregatedRecord,
+        mut record: UnjoinedAggregate,
         members: Vec<Member>,
         full: bool,
         hasher: &DefaultHashBuilder,
@@ -136,15 +140,16 @@ impl Entry {
         Entry {
             order_key: OrderKey::keys(&members, hasher),
             predicted: shard,
-            partition_key: record.partition_key,
-            explicit_hash_key: record.explicit_hash_key,
-            data: record.data,
+            partition_key: std::mem::take(&mut record.partition_key),
+            explicit_hash_key: Some(std::mem::take(&mut record.explicit_hash_key)),
+            data: Payload::Aggregate(record),
             members,
             aggregated: true,
             full,
             attempts: 0,
             not_before: None,
             last_error: String::new(),
+            settled: Vec::new(),
         }
     }
 
@@ -162,10 +167,91 @@ impl Entry {
     }
 }
 
+/// An entry's data. An aggregate is kept unjoined: the call that sends it
+/// joins and hashes it (off the producer's task), and a retry joins it
+/// again rather than the entry keeping a joined copy.
+#[derive(Debug)]
+pub(crate) enum Payload {
+    Plain(Bytes),
+    Aggregate(UnjoinedAggregate),
+}
+
+impl Payload {
+    /// Length of the data sent.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Payload::Plain(data) => data.len(),
+            Payload::Aggregate(aggregate) => aggregate.data_len(),
+        }
+    }
+
+    /// The data sent, in a buffer of its own.
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
+        match self {
+            Payload::Plain(data) => data.to_vec(),
+            Payload::Aggregate(aggregate) => aggregate.join(),
+        }
+    }
+}
+
 /// Entries to send in one PutRecords call.
 #[derive(Debug)]
 pub(crate) struct Batch {
     pub(crate) entries: Vec<Entry>,
+}
+
+/// Resolves the aggregates of an answered call that were written on the
+/// shard they were predicted for, where the call ran rather than on the
+/// producer's task: makes their receipts and drops their records and data,
+/// leaving [`Engine::on_response`] only the bookkeeping. (No other entry of
+/// the call shares their partition keys, so nothing in the call can send
+/// them again.)
+pub(crate) fn settle(batch: &mut Batch, outcome: &CallOutcome) {
+    let CallOutcome::Answered(results) = outcome else {
+        return;
+    };
+    if results.len() != batch.entries.len() {
+        return;
+    }
+    for (entry, result) in batch.entries.iter_mut().zip(results) {
+        if let EntryOutcome::Written {
+            shard_id,
+            sequence_number,
+        } = result
+            && entry.aggregated
+            && shard_id == entry.predicted.as_str()
+        {
+            entry.data = Payload::Plain(Bytes::new());
+            let members = std::mem::take(&mut entry.members);
+            entry.settled = receipts(members, entry.attempts, shard_id, sequence_number, true);
+        }
+    }
+}
+
+/// The receipts of the records of one Kinesis record.
+fn receipts(
+    members: Vec<Member>,
+    attempts: u32,
+    shard_id: &str,
+    sequence_number: &str,
+    aggregated: bool,
+) -> Vec<Done> {
+    let shard_id = ShardId::from(shard_id);
+    let sequence_number: Arc<str> = Arc::from(sequence_number);
+    members
+        .into_iter()
+        .enumerate()
+        .map(|(sub, member)| Done {
+            id: member.id,
+            result: Ok(Receipt {
+                shard_id: shard_id.clone(),
+                sequence_number: sequence_number.clone(),
+                sub_sequence_number: if aggregated { sub as u64 } else { 0 },
+                aggregated,
+                attempts,
+            }),
+        })
+        .collect()
 }
 
 /// Kinesis' answer to one entry.
@@ -224,8 +310,8 @@ impl ShardState {
 
     /// Moves the open aggregate, if any, to the queue.
     fn close_open(&mut self, shard: &ShardId, full: bool, hasher: &DefaultHashBuilder) {
-        if let Some(record) = self.open.flush() {
-            let members = std::mem::take(&mut self.open_members);
+        if let Some(record) = self.open.flush_unjoined() {
+            let members = self.take_members();
             self.ready.push_back(Entry::aggregate(
                 shard.clone(),
                 record,
@@ -234,6 +320,13 @@ impl ShardState {
                 hasher,
             ));
         }
+    }
+
+    /// The open aggregate's members, leaving room for as many in the next
+    /// one (no regrowth while a shard's aggregates keep their size).
+    fn take_members(&mut self) -> Vec<Member> {
+        let room = Vec::with_capacity(self.open_members.len());
+        std::mem::replace(&mut self.open_members, room)
     }
 
     fn is_empty(&self) -> bool {
@@ -245,7 +338,7 @@ impl ShardState {
 #[derive(Debug)]
 pub(crate) struct Engine {
     config: ProducerConfig,
-    stats: std::sync::Arc<Stats>,
+    stats: Arc<Stats>,
     map: ShardMap,
     shards: Map<ShardId, ShardState>,
     /// Plain entries' order keys with an entry in flight.
@@ -270,11 +363,7 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
-    pub(crate) fn new(
-        config: ProducerConfig,
-        stats: std::sync::Arc<Stats>,
-        map: ShardMap,
-    ) -> Engine {
+    pub(crate) fn new(config: ProducerConfig, stats: Arc<Stats>, map: ShardMap) -> Engine {
         Engine {
             config,
             stats,
@@ -311,29 +400,31 @@ impl Engine {
 
     /// Accepts a validated user record.
     pub(crate) fn submit(&mut self, member: Member, now: Instant) -> Option<Done> {
-        let Some(shard) = self.map.shard_for(member.hash_key).cloned() else {
+        let Some(shard) = self.map.shard_for(member.hash_key) else {
             self.unrouted.push(member);
             self.needs_refresh = true;
             return None;
         };
-        let state = self
-            .shards
-            .entry(shard.clone())
-            .or_insert_with(|| ShardState::new(&self.config, now));
+        // Looked up by reference: the id is cloned only for a new shard or
+        // a new entry, not per record.
+        if !self.shards.contains_key(shard) {
+            let state = ShardState::new(&self.config, now);
+            self.shards.insert(shard.clone(), state);
+        }
+        let state = self.shards.get_mut(shard).expect("inserted above");
         if !self.config.aggregation {
             let key = OrderKey::PartitionKey(shard.clone(), member.record.partition_key.clone());
-            state.ready.push_back(Entry::plain(shard, key, member));
+            state
+                .ready
+                .push_back(Entry::plain(shard.clone(), key, member));
             return None;
         }
-        match state
-            .open
-            .add_with_hash_key(&member.record, member.hash_key)
-        {
+        match state.open.add_unjoined(&member.record, member.hash_key) {
             Ok(None) => state.open_members.push(member),
             Ok(Some(full)) => {
-                let members = std::mem::take(&mut state.open_members);
+                let members = state.take_members();
                 state.ready.push_back(Entry::aggregate(
-                    shard,
+                    shard.clone(),
                     full,
                     members,
                     true,
@@ -343,9 +434,11 @@ impl Engine {
             }
             Err(kinesis_fleet_kpl::Error::RecordTooLarge { .. }) => {
                 // Too large to aggregate but valid for Kinesis: alone, plain.
-                state.close_open(&shard, true, &self.key_hasher);
+                state.close_open(shard, true, &self.key_hasher);
                 let key = OrderKey::keys(std::slice::from_ref(&member), &self.key_hasher);
-                state.ready.push_back(Entry::plain(shard, key, member));
+                state
+                    .ready
+                    .push_back(Entry::plain(shard.clone(), key, member));
             }
             Err(e) => {
                 return Some(Done {
@@ -546,6 +639,16 @@ impl Engine {
                 // entries go again after it, written or not.
                 let mut broken: Set<OrderKey> = Set::default();
                 for (mut entry, result) in batch.entries.into_iter().zip(results) {
+                    if !entry.settled.is_empty() {
+                        if let EntryOutcome::Written {
+                            shard_id,
+                            sequence_number,
+                        } = result
+                        {
+                            self.complete(entry, &shard_id, &sequence_number, &mut done);
+                        }
+                        continue;
+                    }
                     if broken.contains(&entry.order_key) {
                         if matches!(result, EntryOutcome::Written { .. }) {
                             self.stats.add(Counter::Duplicates, 1);
@@ -649,20 +752,22 @@ impl Engine {
     }
 
     fn complete(&self, entry: Entry, shard_id: &str, sequence_number: &str, done: &mut Vec<Done>) {
-        self.stats.kinesis_record_put(entry.members.len());
-        done.reserve(entry.members.len());
-        let shard_id = ShardId::from(shard_id);
-        for (sub, member) in entry.members.into_iter().enumerate() {
-            done.push(Done {
-                id: member.id,
-                result: Ok(Receipt {
-                    shard_id: shard_id.clone(),
-                    sequence_number: sequence_number.to_owned(),
-                    sub_sequence_number: if entry.aggregated { sub as u64 } else { 0 },
-                    aggregated: entry.aggregated,
-                    attempts: entry.attempts,
-                }),
-            });
+        let mut receipts = if entry.members.is_empty() {
+            entry.settled
+        } else {
+            receipts(
+                entry.members,
+                entry.attempts,
+                shard_id,
+                sequence_number,
+                entry.aggregated,
+            )
+        };
+        self.stats.kinesis_record_put(receipts.len());
+        if done.is_empty() {
+            *done = receipts;
+        } else {
+            done.append(&mut receipts);
         }
     }
 
@@ -705,6 +810,7 @@ impl Engine {
                 .expect("set_map checked every landed shard");
             let attempts = entry.attempts;
             let shard_id = ShardId::from(landed);
+            let sequence_number: Arc<str> = Arc::from(sequence_number);
             let mut inside = 0;
             for (sub, member) in entry.members.into_iter().enumerate() {
                 if range.contains(member.hash_key) {
@@ -776,7 +882,7 @@ mod tests {
     const HALF: u128 = u128::MAX / 2;
 
     fn engine(config: ProducerConfig, map: ShardMap) -> Engine {
-        Engine::new(config, std::sync::Arc::new(Stats::new("test")), map)
+        Engine::new(config, Arc::new(Stats::new("test")), map)
     }
 
     fn member(id: u64, key: &str, ehk: Option<u128>, len: usize, now: Instant) -> Member {
@@ -802,9 +908,10 @@ mod tests {
                 .unwrap()
         };
         if !entry.aggregated {
-            return vec![(entry.partition_key.clone(), id(&entry.data))];
+            return vec![(entry.partition_key.clone(), id(&entry.data.to_vec()))];
         }
-        let Deaggregated::Aggregated(records) = deaggregate(&entry.data) else {
+        let Deaggregated::Aggregated(records) = deaggregate(&Bytes::from(entry.data.to_vec()))
+        else {
             panic!("not an aggregate");
         };
         records
@@ -884,7 +991,13 @@ mod tests {
                         outcomes.push(EntryOutcome::Written { shard_id: entry.predicted.to_string(), sequence_number: format!("{coin}") });
                     }
                 }
-                for done in engine.on_response(batch, CallOutcome::Answered(outcomes), now) {
+                let outcome = CallOutcome::Answered(outcomes);
+                let mut batch = batch;
+                if round % 2 == 0 {
+                    // As the call does; odd rounds leave it all to `on_response`.
+                    settle(&mut batch, &outcome);
+                }
+                for done in engine.on_response(batch, outcome, now) {
                     let receipt = done.result.expect("no record fails within the TTL");
                     let hash_key = records_hash_key(&records, done.id);
                     prop_assert_eq!(map.shard_for(hash_key), Some(&receipt.shard_id));

@@ -27,7 +27,8 @@
 //!   **back-pressure**: [`Producer::send`] waits while too many bytes are
 //!   unresolved.
 //! - A [`RecordHandle`] per record resolving to a [`Receipt`] (shard,
-//!   sequence and sub-sequence number) or a typed [`Error`];
+//!   sequence and sub-sequence number; the sequence number an `Arc<str>`
+//!   shared by the receipts of one Kinesis record) or a typed [`Error`];
 //!   [`Producer::flush`] and [`Producer::close`] lose nothing accepted.
 //! - **Batches**: [`Producer::send_batch`] accepts many records for the
 //!   cost of one `send` (one wait for room, one message to the producer's

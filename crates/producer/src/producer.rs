@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::engine::{
-    Batch, CallOutcome, Done, Engine, EntryOutcome, MIN_REFRESH_INTERVAL, Member, THROTTLED,
+    Batch, CallOutcome, Done, Engine, EntryOutcome, MIN_REFRESH_INTERVAL, Member, THROTTLED, settle,
 };
 use crate::shard_map::ShardMap;
 use crate::stats::{Stats, StatsSnapshot};
@@ -29,8 +29,9 @@ use crate::{Error, ProducerConfig, Result};
 pub struct Receipt {
     /// The shard it landed on.
     pub shard_id: ShardId,
-    /// Sequence number of the Kinesis record holding it.
-    pub sequence_number: String,
+    /// Sequence number of the Kinesis record holding it, shared by the
+    /// receipts of every user record in that Kinesis record.
+    pub sequence_number: Arc<str>,
     /// Its index in the aggregate (0 for a plain record), as a KCL consumer
     /// reports it.
     pub sub_sequence_number: u64,
@@ -475,10 +476,12 @@ impl Task {
             let now = Instant::now();
             self.engine
                 .set_flushing(!self.flushes.is_empty() || !self.closes.is_empty() || !input_open);
+            let mut spawned = false;
             while calls.len() < self.config.max_concurrent_calls {
                 let Some(batch) = self.engine.poll_batch(now) else {
                     break;
                 };
+                spawned = true;
                 calls.spawn(put_records(self.client.clone(), self.stream.clone(), batch));
                 self.stats.add(crate::Counter::PutRecordsCalls, 1);
             }
@@ -490,6 +493,13 @@ impl Task {
                 refresh.spawn(async move { ShardMap::list(&client, &stream).await });
                 next_periodic = now + self.config.shard_map_refresh;
                 earliest_refresh = now + MIN_REFRESH_INTERVAL;
+            }
+            if spawned {
+                // A task spawned from this one waits in this thread's slot
+                // for the next task, where no idle thread can take it:
+                // yield so the call starts now (and this task can move to
+                // another thread) instead of after all queued records.
+                tokio::task::yield_now().await;
             }
             self.resolve_flushes();
             let stopping = !input_open || !self.closes.is_empty();
@@ -717,6 +727,8 @@ async fn put_records(client: aws_sdk_kinesis::Client, stream: String, batch: Bat
         ),
         Err(e) => classify(e),
     };
+    let mut batch = batch;
+    settle(&mut batch, &outcome);
     (batch, outcome)
 }
 

@@ -74,6 +74,11 @@ struct Measured {
     seconds: f64,
     /// The ceilings' untimed building of their entries.
     build_seconds: Option<f64>,
+    /// CPU time the writer's process used while timed (ours and the
+    /// ceilings print it).
+    cpu_seconds: Option<f64>,
+    /// CPU time the emulators used during the writer's run.
+    emulator_cpu_seconds: f64,
     runtime: Option<String>,
 }
 
@@ -117,7 +122,9 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
                 &stream,
                 records,
             );
-            let result = measure(writer.slug(), &mut command)?;
+            let emulator_cpu = emulators.cpu_seconds()?;
+            let mut result = measure(writer.slug(), &mut command)?;
+            result.emulator_cpu_seconds = emulators.cpu_seconds()? - emulator_cpu;
             check_read_back(binaries.driver(), &emulators.kinesis, &stream, &result)?;
             if result.user_records != records as f64 {
                 return Err(format!(
@@ -209,9 +216,11 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
          for putting them. A writer that aggregates on one thread reaches at best {:.1} k user \
          records/s ({:.2}× the aggregated ceiling) with building and putting overlapped \
          perfectly, {:.1} k ({:.2}×) one after the other; ours reaches {:.2}× the overlapped \
-         bound. Ours hashes each key (MD5) on the caller's thread in `send_batch`, then \
-         routes, aggregates and resolves every record on one thread, the producer's task, \
-         while the SDK signs its calls and the emulator decodes them on the same 2 cores.",
+         bound. Ours hashes each key (MD5) on the caller's thread in `send_batch`, routes and \
+         aggregates every record on one thread, the producer's task, and joins and hashes \
+         (MD5) each aggregate and makes its records' receipts in the task of the call that \
+         sends it, while the SDK signs its calls and the emulator decodes them on the same \
+         2 cores.",
         build_seconds * 1e3,
         aggregated.seconds * 1e3,
         overlapped / 1e3,
@@ -219,6 +228,33 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
         aggregate_then_put / 1e3,
         aggregate_then_put / aggregated.per_second(),
         ours.per_second() / overlapped
+    ));
+    let ours_cpu = ours.cpu_seconds.ok_or("produce printed no cpu_seconds")?;
+    let ceiling_cpu = aggregated
+        .cpu_seconds
+        .ok_or("put-ceiling printed no cpu_seconds")?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    // Both processes' CPU over the writer's time, spread over every core.
+    let cpu_bound =
+        |m: &Measured, cpu: f64| m.user_records / ((cpu + m.emulator_cpu_seconds) / cores);
+    notes.push(format!(
+        "CPU: while timed, ours used {:.2} s of CPU in its process and the emulator {:.2} s \
+         (the ceiling: {:.2} s and {:.2} s), from `/proc`. With the work spread perfectly over \
+         the {cores} cores, that CPU alone takes ours {:.0} ms, a bound of {:.1} k user \
+         records/s ({:.2}× the aggregated ceiling); the ceiling's own bound is {:.2}× its \
+         rate. Per user record ours spends {:.2} µs of CPU in its process where the ceiling \
+         spends {:.2} µs building (untimed; wall time on one thread) and {:.2} µs putting.",
+        ours_cpu,
+        ours.emulator_cpu_seconds,
+        ceiling_cpu,
+        aggregated.emulator_cpu_seconds,
+        (ours_cpu + ours.emulator_cpu_seconds) / cores * 1e3,
+        cpu_bound(&ours, ours_cpu) / 1e3,
+        cpu_bound(&ours, ours_cpu) / aggregated.per_second(),
+        cpu_bound(&aggregated, ceiling_cpu) / aggregated.per_second(),
+        ours_cpu / ours.user_records * 1e6,
+        build_seconds / aggregated.user_records * 1e6,
+        ceiling_cpu / aggregated.user_records * 1e6,
     ));
     if ctx.quick {
         notes.push("`--quick`: too few records for these figures to mean much.".to_owned());
@@ -300,6 +336,8 @@ fn measure(what: &str, command: &mut Command) -> Result<Measured, String> {
         calls: number("calls")?,
         seconds: number("seconds")?,
         build_seconds: report.get("build_seconds").and_then(Value::as_f64),
+        cpu_seconds: report.get("cpu_seconds").and_then(Value::as_f64),
+        emulator_cpu_seconds: 0.0,
         runtime: report
             .get("runtime")
             .and_then(Value::as_str)
