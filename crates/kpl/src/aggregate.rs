@@ -67,10 +67,9 @@ impl AggregatedRecord {
 }
 
 /// A finished aggregate whose bytes are not joined yet: its key tables and
-/// records as encoded. [`join`](Self::join) assembles the bytes and computes
-/// the digest (an MD5 of the whole aggregate), so that cost can be paid on
-/// another thread than the aggregating one, or paid again for a retry
-/// instead of keeping a second copy.
+/// records as encoded. [`into_data`](Self::into_data) assembles the bytes
+/// and computes the digest (an MD5 of the whole aggregate), so that cost can
+/// be paid on another thread than the aggregating one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnjoinedAggregate {
     /// Partition key for PutRecords, as in [`AggregatedRecord`].
@@ -95,25 +94,43 @@ impl UnjoinedAggregate {
         self.data_len() + self.partition_key.len()
     }
 
-    /// The aggregate's data, byte for byte [`AggregatedRecord::data`].
-    pub fn join(&self) -> Vec<u8> {
-        let mut data = Vec::with_capacity(self.data_len());
-        data.extend_from_slice(&KPL_MAGIC);
-        data.extend_from_slice(&self.partition_keys);
-        data.extend_from_slice(&self.explicit_hash_keys);
-        data.extend_from_slice(&self.records);
+    /// The aggregate's data, byte for byte [`AggregatedRecord::data`], built
+    /// in the records' own buffer: the key tables move in front of the
+    /// records (in place when the buffer has room, as an [`Aggregator`]'s
+    /// has) and the digest is appended, so no second buffer is filled.
+    pub fn into_data(self) -> Vec<u8> {
+        let tables = [
+            &KPL_MAGIC[..],
+            &self.partition_keys[..],
+            &self.explicit_hash_keys[..],
+        ];
+        let prefix: usize = tables.iter().map(|t| t.len()).sum();
+        let mut data = self.records;
+        let records_len = data.len();
+        data.reserve(prefix + DIGEST_LEN);
+        data.resize(records_len + prefix, 0);
+        data.copy_within(..records_len, prefix);
+        let mut at = 0;
+        for table in tables {
+            data[at..at + table.len()].copy_from_slice(table);
+            at += table.len();
+        }
         let digest = Md5::digest(&data[KPL_MAGIC.len()..]);
         data.extend_from_slice(&digest);
+        // A small aggregate does not keep a full aggregate's room.
+        if data.capacity() > 2 * data.len() {
+            data.shrink_to_fit();
+        }
         data
     }
 
     /// Joins it into an [`AggregatedRecord`].
-    pub fn into_record(self) -> AggregatedRecord {
+    pub fn into_record(mut self) -> AggregatedRecord {
         AggregatedRecord {
-            data: self.join().into(),
-            partition_key: self.partition_key,
-            explicit_hash_key: Some(self.explicit_hash_key),
+            partition_key: std::mem::take(&mut self.partition_key),
+            explicit_hash_key: Some(std::mem::take(&mut self.explicit_hash_key)),
             user_records: self.user_records,
+            data: self.into_data().into(),
         }
     }
 
@@ -257,7 +274,7 @@ impl Aggregator {
 
     /// [`add_with_hash_key`](Self::add_with_hash_key), returning a full
     /// aggregate unjoined: its bytes are joined and hashed later, by
-    /// [`UnjoinedAggregate::join`], on whichever thread calls it.
+    /// [`UnjoinedAggregate::into_data`], on whichever thread calls it.
     pub fn add_unjoined(
         &mut self,
         record: &NewRecord,
@@ -718,7 +735,7 @@ mod tests {
         let joined: Vec<AggregatedRecord> = unjoined
             .into_iter()
             .map(|u| {
-                assert_eq!(u.join().len(), u.data_len());
+                assert_eq!(u.clone().into_data().len(), u.data_len());
                 let size = u.size_bytes();
                 let record = u.into_record();
                 assert_eq!(record.size_bytes(), size);

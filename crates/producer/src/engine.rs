@@ -100,6 +100,8 @@ pub(crate) struct Entry {
     pub(crate) partition_key: String,
     pub(crate) explicit_hash_key: Option<String>,
     pub(crate) data: Payload,
+    /// Length of the data sent.
+    data_len: usize,
     members: Vec<Member>,
     aggregated: bool,
     /// Closed because the next record did not fit: send without waiting.
@@ -108,7 +110,7 @@ pub(crate) struct Entry {
     not_before: Option<Instant>,
     last_error: String,
     /// Its records' receipts, when [`settle`] made them where the call ran.
-    settled: Vec<Done>,
+    settled: Option<Done>,
 }
 
 impl Entry {
@@ -119,13 +121,14 @@ impl Entry {
             partition_key: member.record.partition_key.clone(),
             explicit_hash_key: member.record.explicit_hash_key.clone(),
             data: Payload::Plain(member.record.data.clone()),
+            data_len: member.record.data.len(),
             members: vec![member],
             aggregated: false,
             full: false,
             attempts: 0,
             not_before: None,
             last_error: String::new(),
-            settled: Vec::new(),
+            settled: None,
         }
     }
 
@@ -142,6 +145,7 @@ impl Entry {
             predicted: shard,
             partition_key: std::mem::take(&mut record.partition_key),
             explicit_hash_key: Some(std::mem::take(&mut record.explicit_hash_key)),
+            data_len: record.data_len(),
             data: Payload::Aggregate(record),
             members,
             aggregated: true,
@@ -149,13 +153,38 @@ impl Entry {
             attempts: 0,
             not_before: None,
             last_error: String::new(),
-            settled: Vec::new(),
+            settled: None,
         }
     }
 
     /// What Kinesis counts for it: data plus partition key.
     pub(crate) fn size(&self) -> usize {
-        self.data.len() + self.partition_key.len()
+        self.data_len + self.partition_key.len()
+    }
+
+    /// The data to send. An aggregate's buffer goes to the call (the entry
+    /// keeps its records, not a second copy): a retry aggregates the records
+    /// again, to the same bytes.
+    pub(crate) fn take_data(&mut self) -> kinesis_fleet_kpl::Result<Vec<u8>> {
+        let aggregate = match std::mem::replace(&mut self.data, Payload::Sent) {
+            Payload::Plain(data) => {
+                let bytes = data.to_vec();
+                self.data = Payload::Plain(data);
+                return Ok(bytes);
+            }
+            Payload::Aggregate(aggregate) => aggregate,
+            Payload::Sent => {
+                // Unbounded: the records fitted in one aggregate before.
+                let mut aggregator = Aggregator::with_max_bytes(usize::MAX);
+                for member in &self.members {
+                    aggregator.add_unjoined(&member.record, member.hash_key)?;
+                }
+                aggregator
+                    .flush_unjoined()
+                    .expect("an aggregate holds at least one record")
+            }
+        };
+        Ok(aggregate.into_data())
     }
 
     fn first_submitted(&self) -> Instant {
@@ -167,31 +196,15 @@ impl Entry {
     }
 }
 
-/// An entry's data. An aggregate is kept unjoined: the call that sends it
-/// joins and hashes it (off the producer's task), and a retry joins it
-/// again rather than the entry keeping a joined copy.
+/// An entry's data.
 #[derive(Debug)]
 pub(crate) enum Payload {
     Plain(Bytes),
+    /// An aggregate not sent yet, unjoined: the call that sends it joins and
+    /// hashes it, off the producer's task.
     Aggregate(UnjoinedAggregate),
-}
-
-impl Payload {
-    /// Length of the data sent.
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            Payload::Plain(data) => data.len(),
-            Payload::Aggregate(aggregate) => aggregate.data_len(),
-        }
-    }
-
-    /// The data sent, in a buffer of its own.
-    pub(crate) fn to_vec(&self) -> Vec<u8> {
-        match self {
-            Payload::Plain(data) => data.to_vec(),
-            Payload::Aggregate(aggregate) => aggregate.join(),
-        }
-    }
+    /// An aggregate whose data went to a call.
+    Sent,
 }
 
 /// Entries to send in one PutRecords call.
@@ -221,37 +234,36 @@ pub(crate) fn settle(batch: &mut Batch, outcome: &CallOutcome) {
             && entry.aggregated
             && shard_id == entry.predicted.as_str()
         {
-            entry.data = Payload::Plain(Bytes::new());
             let members = std::mem::take(&mut entry.members);
-            entry.settled = receipts(members, entry.attempts, shard_id, sequence_number, true);
+            entry.settled = Some(written(
+                &members,
+                entry.attempts,
+                shard_id,
+                sequence_number,
+                true,
+            ));
         }
     }
 }
 
-/// The receipts of the records of one Kinesis record.
-fn receipts(
-    members: Vec<Member>,
+/// The outcome of the records of one Kinesis record.
+fn written(
+    members: &[Member],
     attempts: u32,
     shard_id: &str,
     sequence_number: &str,
     aggregated: bool,
-) -> Vec<Done> {
-    let shard_id = ShardId::from(shard_id);
-    let sequence_number: Arc<str> = Arc::from(sequence_number);
-    members
-        .into_iter()
-        .enumerate()
-        .map(|(sub, member)| Done {
-            id: member.id,
-            result: Ok(Receipt {
-                shard_id: shard_id.clone(),
-                sequence_number: sequence_number.clone(),
-                sub_sequence_number: if aggregated { sub as u64 } else { 0 },
-                aggregated,
-                attempts,
-            }),
-        })
-        .collect()
+) -> Done {
+    Done::Written {
+        ids: members.iter().map(|m| m.id).collect(),
+        receipt: Receipt {
+            shard_id: ShardId::from(shard_id),
+            sequence_number: Arc::from(sequence_number),
+            sub_sequence_number: 0,
+            aggregated,
+            attempts,
+        },
+    }
 }
 
 /// Kinesis' answer to one entry.
@@ -280,11 +292,39 @@ pub(crate) enum CallOutcome {
     },
 }
 
-/// A user record resolved.
+/// User records resolved.
 #[derive(Debug)]
-pub(crate) struct Done {
-    pub(crate) id: u64,
-    pub(crate) result: Result<Receipt>,
+pub(crate) enum Done {
+    /// Written in one Kinesis record: `ids` in sub-sequence order from
+    /// `receipt`'s (one record, when not aggregated).
+    Written {
+        ids: Vec<u64>,
+        receipt: Receipt,
+    },
+    Failed {
+        id: u64,
+        error: Error,
+    },
+}
+
+impl Done {
+    /// Each record's id and outcome.
+    pub(crate) fn into_results(self) -> impl Iterator<Item = (u64, Result<Receipt>)> {
+        let (written, failed) = match self {
+            Done::Written { ids, receipt } => (Some((ids, receipt)), None),
+            Done::Failed { id, error } => (None, Some((id, Err(error)))),
+        };
+        let written = written.into_iter().flat_map(|(ids, receipt)| {
+            ids.into_iter().enumerate().map(move |(i, id)| {
+                let mut receipt = receipt.clone();
+                if receipt.aggregated {
+                    receipt.sub_sequence_number += i as u64;
+                }
+                (id, Ok(receipt))
+            })
+        });
+        written.chain(failed)
+    }
 }
 
 /// One shard's buffers.
@@ -407,11 +447,13 @@ impl Engine {
         };
         // Looked up by reference: the id is cloned only for a new shard or
         // a new entry, not per record.
-        if !self.shards.contains_key(shard) {
-            let state = ShardState::new(&self.config, now);
-            self.shards.insert(shard.clone(), state);
-        }
-        let state = self.shards.get_mut(shard).expect("inserted above");
+        let state = match self.shards.get_mut(shard) {
+            Some(state) => state,
+            None => self
+                .shards
+                .entry(shard.clone())
+                .or_insert_with(|| ShardState::new(&self.config, now)),
+        };
         if !self.config.aggregation {
             let key = OrderKey::PartitionKey(shard.clone(), member.record.partition_key.clone());
             state
@@ -441,9 +483,9 @@ impl Engine {
                     .push_back(Entry::plain(shard.clone(), key, member));
             }
             Err(e) => {
-                return Some(Done {
+                return Some(Done::Failed {
                     id: member.id,
-                    result: Err(e.into()),
+                    error: e.into(),
                 });
             }
         }
@@ -639,7 +681,7 @@ impl Engine {
                 // entries go again after it, written or not.
                 let mut broken: Set<OrderKey> = Set::default();
                 for (mut entry, result) in batch.entries.into_iter().zip(results) {
-                    if !entry.settled.is_empty() {
+                    if entry.settled.is_some() {
                         if let EntryOutcome::Written {
                             shard_id,
                             sequence_number,
@@ -752,23 +794,20 @@ impl Engine {
     }
 
     fn complete(&self, entry: Entry, shard_id: &str, sequence_number: &str, done: &mut Vec<Done>) {
-        let mut receipts = if entry.members.is_empty() {
-            entry.settled
-        } else {
-            receipts(
-                entry.members,
+        let written = match entry.settled {
+            Some(written) => written,
+            None => written(
+                &entry.members,
                 entry.attempts,
                 shard_id,
                 sequence_number,
                 entry.aggregated,
-            )
+            ),
         };
-        self.stats.kinesis_record_put(receipts.len());
-        if done.is_empty() {
-            *done = receipts;
-        } else {
-            done.append(&mut receipts);
+        if let Done::Written { ids, .. } = &written {
+            self.stats.kinesis_record_put(ids.len());
         }
+        done.push(written);
     }
 
     /// Takes a freshly listed map. It is applied at once unless an entry is
@@ -815,15 +854,15 @@ impl Engine {
             for (sub, member) in entry.members.into_iter().enumerate() {
                 if range.contains(member.hash_key) {
                     inside += 1;
-                    done.push(Done {
-                        id: member.id,
-                        result: Ok(Receipt {
+                    done.push(Done::Written {
+                        ids: vec![member.id],
+                        receipt: Receipt {
                             shard_id: shard_id.clone(),
                             sequence_number: sequence_number.clone(),
                             sub_sequence_number: sub as u64,
                             aggregated: true,
                             attempts,
-                        }),
+                        },
                     });
                 } else {
                     self.stats.add(Counter::MisroutedUserRecords, 1);
@@ -859,9 +898,9 @@ impl Engine {
 fn fail(members: Vec<Member>, error: &Error, stats: &Stats, done: &mut Vec<Done>) {
     stats.add(Counter::UserRecordsFailed, members.len() as u64);
     for member in members {
-        done.push(Done {
+        done.push(Done::Failed {
             id: member.id,
-            result: Err(error.clone()),
+            error: error.clone(),
         });
     }
 }
@@ -899,8 +938,9 @@ mod tests {
         }
     }
 
-    /// The user records an entry carries, decoded from what would be sent.
-    fn carried(entry: &Entry) -> Vec<(String, u64)> {
+    /// The user records an entry carries, decoded from what is sent (an
+    /// aggregate's data goes: a retry aggregates its records again).
+    fn carried(entry: &mut Entry) -> Vec<(String, u64)> {
         let id = |data: &[u8]| {
             std::str::from_utf8(&data[..8])
                 .unwrap()
@@ -908,9 +948,10 @@ mod tests {
                 .unwrap()
         };
         if !entry.aggregated {
-            return vec![(entry.partition_key.clone(), id(&entry.data.to_vec()))];
+            return vec![(entry.partition_key.clone(), id(&entry.take_data().unwrap()))];
         }
-        let Deaggregated::Aggregated(records) = deaggregate(&Bytes::from(entry.data.to_vec()))
+        let Deaggregated::Aggregated(records) =
+            deaggregate(&Bytes::from(entry.take_data().unwrap()))
         else {
             panic!("not an aggregate");
         };
@@ -966,7 +1007,8 @@ mod tests {
                 }
                 let mut keys_in_call = HashSet::new();
                 let mut outcomes = Vec::new();
-                for entry in &batch.entries {
+                let mut batch = batch;
+                for entry in &mut batch.entries {
                     prop_assert!(entry.size() <= crate::MAX_RECORD_BYTES);
                     if entry.aggregated {
                         prop_assert!(entry.size() <= max_aggregate);
@@ -992,14 +1034,13 @@ mod tests {
                     }
                 }
                 let outcome = CallOutcome::Answered(outcomes);
-                let mut batch = batch;
                 if round % 2 == 0 {
                     // As the call does; odd rounds leave it all to `on_response`.
                     settle(&mut batch, &outcome);
                 }
-                for done in engine.on_response(batch, outcome, now) {
-                    let receipt = done.result.expect("no record fails within the TTL");
-                    let hash_key = records_hash_key(&records, done.id);
+                for (id, result) in engine.on_response(batch, outcome, now).into_iter().flat_map(Done::into_results) {
+                    let receipt = result.expect("no record fails within the TTL");
+                    let hash_key = records_hash_key(&records, id);
                     prop_assert_eq!(map.shard_for(hash_key), Some(&receipt.shard_id));
                     resolved += 1;
                 }
@@ -1096,8 +1137,9 @@ mod tests {
         ]);
         let done = engine.set_map(map, now);
         let subs: Vec<(u64, u64)> = done
-            .iter()
-            .map(|d| (d.id, d.result.as_ref().unwrap().sub_sequence_number))
+            .into_iter()
+            .flat_map(Done::into_results)
+            .map(|(id, r)| (id, r.unwrap().sub_sequence_number))
             .collect();
         assert_eq!(
             subs,

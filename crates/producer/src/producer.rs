@@ -619,15 +619,23 @@ impl Task {
     /// Completes resolved records' handles (the buffered gauges are set
     /// once per turn of the task's loop).
     fn resolve(&mut self, done: Vec<Done>) {
-        for Done { id, result } in done {
-            let Some(i) = self
-                .groups
-                .partition_point(|g| g.first <= id)
-                .checked_sub(1)
-            else {
-                continue;
-            };
-            let group = &mut self.groups[i];
+        // The group of the previous record, looked at first: the records of
+        // one Kinesis record mostly come from one group.
+        let mut hint = 0;
+        for (id, result) in done.into_iter().flat_map(Done::into_results) {
+            let in_hint = self.groups.get(hint).is_some_and(|g| g.first <= id)
+                && self.groups.get(hint + 1).is_none_or(|g| g.first > id);
+            if !in_hint {
+                match self
+                    .groups
+                    .partition_point(|g| g.first <= id)
+                    .checked_sub(1)
+                {
+                    Some(i) => hint = i,
+                    None => continue,
+                }
+            }
+            let group = &mut self.groups[hint];
             let Some(open) = &mut group.open else {
                 continue;
             };
@@ -663,6 +671,7 @@ impl Task {
             }
             while self.groups.front().is_some_and(|g| g.open.is_none()) {
                 self.groups.pop_front();
+                hint = hint.saturating_sub(1);
             }
         }
     }
@@ -680,18 +689,24 @@ impl Task {
 }
 
 /// One PutRecords call.
-async fn put_records(client: aws_sdk_kinesis::Client, stream: String, batch: Batch) -> CallResult {
+async fn put_records(
+    client: aws_sdk_kinesis::Client,
+    stream: String,
+    mut batch: Batch,
+) -> CallResult {
     let entries = batch
         .entries
-        .iter()
+        .iter_mut()
         .map(|e| {
+            let data = e.take_data().map_err(|e| e.to_string())?;
             PutRecordsRequestEntry::builder()
                 .partition_key(&e.partition_key)
                 .set_explicit_hash_key(e.explicit_hash_key.clone())
-                .data(Blob::new(e.data.to_vec()))
+                .data(Blob::new(data))
                 .build()
+                .map_err(|e| e.to_string())
         })
-        .collect::<std::result::Result<Vec<_>, _>>();
+        .collect::<std::result::Result<Vec<_>, String>>();
     let entries = match entries {
         Ok(entries) => entries,
         Err(e) => {
@@ -727,7 +742,6 @@ async fn put_records(client: aws_sdk_kinesis::Client, stream: String, batch: Bat
         ),
         Err(e) => classify(e),
     };
-    let mut batch = batch;
     settle(&mut batch, &outcome);
     (batch, outcome)
 }
