@@ -2,7 +2,8 @@
 
 use md5::{Digest, Md5};
 
-use crate::{Error, MAX_PARTITION_KEY_CHARS, Result};
+use crate::md5_lanes::md5_each;
+use crate::{Error, MAX_PARTITION_KEY_CHARS, NewRecord, Result};
 
 /// Checks that a partition key has 1 to [`MAX_PARTITION_KEY_CHARS`]
 /// characters, as Kinesis requires.
@@ -54,6 +55,43 @@ pub fn effective_hash_key(partition_key: &str, explicit_hash_key: Option<&str>) 
     }
 }
 
+/// [`effective_hash_key`] of each record, in order: the same value or error,
+/// for a fraction of the cost on many short partition keys, which are hashed
+/// together.
+///
+/// ```
+/// # use kinesis_fleet_kpl::{NewRecord, effective_hash_key, effective_hash_keys};
+/// let records = [
+///     NewRecord::new("user-1", "a"),
+///     NewRecord::new("user-2", "b").with_explicit_hash_key("7"),
+///     NewRecord::new("user-3", "c").with_explicit_hash_key("x"),
+/// ];
+/// let keys = effective_hash_keys(&records);
+/// assert_eq!(keys[0], effective_hash_key("user-1", None));
+/// assert_eq!(keys[1], Ok(7));
+/// assert!(keys[2].is_err());
+/// ```
+pub fn effective_hash_keys(records: &[NewRecord]) -> Vec<Result<u128>> {
+    let mut keys: Vec<Result<u128>> = records
+        .iter()
+        .map(|record| {
+            record
+                .explicit_hash_key
+                .as_deref()
+                .map_or(Ok(0), parse_explicit_hash_key)
+        })
+        .collect();
+    let hashed = records
+        .iter()
+        .enumerate()
+        .filter(|(_, record)| record.explicit_hash_key.is_none())
+        .map(|(index, record)| (index, record.partition_key.as_bytes()));
+    md5_each(hashed, |index, digest| {
+        keys[index] = Ok(u128::from_be_bytes(digest));
+    });
+    keys
+}
+
 /// Parses a decimal explicit hash key; see [`effective_hash_key`].
 pub(crate) fn parse_explicit_hash_key(value: &str) -> Result<u128> {
     let invalid = || Error::InvalidExplicitHashKey {
@@ -68,6 +106,8 @@ pub(crate) fn parse_explicit_hash_key(value: &str) -> Result<u128> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -99,6 +139,32 @@ mod tests {
                 }),
                 "{bad:?}"
             );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn batch_equals_one_by_one(
+            records in prop::collection::vec(
+                (
+                    "\\PC{0,80}",
+                    prop::option::of(prop_oneof!["[0-9]{1,40}", "\\PC{0,3}"]),
+                ),
+                0..50,
+            )
+        ) {
+            let records: Vec<NewRecord> = records
+                .into_iter()
+                .map(|(key, explicit)| match explicit {
+                    Some(explicit) => NewRecord::new(key, "").with_explicit_hash_key(explicit),
+                    None => NewRecord::new(key, ""),
+                })
+                .collect();
+            let one_by_one: Vec<_> = records
+                .iter()
+                .map(|r| effective_hash_key(&r.partition_key, r.explicit_hash_key.as_deref()))
+                .collect();
+            prop_assert_eq!(effective_hash_keys(&records), one_by_one);
         }
     }
 }

@@ -29,6 +29,7 @@ mod aggregate;
 mod deaggregate;
 mod error;
 mod hash_key;
+mod md5_lanes;
 mod proto;
 
 pub use aggregate::{AggregatedRecord, Aggregator, NewRecord, UnjoinedAggregate, aggregate};
@@ -36,7 +37,7 @@ pub use deaggregate::{
     CorruptAggregate, Deaggregated, KeyTable, UserRecord, deaggregate, deaggregate_unverified,
 };
 pub use error::{Error, Result};
-pub use hash_key::{effective_hash_key, validate_partition_key};
+pub use hash_key::{effective_hash_key, effective_hash_keys, validate_partition_key};
 
 /// The four bytes every aggregated record starts with.
 pub const KPL_MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];

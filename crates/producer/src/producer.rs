@@ -10,7 +10,9 @@ use std::task::{Context, Poll};
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
-use kinesis_fleet_kpl::{MAX_RECORD_BYTES, NewRecord, effective_hash_key, validate_partition_key};
+use kinesis_fleet_kpl::{
+    MAX_RECORD_BYTES, NewRecord, effective_hash_key, effective_hash_keys, validate_partition_key,
+};
 use kinesis_fleet_types::ShardId;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -222,7 +224,9 @@ impl Producer {
     /// If the future is dropped before it resolves, the record was not
     /// accepted.
     pub async fn send(&self, record: NewRecord) -> Result<RecordHandle> {
-        let hash_key = validate(&record)?;
+        let hash_key = validate(&record, || {
+            effective_hash_key(&record.partition_key, record.explicit_hash_key.as_deref())
+        })?;
         let size = record.partition_key.len() + record.data.len();
         let (tx, rx) = oneshot::channel();
         self.submit(
@@ -270,8 +274,11 @@ impl Producer {
         let len = records.len();
         let mut keyed = Vec::with_capacity(len);
         let mut size = 0;
-        for (index, record) in records.into_iter().enumerate() {
-            let hash_key = validate(&record).map_err(|error| Error::InvalidBatch {
+        // The batch's partition keys are hashed together, cheaper than one
+        // by one.
+        let hash_keys = effective_hash_keys(&records);
+        for (index, (record, hash_key)) in records.into_iter().zip(hash_keys).enumerate() {
+            let hash_key = validate(&record, || hash_key).map_err(|error| Error::InvalidBatch {
                 index,
                 error: Box::new(error),
             })?;
@@ -383,8 +390,12 @@ impl Producer {
     }
 }
 
-/// Checks what Kinesis would refuse; returns the record's hash key.
-fn validate(record: &NewRecord) -> Result<u128> {
+/// Checks what Kinesis would refuse; returns the record's hash key, which
+/// `hash_key` computes (or fails to: an invalid explicit hash key).
+fn validate(
+    record: &NewRecord,
+    hash_key: impl FnOnce() -> kinesis_fleet_kpl::Result<u128>,
+) -> Result<u128> {
     validate_partition_key(&record.partition_key)?;
     let size = record.partition_key.len() + record.data.len();
     if size > MAX_RECORD_BYTES {
@@ -393,10 +404,7 @@ fn validate(record: &NewRecord) -> Result<u128> {
             max: MAX_RECORD_BYTES,
         });
     }
-    Ok(effective_hash_key(
-        &record.partition_key,
-        record.explicit_hash_key.as_deref(),
-    )?)
+    Ok(hash_key()?)
 }
 
 /// Records of one [`Command::Records`], each with its hash key.
