@@ -8,6 +8,7 @@ use md5::{Digest, Md5};
 use prost::encoding::encoded_len_varint;
 
 use crate::hash_key::{effective_hash_key, validate_partition_key};
+use crate::md5_lanes::md5_each;
 use crate::{DIGEST_LEN, Error, KPL_MAGIC, MAX_RECORD_BYTES, Result};
 
 /// Producer side: a user record to put.
@@ -99,6 +100,33 @@ impl UnjoinedAggregate {
     /// records (in place when the buffer has room, as an [`Aggregator`]'s
     /// has) and the digest is appended, so no second buffer is filled.
     pub fn into_data(self) -> Vec<u8> {
+        let mut data = self.into_body();
+        let digest = Md5::digest(&data[KPL_MAGIC.len()..]).into();
+        finish(&mut data, digest);
+        data
+    }
+
+    /// [`into_data`](Self::into_data) of each aggregate, in order. Their
+    /// digests are computed side by side, in a fraction of the time one by
+    /// one takes when there are several.
+    pub fn into_data_each(aggregates: Vec<UnjoinedAggregate>) -> Vec<Vec<u8>> {
+        let mut joined: Vec<Vec<u8>> = aggregates.into_iter().map(Self::into_body).collect();
+        let mut digests = vec![[0; DIGEST_LEN]; joined.len()];
+        md5_each(
+            joined
+                .iter()
+                .map(|data| &data[KPL_MAGIC.len()..])
+                .enumerate(),
+            |index, digest| digests[index] = digest,
+        );
+        for (data, digest) in joined.iter_mut().zip(digests) {
+            finish(data, digest);
+        }
+        joined
+    }
+
+    /// The magic and the protobuf message, in the records' buffer.
+    fn into_body(self) -> Vec<u8> {
         let tables = [
             &KPL_MAGIC[..],
             &self.partition_keys[..],
@@ -115,12 +143,6 @@ impl UnjoinedAggregate {
             data[at..at + table.len()].copy_from_slice(table);
             at += table.len();
         }
-        let digest = Md5::digest(&data[KPL_MAGIC.len()..]);
-        data.extend_from_slice(&digest);
-        // A small aggregate does not keep a full aggregate's room.
-        if data.capacity() > 2 * data.len() {
-            data.shrink_to_fit();
-        }
         data
     }
 
@@ -136,6 +158,15 @@ impl UnjoinedAggregate {
 
     fn body_len(&self) -> usize {
         self.partition_keys.len() + self.explicit_hash_keys.len() + self.records.len()
+    }
+}
+
+/// Appends the digest to an aggregate's body.
+fn finish(data: &mut Vec<u8>, digest: [u8; DIGEST_LEN]) {
+    data.extend_from_slice(&digest);
+    // A small aggregate does not keep a full aggregate's room.
+    if data.capacity() > 2 * data.len() {
+        data.shrink_to_fit();
     }
 }
 
@@ -732,6 +763,7 @@ mod tests {
             unjoined.extend(aggregator.add_unjoined(record, hash_key).unwrap());
         }
         unjoined.extend(aggregator.flush_unjoined());
+        let each = UnjoinedAggregate::into_data_each(unjoined.clone());
         let joined: Vec<AggregatedRecord> = unjoined
             .into_iter()
             .map(|u| {
@@ -743,6 +775,8 @@ mod tests {
             })
             .collect();
         assert!(joined.len() > 1);
+        let data: Vec<&[u8]> = joined.iter().map(|record| &record.data[..]).collect();
+        assert_eq!(each, data);
         assert_eq!(joined, aggregate(records).unwrap());
     }
 

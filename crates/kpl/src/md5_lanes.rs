@@ -1,69 +1,148 @@
-//! MD5 of many short messages at once: [`LANES`] one-block messages hashed
-//! side by side, in a loop over lanes the compiler turns into SIMD.
+//! MD5 of many messages at once: up to [`WIDE`] messages hashed side by
+//! side, one 64-byte block of each per step, in a loop over lanes the
+//! compiler turns into SIMD.
+
+use std::iter::Peekable;
 
 use md5::{Digest, Md5};
 
-/// Messages hashed side by side.
-const LANES: usize = 16;
+/// Lanes while more than [`NARROW`] messages are being hashed.
+const WIDE: usize = 8;
 
-/// The longest message that fits one MD5 block with its padding (the 0x80
-/// byte and the 8-byte length).
-const MAX_ONE_BLOCK: usize = 55;
-
-/// One 32-bit word per lane.
-type Lanes = [u32; LANES];
+/// Lanes for the last messages: two independent dependency chains, scalar.
+const NARROW: usize = 2;
 
 /// Calls `each` with the tag and MD5 digest of every `(tag, message)`, in
 /// no particular order.
 ///
-/// Messages of at most 55 bytes are hashed [`LANES`] at a time; longer ones
-/// one by one.
-pub(crate) fn md5_each<'a, T: Copy>(
+/// Messages go through [`WIDE`] lanes, refilled as messages end; the last
+/// two finish in [`NARROW`] lanes, and a last one not started alone.
+/// Measured on x86-64 (SSE2) against one by one: 2.7 times as fast for
+/// short messages, 2.3 times for 8 long ones and 1.8 times for 5; 16 wide
+/// lanes were no faster, 4 slower.
+pub(crate) fn md5_each<'a, T>(
     messages: impl IntoIterator<Item = (T, &'a [u8])>,
     mut each: impl FnMut(T, [u8; 16]),
 ) {
-    let mut block = [[0; LANES]; 16];
-    let mut tags = Vec::with_capacity(LANES);
-    for (tag, message) in messages {
-        if message.len() > MAX_ONE_BLOCK {
-            each(tag, Md5::digest(message).into());
-            continue;
-        }
-        load_block(&mut block, tags.len(), message);
-        tags.push(tag);
-        if tags.len() == LANES {
-            emit(&block, &mut tags, &mut each);
-        }
-    }
-    emit(&block, &mut tags, &mut each);
+    let mut waiting = messages
+        .into_iter()
+        .map(|(tag, message)| InFlight::new(tag, message))
+        .peekable();
+    let mut started = Vec::new();
+    run::<WIDE, T>(&mut started, &mut waiting, &mut each);
+    run::<NARROW, T>(&mut started, &mut waiting, &mut each);
 }
 
-/// Hashes the blocks of `tags`' lanes (the rest are ignored) and hands
-/// each digest to `each`, emptying `tags`.
-fn emit<T: Copy>(block: &[Lanes; 16], tags: &mut Vec<T>, each: &mut impl FnMut(T, [u8; 16])) {
-    if tags.is_empty() {
-        return;
+/// A message being hashed: the blocks hashed so far and the state after them.
+struct InFlight<'a, T> {
+    tag: T,
+    message: &'a [u8],
+    /// The next block to hash.
+    block: usize,
+    /// Blocks of the padded message: its bytes, the 0x80 byte, zeros, and
+    /// the 8-byte bit length.
+    blocks: usize,
+    state: [u32; 4],
+}
+
+impl<'a, T> InFlight<'a, T> {
+    fn new(tag: T, message: &'a [u8]) -> Self {
+        InFlight {
+            tag,
+            message,
+            block: 0,
+            blocks: (message.len() + 8) / 64 + 1,
+            state: INIT,
+        }
     }
-    let state = compress(block);
-    for (lane, tag) in tags.drain(..).enumerate() {
+
+    /// Writes its next padded block into `lane` of `block`, one word per row.
+    fn load<const N: usize>(&self, block: &mut [[u32; N]; 16], lane: usize) {
+        let start = self.block * 64;
+        let len = self.message.len();
+        let mut padded = [0; 64];
+        let bytes = match self.message.get(start..start + 64) {
+            Some(full) => full,
+            None => {
+                let rest = &self.message[start.min(len)..];
+                padded[..rest.len()].copy_from_slice(rest);
+                if start <= len {
+                    padded[rest.len()] = 0x80;
+                }
+                if self.block + 1 == self.blocks {
+                    let bits = (len as u64).wrapping_mul(8);
+                    padded[56..].copy_from_slice(&bits.to_le_bytes());
+                }
+                &padded[..]
+            }
+        };
+        for (row, word) in block.iter_mut().zip(bytes.chunks_exact(4)) {
+            row[lane] = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+        }
+    }
+
+    fn digest(&self) -> [u8; 16] {
         let mut digest = [0; 16];
-        for (bytes, word) in digest.chunks_exact_mut(4).zip(&state) {
-            bytes.copy_from_slice(&word[lane].to_le_bytes());
+        for (bytes, word) in digest.chunks_exact_mut(4).zip(self.state) {
+            bytes.copy_from_slice(&word.to_le_bytes());
         }
-        each(tag, digest);
+        digest
     }
 }
 
-/// Writes `message`'s padded block into `lane` of `block`, one word per row.
-fn load_block(block: &mut [Lanes; 16], lane: usize, message: &[u8]) {
-    let mut bytes = [0; 64];
-    bytes[..message.len()].copy_from_slice(message);
-    bytes[message.len()] = 0x80;
-    // At most 55 bytes: the bit length fits the low word.
-    bytes[56..60].copy_from_slice(&(message.len() as u32 * 8).to_le_bytes());
-    for (row, word) in block.iter_mut().zip(bytes.chunks_exact(4)) {
-        row[lane] = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+/// Hashes `started` and then `waiting` messages in `N` lanes, refilling a
+/// lane as its message ends. Stops when every message is done, or (for more
+/// than [`NARROW`] lanes) when nothing waits and at most [`NARROW`] lanes
+/// are busy: those messages are left in `started`.
+fn run<'a, const N: usize, T>(
+    started: &mut Vec<InFlight<'a, T>>,
+    waiting: &mut Peekable<impl Iterator<Item = InFlight<'a, T>>>,
+    each: &mut impl FnMut(T, [u8; 16]),
+) {
+    let mut lanes: [Option<InFlight<'a, T>>; N] =
+        std::array::from_fn(|_| started.pop().or_else(|| waiting.next()));
+    let mut block = [[0; N]; 16];
+    let mut state = [[0; N]; 4];
+    loop {
+        let busy = lanes.iter().flatten().count();
+        let last = waiting.peek().is_none();
+        if busy == 0 || (N > NARROW && busy <= NARROW && last) {
+            break;
+        }
+        if busy == 1 && last {
+            // The last message, not started: the scalar implementation
+            // hashes one message faster than a lane does.
+            let unstarted = lanes
+                .iter_mut()
+                .find(|slot| slot.as_ref().is_some_and(|message| message.block == 0));
+            if let Some(message) = unstarted.and_then(Option::take) {
+                each(message.tag, Md5::digest(message.message).into());
+                continue;
+            }
+        }
+        for (lane, message) in lanes.iter().enumerate() {
+            if let Some(message) = message {
+                message.load(&mut block, lane);
+                for (word, value) in state.iter_mut().zip(message.state) {
+                    word[lane] = value;
+                }
+            }
+        }
+        compress(&mut state, &block);
+        for (lane, slot) in lanes.iter_mut().enumerate() {
+            let Some(message) = slot else { continue };
+            for (value, word) in message.state.iter_mut().zip(&state) {
+                *value = word[lane];
+            }
+            message.block += 1;
+            if message.block == message.blocks {
+                let done = std::mem::replace(slot, waiting.next()).expect("a busy lane");
+                let digest = done.digest();
+                each(done.tag, digest);
+            }
+        }
     }
+    started.extend(lanes.into_iter().flatten());
 }
 
 /// Per-step additive constants: `floor(abs(sin(i + 1)) * 2^32)`.
@@ -108,8 +187,8 @@ const INIT: [u32; 4] = [0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476];
 /// Lanes hashed together by one iteration of the loop over lanes.
 const INTERLEAVE: usize = 2;
 
-/// MD5's compression of one block per lane from the initial state: the
-/// state words `a, b, c, d` per lane, which are the digest in little-endian.
+/// MD5's compression of one block per lane into each lane's state (the
+/// words `a, b, c, d`, which end as the digest in little-endian).
 ///
 /// Shaped for the loop vectorizer: the loop over lanes holds all 64 steps,
 /// so it becomes SIMD across lanes; each iteration runs [`INTERLEAVE`]
@@ -117,30 +196,29 @@ const INTERLEAVE: usize = 2;
 /// x86-64 (SSE2), both matter: steps outermost with a loop over lanes in
 /// each stayed scalar, and without interleaving it took 1.3 to 1.5 times
 /// as long.
-fn compress(block: &[Lanes; 16]) -> [Lanes; 4] {
-    let mut out = [[0; LANES]; 4];
-    for first_lane in 0..LANES / INTERLEAVE {
-        let lanes: [usize; INTERLEAVE] =
-            std::array::from_fn(|i| first_lane + i * (LANES / INTERLEAVE));
-        let mut states = [INIT; INTERLEAVE];
-        round::<0>(&mut states, block, lanes);
-        round::<1>(&mut states, block, lanes);
-        round::<2>(&mut states, block, lanes);
-        round::<3>(&mut states, block, lanes);
-        for (state, lane) in states.into_iter().zip(lanes) {
-            for (word, (value, init)) in out.iter_mut().zip(state.into_iter().zip(INIT)) {
-                word[lane] = value.wrapping_add(init);
+fn compress<const N: usize>(state: &mut [[u32; N]; 4], block: &[[u32; N]; 16]) {
+    for first_lane in 0..N / INTERLEAVE {
+        let lanes: [usize; INTERLEAVE] = std::array::from_fn(|i| first_lane + i * (N / INTERLEAVE));
+        let start: [[u32; 4]; INTERLEAVE] =
+            std::array::from_fn(|i| std::array::from_fn(|word| state[word][lanes[i]]));
+        let mut states = start;
+        round::<0, N>(&mut states, block, lanes);
+        round::<1, N>(&mut states, block, lanes);
+        round::<2, N>(&mut states, block, lanes);
+        round::<3, N>(&mut states, block, lanes);
+        for ((end, start), lane) in states.into_iter().zip(start).zip(lanes) {
+            for (word, (end, start)) in state.iter_mut().zip(end.into_iter().zip(start)) {
+                word[lane] = end.wrapping_add(start);
             }
         }
     }
-    out
 }
 
 /// The 16 steps of round `ROUND` on the states of `lanes`.
 #[inline(always)]
-fn round<const ROUND: usize>(
+fn round<const ROUND: usize, const N: usize>(
     states: &mut [[u32; 4]; INTERLEAVE],
-    block: &[Lanes; 16],
+    block: &[[u32; N]; 16],
     lanes: [usize; INTERLEAVE],
 ) {
     for first in (16 * ROUND..16 * ROUND + 16).step_by(4) {
@@ -214,6 +292,19 @@ mod tests {
         let messages: Vec<&[u8]> = (0..=130).map(|len| &bytes[..len]).collect();
         let expected: Vec<_> = messages.iter().map(|m| scalar(m)).collect();
         assert_eq!(md5_many(&messages), expected);
+    }
+
+    #[test]
+    fn long_messages_of_unequal_lengths_match_scalar() {
+        let bytes: Vec<u8> = (0..200_000_u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        // Lanes refill as short ones end, and the long ones finish in
+        // fewer lanes.
+        let lengths = [150_000, 64, 0, 70_001, 119, 120, 3_000, 199_999, 55, 56];
+        for count in 0..=lengths.len() {
+            let messages: Vec<&[u8]> = lengths[..count].iter().map(|&len| &bytes[..len]).collect();
+            let expected: Vec<_> = messages.iter().map(|m| scalar(m)).collect();
+            assert_eq!(md5_many(&messages), expected, "{count} messages");
+        }
     }
 
     proptest! {

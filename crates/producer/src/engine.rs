@@ -162,29 +162,30 @@ impl Entry {
         self.data_len + self.partition_key.len()
     }
 
-    /// The data to send. An aggregate's buffer goes to the call (the entry
-    /// keeps its records, not a second copy): a retry aggregates the records
-    /// again, to the same bytes.
-    pub(crate) fn take_data(&mut self) -> kinesis_fleet_kpl::Result<Vec<u8>> {
-        let aggregate = match std::mem::replace(&mut self.data, Payload::Sent) {
+    /// The data to send, an aggregate unjoined. An aggregate's buffer goes
+    /// to the call (the entry keeps its records, not a second copy): a retry
+    /// aggregates the records again, to the same bytes.
+    fn take_data(&mut self) -> kinesis_fleet_kpl::Result<Data> {
+        match std::mem::replace(&mut self.data, Payload::Sent) {
             Payload::Plain(data) => {
                 let bytes = data.to_vec();
                 self.data = Payload::Plain(data);
-                return Ok(bytes);
+                Ok(Data::Plain(bytes))
             }
-            Payload::Aggregate(aggregate) => aggregate,
+            Payload::Aggregate(aggregate) => Ok(Data::Unjoined(aggregate)),
             Payload::Sent => {
                 // Unbounded: the records fitted in one aggregate before.
                 let mut aggregator = Aggregator::with_max_bytes(usize::MAX);
                 for member in &self.members {
                     aggregator.add_unjoined(&member.record, member.hash_key)?;
                 }
-                aggregator
-                    .flush_unjoined()
-                    .expect("an aggregate holds at least one record")
+                Ok(Data::Unjoined(
+                    aggregator
+                        .flush_unjoined()
+                        .expect("an aggregate holds at least one record"),
+                ))
             }
-        };
-        Ok(aggregate.into_data())
+        }
     }
 
     fn first_submitted(&self) -> Instant {
@@ -211,6 +212,39 @@ pub(crate) enum Payload {
 #[derive(Debug)]
 pub(crate) struct Batch {
     pub(crate) entries: Vec<Entry>,
+}
+
+/// An entry's data as taken for a call.
+enum Data {
+    Plain(Vec<u8>),
+    Unjoined(UnjoinedAggregate),
+}
+
+impl Batch {
+    /// The data of each entry, in order. The aggregates are joined together,
+    /// their digests computed side by side.
+    pub(crate) fn take_data(&mut self) -> kinesis_fleet_kpl::Result<Vec<Vec<u8>>> {
+        let mut data = Vec::with_capacity(self.entries.len());
+        let mut unjoined = Vec::new();
+        for (index, entry) in self.entries.iter_mut().enumerate() {
+            match entry.take_data()? {
+                Data::Plain(bytes) => data.push(bytes),
+                Data::Unjoined(aggregate) => {
+                    data.push(Vec::new());
+                    unjoined.push((index, aggregate));
+                }
+            }
+        }
+        let (indexes, aggregates): (Vec<usize>, Vec<UnjoinedAggregate>) =
+            unjoined.into_iter().unzip();
+        for (index, joined) in indexes
+            .into_iter()
+            .zip(UnjoinedAggregate::into_data_each(aggregates))
+        {
+            data[index] = joined;
+        }
+        Ok(data)
+    }
 }
 
 /// Resolves the aggregates of an answered call that were written on the
@@ -938,9 +972,8 @@ mod tests {
         }
     }
 
-    /// The user records an entry carries, decoded from what is sent (an
-    /// aggregate's data goes: a retry aggregates its records again).
-    fn carried(entry: &mut Entry) -> Vec<(String, u64)> {
+    /// The user records an entry carries, decoded from its `data`.
+    fn carried(entry: &Entry, data: &[u8]) -> Vec<(String, u64)> {
         let id = |data: &[u8]| {
             std::str::from_utf8(&data[..8])
                 .unwrap()
@@ -948,11 +981,9 @@ mod tests {
                 .unwrap()
         };
         if !entry.aggregated {
-            return vec![(entry.partition_key.clone(), id(&entry.take_data().unwrap()))];
+            return vec![(entry.partition_key.clone(), id(data))];
         }
-        let Deaggregated::Aggregated(records) =
-            deaggregate(&Bytes::from(entry.take_data().unwrap()))
-        else {
+        let Deaggregated::Aggregated(records) = deaggregate(&Bytes::copy_from_slice(data)) else {
             panic!("not an aggregate");
         };
         records
@@ -1008,7 +1039,10 @@ mod tests {
                 let mut keys_in_call = HashSet::new();
                 let mut outcomes = Vec::new();
                 let mut batch = batch;
-                for entry in &mut batch.entries {
+                // What the call sends (an aggregate's data goes: a retry
+                // aggregates its records again).
+                let data = batch.take_data().unwrap();
+                for (entry, data) in batch.entries.iter().zip(&data) {
                     prop_assert!(entry.size() <= crate::MAX_RECORD_BYTES);
                     if entry.aggregated {
                         prop_assert!(entry.size() <= max_aggregate);
@@ -1018,7 +1052,7 @@ mod tests {
                             prop_assert!(keys_in_call.insert(*key), "no partition key in two aggregates of a call");
                         }
                     }
-                    let records = carried(entry);
+                    let records = carried(entry, data);
                     for (_, id) in &records {
                         let hash_key = engine_hash_key(&records, *id, entry);
                         prop_assert_eq!(map.shard_for(hash_key), Some(&entry.predicted));

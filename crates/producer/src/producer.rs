@@ -703,18 +703,23 @@ async fn put_records(
     mut batch: Batch,
 ) -> CallResult {
     let entries = batch
-        .entries
-        .iter_mut()
-        .map(|e| {
-            let data = e.take_data().map_err(|e| e.to_string())?;
-            PutRecordsRequestEntry::builder()
-                .partition_key(&e.partition_key)
-                .set_explicit_hash_key(e.explicit_hash_key.clone())
-                .data(Blob::new(data))
-                .build()
-                .map_err(|e| e.to_string())
-        })
-        .collect::<std::result::Result<Vec<_>, String>>();
+        .take_data()
+        .map_err(|e| e.to_string())
+        .and_then(|data| {
+            batch
+                .entries
+                .iter()
+                .zip(data)
+                .map(|(e, data)| {
+                    PutRecordsRequestEntry::builder()
+                        .partition_key(&e.partition_key)
+                        .set_explicit_hash_key(e.explicit_hash_key.clone())
+                        .data(Blob::new(data))
+                        .build()
+                        .map_err(|e| e.to_string())
+                })
+                .collect::<std::result::Result<Vec<_>, String>>()
+        });
     let entries = match entries {
         Ok(entries) => entries,
         Err(e) => {
