@@ -79,16 +79,12 @@ enum OrderKey {
 }
 
 impl OrderKey {
-    /// The order key of an aggregating entry holding `members`, their
-    /// partition keys hashed by `hasher` (one per engine).
-    fn keys(members: &[Member], hasher: &DefaultHashBuilder) -> OrderKey {
-        let mut keys: Vec<u64> = members
-            .iter()
-            .map(|m| hasher.hash_one(&m.record.partition_key))
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        OrderKey::Keys(keys)
+    /// The order key of an aggregating entry whose records' partition keys
+    /// have these hashes (by the engine's one hasher).
+    fn keys(mut key_hashes: Vec<u64>) -> OrderKey {
+        key_hashes.sort_unstable();
+        key_hashes.dedup();
+        OrderKey::Keys(key_hashes)
     }
 }
 
@@ -135,13 +131,12 @@ impl Entry {
     fn aggregate(
         shard: ShardId,
         mut record: UnjoinedAggregate,
-        members: Vec<Member>,
+        (members, key_hashes): (Vec<Member>, Vec<u64>),
         full: bool,
-        hasher: &DefaultHashBuilder,
     ) -> Entry {
         debug_assert_eq!(record.user_records, members.len());
         Entry {
-            order_key: OrderKey::keys(&members, hasher),
+            order_key: OrderKey::keys(key_hashes),
             predicted: shard,
             partition_key: std::mem::take(&mut record.partition_key),
             explicit_hash_key: Some(std::mem::take(&mut record.explicit_hash_key)),
@@ -366,6 +361,9 @@ impl Done {
 struct ShardState {
     open: Aggregator,
     open_members: Vec<Member>,
+    /// The hashes of `open_members`' partition keys, hashed as they came,
+    /// while their bytes were at hand.
+    open_key_hashes: Vec<u64>,
     ready: VecDeque<Entry>,
     in_flight: usize,
     bucket: Option<TokenBucket>,
@@ -376,6 +374,7 @@ impl ShardState {
         ShardState {
             open: Aggregator::with_max_bytes(config.aggregation_max_bytes),
             open_members: Vec::new(),
+            open_key_hashes: Vec::new(),
             ready: VecDeque::new(),
             in_flight: 0,
             bucket: config.shard_rate_limit.map(|l| TokenBucket::new(l, now)),
@@ -383,24 +382,22 @@ impl ShardState {
     }
 
     /// Moves the open aggregate, if any, to the queue.
-    fn close_open(&mut self, shard: &ShardId, full: bool, hasher: &DefaultHashBuilder) {
+    fn close_open(&mut self, shard: &ShardId, full: bool) {
         if let Some(record) = self.open.flush_unjoined() {
             let members = self.take_members();
-            self.ready.push_back(Entry::aggregate(
-                shard.clone(),
-                record,
-                members,
-                full,
-                hasher,
-            ));
+            self.ready
+                .push_back(Entry::aggregate(shard.clone(), record, members, full));
         }
     }
 
     /// The open aggregate's members, leaving room for as many in the next
     /// one (no regrowth while a shard's aggregates keep their size).
-    fn take_members(&mut self) -> Vec<Member> {
-        let room = Vec::with_capacity(self.open_members.len());
-        std::mem::replace(&mut self.open_members, room)
+    fn take_members(&mut self) -> (Vec<Member>, Vec<u64>) {
+        let room = self.open_members.len();
+        (
+            std::mem::replace(&mut self.open_members, Vec::with_capacity(room)),
+            std::mem::replace(&mut self.open_key_hashes, Vec::with_capacity(room)),
+        )
     }
 
     fn is_empty(&self) -> bool {
@@ -495,23 +492,22 @@ impl Engine {
                 .push_back(Entry::plain(shard.clone(), key, member));
             return None;
         }
+        let key_hash = self.key_hasher.hash_one(&member.record.partition_key);
         match state.open.add_unjoined(&member.record, member.hash_key) {
-            Ok(None) => state.open_members.push(member),
-            Ok(Some(full)) => {
-                let members = state.take_members();
-                state.ready.push_back(Entry::aggregate(
-                    shard.clone(),
-                    full,
-                    members,
-                    true,
-                    &self.key_hasher,
-                ));
+            Ok(full) => {
+                if let Some(full) = full {
+                    let members = state.take_members();
+                    state
+                        .ready
+                        .push_back(Entry::aggregate(shard.clone(), full, members, true));
+                }
                 state.open_members.push(member);
+                state.open_key_hashes.push(key_hash);
             }
             Err(kinesis_fleet_kpl::Error::RecordTooLarge { .. }) => {
                 // Too large to aggregate but valid for Kinesis: alone, plain.
-                state.close_open(shard, true, &self.key_hasher);
-                let key = OrderKey::keys(std::slice::from_ref(&member), &self.key_hasher);
+                state.close_open(shard, true);
+                let key = OrderKey::keys(vec![key_hash]);
                 state
                     .ready
                     .push_back(Entry::plain(shard.clone(), key, member));
@@ -549,7 +545,7 @@ impl Engine {
                 .first()
                 .is_some_and(|m| self.flushing || m.submitted + linger <= now);
             if due {
-                state.close_open(id, false, &self.key_hasher);
+                state.close_open(id, false);
             }
         }
         let (mut queued, mut queued_bytes, mut due) = (0, 0, self.flushing);
@@ -582,12 +578,9 @@ impl Engine {
             }
             let mut indexes = Vec::new();
             for (i, entry) in state.ready.iter().enumerate().take(SCAN_PER_SHARD) {
-                if let OrderKey::Keys(keys) = &entry.order_key {
-                    // Aggregating: in queue order, none sharing a key with
-                    // an entry in flight (or taken into this call).
-                    if Self::backing_off(entry, now)
-                        || keys.iter().any(|k| self.busy_keys.contains(k))
-                    {
+                if matches!(entry.order_key, OrderKey::Keys(_)) {
+                    // In queue order: stop at the first that waits.
+                    if Self::backing_off(entry, now) {
                         break;
                     }
                 } else if self.busy.contains(&entry.order_key) || blocked.contains(&entry.order_key)
@@ -603,15 +596,23 @@ impl Engine {
                     }
                     break 'shards;
                 }
-                if let Some(bucket) = &mut state.bucket {
-                    if bucket.blocked_until(now).is_some() {
-                        break;
-                    }
-                    bucket.take(entry.size(), now);
+                if state
+                    .bucket
+                    .as_mut()
+                    .is_some_and(|bucket| bucket.blocked_until(now).is_some())
+                {
+                    break;
                 }
-                // Plain records of a key may follow each other in a call.
-                if let OrderKey::Keys(keys) = &entry.order_key {
-                    self.busy_keys.extend(keys);
+                // Aggregating, none may share a key with an entry in flight
+                // or taken into this call (plain records of a key may follow
+                // each other in a call).
+                if let OrderKey::Keys(keys) = &entry.order_key
+                    && !Self::mark_busy(&mut self.busy_keys, keys)
+                {
+                    break;
+                }
+                if let Some(bucket) = &mut state.bucket {
+                    bucket.take(entry.size(), now);
                 }
                 count += 1;
                 bytes += entry.size();
@@ -649,6 +650,20 @@ impl Engine {
             entries.extend(taken);
         }
         Some(Batch { entries })
+    }
+
+    /// Adds `keys` to `busy_keys` unless one is there already, in which
+    /// case it leaves the set as it was and returns false.
+    fn mark_busy(busy_keys: &mut Set<u64>, keys: &[u64]) -> bool {
+        for (added, key) in keys.iter().enumerate() {
+            if !busy_keys.insert(*key) {
+                for key in &keys[..added] {
+                    busy_keys.remove(key);
+                }
+                return false;
+            }
+        }
+        true
     }
 
     /// When [`poll_batch`](Self::poll_batch) may next have something to
