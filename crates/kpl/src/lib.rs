@@ -12,7 +12,9 @@
 //! - Producers (and tests) build aggregates with [`Aggregator`] or
 //!   [`aggregate`]; [`Aggregator::add_unjoined`] returns a full aggregate as
 //!   an [`UnjoinedAggregate`], whose joining and MD5 digest another thread
-//!   can do.
+//!   can do. Many digests cost less computed together:
+//!   [`UnjoinedAggregate::into_data_each`] joins many aggregates, and
+//!   [`effective_hash_keys`] hashes many partition keys.
 //!
 //! ```
 //! use kinesis_fleet_kpl::{Deaggregated, NewRecord, aggregate, deaggregate};

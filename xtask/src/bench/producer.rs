@@ -216,11 +216,11 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
          for putting them. A writer that aggregates on one thread reaches at best {:.1} k user \
          records/s ({:.2}× the aggregated ceiling) with building and putting overlapped \
          perfectly, {:.1} k ({:.2}×) one after the other; ours reaches {:.2}× the overlapped \
-         bound. Ours hashes each key (MD5) on the caller's thread in `send_batch`, routes and \
-         aggregates every record on one thread, the producer's task, and joins and hashes \
-         (MD5) each aggregate and makes its records' receipts in the task of the call that \
-         sends it, while the SDK signs its calls and the emulator decodes them on the same \
-         2 cores.",
+         bound. Ours hashes the keys of each `send_batch` (MD5, side by side) on the caller's \
+         thread, routes, aggregates and resolves every record on one thread, the producer's \
+         task, and joins the aggregates of a call and hashes them (MD5, side by side) in the \
+         task of the call that sends them, while the SDK signs its calls and the emulator \
+         decodes them on the same 2 cores.",
         build_seconds * 1e3,
         aggregated.seconds * 1e3,
         overlapped / 1e3,
