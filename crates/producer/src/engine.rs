@@ -244,8 +244,8 @@ impl Batch {
 
 /// Resolves the aggregates of an answered call that were written on the
 /// shard they were predicted for, where the call ran rather than on the
-/// producer's task: makes their receipts and drops their records and data,
-/// leaving [`Engine::on_response`] only the bookkeeping. (No other entry of
+/// producer's task: makes their outcome and drops their records (their
+/// data went to the call), leaving [`Engine::on_response`] only the bookkeeping. (No other entry of
 /// the call shares their partition keys, so nothing in the call can send
 /// them again.)
 pub(crate) fn settle(batch: &mut Batch, outcome: &CallOutcome) {
@@ -390,8 +390,9 @@ impl ShardState {
         }
     }
 
-    /// The open aggregate's members, leaving room for as many in the next
-    /// one (no regrowth while a shard's aggregates keep their size).
+    /// The open aggregate's members and their key hashes, leaving room for
+    /// as many in the next one (no regrowth while a shard's aggregates keep
+    /// their size).
     fn take_members(&mut self) -> (Vec<Member>, Vec<u64>) {
         let room = self.open_members.len();
         (
