@@ -219,35 +219,31 @@ impl Batch {
     /// The data of each entry, in order. The aggregates are joined together,
     /// their digests computed side by side.
     pub(crate) fn take_data(&mut self) -> kinesis_fleet_kpl::Result<Vec<Vec<u8>>> {
-        let mut data = Vec::with_capacity(self.entries.len());
         let mut unjoined = Vec::new();
-        for (index, entry) in self.entries.iter_mut().enumerate() {
+        let mut plain = Vec::with_capacity(self.entries.len());
+        for entry in &mut self.entries {
             match entry.take_data()? {
-                Data::Plain(bytes) => data.push(bytes),
+                Data::Plain(bytes) => plain.push(Some(bytes)),
                 Data::Unjoined(aggregate) => {
-                    data.push(Vec::new());
-                    unjoined.push((index, aggregate));
+                    plain.push(None);
+                    unjoined.push(aggregate);
                 }
             }
         }
-        let (indexes, aggregates): (Vec<usize>, Vec<UnjoinedAggregate>) =
-            unjoined.into_iter().unzip();
-        for (index, joined) in indexes
+        let mut joined = UnjoinedAggregate::into_data_each(unjoined).into_iter();
+        Ok(plain
             .into_iter()
-            .zip(UnjoinedAggregate::into_data_each(aggregates))
-        {
-            data[index] = joined;
-        }
-        Ok(data)
+            .map(|bytes| bytes.unwrap_or_else(|| joined.next().expect("one per aggregate")))
+            .collect())
     }
 }
 
 /// Resolves the aggregates of an answered call that were written on the
 /// shard they were predicted for, where the call ran rather than on the
 /// producer's task: makes their outcome and drops their records (their
-/// data went to the call), leaving [`Engine::on_response`] only the bookkeeping. (No other entry of
-/// the call shares their partition keys, so nothing in the call can send
-/// them again.)
+/// data went to the call), leaving [`Engine::on_response`] only the
+/// bookkeeping. (No other entry of the call shares their partition keys, so
+/// nothing in the call can send them again.)
 pub(crate) fn settle(batch: &mut Batch, outcome: &CallOutcome) {
     let CallOutcome::Answered(results) = outcome else {
         return;
