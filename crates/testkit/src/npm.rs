@@ -26,8 +26,9 @@ const OUTPUT_LIMIT: usize = 64 * 1024;
 /// How many times a child is restarted on a new port when the one we picked
 /// was taken between probing and binding.
 const PORT_ATTEMPTS: usize = 3;
-/// How long a new emulator is watched for losing its port before it listens.
-const PORT_WATCH: Duration = Duration::from_secs(5);
+/// How long a new emulator is watched for losing its port before it listens
+/// (a loaded machine starts kinesis-mock in many seconds).
+const PORT_WATCH: Duration = Duration::from_secs(30);
 
 /// Stream and consumer state changes in kinesis-mock take this long.
 const KINESIS_MOCK_DELAY: &str = "20ms";
@@ -243,26 +244,42 @@ async fn start_with_port_retry(
         let mut cmd = command(port)?;
         let process = NodeProcess::spawn(emulator, &mut cmd)?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        // The port was free a moment ago; if another process took it, the
-        // child dies with EADDRINUSE when it binds, which a slow starter
-        // (kinesis-mock) does after a second or more. Watch until it
-        // listens, dies, or the watch ends (readiness is awaited later).
-        let watch_ends = Instant::now() + PORT_WATCH;
-        let exited = loop {
-            if let Err(e) = process.check_alive() {
-                break Some(e);
+        // The port was free a moment ago; if another process took it (or
+        // another port the emulator binds, as kinesis-mock's TLS port), the
+        // child reports EADDRINUSE when it binds, which a slow starter does
+        // seconds later; it may exit, or go on without listening, as
+        // kinesis-mock does. Watch until it listens, reports that, exits, or
+        // the watch ends (readiness is awaited later).
+        let started = Instant::now();
+        let lost = loop {
+            let alive = process.check_alive();
+            if alive.is_err() || process.output().contains("EADDRINUSE") {
+                break Some(alive);
             }
-            if Instant::now() >= watch_ends || tokio::net::TcpStream::connect(addr).await.is_ok() {
+            if started.elapsed() >= PORT_WATCH || tokio::net::TcpStream::connect(addr).await.is_ok()
+            {
                 break None;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        match exited {
+        match lost {
             None => return Ok((process, addr)),
-            Some(e) if attempt < PORT_ATTEMPTS && process.output().contains("EADDRINUSE") => {
-                tracing::debug!("{emulator} lost its port race, retrying: {e}");
+            // Dropping the process kills it.
+            Some(_) if attempt < PORT_ATTEMPTS && process.output().contains("EADDRINUSE") => {
+                tracing::debug!("{emulator} lost its port race, retrying");
             }
-            Some(e) => return Err(e),
+            Some(Err(e)) => return Err(e),
+            Some(Ok(())) => {
+                return Err(Error::NotReady {
+                    emulator,
+                    endpoint: format!("http://{addr}"),
+                    waited: started.elapsed(),
+                    last_error: format!(
+                        "lost a port to another process on {PORT_ATTEMPTS} attempts"
+                    ),
+                    output: process.output(),
+                });
+            }
         }
     }
 }
@@ -352,5 +369,40 @@ async fn collect(pipe: impl AsyncRead + Unpin, sink: Arc<Mutex<String>>) {
             }
             sink.drain(..cut);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child that reports EADDRINUSE and goes on without listening, as
+    /// kinesis-mock does when its TLS port is taken, is restarted.
+    #[tokio::test]
+    async fn a_child_that_lost_a_port_but_runs_on_is_restarted() {
+        let mut attempts = 0;
+        let (_process, addr) = start_with_port_retry("test", |port| {
+            attempts += 1;
+            let script = if attempts == 1 {
+                "console.error('Error: listen EADDRINUSE: address already in use');\
+                 setInterval(() => {}, 1000);"
+                    .to_owned()
+            } else {
+                format!("require('net').createServer().listen({port}, '127.0.0.1');")
+            };
+            let mut cmd = Command::new("node");
+            cmd.args(["-e", &script])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true);
+            Ok(cmd)
+        })
+        .await
+        .expect("started on the second attempt");
+        assert_eq!(attempts, 2);
+        tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("the second child listens");
     }
 }
