@@ -259,14 +259,15 @@ pub(crate) fn settle(batch: &mut Batch, outcome: &CallOutcome) {
             && entry.aggregated
             && shard_id == entry.predicted.as_str()
         {
-            let members = std::mem::take(&mut entry.members);
             entry.settled = Some(written(
-                &members,
+                &entry.members,
                 entry.attempts,
                 shard_id,
                 sequence_number,
                 true,
             ));
+            // Their records are dropped here; the engine reuses the room.
+            entry.members.clear();
         }
     }
 }
@@ -360,6 +361,9 @@ struct ShardState {
     /// The hashes of `open_members`' partition keys, hashed as they came,
     /// while their bytes were at hand.
     open_key_hashes: Vec<u64>,
+    /// The emptied members of a written aggregate, room for the next one's
+    /// (a full aggregate's members fill fresh pages otherwise).
+    spare_members: Vec<Member>,
     ready: VecDeque<Entry>,
     in_flight: usize,
     bucket: Option<TokenBucket>,
@@ -371,6 +375,7 @@ impl ShardState {
             open: Aggregator::with_max_bytes(config.aggregation_max_bytes),
             open_members: Vec::new(),
             open_key_hashes: Vec::new(),
+            spare_members: Vec::new(),
             ready: VecDeque::new(),
             in_flight: 0,
             bucket: config.shard_rate_limit.map(|l| TokenBucket::new(l, now)),
@@ -391,10 +396,20 @@ impl ShardState {
     /// their size).
     fn take_members(&mut self) -> (Vec<Member>, Vec<u64>) {
         let room = self.open_members.len();
+        let mut next = std::mem::take(&mut self.spare_members);
+        next.reserve(room);
         (
-            std::mem::replace(&mut self.open_members, Vec::with_capacity(room)),
+            std::mem::replace(&mut self.open_members, next),
             std::mem::replace(&mut self.open_key_hashes, Vec::with_capacity(room)),
         )
+    }
+
+    /// Keeps the room of a resolved entry's members for a later aggregate.
+    fn recycle(&mut self, mut members: Vec<Member>) {
+        if members.capacity() > self.spare_members.capacity() {
+            members.clear();
+            self.spare_members = members;
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -839,8 +854,14 @@ impl Engine {
         }
     }
 
-    fn complete(&self, entry: Entry, shard_id: &str, sequence_number: &str, done: &mut Vec<Done>) {
-        let written = match entry.settled {
+    fn complete(
+        &mut self,
+        mut entry: Entry,
+        shard_id: &str,
+        sequence_number: &str,
+        done: &mut Vec<Done>,
+    ) {
+        let written = match entry.settled.take() {
             Some(written) => written,
             None => written(
                 &entry.members,
@@ -854,6 +875,11 @@ impl Engine {
             self.stats.kinesis_record_put(ids.len());
         }
         done.push(written);
+        if entry.aggregated
+            && let Some(state) = self.shards.get_mut(&entry.predicted)
+        {
+            state.recycle(entry.members);
+        }
     }
 
     /// Takes a freshly listed map. It is applied at once unless an entry is

@@ -272,28 +272,31 @@ impl Producer {
     /// If the future is dropped before it resolves, no record was accepted.
     pub async fn send_batch(&self, records: Vec<NewRecord>) -> Result<BatchHandle> {
         let len = records.len();
-        let mut keyed = Vec::with_capacity(len);
         let mut size = 0;
         // The batch's partition keys are hashed together, cheaper than one
         // by one.
-        let hash_keys = effective_hash_keys(&records);
-        for (index, (record, hash_key)) in records.into_iter().zip(hash_keys).enumerate() {
-            let hash_key = validate(&record, || hash_key).map_err(|error| Error::InvalidBatch {
-                index,
-                error: Box::new(error),
-            })?;
-            size += record.partition_key.len() + record.data.len();
-            keyed.push((record, hash_key));
-        }
+        let hash_keys = effective_hash_keys(&records)
+            .into_iter()
+            .zip(&records)
+            .enumerate()
+            .map(|(index, (hash_key, record))| {
+                size += record.partition_key.len() + record.data.len();
+                validate(record, || hash_key).map_err(|error| Error::InvalidBatch {
+                    index,
+                    error: Box::new(error),
+                })
+            })
+            .collect::<Result<Vec<u128>>>()?;
         let (tx, rx) = oneshot::channel();
-        if keyed.is_empty() {
+        if records.is_empty() {
             let _ = tx.send(Vec::new());
         } else {
             let completion = Completion::Batch {
                 tx: Some(tx),
                 results: (0..len).map(|_| None).collect(),
             };
-            self.submit(Records::Many(keyed), completion, size).await?;
+            let records = Records::Many { records, hash_keys };
+            self.submit(records, completion, size).await?;
         }
         Ok(BatchHandle { rx, len })
     }
@@ -410,14 +413,18 @@ fn validate(
 /// Records of one [`Command::Records`], each with its hash key.
 enum Records {
     One(NewRecord, u128),
-    Many(Vec<(NewRecord, u128)>),
+    /// A batch as the caller gave it, and each record's hash key.
+    Many {
+        records: Vec<NewRecord>,
+        hash_keys: Vec<u128>,
+    },
 }
 
 impl Records {
     fn len(&self) -> usize {
         match self {
             Records::One(..) => 1,
-            Records::Many(records) => records.len(),
+            Records::Many { records, .. } => records.len(),
         }
     }
 }
@@ -602,8 +609,10 @@ impl Task {
                 };
                 match records {
                     Records::One(record, hash_key) => submit(first, record, hash_key),
-                    Records::Many(records) => {
-                        for (id, (record, hash_key)) in (first..).zip(records) {
+                    Records::Many { records, hash_keys } => {
+                        for (id, (record, hash_key)) in
+                            (first..).zip(records.into_iter().zip(hash_keys))
+                        {
                             submit(id, record, hash_key);
                         }
                     }
