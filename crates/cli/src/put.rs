@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use crate::aws::AwsArgs;
 use crate::kinesis::Kinesis;
 use crate::output;
+use crate::signal::shutdown_signal;
 
 /// `kfleet put` options.
 #[derive(Debug, clap::Args)]
@@ -23,7 +24,8 @@ Each non-empty input line becomes one record (without its line ending), sent as 
 a line is in the stream within --max-buffered-time, so `tail -f app.log | kfleet put --stream logs` \
 streams. Records are batched with PutRecords within the service limits (500 records, 5 MiB per \
 call, 1 MiB per record) and each shard's rate limit (1 MiB/s, 1000 records/s); failed entries are \
-retried with backoff, keeping the order of records of one partition key.
+retried with backoff, keeping the order of records of one partition key. Ctrl-C or SIGTERM stops \
+the reading: the lines read are written before the command exits (a second signal stops it at once).
 
 Examples:
   seq 1 1000 | kfleet put --stream orders
@@ -133,6 +135,10 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
     let mut line = Vec::new();
     let mut line_no = 0u64;
     let mut batch = Batch::default();
+    // Ctrl-C or SIGTERM stops the reading, not the sending of what was read.
+    let interrupt = shutdown_signal();
+    tokio::pin!(interrupt);
+    let mut interrupted = false;
     loop {
         // The lines read so far go before the next read may wait for input.
         let full = batch.records.len() == BATCH_LINES;
@@ -143,10 +149,25 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
             return Err(stop(e, &producer, batches, acknowledged).await);
         }
         line.clear();
-        let n = tokio::select! {
-            read = reader.read_until(b'\n', &mut line) => read.context("reading the input")?,
-            // Ends early only when a record failed.
-            written = &mut acknowledged => return Err(failed(written, &producer).await),
+        let n = if interrupted {
+            // Only the whole lines already read from the input are left.
+            if !reader.buffer().contains(&b'\n') {
+                break;
+            }
+            reader
+                .read_until(b'\n', &mut line)
+                .await
+                .context("reading the input")?
+        } else {
+            tokio::select! {
+                read = reader.read_until(b'\n', &mut line) => read.context("reading the input")?,
+                // Ends early only when a record failed.
+                written = &mut acknowledged => return Err(failed(written, &producer).await),
+                () = &mut interrupt => {
+                    interrupted = true;
+                    continue;
+                }
+            }
         };
         if n == 0 {
             break;
@@ -177,12 +198,22 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
             }
         }
     }
-    if let Err(e) = batch.send(&producer, &batches).await {
-        return Err(stop(e, &producer, batches, acknowledged).await);
-    }
-    producer.close().await?;
-    drop(batches);
-    let written = acknowledged.await.context("the acknowledging task")??;
+    let finishing = finish(batch, &producer, batches, acknowledged);
+    let written = if interrupted {
+        bar.suspend(|| {
+            eprintln!(
+                "interrupted: sending the lines read, up to line {line_no} (again to stop at once)"
+            );
+        });
+        tokio::select! {
+            written = finishing => written?,
+            () = shutdown_signal() => bail!(
+                "interrupted twice: stopped before the lines read (up to line {line_no}) were all written"
+            ),
+        }
+    } else {
+        finishing.await?
+    };
     bar.finish_and_clear();
     let stats = producer.stats();
     output::print(&format!(
@@ -235,6 +266,22 @@ impl Batch {
         let _ = batches.send((lines, handle));
         Ok(())
     }
+}
+
+/// Hands the producer the last lines read, closes it (sending everything
+/// buffered) and waits for every record; the number written.
+async fn finish(
+    mut batch: Batch,
+    producer: &Producer,
+    batches: mpsc::UnboundedSender<Sent>,
+    acknowledged: tokio::task::JoinHandle<anyhow::Result<u64>>,
+) -> anyhow::Result<u64> {
+    if let Err(e) = batch.send(producer, &batches).await {
+        return Err(stop(e, producer, batches, acknowledged).await);
+    }
+    producer.close().await?;
+    drop(batches);
+    acknowledged.await.context("the acknowledging task")?
 }
 
 /// Ends a put that hit `e`: sends what was accepted, then reports how many

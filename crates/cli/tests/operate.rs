@@ -700,6 +700,85 @@ fn put_sends_each_line_of_a_slow_pipe_while_it_is_open() {
     }
 }
 
+/// Ctrl-C or SIGTERM stops `kfleet put` reading, not sending: lines it read
+/// that are still buffered (here for a minute) are written before it exits,
+/// successfully, at once.
+#[test]
+fn put_sends_what_it_read_when_interrupted() {
+    let local = Local::start();
+    let stream = "kfleet-put-interrupted";
+    local.ok(&["stream", "create", stream, "--shards", "2"], None);
+    let mut written = Vec::new();
+    for signal in ["TERM", "INT"] {
+        let mut put = local
+            .command(&["put", "--stream", stream, "--aggregate"])
+            .args(["--max-buffered-time", "60000"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kfleet put");
+        let mut pipe = put.stdin.take().expect("piped stdin");
+        for i in 0..5 {
+            let line = format!("SIG{signal} line {i}");
+            writeln!(pipe, "{line}").expect("write a line");
+            written.push(line);
+        }
+        pipe.flush().expect("flush the pipe");
+        // The pipe stays open: the command has read the lines once the pipe
+        // holds none of them.
+        let deadline = Instant::now() + COMMAND_DEADLINE;
+        while rustix::io::ioctl_fionread(&pipe).expect("FIONREAD of the pipe") > 0 {
+            assert!(Instant::now() < deadline, "kfleet put read nothing");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &put.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let signalled = Instant::now();
+        while put.try_wait().expect("poll kfleet put").is_none() {
+            assert!(
+                signalled.elapsed() < Duration::from_secs(30),
+                "kfleet put still running 30 s after SIG{signal}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = put.wait_with_output().expect("kfleet put");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "SIG{signal}: {:?}: {stderr}",
+            out.status
+        );
+        assert!(stderr.contains("interrupted"), "{stderr}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.starts_with("put: records=5 "), "{stdout}");
+        drop(pipe);
+    }
+    let out = local.ok(
+        &[
+            "tail",
+            "--stream",
+            stream,
+            "--from",
+            "trim-horizon",
+            "--max-records",
+            &written.len().to_string(),
+            "--idle-timeout",
+            "20s",
+            "--format",
+            "text",
+        ],
+        None,
+    );
+    let mut read: Vec<&str> = out.lines().collect();
+    read.sort_unstable();
+    written.sort_unstable();
+    assert_eq!(read, written);
+}
+
 #[test]
 fn bad_input_against_the_emulators_is_a_one_line_error() {
     let local = Local::start();
