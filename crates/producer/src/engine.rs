@@ -49,6 +49,10 @@ pub const MAX_BYTES_PER_CALL: usize = 5 * 1024 * 1024;
 /// one busy key costs bounded time.
 const SCAN_PER_SHARD: usize = 2 * MAX_RECORDS_PER_CALL;
 
+/// Most emptied member lists the engine keeps for reuse: their room stays
+/// allocated while the producer is idle.
+const SPARE_MEMBER_LISTS: usize = 8;
+
 /// The engine's maps and sets, touched for every record: hashed with a fast
 /// keyed hasher instead of SipHash.
 type Map<K, V> = HashMap<K, V, DefaultHashBuilder>;
@@ -361,9 +365,6 @@ struct ShardState {
     /// The hashes of `open_members`' partition keys, hashed as they came,
     /// while their bytes were at hand.
     open_key_hashes: Vec<u64>,
-    /// The emptied members of a written aggregate, room for the next one's
-    /// (a full aggregate's members fill fresh pages otherwise).
-    spare_members: Vec<Member>,
     ready: VecDeque<Entry>,
     in_flight: usize,
     bucket: Option<TokenBucket>,
@@ -375,7 +376,6 @@ impl ShardState {
             open: Aggregator::with_max_bytes(config.aggregation_max_bytes),
             open_members: Vec::new(),
             open_key_hashes: Vec::new(),
-            spare_members: Vec::new(),
             ready: VecDeque::new(),
             in_flight: 0,
             bucket: config.shard_rate_limit.map(|l| TokenBucket::new(l, now)),
@@ -383,9 +383,9 @@ impl ShardState {
     }
 
     /// Moves the open aggregate, if any, to the queue.
-    fn close_open(&mut self, shard: &ShardId, full: bool) {
+    fn close_open(&mut self, shard: &ShardId, full: bool, spare: &mut Vec<Vec<Member>>) {
         if let Some(record) = self.open.flush_unjoined() {
-            let members = self.take_members();
+            let members = self.take_members(spare);
             self.ready
                 .push_back(Entry::aggregate(shard.clone(), record, members, full));
         }
@@ -393,23 +393,15 @@ impl ShardState {
 
     /// The open aggregate's members and their key hashes, leaving room for
     /// as many in the next one (no regrowth while a shard's aggregates keep
-    /// their size).
-    fn take_members(&mut self) -> (Vec<Member>, Vec<u64>) {
+    /// their size), in a spare list when there is one.
+    fn take_members(&mut self, spare: &mut Vec<Vec<Member>>) -> (Vec<Member>, Vec<u64>) {
         let room = self.open_members.len();
-        let mut next = std::mem::take(&mut self.spare_members);
+        let mut next = spare.pop().unwrap_or_default();
         next.reserve(room);
         (
             std::mem::replace(&mut self.open_members, next),
             std::mem::replace(&mut self.open_key_hashes, Vec::with_capacity(room)),
         )
-    }
-
-    /// Keeps the room of a resolved entry's members for a later aggregate.
-    fn recycle(&mut self, mut members: Vec<Member>) {
-        if members.capacity() > self.spare_members.capacity() {
-            members.clear();
-            self.spare_members = members;
-        }
     }
 
     fn is_empty(&self) -> bool {
@@ -424,6 +416,9 @@ pub(crate) struct Engine {
     stats: Arc<Stats>,
     map: ShardMap,
     shards: Map<ShardId, ShardState>,
+    /// Emptied member lists of written aggregates, room for later ones'
+    /// (a full aggregate's members fill fresh pages otherwise).
+    spare_members: Vec<Vec<Member>>,
     /// Plain entries' order keys with an entry in flight.
     busy: Set<OrderKey>,
     /// Aggregating: the partition keys (hashed) of the entries in flight.
@@ -452,6 +447,7 @@ impl Engine {
             stats,
             map,
             shards: Map::default(),
+            spare_members: Vec::new(),
             busy: Set::default(),
             busy_keys: Set::default(),
             key_hasher: DefaultHashBuilder::default(),
@@ -508,7 +504,7 @@ impl Engine {
         match state.open.add_unjoined(&member.record, member.hash_key) {
             Ok(full) => {
                 if let Some(full) = full {
-                    let members = state.take_members();
+                    let members = state.take_members(&mut self.spare_members);
                     state
                         .ready
                         .push_back(Entry::aggregate(shard.clone(), full, members, true));
@@ -518,7 +514,7 @@ impl Engine {
             }
             Err(kinesis_fleet_kpl::Error::RecordTooLarge { .. }) => {
                 // Too large to aggregate but valid for Kinesis: alone, plain.
-                state.close_open(shard, true);
+                state.close_open(shard, true, &mut self.spare_members);
                 let key = OrderKey::keys(vec![key_hash]);
                 state
                     .ready
@@ -557,7 +553,7 @@ impl Engine {
                 .first()
                 .is_some_and(|m| self.flushing || m.submitted + linger <= now);
             if due {
-                state.close_open(id, false);
+                state.close_open(id, false, &mut self.spare_members);
             }
         }
         let (mut queued, mut queued_bytes, mut due) = (0, 0, self.flushing);
@@ -875,10 +871,10 @@ impl Engine {
             self.stats.kinesis_record_put(ids.len());
         }
         done.push(written);
-        if entry.aggregated
-            && let Some(state) = self.shards.get_mut(&entry.predicted)
-        {
-            state.recycle(entry.members);
+        if entry.aggregated && self.spare_members.len() < SPARE_MEMBER_LISTS {
+            let mut members = entry.members;
+            members.clear();
+            self.spare_members.push(members);
         }
     }
 
