@@ -110,6 +110,26 @@ impl Local {
         Background(cmd.spawn().expect("spawn kfleet"))
     }
 
+    /// The data of the first `count` records of `stream`, one per line.
+    fn tail_text(&self, stream: &str, count: usize) -> String {
+        self.ok(
+            &[
+                "tail",
+                "--stream",
+                stream,
+                "--from",
+                "trim-horizon",
+                "--max-records",
+                &count.to_string(),
+                "--idle-timeout",
+                "20s",
+                "--format",
+                "text",
+            ],
+            None,
+        )
+    }
+
     /// Like [`Local::kfleet`], asserting success; returns stdout.
     fn ok(&self, args: &[&str], stdin: Option<&[u8]>) -> String {
         let out = self.kfleet(args, stdin);
@@ -662,22 +682,7 @@ fn put_sends_each_line_of_a_slow_pipe_while_it_is_open() {
             pipe.flush().expect("flush the pipe");
             written.push(line);
             let count = (if aggregate { 3 } else { 0 }) + written.len();
-            let out = local.ok(
-                &[
-                    "tail",
-                    "--stream",
-                    stream,
-                    "--from",
-                    "trim-horizon",
-                    "--max-records",
-                    &count.to_string(),
-                    "--idle-timeout",
-                    "20s",
-                    "--format",
-                    "text",
-                ],
-                None,
-            );
+            let out = local.tail_text(stream, count);
             assert!(
                 out.lines().any(|l| l == written[i]),
                 "line {i} not in the stream while the pipe is open: {out:?}"
@@ -757,22 +762,7 @@ fn put_sends_what_it_read_when_interrupted() {
         assert!(stdout.starts_with("put: records=5 "), "{stdout}");
         drop(pipe);
     }
-    let out = local.ok(
-        &[
-            "tail",
-            "--stream",
-            stream,
-            "--from",
-            "trim-horizon",
-            "--max-records",
-            &written.len().to_string(),
-            "--idle-timeout",
-            "20s",
-            "--format",
-            "text",
-        ],
-        None,
-    );
+    let out = local.tail_text(stream, written.len());
     let mut read: Vec<&str> = out.lines().collect();
     read.sort_unstable();
     written.sort_unstable();
