@@ -7,15 +7,23 @@
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::PrometheusBuilder;
+use kinesis_fleet_types::metrics::PRODUCER_USER_RECORDS_PER_KINESIS_RECORD;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 use crate::error::{Error, Result};
 
 /// Histogram buckets in seconds: batch processing and GetRecords calls
-/// (milliseconds to seconds) up to fan-out subscriptions (5 minutes).
+/// (milliseconds to seconds) up to fan-out subscriptions (5 minutes). The
+/// one histogram that is not a duration has its own.
 const BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     150.0, 300.0,
+];
+
+/// Buckets of the producer's aggregation ratio: user records per Kinesis
+/// record, from plain records (1) to full aggregates of tiny records.
+const RATIO_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
 ];
 
 /// The address the exporter of this process listens on, once installed.
@@ -46,6 +54,12 @@ pub fn install_prometheus_exporter(addr: SocketAddr) -> Result<()> {
     PrometheusBuilder::new()
         .with_http_listener(addr)
         .set_buckets(BUCKETS)
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(PRODUCER_USER_RECORDS_PER_KINESIS_RECORD.name.to_owned()),
+                RATIO_BUCKETS,
+            )
+        })
         .map_err(|e| failed(&e))?
         .install()
         .map_err(|e| failed(&e))?;

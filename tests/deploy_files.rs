@@ -94,6 +94,7 @@ fn dashboard_uses_documented_metrics_and_covers_the_key_ones() {
         "kinesis_fleet_leases_held",
         "kinesis_fleet_leases_unowned",
         "kinesis_fleet_dynamodb_consumed_write_capacity_units_total",
+        "kinesis_fleet_producer_user_records_failed_total",
     ] {
         assert!(names.contains(key), "the dashboard does not show {key}");
     }

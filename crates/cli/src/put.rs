@@ -55,6 +55,11 @@ pub(crate) struct Args {
     /// milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 100)]
     max_buffered_time: u64,
+    /// Serve the producer's metrics (kinesis_fleet_producer_*: records
+    /// written and failed, retries, throttles, buffered bytes) for
+    /// Prometheus at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Where partition keys come from.
@@ -118,6 +123,9 @@ pub(crate) async fn run(aws_args: &AwsArgs, args: Args) -> anyhow::Result<()> {
         ),
         None => Box::new(tokio::io::stdin()),
     };
+    if let Some(addr) = args.metrics_addr {
+        kinesis_fleet::install_prometheus_exporter(addr)?;
+    }
     let (_, kinesis) = Kinesis::connect(aws_args, false).await?;
     kinesis.summary(&args.stream).await?;
     let config = ProducerConfig::default()

@@ -6,6 +6,8 @@
 //! a buffer and a takeover by another worker, a transform command
 //! that drops and fails records, and S3 cut off through the fault proxy.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -658,10 +660,9 @@ async fn kill_9_mid_buffer_then_another_worker_takes_over_and_stores_every_recor
         ],
     );
     let deadline = Instant::now() + DEADLINE;
-    while metric_sum(
-        &scrape_when_up(&metrics_addr),
-        "kinesis_fleet_records_processed_total",
-    ) < 200
+    while common::get_metrics(&metrics_addr).map_or(0.0, |exposition| {
+        common::metric_sum(&exposition, "kinesis_fleet_records_processed_total")
+    }) < 200.0
     {
         assert!(Instant::now() < deadline, "the first worker read nothing");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -746,7 +747,7 @@ async fn a_transform_command_drops_and_fails_records() {
             assert_eq!(v["errorMessage"], format!("refused {}", l.data).as_str());
         }
     }
-    let metrics = scrape(&metrics_addr);
+    let metrics = common::get_metrics(&metrics_addr).expect("the worker serves its metrics");
     let summary = worker.terminate();
     assert_eq!(summary["records"], ok.len() as u64, "{summary:?}");
     assert_eq!(summary["dropped"], 20, "{summary:?}");
@@ -777,34 +778,6 @@ fn free_addr() -> String {
         .expect("free port")
         .port();
     format!("127.0.0.1:{port}")
-}
-
-/// [`scrape`] once the worker serves its metrics (empty before).
-fn scrape_when_up(addr: &str) -> String {
-    if std::net::TcpStream::connect(addr).is_ok() {
-        scrape(addr)
-    } else {
-        String::new()
-    }
-}
-
-/// The sum of every sample of `metric` in a Prometheus text exposition.
-fn metric_sum(exposition: &str, metric: &str) -> u64 {
-    exposition
-        .lines()
-        .filter(|l| l.starts_with(metric))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
-/// GET /metrics over a plain TCP connection.
-fn scrape(addr: &str) -> String {
-    use std::io::Write;
-    let mut conn = std::net::TcpStream::connect(addr).expect("connect to metrics");
-    write!(conn, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
-    let mut out = String::new();
-    conn.read_to_string(&mut out).expect("response");
-    out
 }
 
 #[tokio::test]

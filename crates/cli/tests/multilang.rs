@@ -4,6 +4,7 @@
 //! joins and takes its share, SIGTERM of the first hands its shards over, and
 //! no record is lost or processed twice.
 
+mod common;
 #[path = "../../multilang/tests/kclpy/mod.rs"]
 mod kclpy;
 
@@ -72,18 +73,6 @@ impl Drop for Multilang {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// `GET /metrics` of `addr` over HTTP/1.0; the body.
-fn get_metrics(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect to /metrics");
-    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("read /metrics");
-    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
-    assert!(head.contains(" 200 "), "{head}");
-    body.to_owned()
 }
 
 async fn put(aws: &LocalAws, stream: &str, rounds: std::ops::Range<usize>) -> BTreeSet<String> {
@@ -186,12 +175,8 @@ async fn two_processes_share_a_stream_and_sigterm_hands_shards_over() {
     written.extend(put(&aws, &stream, 10..15).await);
     wait_for(&dir, &written).await;
     // The second process serves its metrics: the records its children got.
-    let exposition = get_metrics(&metrics_addr);
-    let processed_here: f64 = exposition
-        .lines()
-        .filter(|l| l.starts_with("kinesis_fleet_records_processed_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let exposition = common::get_metrics(&metrics_addr).expect("the process serves its metrics");
+    let processed_here = common::metric_sum(&exposition, "kinesis_fleet_records_processed_total");
     assert!(processed_here > 0.0, "{exposition}");
     assert!(
         exposition.contains("kinesis_fleet_leases_held{worker="),

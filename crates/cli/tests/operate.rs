@@ -2,6 +2,8 @@
 //! `local` in the background, then `stream`, `put`, `tail`, `leases`,
 //! `status` and `lineage` against it, and one-line errors for bad input.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
@@ -656,14 +658,16 @@ fn lineage_shows_the_shard_tree_and_leases() {
 
 /// `kfleet put` sends as it reads: each line written to a pipe that stays
 /// open is read back from the stream before the next one is written (the
-/// way `tail -f app.log | kfleet put` is used).
+/// way `tail -f app.log | kfleet put` is used), and its `--metrics-addr`
+/// serves the producer's metrics meanwhile.
 #[test]
 fn put_sends_each_line_of_a_slow_pipe_while_it_is_open() {
     let local = Local::start();
     let stream = "kfleet-slow-pipe";
     local.ok(&["stream", "create", stream, "--shards", "2"], None);
     for aggregate in [false, true] {
-        let mut args = vec!["put", "--stream", stream];
+        let metrics_addr = format!("127.0.0.1:{}", free_port());
+        let mut args = vec!["put", "--stream", stream, "--metrics-addr", &metrics_addr];
         if aggregate {
             args.push("--aggregate");
         }
@@ -693,6 +697,7 @@ fn put_sends_each_line_of_a_slow_pipe_while_it_is_open() {
                 "kfleet put ended early"
             );
         }
+        assert_producer_metrics(&metrics_addr, 3);
         drop(pipe);
         let out = put.wait_with_output().expect("kfleet put");
         assert!(
@@ -703,6 +708,52 @@ fn put_sends_each_line_of_a_slow_pipe_while_it_is_open() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.starts_with("put: records=3 "), "{stdout}");
     }
+}
+
+/// The producer's series at `addr` once `records` user records are counted
+/// as written: described, labelled with the stream, the aggregation ratio in
+/// its own buckets.
+fn assert_producer_metrics(addr: &str, records: u64) {
+    let deadline = Instant::now() + COMMAND_DEADLINE;
+    let exposition = loop {
+        let exposition = common::get_metrics(addr).unwrap_or_default();
+        let written = common::metric_sum(&exposition, "kinesis_fleet_producer_user_records_total");
+        if written == records as f64 {
+            break exposition;
+        }
+        assert!(
+            Instant::now() < deadline && written < records as f64,
+            "{written} records counted, not {records}:\n{exposition}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for name in [
+        "kinesis_fleet_producer_kinesis_records_total",
+        "kinesis_fleet_producer_put_records_calls_total",
+    ] {
+        assert!(
+            common::metric_sum(&exposition, name) >= 1.0,
+            "{name}:\n{exposition}"
+        );
+    }
+    assert_eq!(
+        common::metric_sum(
+            &exposition,
+            "kinesis_fleet_producer_user_records_failed_total"
+        ),
+        0.0,
+        "{exposition}"
+    );
+    assert!(
+        exposition.contains("# HELP kinesis_fleet_producer_buffered_bytes "),
+        "{exposition}"
+    );
+    assert!(
+        exposition
+            .contains("kinesis_fleet_producer_user_records_per_kinesis_record_bucket{stream=")
+            && exposition.contains(r#"le="10000"}"#),
+        "{exposition}"
+    );
 }
 
 /// Ctrl-C or SIGTERM stops `kfleet put` reading, not sending: lines it read

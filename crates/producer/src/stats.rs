@@ -1,8 +1,10 @@
 //! What the producer did, counted in-process and exported through the
-//! `metrics` facade (names under `kinesis_fleet_producer_`, base units,
-//! labelled with the stream).
+//! `metrics` facade as the `kinesis_fleet_producer_*` metrics of
+//! [`kinesis_fleet_types::metrics`], labelled with the stream.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use kinesis_fleet_types::metrics::{self as set, Metric};
 
 /// A counter the producer keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,28 +47,33 @@ const COUNTERS: [Counter; 9] = [
 
 /// Gauge: bytes (data plus partition keys) of user records accepted by
 /// `send` and not yet resolved.
-pub const BUFFERED_BYTES: &str = "kinesis_fleet_producer_buffered_bytes";
+pub const BUFFERED_BYTES: &str = set::PRODUCER_BUFFERED_BYTES.name;
 /// Gauge: user records accepted by `send` and not yet resolved.
-pub const BUFFERED_USER_RECORDS: &str = "kinesis_fleet_producer_buffered_user_records";
+pub const BUFFERED_USER_RECORDS: &str = set::PRODUCER_BUFFERED_USER_RECORDS.name;
 /// Histogram: user records per acknowledged Kinesis record (the
 /// aggregation ratio; 1 for plain records).
 pub const USER_RECORDS_PER_KINESIS_RECORD: &str =
-    "kinesis_fleet_producer_user_records_per_kinesis_record";
+    set::PRODUCER_USER_RECORDS_PER_KINESIS_RECORD.name;
 
 impl Counter {
+    /// The exported metric.
+    pub fn metric(self) -> Metric {
+        match self {
+            Counter::UserRecordsPut => set::PRODUCER_USER_RECORDS,
+            Counter::UserRecordsFailed => set::PRODUCER_USER_RECORDS_FAILED,
+            Counter::KinesisRecordsPut => set::PRODUCER_KINESIS_RECORDS,
+            Counter::PutRecordsCalls => set::PRODUCER_PUT_RECORDS_CALLS,
+            Counter::Retries => set::PRODUCER_RETRIES,
+            Counter::Throttles => set::PRODUCER_THROTTLES,
+            Counter::Duplicates => set::PRODUCER_DUPLICATES,
+            Counter::MisroutedUserRecords => set::PRODUCER_MISROUTED_USER_RECORDS,
+            Counter::ShardMapRefreshes => set::PRODUCER_SHARD_MAP_REFRESHES,
+        }
+    }
+
     /// The exported metric's name.
     pub fn metric_name(self) -> &'static str {
-        match self {
-            Counter::UserRecordsPut => "kinesis_fleet_producer_user_records_total",
-            Counter::UserRecordsFailed => "kinesis_fleet_producer_user_records_failed_total",
-            Counter::KinesisRecordsPut => "kinesis_fleet_producer_kinesis_records_total",
-            Counter::PutRecordsCalls => "kinesis_fleet_producer_put_records_calls_total",
-            Counter::Retries => "kinesis_fleet_producer_retries_total",
-            Counter::Throttles => "kinesis_fleet_producer_throttles_total",
-            Counter::Duplicates => "kinesis_fleet_producer_duplicates_total",
-            Counter::MisroutedUserRecords => "kinesis_fleet_producer_misrouted_user_records_total",
-            Counter::ShardMapRefreshes => "kinesis_fleet_producer_shard_map_refreshes_total",
-        }
+        self.metric().name
     }
 
     fn index(self) -> usize {

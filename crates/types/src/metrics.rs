@@ -459,6 +459,118 @@ pub const SINK_TRANSFORM_ERRORS: Metric = metric(
     "-",
 );
 
+// Producing (the kinesis-fleet-producer crate; the KPL's metrics where one
+// has the same meaning).
+
+/// User records the producer wrote.
+pub const PRODUCER_USER_RECORDS: Metric = metric(
+    "kinesis_fleet_producer_user_records_total",
+    Kind::Counter,
+    "records",
+    &[STREAM],
+    "User records Kinesis acknowledged (each once, however many attempts it took)",
+    "UserRecordsPut (KPL)",
+);
+/// User records the producer failed.
+pub const PRODUCER_USER_RECORDS_FAILED: Metric = metric(
+    "kinesis_fleet_producer_user_records_failed_total",
+    Kind::Counter,
+    "records",
+    &[STREAM],
+    "User records whose handle resolved to an error: not written (expired after record_ttl, or refused for good)",
+    "-",
+);
+/// Kinesis records the producer wrote.
+pub const PRODUCER_KINESIS_RECORDS: Metric = metric(
+    "kinesis_fleet_producer_kinesis_records_total",
+    Kind::Counter,
+    "records",
+    &[STREAM],
+    "Kinesis records (aggregates or plain records) Kinesis acknowledged",
+    "KinesisRecordsPut (KPL)",
+);
+/// PutRecords calls the producer made.
+pub const PRODUCER_PUT_RECORDS_CALLS: Metric = metric(
+    "kinesis_fleet_producer_put_records_calls_total",
+    Kind::Counter,
+    "calls",
+    &[STREAM],
+    "PutRecords calls the producer made",
+    "-",
+);
+/// Kinesis records the producer sent again.
+pub const PRODUCER_RETRIES: Metric = metric(
+    "kinesis_fleet_producer_retries_total",
+    Kind::Counter,
+    "records",
+    &[STREAM],
+    "Kinesis records sent again after a failed entry or call",
+    "-",
+);
+/// Throttled entries or calls.
+pub const PRODUCER_THROTTLES: Metric = metric(
+    "kinesis_fleet_producer_throttles_total",
+    Kind::Counter,
+    "errors",
+    &[STREAM],
+    "Entries or calls Kinesis refused with ProvisionedThroughputExceededException (retried)",
+    "ErrorsByCode (KPL), that code",
+);
+/// Plain records the producer wrote twice to keep order.
+pub const PRODUCER_DUPLICATES: Metric = metric(
+    "kinesis_fleet_producer_duplicates_total",
+    Kind::Counter,
+    "records",
+    &[STREAM],
+    "Plain records written again, although already written, because an earlier record of their key failed in the same call",
+    "-",
+);
+/// User records of aggregates that landed on the wrong shard.
+pub const PRODUCER_MISROUTED_USER_RECORDS: Metric = metric(
+    "kinesis_fleet_producer_misrouted_user_records_total",
+    Kind::Counter,
+    "records",
+    &[STREAM],
+    "User records of an aggregate that landed on a shard whose range excludes them (a stale shard map), sent again",
+    "-",
+);
+/// Shard map refreshes.
+pub const PRODUCER_SHARD_MAP_REFRESHES: Metric = metric(
+    "kinesis_fleet_producer_shard_map_refreshes_total",
+    Kind::Counter,
+    "refreshes",
+    &[STREAM],
+    "ListShards refreshes of the producer's shard map (periodic, or after a record landed on an unexpected shard)",
+    "-",
+);
+/// Bytes the producer holds.
+pub const PRODUCER_BUFFERED_BYTES: Metric = metric(
+    "kinesis_fleet_producer_buffered_bytes",
+    Kind::Gauge,
+    "bytes",
+    &[STREAM],
+    "Bytes (data plus partition keys) of user records accepted and not yet resolved; send waits while max_outstanding_bytes are",
+    "-",
+);
+/// User records the producer holds.
+pub const PRODUCER_BUFFERED_USER_RECORDS: Metric = metric(
+    "kinesis_fleet_producer_buffered_user_records",
+    Kind::Gauge,
+    "records",
+    &[STREAM],
+    "User records accepted and not yet resolved",
+    "UserRecordsPending (KPL)",
+);
+/// The aggregation ratio.
+pub const PRODUCER_USER_RECORDS_PER_KINESIS_RECORD: Metric = metric(
+    "kinesis_fleet_producer_user_records_per_kinesis_record",
+    Kind::Histogram,
+    "records",
+    &[STREAM],
+    "User records per acknowledged Kinesis record (the aggregation ratio; 1 for plain records)",
+    "User Records per Kinesis Record (KPL)",
+);
+
 /// Every metric of the set, in the README's order.
 pub const ALL: &[Metric] = &[
     BEHIND_LATEST_SECONDS,
@@ -499,6 +611,18 @@ pub const ALL: &[Metric] = &[
     SINK_RECORDS_FAILED,
     SINK_UPLOAD_RETRIES,
     SINK_TRANSFORM_ERRORS,
+    PRODUCER_USER_RECORDS,
+    PRODUCER_USER_RECORDS_FAILED,
+    PRODUCER_KINESIS_RECORDS,
+    PRODUCER_PUT_RECORDS_CALLS,
+    PRODUCER_RETRIES,
+    PRODUCER_THROTTLES,
+    PRODUCER_DUPLICATES,
+    PRODUCER_MISROUTED_USER_RECORDS,
+    PRODUCER_SHARD_MAP_REFRESHES,
+    PRODUCER_BUFFERED_BYTES,
+    PRODUCER_BUFFERED_USER_RECORDS,
+    PRODUCER_USER_RECORDS_PER_KINESIS_RECORD,
 ];
 
 /// The README table of the set: one row per metric (name, kind, unit,
