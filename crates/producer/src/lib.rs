@@ -35,9 +35,10 @@
 //!   task) and returns one [`BatchHandle`] resolving to every record's
 //!   receipt or error, in order. Its records are treated as if sent one by
 //!   one; it is the fast way in when records come in bunches.
-//! - Counters in [`Producer::stats`] and through the `metrics` facade (see
-//!   [`Counter::metric_name`] and the gauge and histogram names in this
-//!   crate's root).
+//! - Counters in [`Producer::stats`], and the `kinesis_fleet_producer_*`
+//!   metrics of the workspace's metric set through the `metrics` facade (see
+//!   [`Counter::metric`] and the gauge and histogram names in this crate's
+//!   root).
 //!
 //! ```no_run
 //! # async fn demo(client: aws_sdk_kinesis::Client) -> Result<(), kinesis_fleet_producer::Error> {
