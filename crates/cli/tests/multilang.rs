@@ -170,8 +170,19 @@ async fn two_processes_share_a_stream_and_sigterm_hands_shards_over() {
     );
     written.extend(put(&aws, &stream, 5..10).await);
     wait_for(&dir, &written).await;
-    // Let the leader move half of the leases to the second process.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // The leader moves half of the leases to the second process (seen in its
+    // metrics: a fixed wait was too short on a loaded machine).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while common::get_metrics(&metrics_addr)
+        .map_or(0.0, |e| common::metric_sum(&e, "kinesis_fleet_leases_held"))
+        < 2.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the second process took no half of the leases"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     written.extend(put(&aws, &stream, 10..15).await);
     wait_for(&dir, &written).await;
     // The second process serves its metrics: the records its children got.
