@@ -113,19 +113,32 @@ impl Env {
 
     /// Every object under `prefix`, decoded.
     async fn objects(&self, prefix: &str) -> Vec<Object> {
-        s3::read_objects(&self.s3, &self.bucket, prefix)
-            .await
-            .expect("read objects")
-            .into_iter()
-            .map(|(key, bytes)| Object::parse(&self.stream, prefix, key, &bytes))
-            .collect()
+        self.try_objects(prefix).await.expect("read objects")
     }
 
-    /// Polls until the objects under `prefix` hold `records` lines.
+    async fn try_objects(&self, prefix: &str) -> kinesis_fleet_testkit::Result<Vec<Object>> {
+        Ok(s3::read_objects(&self.s3, &self.bucket, prefix)
+            .await?
+            .into_iter()
+            .map(|(key, bytes)| Object::parse(&self.stream, prefix, key, &bytes))
+            .collect())
+    }
+
+    /// Polls until the objects under `prefix` hold `records` lines. Reading
+    /// an object while the worker uploads can fail with a retryable error
+    /// (s3rver answered one with a body cut short): the next poll reads it
+    /// again.
     async fn wait_for_lines(&self, prefix: &str, records: usize) -> Vec<Object> {
         let deadline = Instant::now() + DEADLINE;
         loop {
-            let objects = self.objects(prefix).await;
+            let objects = match self.try_objects(prefix).await {
+                Ok(objects) => objects,
+                Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+                Err(e) => panic!("read objects under {prefix}: {e}"),
+            };
             let lines: usize = objects.iter().map(|o| o.lines.len()).sum();
             if lines >= records {
                 return objects;
