@@ -852,12 +852,12 @@ impl Engine {
 
     fn complete(
         &mut self,
-        mut entry: Entry,
+        entry: Entry,
         shard_id: &str,
         sequence_number: &str,
         done: &mut Vec<Done>,
     ) {
-        let written = match entry.settled.take() {
+        let written = match entry.settled {
             Some(written) => written,
             None => written(
                 &entry.members,

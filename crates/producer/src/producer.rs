@@ -227,7 +227,7 @@ impl Producer {
         let hash_key = validate(&record, || {
             effective_hash_key(&record.partition_key, record.explicit_hash_key.as_deref())
         })?;
-        let size = record.partition_key.len() + record.data.len();
+        let size = record_size(&record);
         let (tx, rx) = oneshot::channel();
         self.submit(
             Records::One(record, hash_key),
@@ -280,7 +280,7 @@ impl Producer {
             .zip(&records)
             .enumerate()
             .map(|(index, (hash_key, record))| {
-                size += record.partition_key.len() + record.data.len();
+                size += record_size(record);
                 validate(record, || hash_key).map_err(|error| Error::InvalidBatch {
                     index,
                     error: Box::new(error),
@@ -393,6 +393,12 @@ impl Producer {
     }
 }
 
+/// What Kinesis counts of a record against its limits, and what it holds
+/// of `max_outstanding_bytes`: data plus partition key.
+fn record_size(record: &NewRecord) -> usize {
+    record.partition_key.len() + record.data.len()
+}
+
 /// Checks what Kinesis would refuse; returns the record's hash key, which
 /// `hash_key` computes (or fails to: an invalid explicit hash key).
 fn validate(
@@ -400,7 +406,7 @@ fn validate(
     hash_key: impl FnOnce() -> kinesis_fleet_kpl::Result<u128>,
 ) -> Result<u128> {
     validate_partition_key(&record.partition_key)?;
-    let size = record.partition_key.len() + record.data.len();
+    let size = record_size(record);
     if size > MAX_RECORD_BYTES {
         return Err(Error::RecordTooLarge {
             size,

@@ -4,6 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use kinesis_fleet_types::metrics::label::STREAM;
 use kinesis_fleet_types::metrics::{self as set, Metric};
 
 /// A counter the producer keeps.
@@ -133,21 +134,21 @@ impl Stats {
             return;
         }
         self.counts[counter.index()].fetch_add(n, Ordering::Relaxed);
-        metrics::counter!(counter.metric_name(), "stream" => self.stream.clone()).increment(n);
+        metrics::counter!(counter.metric_name(), STREAM => self.stream.clone()).increment(n);
     }
 
     /// Records one acknowledged Kinesis record holding `user_records`.
     pub(crate) fn kinesis_record_put(&self, user_records: usize) {
         self.add(Counter::KinesisRecordsPut, 1);
         self.add(Counter::UserRecordsPut, user_records as u64);
-        metrics::histogram!(USER_RECORDS_PER_KINESIS_RECORD, "stream" => self.stream.clone())
+        metrics::histogram!(USER_RECORDS_PER_KINESIS_RECORD, STREAM => self.stream.clone())
             .record(user_records as f64);
     }
 
     /// Sets the buffered gauges.
     pub(crate) fn buffered(&self, bytes: usize, user_records: usize) {
-        metrics::gauge!(BUFFERED_BYTES, "stream" => self.stream.clone()).set(bytes as f64);
-        metrics::gauge!(BUFFERED_USER_RECORDS, "stream" => self.stream.clone())
+        metrics::gauge!(BUFFERED_BYTES, STREAM => self.stream.clone()).set(bytes as f64);
+        metrics::gauge!(BUFFERED_USER_RECORDS, STREAM => self.stream.clone())
             .set(user_records as f64);
     }
 
