@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hashbrown::DefaultHashBuilder;
-use kinesis_fleet_kpl::{Aggregator, NewRecord, UnjoinedAggregate};
+use kinesis_fleet_kpl::{Aggregator, Deaggregated, NewRecord, UnjoinedAggregate, deaggregate};
 use kinesis_fleet_types::ShardId;
 use tokio::time::{Duration, Instant};
 
@@ -49,10 +49,6 @@ pub const MAX_BYTES_PER_CALL: usize = 5 * 1024 * 1024;
 /// one busy key costs bounded time.
 const SCAN_PER_SHARD: usize = 2 * MAX_RECORDS_PER_CALL;
 
-/// Most emptied member lists the engine keeps for reuse: their room stays
-/// allocated while the producer is idle.
-const SPARE_MEMBER_LISTS: usize = 8;
-
 /// The engine's maps and sets, touched for every record: hashed with a fast
 /// keyed hasher instead of SipHash.
 type Map<K, V> = HashMap<K, V, DefaultHashBuilder>;
@@ -61,7 +57,8 @@ type Set<K> = HashSet<K, DefaultHashBuilder>;
 /// The code Kinesis answers a throttled entry or call with.
 pub(crate) const THROTTLED: &str = "ProvisionedThroughputExceededException";
 
-/// One user record accepted by the producer.
+/// One user record accepted by the producer. Once aggregated, only its id
+/// stays: its data lives on in the aggregate's bytes.
 #[derive(Clone, Debug)]
 pub(crate) struct Member {
     /// Increasing in `send` order.
@@ -102,7 +99,10 @@ pub(crate) struct Entry {
     pub(crate) data: Payload,
     /// Length of the data sent.
     data_len: usize,
-    members: Vec<Member>,
+    /// Its user records' ids, in sub-sequence order.
+    ids: Vec<u64>,
+    /// When its oldest user record was accepted.
+    first_submitted: Instant,
     aggregated: bool,
     /// Closed because the next record did not fit: send without waiting.
     full: bool,
@@ -115,14 +115,20 @@ pub(crate) struct Entry {
 
 impl Entry {
     fn plain(shard: ShardId, order_key: OrderKey, member: Member) -> Entry {
+        let NewRecord {
+            partition_key,
+            explicit_hash_key,
+            data,
+        } = member.record;
         Entry {
             predicted: shard,
             order_key,
-            partition_key: member.record.partition_key.clone(),
-            explicit_hash_key: member.record.explicit_hash_key.clone(),
-            data: Payload::Plain(member.record.data.clone()),
-            data_len: member.record.data.len(),
-            members: vec![member],
+            partition_key,
+            explicit_hash_key,
+            data_len: data.len(),
+            data: Payload::Joined(data),
+            ids: vec![member.id],
+            first_submitted: member.submitted,
             aggregated: false,
             full: false,
             attempts: 0,
@@ -135,18 +141,19 @@ impl Entry {
     fn aggregate(
         shard: ShardId,
         mut record: UnjoinedAggregate,
-        (members, key_hashes): (Vec<Member>, Vec<u64>),
+        open: OpenAggregate,
         full: bool,
     ) -> Entry {
-        debug_assert_eq!(record.user_records, members.len());
+        debug_assert_eq!(record.user_records, open.ids.len());
         Entry {
-            order_key: OrderKey::keys(key_hashes),
+            order_key: OrderKey::keys(open.key_hashes),
             predicted: shard,
             partition_key: std::mem::take(&mut record.partition_key),
             explicit_hash_key: Some(std::mem::take(&mut record.explicit_hash_key)),
             data_len: record.data_len(),
-            data: Payload::Aggregate(record),
-            members,
+            data: Payload::Unjoined(record),
+            ids: open.ids,
+            first_submitted: open.since,
             aggregated: true,
             full,
             attempts: 0,
@@ -161,50 +168,79 @@ impl Entry {
         self.data_len + self.partition_key.len()
     }
 
-    /// The data to send, an aggregate unjoined. An aggregate's buffer goes
-    /// to the call (the entry keeps its records, not a second copy): a retry
-    /// aggregates the records again, to the same bytes.
-    fn take_data(&mut self) -> kinesis_fleet_kpl::Result<Data> {
-        match std::mem::replace(&mut self.data, Payload::Sent) {
-            Payload::Plain(data) => {
-                let bytes = data.to_vec();
-                self.data = Payload::Plain(data);
-                Ok(Data::Plain(bytes))
-            }
-            Payload::Aggregate(aggregate) => Ok(Data::Unjoined(aggregate)),
-            Payload::Sent => {
-                // Unbounded: the records fitted in one aggregate before.
-                let mut aggregator = Aggregator::with_max_bytes(usize::MAX);
-                for member in &self.members {
-                    aggregator.add_unjoined(&member.record, member.hash_key)?;
-                }
-                Ok(Data::Unjoined(
-                    aggregator
-                        .flush_unjoined()
-                        .expect("an aggregate holds at least one record"),
-                ))
-            }
-        }
+    /// Its user records again, to be routed anew: a plain record as it is,
+    /// an aggregate's unpacked from its bytes. Each is dated by the entry's
+    /// oldest, so its buffered time and TTL run no later than before.
+    fn into_members(self) -> std::result::Result<Vec<Member>, (Vec<u64>, Error)> {
+        let Entry {
+            ids,
+            first_submitted,
+            partition_key,
+            explicit_hash_key,
+            data,
+            aggregated,
+            ..
+        } = self;
+        let records = match data {
+            Payload::Joined(data) if !aggregated => Ok(vec![NewRecord {
+                partition_key,
+                explicit_hash_key,
+                data,
+            }]),
+            Payload::Joined(data) => unpack(&data, ids.len()),
+            Payload::Unjoined(aggregate) => unpack(&aggregate.into_data().into(), ids.len()),
+        };
+        let members = records.and_then(|records| {
+            ids.iter()
+                .zip(records)
+                .map(|(&id, record)| {
+                    let hash_key = kinesis_fleet_kpl::effective_hash_key(
+                        &record.partition_key,
+                        record.explicit_hash_key.as_deref(),
+                    )
+                    .map_err(|e| e.to_string())?;
+                    Ok(Member {
+                        id,
+                        record,
+                        hash_key,
+                        submitted: first_submitted,
+                    })
+                })
+                .collect()
+        });
+        members.map_err(|message| (ids, Error::Rerouting { message }))
     }
+}
 
-    fn first_submitted(&self) -> Instant {
-        self.members[0].submitted
-    }
-
-    fn into_members(self) -> Vec<Member> {
-        self.members
+/// The `count` user records of an aggregate this producer built.
+fn unpack(data: &Bytes, count: usize) -> std::result::Result<Vec<NewRecord>, String> {
+    match deaggregate(data) {
+        Deaggregated::Aggregated(records) if records.len() == count => Ok(records
+            .into_iter()
+            .map(|r| NewRecord {
+                partition_key: r.partition_key,
+                explicit_hash_key: r.explicit_hash_key,
+                data: r.data,
+            })
+            .collect()),
+        Deaggregated::Aggregated(records) => Err(format!(
+            "an aggregate of {count} records unpacked to {}",
+            records.len()
+        )),
+        Deaggregated::NotAggregated => Err("an aggregate lacks the KPL magic".to_owned()),
+        Deaggregated::Corrupt(why) => Err(format!("an aggregate is corrupt: {why}")),
     }
 }
 
 /// An entry's data.
 #[derive(Debug)]
 pub(crate) enum Payload {
-    Plain(Bytes),
+    /// The bytes to send: a plain record's, or an aggregate's once a call
+    /// joined it (kept for a retry, as the call takes its own copy).
+    Joined(Bytes),
     /// An aggregate not sent yet, unjoined: the call that sends it joins and
     /// hashes it, off the producer's task.
-    Aggregate(UnjoinedAggregate),
-    /// An aggregate whose data went to a call.
-    Sent,
+    Unjoined(UnjoinedAggregate),
 }
 
 /// Entries to send in one PutRecords call.
@@ -213,40 +249,44 @@ pub(crate) struct Batch {
     pub(crate) entries: Vec<Entry>,
 }
 
-/// An entry's data as taken for a call.
-enum Data {
-    Plain(Vec<u8>),
-    Unjoined(UnjoinedAggregate),
-}
-
 impl Batch {
-    /// The data of each entry, in order. The aggregates are joined together,
-    /// their digests computed side by side.
-    pub(crate) fn take_data(&mut self) -> kinesis_fleet_kpl::Result<Vec<Vec<u8>>> {
+    /// The data of each entry, in order, for the call to own. Unjoined
+    /// aggregates are joined together, their digests computed side by side,
+    /// and their entries keep a copy.
+    pub(crate) fn take_data(&mut self) -> Vec<Vec<u8>> {
         let mut unjoined = Vec::new();
-        let mut plain = Vec::with_capacity(self.entries.len());
+        let mut copies = Vec::with_capacity(self.entries.len());
         for entry in &mut self.entries {
-            match entry.take_data()? {
-                Data::Plain(bytes) => plain.push(Some(bytes)),
-                Data::Unjoined(aggregate) => {
-                    plain.push(None);
+            match std::mem::replace(&mut entry.data, Payload::Joined(Bytes::new())) {
+                Payload::Joined(bytes) => {
+                    copies.push(Some(bytes.to_vec()));
+                    entry.data = Payload::Joined(bytes);
+                }
+                Payload::Unjoined(aggregate) => {
+                    copies.push(None);
                     unjoined.push(aggregate);
                 }
             }
         }
         let mut joined = UnjoinedAggregate::into_data_each(unjoined).into_iter();
-        Ok(plain
-            .into_iter()
-            .map(|bytes| bytes.unwrap_or_else(|| joined.next().expect("one per aggregate")))
-            .collect())
+        self.entries
+            .iter_mut()
+            .zip(copies)
+            .map(|(entry, copy)| {
+                copy.unwrap_or_else(|| {
+                    let data = joined.next().expect("one per aggregate");
+                    entry.data = Payload::Joined(Bytes::copy_from_slice(&data));
+                    data
+                })
+            })
+            .collect()
     }
 }
 
 /// Resolves the aggregates of an answered call that were written on the
 /// shard they were predicted for, where the call ran rather than on the
-/// producer's task: makes their outcome and drops their records (their
-/// data went to the call), leaving [`Engine::on_response`] only the
-/// bookkeeping. (No other entry of the call shares their partition keys, so
+/// producer's task: makes their outcome and drops their kept bytes, leaving
+/// [`Engine::on_response`] only the bookkeeping. (No other entry of the call shares their partition keys, so
 /// nothing in the call can send them again.)
 pub(crate) fn settle(batch: &mut Batch, outcome: &CallOutcome) {
     let CallOutcome::Answered(results) = outcome else {
@@ -264,28 +304,27 @@ pub(crate) fn settle(batch: &mut Batch, outcome: &CallOutcome) {
             && shard_id == entry.predicted.as_str()
         {
             entry.settled = Some(written(
-                &entry.members,
+                std::mem::take(&mut entry.ids),
                 entry.attempts,
                 shard_id,
                 sequence_number,
                 true,
             ));
-            // Their records are dropped here; the engine reuses the room.
-            entry.members.clear();
+            entry.data = Payload::Joined(Bytes::new());
         }
     }
 }
 
 /// The outcome of the records of one Kinesis record.
 fn written(
-    members: &[Member],
+    ids: Vec<u64>,
     attempts: u32,
     shard_id: &str,
     sequence_number: &str,
     aggregated: bool,
 ) -> Done {
     Done::Written {
-        ids: members.iter().map(|m| m.id).collect(),
+        ids,
         receipt: Receipt {
             shard_id: ShardId::from(shard_id),
             sequence_number: Arc::from(sequence_number),
@@ -357,14 +396,60 @@ impl Done {
     }
 }
 
+/// What a shard's open aggregate keeps of its user records besides their
+/// bytes.
+#[derive(Debug)]
+struct OpenAggregate {
+    ids: Vec<u64>,
+    /// Their partition keys' hashes, hashed as they came, while their bytes
+    /// were at hand.
+    key_hashes: Vec<u64>,
+    /// When the oldest was accepted.
+    since: Instant,
+}
+
+impl OpenAggregate {
+    fn new(now: Instant) -> OpenAggregate {
+        OpenAggregate {
+            ids: Vec::new(),
+            key_hashes: Vec::new(),
+            since: now,
+        }
+    }
+
+    fn push(&mut self, id: u64, key_hash: u64, submitted: Instant) {
+        if self.ids.is_empty() {
+            self.since = submitted;
+        }
+        self.ids.push(id);
+        self.key_hashes.push(key_hash);
+    }
+
+    /// When its oldest record has waited `linger`, if it holds any.
+    fn deadline(&self, linger: Duration) -> Option<Instant> {
+        (!self.ids.is_empty()).then_some(self.since + linger)
+    }
+
+    /// Its contents, leaving room for as many (no regrowth while a shard's
+    /// aggregates keep their size).
+    fn take(&mut self) -> OpenAggregate {
+        let room = self.ids.len();
+        std::mem::replace(
+            self,
+            OpenAggregate {
+                ids: Vec::with_capacity(room),
+                key_hashes: Vec::with_capacity(room),
+                since: self.since,
+            },
+        )
+    }
+}
+
 /// One shard's buffers.
 #[derive(Debug)]
 struct ShardState {
     open: Aggregator,
-    open_members: Vec<Member>,
-    /// The hashes of `open_members`' partition keys, hashed as they came,
-    /// while their bytes were at hand.
-    open_key_hashes: Vec<u64>,
+    open_records: OpenAggregate,
     ready: VecDeque<Entry>,
     in_flight: usize,
     bucket: Option<TokenBucket>,
@@ -374,8 +459,7 @@ impl ShardState {
     fn new(config: &ProducerConfig, now: Instant) -> ShardState {
         ShardState {
             open: Aggregator::with_max_bytes(config.aggregation_max_bytes),
-            open_members: Vec::new(),
-            open_key_hashes: Vec::new(),
+            open_records: OpenAggregate::new(now),
             ready: VecDeque::new(),
             in_flight: 0,
             bucket: config.shard_rate_limit.map(|l| TokenBucket::new(l, now)),
@@ -383,29 +467,21 @@ impl ShardState {
     }
 
     /// Moves the open aggregate, if any, to the queue.
-    fn close_open(&mut self, shard: &ShardId, full: bool, spare: &mut Vec<Vec<Member>>) {
+    fn close_open(&mut self, shard: &ShardId, full: bool) {
         if let Some(record) = self.open.flush_unjoined() {
-            let members = self.take_members(spare);
-            self.ready
-                .push_back(Entry::aggregate(shard.clone(), record, members, full));
+            self.queue_aggregate(shard, record, full);
         }
     }
 
-    /// The open aggregate's members and their key hashes, leaving room for
-    /// as many in the next one (no regrowth while a shard's aggregates keep
-    /// their size), in a spare list when there is one.
-    fn take_members(&mut self, spare: &mut Vec<Vec<Member>>) -> (Vec<Member>, Vec<u64>) {
-        let room = self.open_members.len();
-        let mut next = spare.pop().unwrap_or_default();
-        next.reserve(room);
-        (
-            std::mem::replace(&mut self.open_members, next),
-            std::mem::replace(&mut self.open_key_hashes, Vec::with_capacity(room)),
-        )
+    /// Queues `record`, the aggregate of the open records.
+    fn queue_aggregate(&mut self, shard: &ShardId, record: UnjoinedAggregate, full: bool) {
+        let open = self.open_records.take();
+        self.ready
+            .push_back(Entry::aggregate(shard.clone(), record, open, full));
     }
 
     fn is_empty(&self) -> bool {
-        self.open_members.is_empty() && self.ready.is_empty() && self.in_flight == 0
+        self.open_records.ids.is_empty() && self.ready.is_empty() && self.in_flight == 0
     }
 }
 
@@ -416,9 +492,6 @@ pub(crate) struct Engine {
     stats: Arc<Stats>,
     map: ShardMap,
     shards: Map<ShardId, ShardState>,
-    /// Emptied member lists of written aggregates, room for later ones'
-    /// (a full aggregate's members fill fresh pages otherwise).
-    spare_members: Vec<Vec<Member>>,
     /// Plain entries' order keys with an entry in flight.
     busy: Set<OrderKey>,
     /// Aggregating: the partition keys (hashed) of the entries in flight.
@@ -447,7 +520,6 @@ impl Engine {
             stats,
             map,
             shards: Map::default(),
-            spare_members: Vec::new(),
             busy: Set::default(),
             busy_keys: Set::default(),
             key_hasher: DefaultHashBuilder::default(),
@@ -504,17 +576,17 @@ impl Engine {
         match state.open.add_unjoined(&member.record, member.hash_key) {
             Ok(full) => {
                 if let Some(full) = full {
-                    let members = state.take_members(&mut self.spare_members);
-                    state
-                        .ready
-                        .push_back(Entry::aggregate(shard.clone(), full, members, true));
+                    state.queue_aggregate(shard, full, true);
                 }
-                state.open_members.push(member);
-                state.open_key_hashes.push(key_hash);
+                // The record is dropped here, while it is fresh in the cache:
+                // its bytes are in the aggregate.
+                state
+                    .open_records
+                    .push(member.id, key_hash, member.submitted);
             }
             Err(kinesis_fleet_kpl::Error::RecordTooLarge { .. }) => {
                 // Too large to aggregate but valid for Kinesis: alone, plain.
-                state.close_open(shard, true, &mut self.spare_members);
+                state.close_open(shard, true);
                 let key = OrderKey::keys(vec![key_hash]);
                 state
                     .ready
@@ -549,11 +621,11 @@ impl Engine {
         let linger = self.config.max_buffered_time;
         for (id, state) in &mut self.shards {
             let due = state
-                .open_members
-                .first()
-                .is_some_and(|m| self.flushing || m.submitted + linger <= now);
+                .open_records
+                .deadline(linger)
+                .is_some_and(|t| self.flushing || t <= now);
             if due {
-                state.close_open(id, false, &mut self.spare_members);
+                state.close_open(id, false);
             }
         }
         let (mut queued, mut queued_bytes, mut due) = (0, 0, self.flushing);
@@ -565,7 +637,7 @@ impl Engine {
             if let Some(front) = state.ready.front() {
                 queued_bytes += front.size();
                 due |= !Self::backing_off(front, now)
-                    && (front.full || front.first_submitted() + linger <= now);
+                    && (front.full || front.first_submitted + linger <= now);
             }
         }
         if !(due || queued >= MAX_RECORDS_PER_CALL || queued_bytes >= MAX_BYTES_PER_CALL) {
@@ -688,8 +760,8 @@ impl Engine {
             }
         };
         for (id, state) in &mut self.shards {
-            if let Some(m) = state.open_members.first() {
-                at(m.submitted + linger);
+            if let Some(t) = state.open_records.deadline(linger) {
+                at(t);
             }
             let Some(front) = state.ready.front() else {
                 continue;
@@ -697,7 +769,7 @@ impl Engine {
             if self.suspect.contains(id) {
                 continue;
             }
-            at(front.first_submitted() + linger);
+            at(front.first_submitted + linger);
             if let Some(t) = front.not_before {
                 at(t);
             }
@@ -818,7 +890,7 @@ impl Engine {
                             operation: "PutRecords",
                             message: message.clone(),
                         };
-                        fail(entry.into_members(), &error, &self.stats, &mut done);
+                        fail(entry.ids, &error, &self.stats, &mut done);
                     }
                 }
             }
@@ -832,20 +904,23 @@ impl Engine {
     /// after a backoff; fails those past their TTL.
     fn requeue(&mut self, entries: Vec<Entry>, now: Instant, done: &mut Vec<Done>) {
         for mut entry in entries.into_iter().rev() {
-            if entry.first_submitted() + self.config.record_ttl <= now {
+            if entry.first_submitted + self.config.record_ttl <= now {
                 let error = Error::Expired {
                     attempts: entry.attempts,
                     ttl: self.config.record_ttl,
                     last_error: std::mem::take(&mut entry.last_error),
                 };
-                fail(entry.into_members(), &error, &self.stats, done);
+                fail(entry.ids, &error, &self.stats, done);
                 continue;
             }
             let delay = self.config.backoff_for(entry.attempts);
             entry.not_before = Some(now + delay.mul_f64(rand::random_range(0.5..=1.0)));
             match self.shards.get_mut(&entry.predicted) {
                 Some(state) => state.ready.push_front(entry),
-                None => self.unrouted.extend(entry.into_members()),
+                None => {
+                    let members = unpack_entry(entry, &self.stats, done);
+                    self.unrouted.extend(members);
+                }
             }
         }
     }
@@ -860,7 +935,7 @@ impl Engine {
         let written = match entry.settled {
             Some(written) => written,
             None => written(
-                &entry.members,
+                entry.ids,
                 entry.attempts,
                 shard_id,
                 sequence_number,
@@ -871,11 +946,6 @@ impl Engine {
             self.stats.kinesis_record_put(ids.len());
         }
         done.push(written);
-        if entry.aggregated && self.spare_members.len() < SPARE_MEMBER_LISTS {
-            let mut members = entry.members;
-            members.clear();
-            self.spare_members.push(members);
-        }
     }
 
     /// Takes a freshly listed map. It is applied at once unless an entry is
@@ -919,7 +989,8 @@ impl Engine {
             let shard_id = ShardId::from(landed);
             let sequence_number: Arc<str> = Arc::from(sequence_number);
             let mut inside = 0;
-            for (sub, member) in entry.members.into_iter().enumerate() {
+            let members = unpack_entry(entry, &self.stats, &mut done);
+            for (sub, member) in members.into_iter().enumerate() {
                 if range.contains(member.hash_key) {
                     inside += 1;
                     done.push(Done::Written {
@@ -948,9 +1019,11 @@ impl Engine {
             .cloned()
             .collect();
         for id in stale {
-            let state = self.shards.remove(&id).expect("listed above");
-            reroute.extend(state.ready.into_iter().flat_map(Entry::into_members));
-            reroute.extend(state.open_members);
+            let mut state = self.shards.remove(&id).expect("listed above");
+            state.close_open(&id, false);
+            for entry in state.ready {
+                reroute.extend(unpack_entry(entry, &self.stats, &mut done));
+            }
         }
         self.map = map;
         self.suspect.clear();
@@ -963,14 +1036,23 @@ impl Engine {
     }
 }
 
-fn fail(members: Vec<Member>, error: &Error, stats: &Stats, done: &mut Vec<Done>) {
-    stats.add(Counter::UserRecordsFailed, members.len() as u64);
-    for member in members {
+fn fail(ids: Vec<u64>, error: &Error, stats: &Stats, done: &mut Vec<Done>) {
+    stats.add(Counter::UserRecordsFailed, ids.len() as u64);
+    for id in ids {
         done.push(Done::Failed {
-            id: member.id,
+            id,
             error: error.clone(),
         });
     }
+}
+
+/// The user records of `entry`, to be routed anew; if they cannot be
+/// unpacked, they fail.
+fn unpack_entry(entry: Entry, stats: &Stats, done: &mut Vec<Done>) -> Vec<Member> {
+    entry.into_members().unwrap_or_else(|(ids, error)| {
+        fail(ids, &error, stats, done);
+        Vec::new()
+    })
 }
 
 /// How long to wait at least between two ListShards refreshes.
@@ -980,7 +1062,6 @@ pub(crate) const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
 mod tests {
     use std::collections::BTreeMap;
 
-    use kinesis_fleet_kpl::{Deaggregated, deaggregate};
     use proptest::prelude::*;
 
     use super::*;
@@ -1075,7 +1156,7 @@ mod tests {
                 let mut batch = batch;
                 // What the call sends (an aggregate's data goes: a retry
                 // aggregates its records again).
-                let data = batch.take_data().unwrap();
+                let data = batch.take_data();
                 for (entry, data) in batch.entries.iter().zip(&data) {
                     prop_assert!(entry.size() <= crate::MAX_RECORD_BYTES);
                     if entry.aggregated {
@@ -1086,16 +1167,16 @@ mod tests {
                             prop_assert!(keys_in_call.insert(*key), "no partition key in two aggregates of a call");
                         }
                     }
-                    let records = carried(entry, data);
-                    for (_, id) in &records {
-                        let hash_key = engine_hash_key(&records, *id, entry);
+                    let carried = carried(entry, data);
+                    for (_, id) in &carried {
+                        let hash_key = records_hash_key(&records, *id);
                         prop_assert_eq!(map.shard_for(hash_key), Some(&entry.predicted));
                     }
                     coin += 1;
                     if failures[coin % failures.len()] && coin % 3 != 0 {
                         outcomes.push(EntryOutcome::Failed { code: THROTTLED.into(), message: "slow down".into() });
                     } else {
-                        for (key, id) in records {
+                        for (key, id) in carried {
                             written.entry((key, entry.predicted.to_string())).or_default().push(id);
                         }
                         outcomes.push(EntryOutcome::Written { shard_id: entry.predicted.to_string(), sequence_number: format!("{coin}") });
@@ -1141,16 +1222,6 @@ mod tests {
         ehk.unwrap_or_else(|| {
             kinesis_fleet_kpl::effective_hash_key(&format!("key-{key}"), None).unwrap()
         })
-    }
-
-    /// The hash key of record `id` carried by `entry`, from the entry itself.
-    fn engine_hash_key(_records: &[(String, u64)], id: u64, entry: &Entry) -> u128 {
-        entry
-            .members
-            .iter()
-            .find(|m| m.id == id)
-            .expect("member carried")
-            .hash_key
     }
 
     #[test]
@@ -1218,7 +1289,7 @@ mod tests {
         let mut by_shard: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         while let Some(batch) = engine.poll_batch(later) {
             for entry in &batch.entries {
-                let ids = entry.members.iter().map(|m| m.id);
+                let ids = entry.ids.iter().copied();
                 by_shard
                     .entry(entry.predicted.to_string())
                     .or_default()
@@ -1253,7 +1324,7 @@ mod tests {
             batch
                 .entries
                 .iter()
-                .flat_map(|e| e.members.iter().map(|m| m.id))
+                .flat_map(|e| e.ids.iter().copied())
                 .collect()
         };
         let first = engine.poll_batch(now).unwrap();

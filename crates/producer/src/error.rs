@@ -70,6 +70,14 @@ pub enum Error {
         /// What it may be.
         allowed: String,
     },
+    /// Buffered records could not be unpacked from their aggregate to be
+    /// routed anew after a reshard (a bug: the producer built that
+    /// aggregate).
+    #[error("re-routing buffered records: {message}")]
+    Rerouting {
+        /// What went wrong.
+        message: String,
+    },
     /// The producer was closed (or its task stopped) before the record was
     /// accepted or resolved.
     #[error("the producer is closed")]
@@ -87,6 +95,7 @@ impl Error {
             | Error::InvalidBatch { .. }
             | Error::Kinesis { .. }
             | Error::InvalidConfig { .. }
+            | Error::Rerouting { .. }
             | Error::Closed => false,
         }
     }

@@ -717,24 +717,20 @@ async fn put_records(
     stream: String,
     mut batch: Batch,
 ) -> CallResult {
+    let data = batch.take_data();
     let entries = batch
-        .take_data()
-        .map_err(|e| e.to_string())
-        .and_then(|data| {
-            batch
-                .entries
-                .iter()
-                .zip(data)
-                .map(|(e, data)| {
-                    PutRecordsRequestEntry::builder()
-                        .partition_key(&e.partition_key)
-                        .set_explicit_hash_key(e.explicit_hash_key.clone())
-                        .data(Blob::new(data))
-                        .build()
-                        .map_err(|e| e.to_string())
-                })
-                .collect::<std::result::Result<Vec<_>, String>>()
-        });
+        .entries
+        .iter()
+        .zip(data)
+        .map(|(e, data)| {
+            PutRecordsRequestEntry::builder()
+                .partition_key(&e.partition_key)
+                .set_explicit_hash_key(e.explicit_hash_key.clone())
+                .data(Blob::new(data))
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .collect::<std::result::Result<Vec<_>, String>>();
     let entries = match entries {
         Ok(entries) => entries,
         Err(e) => {
