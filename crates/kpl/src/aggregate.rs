@@ -106,11 +106,25 @@ impl UnjoinedAggregate {
         data
     }
 
-    /// [`into_data`](Self::into_data) of each aggregate, in order. Their
-    /// digests are computed side by side, in a fraction of the time one by
-    /// one takes when there are several.
-    pub fn into_data_each(aggregates: Vec<UnjoinedAggregate>) -> Vec<Vec<u8>> {
-        let mut joined: Vec<Vec<u8>> = aggregates.into_iter().map(Self::into_body).collect();
+    /// The data of each aggregate, in order, as [`into_data`](Self::into_data)
+    /// makes it but in new buffers of their exact size, leaving the
+    /// aggregates as they are (to be joined again, e.g. for a retried call).
+    /// Their digests are computed side by side, in a fraction of the time
+    /// one by one takes when there are several.
+    pub fn to_data_each<'a>(
+        aggregates: impl IntoIterator<Item = &'a UnjoinedAggregate>,
+    ) -> Vec<Vec<u8>> {
+        let mut joined: Vec<Vec<u8>> = aggregates
+            .into_iter()
+            .map(|aggregate| {
+                let mut data = Vec::with_capacity(aggregate.data_len());
+                data.extend_from_slice(&KPL_MAGIC);
+                data.extend_from_slice(&aggregate.partition_keys);
+                data.extend_from_slice(&aggregate.explicit_hash_keys);
+                data.extend_from_slice(&aggregate.records);
+                data
+            })
+            .collect();
         let mut digests = vec![[0; DIGEST_LEN]; joined.len()];
         md5_each(
             joined
@@ -763,7 +777,7 @@ mod tests {
             unjoined.extend(aggregator.add_unjoined(record, hash_key).unwrap());
         }
         unjoined.extend(aggregator.flush_unjoined());
-        let each = UnjoinedAggregate::into_data_each(unjoined.clone());
+        let each = UnjoinedAggregate::to_data_each(&unjoined);
         let joined: Vec<AggregatedRecord> = unjoined
             .into_iter()
             .map(|u| {

@@ -13,7 +13,7 @@
 //!   [`aggregate`]; [`Aggregator::add_unjoined`] returns a full aggregate as
 //!   an [`UnjoinedAggregate`], whose joining and MD5 digest another thread
 //!   can do. Many digests cost less computed together:
-//!   [`UnjoinedAggregate::into_data_each`] joins many aggregates, and
+//!   [`UnjoinedAggregate::to_data_each`] joins many aggregates, and
 //!   [`effective_hash_keys`] hashes many partition keys.
 //!
 //! ```

@@ -126,7 +126,7 @@ impl Entry {
             partition_key,
             explicit_hash_key,
             data_len: data.len(),
-            data: Payload::Joined(data),
+            data: Payload::Plain(data),
             ids: vec![member.id],
             first_submitted: member.submitted,
             aggregated: false,
@@ -151,7 +151,7 @@ impl Entry {
             partition_key: std::mem::take(&mut record.partition_key),
             explicit_hash_key: Some(std::mem::take(&mut record.explicit_hash_key)),
             data_len: record.data_len(),
-            data: Payload::Unjoined(record),
+            data: Payload::Aggregate(record),
             ids: open.ids,
             first_submitted: open.since,
             aggregated: true,
@@ -178,17 +178,15 @@ impl Entry {
             partition_key,
             explicit_hash_key,
             data,
-            aggregated,
             ..
         } = self;
         let records = match data {
-            Payload::Joined(data) if !aggregated => Ok(vec![NewRecord {
+            Payload::Plain(data) => Ok(vec![NewRecord {
                 partition_key,
                 explicit_hash_key,
                 data,
             }]),
-            Payload::Joined(data) => unpack(&data, ids.len()),
-            Payload::Unjoined(aggregate) => unpack(&aggregate.into_data().into(), ids.len()),
+            Payload::Aggregate(aggregate) => unpack(&aggregate.into_data().into(), ids.len()),
         };
         let members = records.and_then(|records| {
             ids.iter()
@@ -235,12 +233,10 @@ fn unpack(data: &Bytes, count: usize) -> std::result::Result<Vec<NewRecord>, Str
 /// An entry's data.
 #[derive(Debug)]
 pub(crate) enum Payload {
-    /// The bytes to send: a plain record's, or an aggregate's once a call
-    /// joined it (kept for a retry, as the call takes its own copy).
-    Joined(Bytes),
-    /// An aggregate not sent yet, unjoined: the call that sends it joins and
-    /// hashes it, off the producer's task.
-    Unjoined(UnjoinedAggregate),
+    Plain(Bytes),
+    /// An aggregate, unjoined: each call that sends it joins and hashes it
+    /// into a buffer of its own, off the producer's task.
+    Aggregate(UnjoinedAggregate),
 }
 
 /// Entries to send in one PutRecords call.
@@ -250,34 +246,23 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    /// The data of each entry, in order, for the call to own. Unjoined
-    /// aggregates are joined together, their digests computed side by side,
-    /// and their entries keep a copy.
-    pub(crate) fn take_data(&mut self) -> Vec<Vec<u8>> {
-        let mut unjoined = Vec::new();
-        let mut copies = Vec::with_capacity(self.entries.len());
-        for entry in &mut self.entries {
-            match std::mem::replace(&mut entry.data, Payload::Joined(Bytes::new())) {
-                Payload::Joined(bytes) => {
-                    copies.push(Some(bytes.to_vec()));
-                    entry.data = Payload::Joined(bytes);
-                }
-                Payload::Unjoined(aggregate) => {
-                    copies.push(None);
-                    unjoined.push(aggregate);
-                }
-            }
-        }
-        let mut joined = UnjoinedAggregate::into_data_each(unjoined).into_iter();
+    /// The data of each entry, in order, for the call to own. The
+    /// aggregates are joined together, their digests computed side by side;
+    /// the entries keep them unjoined, for a retry.
+    pub(crate) fn data(&self) -> Vec<Vec<u8>> {
+        let mut joined =
+            UnjoinedAggregate::to_data_each(self.entries.iter().filter_map(
+                |entry| match &entry.data {
+                    Payload::Aggregate(aggregate) => Some(aggregate),
+                    Payload::Plain(_) => None,
+                },
+            ))
+            .into_iter();
         self.entries
-            .iter_mut()
-            .zip(copies)
-            .map(|(entry, copy)| {
-                copy.unwrap_or_else(|| {
-                    let data = joined.next().expect("one per aggregate");
-                    entry.data = Payload::Joined(Bytes::copy_from_slice(&data));
-                    data
-                })
+            .iter()
+            .map(|entry| match &entry.data {
+                Payload::Plain(data) => data.to_vec(),
+                Payload::Aggregate(_) => joined.next().expect("one per aggregate"),
             })
             .collect()
     }
@@ -285,9 +270,10 @@ impl Batch {
 
 /// Resolves the aggregates of an answered call that were written on the
 /// shard they were predicted for, where the call ran rather than on the
-/// producer's task: makes their outcome and drops their kept bytes, leaving
-/// [`Engine::on_response`] only the bookkeeping. (No other entry of the call shares their partition keys, so
-/// nothing in the call can send them again.)
+/// producer's task: makes their outcome, leaving [`Engine::on_response`]
+/// only the bookkeeping. (No other entry of
+/// the call shares their partition keys, so nothing in the call can send
+/// them again.)
 pub(crate) fn settle(batch: &mut Batch, outcome: &CallOutcome) {
     let CallOutcome::Answered(results) = outcome else {
         return;
@@ -310,7 +296,6 @@ pub(crate) fn settle(batch: &mut Batch, outcome: &CallOutcome) {
                 sequence_number,
                 true,
             ));
-            entry.data = Payload::Joined(Bytes::new());
         }
     }
 }
@@ -1154,9 +1139,8 @@ mod tests {
                 let mut keys_in_call = HashSet::new();
                 let mut outcomes = Vec::new();
                 let mut batch = batch;
-                // What the call sends (an aggregate's data goes: a retry
-                // aggregates its records again).
-                let data = batch.take_data();
+                // What the call sends.
+                let data = batch.data();
                 for (entry, data) in batch.entries.iter().zip(&data) {
                     prop_assert!(entry.size() <= crate::MAX_RECORD_BYTES);
                     if entry.aggregated {

@@ -717,7 +717,7 @@ async fn put_records(
     stream: String,
     mut batch: Batch,
 ) -> CallResult {
-    let data = batch.take_data();
+    let data = batch.data();
     let entries = batch
         .entries
         .iter()
