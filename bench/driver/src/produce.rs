@@ -94,7 +94,7 @@ pub(crate) enum Entries {
     /// One Kinesis record per user record.
     Plain,
     /// KPL aggregates of the user records of one shard each, as our producer
-    /// builds them.
+    /// builds them (of its default size).
     Aggregated,
 }
 
@@ -183,7 +183,11 @@ async fn aggregated_entries(
         .open_shards()
         .await
         .map_err(|e| e.to_string())?;
-    let mut aggregators: Vec<Aggregator> = shards.iter().map(|_| Aggregator::new()).collect();
+    let max_bytes = ProducerConfig::default().aggregation_max_bytes;
+    let mut aggregators: Vec<Aggregator> = shards
+        .iter()
+        .map(|_| Aggregator::with_max_bytes(max_bytes))
+        .collect();
     let mut aggregates = Vec::new();
     for record in records {
         let hash = effective_hash_key(&record.partition_key, None).map_err(|e| e.to_string())?;

@@ -21,8 +21,11 @@ pub struct ProducerConfig {
     /// (default `true`). Off: one Kinesis record per user record.
     pub aggregation: bool,
     /// Largest aggregate, counting its data and partition key as Kinesis
-    /// does (default 1 MiB, aws-kinesis-agg's limit). A user record too large
-    /// to be aggregated is sent alone as a plain record.
+    /// does (default 51 200 bytes, the KPL's `AggregationMaxSize`; at most
+    /// 1 MiB, a Kinesis record's limit). A user record too large to be
+    /// aggregated is sent alone as a plain record. Small aggregates are
+    /// encoded, hashed and sent while their bytes are still cached, and the
+    /// first call leaves sooner.
     pub aggregation_max_bytes: usize,
     /// Longest time a user record waits to be batched before it is sent
     /// (default 100 ms, the KPL's `RecordMaxBufferedTime`).
@@ -70,7 +73,7 @@ impl Default for ProducerConfig {
     fn default() -> Self {
         ProducerConfig {
             aggregation: true,
-            aggregation_max_bytes: kinesis_fleet_kpl::MAX_RECORD_BYTES,
+            aggregation_max_bytes: 51_200,
             max_buffered_time: Duration::from_millis(100),
             max_outstanding_bytes: 64 * 1024 * 1024,
             max_concurrent_calls: 16,

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use kinesis_fleet_kpl::{Deaggregated, deaggregate, effective_hash_key};
-use kinesis_fleet_producer::{Counter, Error, NewRecord, Producer, ProducerConfig};
+use kinesis_fleet_producer::{
+    Counter, Error, MAX_RECORD_BYTES, NewRecord, Producer, ProducerConfig,
+};
 use kinesis_fleet_testkit::{LocalAws, read_back};
 
 /// A user record as read back.
@@ -228,12 +230,17 @@ async fn large_records_are_split_across_calls_and_aggregates() {
     let stream = aws.unique_name("big");
     aws.create_stream(&stream, 2).await.expect("create stream");
     // 12 records of 600 KiB: 7.2 MiB, more than one 5 MiB call; aggregated,
-    // no two fit in one 1 MiB aggregate.
+    // no two fit in one aggregate even of the largest size, 1 MiB.
     let big: Vec<NewRecord> = (0..12)
         .map(|i| NewRecord::new(format!("k{}", i % 3), vec![i as u8; 600 * 1024]))
         .collect();
     for aggregation in [false, true] {
-        let producer = producer(&aws, &stream, aggregation).await;
+        let config = ProducerConfig::default()
+            .aggregation(aggregation)
+            .aggregation_max_bytes(MAX_RECORD_BYTES);
+        let producer = Producer::new(aws.kinesis_client(), &stream, config)
+            .await
+            .expect("producer");
         producer.put_all(big.clone()).await.expect("put");
         let stats = producer.stats();
         assert_eq!(stats.get(Counter::KinesisRecordsPut), 12, "{stats:?}");

@@ -191,11 +191,12 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
              {passes} interleaved pass(es). Kinesis records are counted by reading each stream \
              back with plain GetRecords and must match the writer's count."
         ),
-        "Ours: `Producer` with its defaults (aggregation by shard map, 1 MiB aggregates, 100 ms \
-         buffering, 16 calls in flight) except the per-shard rate limit, turned off because the \
+        "Ours: `Producer` with its defaults (aggregation by shard map, aggregates of at most \
+         51 200 bytes as the KPL's, 100 ms buffering, 16 calls in flight) except the per-shard rate limit, turned off because the \
          emulator does not enforce one and the peers have none; fed by `send_batch` of 1 000 \
-         records, timed from the first `send_batch` until every record resolved. The peers: `RecordAggregator` with its default \
-         1 MiB aggregates, aggregates batched into PutRecords calls of at most 500 entries and \
+         records, timed from the first `send_batch` until every record resolved; the aggregated \
+         ceiling's aggregates have the same limit. The peers: `RecordAggregator` with its \
+         default 1 MiB aggregates, aggregates batched into PutRecords calls of at most 500 entries and \
          5 MiB, one call at a time as their documentation shows; their aggregates mix shards \
          (no shard map)."
             .to_owned(),
