@@ -436,6 +436,8 @@ struct ShardState {
     open: Aggregator,
     open_records: OpenAggregate,
     ready: VecDeque<Entry>,
+    /// What Kinesis counts of `ready`'s entries.
+    ready_bytes: usize,
     in_flight: usize,
     bucket: Option<TokenBucket>,
 }
@@ -446,6 +448,7 @@ impl ShardState {
             open: Aggregator::with_max_bytes(config.aggregation_max_bytes),
             open_records: OpenAggregate::new(now),
             ready: VecDeque::new(),
+            ready_bytes: 0,
             in_flight: 0,
             bucket: config.shard_rate_limit.map(|l| TokenBucket::new(l, now)),
         }
@@ -461,8 +464,31 @@ impl ShardState {
     /// Queues `record`, the aggregate of the open records.
     fn queue_aggregate(&mut self, shard: &ShardId, record: UnjoinedAggregate, full: bool) {
         let open = self.open_records.take();
-        self.ready
-            .push_back(Entry::aggregate(shard.clone(), record, open, full));
+        self.push_ready(Entry::aggregate(shard.clone(), record, open, full));
+    }
+
+    /// Queues `entry` behind the others.
+    fn push_ready(&mut self, entry: Entry) {
+        self.ready_bytes += entry.size();
+        self.ready.push_back(entry);
+    }
+
+    /// Puts `entry`, to be retried, in front of the others.
+    fn push_ready_front(&mut self, entry: Entry) {
+        self.ready_bytes += entry.size();
+        self.ready.push_front(entry);
+    }
+
+    /// Takes the queued entries at `indexes` (ascending), in order.
+    fn take_ready(&mut self, indexes: Vec<usize>) -> Vec<Entry> {
+        let mut taken: Vec<Entry> = indexes
+            .into_iter()
+            .rev()
+            .filter_map(|i| self.ready.remove(i))
+            .collect();
+        taken.reverse();
+        self.ready_bytes -= taken.iter().map(Entry::size).sum::<usize>();
+        taken
     }
 
     fn is_empty(&self) -> bool {
@@ -552,9 +578,7 @@ impl Engine {
         };
         if !self.config.aggregation {
             let key = OrderKey::PartitionKey(shard.clone(), member.record.partition_key.clone());
-            state
-                .ready
-                .push_back(Entry::plain(shard.clone(), key, member));
+            state.push_ready(Entry::plain(shard.clone(), key, member));
             return None;
         }
         let key_hash = self.key_hasher.hash_one(&member.record.partition_key);
@@ -573,9 +597,7 @@ impl Engine {
                 // Too large to aggregate but valid for Kinesis: alone, plain.
                 state.close_open(shard, true);
                 let key = OrderKey::keys(vec![key_hash]);
-                state
-                    .ready
-                    .push_back(Entry::plain(shard.clone(), key, member));
+                state.push_ready(Entry::plain(shard.clone(), key, member));
             }
             Err(e) => {
                 return Some(Done::Failed {
@@ -600,8 +622,8 @@ impl Engine {
 
     /// The next PutRecords call to make, if one is due: a record has waited
     /// the maximum buffered time, an aggregate is full, a full call's worth
-    /// is queued, or a flush is on. A due call takes along whatever else can
-    /// be sent.
+    /// (in entries or bytes) is queued, or a flush is on. A due call takes
+    /// along whatever else can be sent.
     pub(crate) fn poll_batch(&mut self, now: Instant) -> Option<Batch> {
         let linger = self.config.max_buffered_time;
         for (id, state) in &mut self.shards {
@@ -619,8 +641,8 @@ impl Engine {
                 continue;
             }
             queued += state.ready.len();
+            queued_bytes += state.ready_bytes;
             if let Some(front) = state.ready.front() {
-                queued_bytes += front.size();
                 due |= !Self::backing_off(front, now)
                     && (front.full || front.first_submitted + linger <= now);
             }
@@ -696,12 +718,7 @@ impl Engine {
                 .shards
                 .get_mut(&id)
                 .expect("picked from an existing shard");
-            let mut taken: Vec<Entry> = indexes
-                .into_iter()
-                .rev()
-                .filter_map(|i| state.ready.remove(i))
-                .collect();
-            taken.reverse();
+            let mut taken = state.take_ready(indexes);
             state.in_flight += taken.len();
             for entry in &mut taken {
                 entry.attempts += 1;
@@ -901,7 +918,7 @@ impl Engine {
             let delay = self.config.backoff_for(entry.attempts);
             entry.not_before = Some(now + delay.mul_f64(rand::random_range(0.5..=1.0)));
             match self.shards.get_mut(&entry.predicted) {
-                Some(state) => state.ready.push_front(entry),
+                Some(state) => state.push_ready_front(entry),
                 None => {
                     let members = unpack_entry(entry, &self.stats, done);
                     self.unrouted.extend(members);
@@ -1331,6 +1348,27 @@ mod tests {
         assert_eq!(engine.on_response(first, written(2), now).len(), 2);
         let second = engine.poll_batch(now).unwrap();
         assert_eq!(ids(&second), [2, 3]);
+    }
+
+    #[test]
+    fn a_call_goes_once_a_calls_worth_of_bytes_is_queued() {
+        let config = ProducerConfig::default()
+            .aggregation(false)
+            .shard_rate_limit(None);
+        let mut engine = engine(config, ShardMap::new([shard("s", 0, u128::MAX, false)]));
+        let now = Instant::now();
+        // Records of 1 MB, far fewer than a call's 500 entries.
+        for id in 0..5 {
+            let record = member(id, &format!("k{id}"), None, 1_000_000, now);
+            assert!(engine.submit(record, now).is_none());
+        }
+        assert!(engine.poll_batch(now).is_none(), "5 MB: less than 5 MiB");
+        let record = member(5, "k5", None, 1_000_000, now);
+        assert!(engine.submit(record, now).is_none());
+        let batch = engine
+            .poll_batch(now)
+            .expect("6 MB queued: a full call goes before the buffered time");
+        assert_eq!(batch.entries.len(), 5, "as many as a call holds");
     }
 
     #[test]
