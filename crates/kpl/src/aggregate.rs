@@ -118,9 +118,9 @@ impl UnjoinedAggregate {
             .into_iter()
             .map(|aggregate| {
                 let mut data = Vec::with_capacity(aggregate.data_len());
-                data.extend_from_slice(&KPL_MAGIC);
-                data.extend_from_slice(&aggregate.partition_keys);
-                data.extend_from_slice(&aggregate.explicit_hash_keys);
+                for part in aggregate.head() {
+                    data.extend_from_slice(part);
+                }
                 data.extend_from_slice(&aggregate.records);
                 data
             })
@@ -139,23 +139,25 @@ impl UnjoinedAggregate {
         joined
     }
 
+    /// What goes before the records, in field order: the magic and the
+    /// key tables.
+    fn head(&self) -> [&[u8]; 3] {
+        [&KPL_MAGIC, &self.partition_keys, &self.explicit_hash_keys]
+    }
+
     /// The magic and the protobuf message, in the records' buffer.
-    fn into_body(self) -> Vec<u8> {
-        let tables = [
-            &KPL_MAGIC[..],
-            &self.partition_keys[..],
-            &self.explicit_hash_keys[..],
-        ];
-        let prefix: usize = tables.iter().map(|t| t.len()).sum();
-        let mut data = self.records;
+    fn into_body(mut self) -> Vec<u8> {
+        let mut data = std::mem::take(&mut self.records);
+        let head = self.head();
+        let prefix: usize = head.iter().map(|part| part.len()).sum();
         let records_len = data.len();
         data.reserve(prefix + DIGEST_LEN);
         data.resize(records_len + prefix, 0);
         data.copy_within(..records_len, prefix);
         let mut at = 0;
-        for table in tables {
-            data[at..at + table.len()].copy_from_slice(table);
-            at += table.len();
+        for part in head {
+            data[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
         }
         data
     }
