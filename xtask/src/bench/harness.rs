@@ -449,8 +449,17 @@ pub(crate) struct Emulators {
 
 impl Emulators {
     pub(crate) fn start(binaries: &Binaries) -> Result<Emulators, String> {
+        Self::start_with_env(binaries, &[])
+    }
+
+    /// Starts them with `env` added to their environment.
+    pub(crate) fn start_with_env(
+        binaries: &Binaries,
+        env: &[(&str, &str)],
+    ) -> Result<Emulators, String> {
         let mut child = Command::new(&binaries.driver)
             .arg("serve")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
