@@ -25,7 +25,7 @@ const RECORDS: (usize, usize) = (200_000, 5_000);
 const RECORD_BYTES: usize = 100;
 const SHARDS: u32 = 4;
 /// Passes per contender (interleaved; the median is reported): full, `--quick`.
-const PASSES: (usize, usize) = (5, 1);
+const PASSES: (usize, usize) = (9, 1);
 /// Goal: our user records/s as a fraction of the aggregated ceiling's.
 const CEILING_GOAL: f64 = 0.8;
 /// glibc's malloc settings for the emulators: freed memory stays in the
