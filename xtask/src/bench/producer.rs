@@ -321,7 +321,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, String> {
 /// to back and a prime number of writers (`WRITERS` holds 5), each writer
 /// follows each other writer within `writers` passes.
 fn pass_order(pass: usize, writers: usize) -> impl Iterator<Item = usize> {
-    let step = pass % (writers - 1).max(1) + 1;
+    let step = pass % writers.saturating_sub(1).max(1) + 1;
     (0..writers).map(move |i| i * step % writers)
 }
 
