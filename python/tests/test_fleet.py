@@ -61,7 +61,15 @@ class Process:
         self.proc.send_signal(signum)
 
     def wait(self, timeout: float = 30) -> int:
-        code = self.proc.wait(timeout)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            with self.lock:
+                last = self.events[-10:]
+            raise AssertionError(
+                f"the worker did not exit within {timeout} s (its log is under the "
+                f"captured stderr); its last events: {last}") from None
         self.reader.join(5)
         return code
 
@@ -72,8 +80,10 @@ class Process:
 
 
 def python_worker(aws: LocalAws, stream: str, app: str, worker_id: str) -> Process:
+    # Its log (on stderr, shown when a test fails) at info level.
     env = dict(os.environ, **aws.env(), KFLEET_STREAM=stream, KFLEET_APPLICATION=app,
-               KFLEET_WORKER_ID=worker_id, KFLEET_FAILOVER_SECS="3")
+               KFLEET_WORKER_ID=worker_id, KFLEET_FAILOVER_SECS="3",
+               KINESIS_FLEET_LOG="kinesis_fleet=info")
     return Process([sys.executable, str(HERE / "fleet_worker.py")], env)
 
 
