@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
 
@@ -53,6 +54,9 @@ class Printer(RecordProcessor):
 
 
 def main() -> int:
+    # A background job of a shell without job control starts with SIGINT
+    # ignored, and Python keeps it ignored: take the tests' Ctrl-C either way.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     worker = Worker(
         stream=os.environ["KFLEET_STREAM"],
         application=os.environ["KFLEET_APPLICATION"],
