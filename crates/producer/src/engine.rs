@@ -1398,12 +1398,17 @@ mod tests {
         // sixth closes it as full.
         let mut next_id = 0;
         let mut submit_until_full = |engine: &mut Engine| {
-            let queued = engine.shards.values().map(|s| s.ready.len()).sum::<usize>();
-            while engine.shards.values().map(|s| s.ready.len()).sum::<usize>() == queued {
+            let queued = |engine: &Engine| engine.shards.values().map(|s| s.ready.len()).sum();
+            let before: usize = queued(engine);
+            for _ in 0..6 {
                 let record = member(next_id, &format!("k{next_id}"), None, 10_000, now);
                 assert!(engine.submit(record, now).is_none());
                 next_id += 1;
+                if queued(engine) > before {
+                    return;
+                }
             }
+            panic!("six records of 10 kB did not fill an aggregate");
         };
         submit_until_full(&mut engine);
         let first = engine
